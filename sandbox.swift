@@ -1,0 +1,2258 @@
+// sandbox.swift — run untrusted Python inside a bubblewrap sandbox, from Swift or the shell.
+//
+// What it does: every run starts a fresh bubblewrap (`bwrap`) container with a read-only,
+// mostly empty filesystem view (a read-only tmpfs root, read-only system dirs, the venv
+// read-only, a private /tmp, a minimal /dev, a read-only /proc with sensitive files masked),
+// new user/pid/ipc/uts/cgroup namespaces (and a new network namespace when the network is
+// off), no capabilities, no_new_privs, a scrubbed environment and no inherited descriptors.
+// One host directory below the system temp dir may be bound read-write at /mnt; the files the
+// payload creates, changes or deletes there are reported back.
+//
+// What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
+// kernel is shared), network exfiltration while the network is on (the default), resource
+// exhaustion beyond the output cap and the timeout (CPU, memory, disk and process limits are
+// not applied yet), and anything an AppArmor profile would add: this version has no AppArmor
+// layer and refuses to run unless it is explicitly switched off (`--no-apparmor`).
+//
+// Build:  swiftc -O -parse-as-library sandbox.swift [sandbox_extra_tests.swift] -o sandbox
+// Embed:  add this file to your target and pass `-D SANDBOX_LIBRARY` to drop the entry point.
+//
+// Usage:  sandbox [--venv PATH --apparmor-profile-name NAME | --venv PATH --no-apparmor]
+//                 [--enable-network | --disable-network] [--verbose] [--extra-tests]
+//         sandbox run [same config flags] [--code CODE | --script /mnt/REL.py]
+//                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json]
+//
+// Exit status:
+//   sandbox (self-tests)     0 every test passed, 1 a test failed, 2 usage or configuration
+//                            error, 125 the sandbox could not be set up
+//   sandbox run              the payload's own exit status; 124 timed out; 128+N killed by
+//                            signal N; 2 usage or configuration error; 125 the sandbox could
+//                            not be set up
+//   sandbox run --json       0 whenever the payload ran (its status is in the JSON);
+//                            2 usage or configuration error; 1 internal failure
+//
+// Sections, in the order a run flows:
+//   Public API: configuration · Public API: results · Errors · Sandbox (one run) ·
+//   Host preflight · bwrap command line · AppArmor · Process spawning · Workspace changes ·
+//   Glibc helpers · Self-tests: suite · Self-tests: runner · Extension point · Command line
+
+#if canImport(Glibc)
+  import Glibc
+#else
+  #error("sandbox.swift needs Linux: bubblewrap is built on Linux namespaces")
+#endif
+
+// MARK: - Public API: configuration
+
+/// Settings shared by every run of one sandbox: which interpreter, which policy, which network.
+public struct SandboxConfig: Sendable, Equatable {
+  /// Whether runs are confined by an AppArmor profile.
+  public enum AppArmor: Sendable, Equatable {
+    /// Confine bwrap and the payload with the named, loaded profile.
+    case profile(String)
+    /// Run without the AppArmor layer; only bubblewrap's namespaces and mounts protect the host.
+    case disabled
+  }
+
+  /// Path of the virtualenv whose `bin/python` runs the payload.
+  public var venvPath: String
+  /// The AppArmor layer; there is no default, so turning it off is always an explicit choice.
+  public var appArmor: AppArmor
+  /// Whether the payload shares the host's network (the original tool's default: on).
+  public var networkEnabled: Bool
+  /// Resource limits applied to every run.
+  public var limits: SandboxLimits
+
+  /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
+  public init(
+    venvPath: String, appArmor: AppArmor, networkEnabled: Bool = true,
+    limits: SandboxLimits = SandboxLimits()
+  ) {
+    self.venvPath = venvPath
+    self.appArmor = appArmor
+    self.networkEnabled = networkEnabled
+    self.limits = limits
+  }
+
+  /// Environment variable naming the venv.
+  public static let venvVariable = "CODEEXEC_SANDBOX_VENV"
+  /// Environment variable naming the AppArmor profile.
+  public static let profileVariable = "CODEEXEC_SANDBOX_AA_PROFILE_NAME"
+
+  /// Builds the configuration from `CODEEXEC_SANDBOX_VENV` and `CODEEXEC_SANDBOX_AA_PROFILE_NAME`.
+  ///
+  /// The equivalent of the original tool's `get_default_sandbox_config()`. Pass
+  /// `appArmorDisabled: true` to build a configuration without a profile name.
+  /// - Throws: `SandboxError.missingSetting` when a variable is unset or empty.
+  public static func fromEnvironment(
+    appArmorDisabled: Bool = false,
+    lookup: (String) -> String? = environmentValue
+  ) throws(SandboxError) -> SandboxConfig {
+    guard let venv = lookup(venvVariable), !venv.isEmpty else {
+      throw .missingSetting(variable: venvVariable, flag: "--venv PATH")
+    }
+    if appArmorDisabled { return SandboxConfig(venvPath: venv, appArmor: .disabled) }
+    guard let profile = lookup(profileVariable), !profile.isEmpty else {
+      throw .missingSetting(variable: profileVariable, flag: "--apparmor-profile-name NAME")
+    }
+    return SandboxConfig(venvPath: venv, appArmor: .profile(profile))
+  }
+}
+
+/// Limits applied to each run. More limits (CPU, memory, processes, files) come later.
+public struct SandboxLimits: Sendable, Equatable {
+  /// Bytes kept of each of stdout and stderr; the rest is read and discarded, and the
+  /// result says `outputTruncated`. Bounds the host's memory whatever the payload prints.
+  public var outputLimitBytes: Int
+
+  /// Creates limits; the default keeps 16 MiB of each stream.
+  public init(outputLimitBytes: Int = 16 << 20) {
+    self.outputLimitBytes = outputLimitBytes
+  }
+}
+
+/// What a run executes.
+public enum SandboxPayload: Sendable, Equatable {
+  /// Python source, handed to the interpreter as a read-only file (never through argv).
+  case code(String)
+  /// A script already in the mount directory, named by its sandbox path (`/mnt/…`).
+  case script(sandboxPath: String)
+}
+
+// MARK: - Public API: results
+
+/// What one run did. Anything the payload causes (a crash, a timeout, a flood) is reported here.
+public struct SandboxResult: Sendable, Equatable {
+  /// The payload's exit status, or the negated signal number when a signal ended it.
+  public var returnCode: Int32
+  /// Bytes the payload wrote to stdout (at most `outputLimitBytes`).
+  public var stdout: [UInt8]
+  /// Bytes the payload wrote to stderr (at most `outputLimitBytes`).
+  public var stderr: [UInt8]
+  /// Whether the run was killed because it outlived its timeout.
+  public var timedOut: Bool
+  /// Whether the run was killed because its Task was cancelled.
+  public var cancelled: Bool
+  /// Whether stdout or stderr was cut at `outputLimitBytes`.
+  public var outputTruncated: Bool
+  /// Wall-clock time from spawn to reap.
+  public var duration: Duration
+  /// Files created or modified under the mount directory, relative to it, sorted.
+  public var changedFiles: [String]
+  /// Files removed from the mount directory, relative to it, sorted.
+  public var deletedFiles: [String]
+
+  /// Stdout as text; invalid UTF-8 becomes U+FFFD.
+  public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+  /// Stderr as text; invalid UTF-8 becomes U+FFFD.
+  public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+  /// Whether the payload exited with status 0 on its own.
+  public var isSuccess: Bool { returnCode == 0 && !timedOut && !cancelled }
+}
+
+// MARK: - Errors
+
+/// Everything the host or the caller can get wrong. What the payload does is a result instead.
+public enum SandboxError: Error, CustomStringConvertible, Equatable {
+  // Configuration (exit 2)
+  /// The command line could not be understood.
+  case usage(String)
+  /// A setting is neither in the environment nor on the command line.
+  case missingSetting(variable: String, flag: String)
+  /// The venv directory does not exist.
+  case venvNotFound(path: String)
+  /// The venv has no usable `bin/python`.
+  case venvHasNoPython(path: String)
+  /// The AppArmor profile name is not a safe identifier.
+  case invalidProfileName(String)
+  /// An environment variable for the payload has an unusable name or value.
+  case invalidEnvironment(name: String)
+  /// The mount directory is missing, not a directory, or outside the temp dir.
+  case invalidMountDirectory(path: String, reason: String)
+  /// The script path is not a file under `/mnt`.
+  case invalidScriptPath(path: String, reason: String)
+  /// The timeout is not a positive number of seconds.
+  case invalidTimeout(String)
+  // Host preflight (exit 125)
+  /// No `bwrap` executable on PATH.
+  case bwrapNotFound
+  /// The installed bwrap lacks options the sandbox relies on.
+  case bwrapTooOld(found: String, required: String)
+  /// The kernel will not create user namespaces for this user.
+  case userNamespacesUnavailable(reason: String, fix: String)
+  /// AppArmor was requested but the kernel cannot apply it.
+  case appArmorUnavailable(reason: String)
+  /// AppArmor is enabled on this kernel, but this build has no AppArmor layer yet.
+  case appArmorLayerMissing(profile: String)
+  /// The C library lacks a function the spawner needs.
+  case glibcTooOld(function: String)
+  // Setup and spawn (exit 125)
+  /// A system call failed.
+  case system(call: String, path: String?, errno: Int32)
+  /// bwrap started but could not build the sandbox.
+  case sandboxSetupFailed(message: String)
+  /// The self-test gate is closed: the suite has not passed on this host.
+  case selfTestGateClosed(reason: String)
+
+  public var description: String {
+    switch self {
+    case .usage(let message): return message
+    case .missingSetting(let variable, let flag):
+      return "no \(flag == "--venv PATH" ? "venv" : "AppArmor profile name") configured: \(variable) is not set"
+    case .venvNotFound(let path): return "venv '\(path)' does not exist or is not a directory"
+    case .venvHasNoPython(let path): return "venv '\(path)' has no runnable bin/python"
+    case .invalidProfileName(let name):
+      return "AppArmor profile name '\(printable(name))' is not allowed: use letters, digits, '_', '-' and '.' only"
+    case .invalidEnvironment(let name):
+      return "environment variable '\(printable(name))' cannot be passed: names are [A-Za-z_][A-Za-z0-9_]*, values hold no NUL byte"
+    case .invalidMountDirectory(let path, let reason): return "mount directory '\(path)': \(reason)"
+    case .invalidScriptPath(let path, let reason): return "script '\(path)': \(reason)"
+    case .invalidTimeout(let text): return "timeout '\(text)' is not a positive number of seconds"
+    case .bwrapNotFound: return "bubblewrap (bwrap) is not installed or not on PATH"
+    case .bwrapTooOld(let found, let required):
+      return "bubblewrap \(found) is too old: the sandbox needs \(required) or newer (for --disable-userns)"
+    case .userNamespacesUnavailable(let reason, _): return "user namespaces are unavailable: \(reason)"
+    case .appArmorUnavailable(let reason):
+      return "the AppArmor layer cannot be applied here: \(reason)"
+    case .appArmorLayerMissing(let profile):
+      return "AppArmor is enabled on this kernel, but this build cannot generate or apply profile '\(profile)' yet"
+    case .glibcTooOld(let function): return "the C library has no \(function) (glibc 2.34 or newer is needed)"
+    case .system(let call, let path, let code):
+      let target = path.map { " '\($0)'" } ?? ""
+      return "\(call)\(target): \(String(cString: strerror(code))) (errno \(code))"
+    case .sandboxSetupFailed(let message): return "bubblewrap could not set up the sandbox: \(message)"
+    case .selfTestGateClosed(let reason): return "refusing to run: \(reason)"
+    }
+  }
+
+  /// A suggestion the user can act on, when the cause is known.
+  public var hint: String? {
+    switch self {
+    case .usage: return "run 'sandbox --help' for the synopsis"
+    case .missingSetting(let variable, let flag):
+      return "export \(variable)=… or pass \(flag) (--venv and --apparmor-profile-name go together)"
+    case .venvNotFound, .venvHasNoPython:
+      return "create one with 'python3 -m venv PATH' and pass that path"
+    case .invalidMountDirectory:
+      return "pass a fresh directory below the temp dir, e.g. one made with mkdtemp(3) or 'mktemp -d'"
+    case .invalidScriptPath: return "copy the script into the mount directory and pass it as /mnt/NAME.py"
+    case .bwrapNotFound, .bwrapTooOld: return "install it: apt-get install bubblewrap (Debian 12 ships 0.8.0)"
+    case .userNamespacesUnavailable(_, let fix): return fix
+    case .appArmorUnavailable, .appArmorLayerMissing:
+      return "pass --no-apparmor (library: appArmor: .disabled) to run with the other layers only"
+    case .sandboxSetupFailed(let message):
+      if message.contains("uid map") || message.contains("Permission denied") || message.contains("namespace") {
+        return "the kernel refused a namespace; on Ubuntu 24.04 see kernel.apparmor_restrict_unprivileged_userns"
+      }
+      return nil
+    case .selfTestGateClosed: return "run 'sandbox --venv PATH --no-apparmor --verbose' and fix what fails"
+    default: return nil
+    }
+  }
+
+  /// Whether the caller (rather than the host) is at fault: such errors exit with status 2.
+  public var isConfigurationError: Bool {
+    switch self {
+    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName,
+      .invalidEnvironment, .invalidMountDirectory, .invalidScriptPath, .invalidTimeout,
+      .appArmorUnavailable, .appArmorLayerMissing:
+      return true
+    default: return false
+    }
+  }
+}
+
+// MARK: - Sandbox (one run)
+
+/// A checked configuration, ready to run payloads. Creating one validates everything once.
+public struct Sandbox: Sendable {
+  /// The configuration this sandbox was made from.
+  public let config: SandboxConfig
+  let venv: VenvLayout
+  let host: HostFacts
+
+  /// Checks the configuration and the host, so that later runs fail only for per-run reasons.
+  ///
+  /// - Throws: `SandboxError` for a missing venv, an unsafe profile name, a missing or old
+  ///   bwrap, unusable user namespaces, or an AppArmor request this host cannot honour.
+  public init(config: SandboxConfig) throws(SandboxError) {
+    if case .profile(let name) = config.appArmor { try validateProfileName(name) }
+    let venv = try VenvLayout(venvPath: config.venvPath)
+    let host = try HostFacts.current.get()
+    if case .profile(let name) = config.appArmor {
+      // Never fall back silently: a requested layer either applies or the run is refused.
+      if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
+      throw .appArmorLayerMissing(profile: name)
+    }
+    self.config = config
+    self.venv = venv
+    self.host = host
+  }
+
+  /// Runs `payload` once inside the sandbox and collects what it did.
+  ///
+  /// A non-zero exit, a signal, a timeout or truncated output is reported in the result.
+  /// - Parameters:
+  ///   - mountDirectory: host directory below the temp dir, bound read-write at `/mnt`;
+  ///     without it `/mnt` is an empty tmpfs that vanishes with the run.
+  ///   - timeout: wall-clock limit; the whole sandbox is killed when it passes.
+  ///   - stdin: bytes the payload reads on standard input.
+  ///   - environment: extra variables for the payload (on top of PATH, HOME, LANG, TMPDIR).
+  /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
+  public func run(
+    _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
+    stdin: [UInt8] = [], environment: [String: String] = [:]
+  ) throws(SandboxError) -> SandboxResult {
+    try run(
+      payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
+      environment: environment, cancellation: nil)
+  }
+
+  /// Runs `payload` without blocking a cooperative thread; cancelling the Task kills the sandbox.
+  ///
+  /// The run happens on a thread of its own, which also keeps bwrap's `--die-with-parent`
+  /// bound to a thread that lives exactly as long as the run.
+  /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
+  public func run(
+    _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
+    stdin: [UInt8] = [], environment: [String: String] = [:]
+  ) async throws(SandboxError) -> SandboxResult {
+    let cancellation = try CancellationSignal()
+    let outcome: Result<SandboxResult, SandboxError> = await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        startThread {
+          do throws(SandboxError) {
+            continuation.resume(
+              returning: .success(
+                try self.run(
+                  payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
+                  environment: environment, cancellation: cancellation)))
+          } catch {
+            continuation.resume(returning: .failure(error))
+          }
+        }
+      }
+    } onCancel: {
+      cancellation.fire()
+    }
+    return try outcome.get()
+  }
+
+  func run(
+    _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
+    environment: [String: String], cancellation: CancellationSignal?
+  ) throws(SandboxError) -> SandboxResult {
+    let payloadEnvironment = try makePayloadEnvironment(venvRoot: venv.root, extra: environment)
+    let workspace = try mountDirectory.map { (path) throws(SandboxError) in try Workspace(path: path) }
+    defer { workspace?.close() }
+    var excluded: String? = nil
+    if case .script(let sandboxPath) = payload {
+      excluded = try checkScript(sandboxPath, in: workspace)  // a clear error beats python's
+    }
+    let before = try workspace?.snapshot()  // taken before the child can write
+    let plan = RunPlan(
+      host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
+      mountDirectoryFD: workspace?.pathFD, payload: payload, environment: payloadEnvironment)
+    let invocation = makeBwrapInvocation(plan)
+    let outcome = try spawnAndCollect(
+      SpawnRequest(
+        executable: host.bwrapPath, arguments: invocation.arguments, environment: [],
+        stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
+        outputLimitBytes: config.limits.outputLimitBytes, cancellation: cancellation))
+    if outcome.looksLikeSetupFailure {
+      throw .sandboxSetupFailed(message: firstLine(of: outcome.stderr))
+    }
+    var changes = WorkspaceChanges()
+    if let workspace, let before {
+      changes = makeWorkspaceChanges(before: before, after: try workspace.snapshot(), excluding: excluded)
+    }
+    return SandboxResult(
+      returnCode: outcome.status.returnCode, stdout: outcome.stdout, stderr: outcome.stderr,
+      timedOut: outcome.timedOut, cancelled: outcome.cancelled,
+      outputTruncated: outcome.outputTruncated, duration: outcome.duration,
+      changedFiles: changes.changed, deletedFiles: changes.deleted)
+  }
+}
+
+/// Checks that an AppArmor profile name cannot inject anything into profile syntax or paths.
+/// - Throws: `SandboxError.invalidProfileName`.
+func validateProfileName(_ name: String) throws(SandboxError) {
+  let allowed = name.utf8.allSatisfy { byte in
+    (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+      || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+  }
+  guard allowed, !name.isEmpty, name.utf8.count <= 128, name != ".", name != ".." else {
+    throw .invalidProfileName(name)
+  }
+}
+
+/// Variables every payload sees; the caller's `environment` is added on top.
+func makePayloadEnvironment(venvRoot: String, extra: [String: String]) throws(SandboxError) -> [(String, String)] {
+  var variables: [String: String] = [
+    "PATH": "\(venvRoot)/bin:/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp",
+  ]
+  for (name, value) in extra {
+    guard isEnvironmentName(name), !value.utf8.contains(0) else { throw .invalidEnvironment(name: name) }
+    variables[name] = value
+  }
+  return variables.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+}
+
+func isEnvironmentName(_ name: String) -> Bool {
+  guard let first = name.utf8.first, !(first >= 0x30 && first <= 0x39) else { return false }
+  return name.utf8.allSatisfy { byte in
+    (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+      || byte == UInt8(ascii: "_")
+  }
+}
+
+/// Checks `/mnt/REL` names a regular file in the workspace; returns REL.
+func checkScript(_ sandboxPath: String, in workspace: Workspace?) throws(SandboxError) -> String {
+  let prefix = "\(Layout.mountPoint)/"
+  guard sandboxPath.hasPrefix(prefix) else {
+    throw .invalidScriptPath(path: sandboxPath, reason: "must lie under \(Layout.mountPoint)/")
+  }
+  let relative = String(sandboxPath.dropFirst(prefix.count))
+  let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
+  guard !relative.isEmpty, !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+    throw .invalidScriptPath(path: sandboxPath, reason: "must be a plain path: no '..', '.' or empty parts")
+  }
+  guard let workspace else {
+    throw .invalidScriptPath(path: sandboxPath, reason: "a script needs a mount directory to live in")
+  }
+  var info = stat()
+  guard fstatat(workspace.pathFD, relative, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
+    throw .invalidScriptPath(path: sandboxPath, reason: "no regular file at \(workspace.hostPath)/\(relative)")
+  }
+  return relative
+}
+
+/// A venv as the sandbox binds it: its real path and, for pyenv/uv venvs, the base prefix.
+struct VenvLayout: Sendable, Equatable {
+  /// The venv's real path (no symlinks); it is bound read-only at the same path.
+  var root: String
+  /// The prefix of the base interpreter when it lies outside the bound system dirs.
+  var basePrefix: String?
+
+  var python: String { "\(root)/bin/python" }
+
+  init(root: String, basePrefix: String?) {
+    self.root = root
+    self.basePrefix = basePrefix
+  }
+
+  /// Resolves a venv path on the host.
+  /// - Throws: `venvNotFound` or `venvHasNoPython`.
+  init(venvPath: String) throws(SandboxError) {
+    guard let root = resolvedPath(venvPath), isDirectory(root) else { throw .venvNotFound(path: venvPath) }
+    // bin/python is usually a symlink to the base interpreter; its target's prefix must be bound too.
+    guard access("\(root)/bin/python", X_OK) == 0, let interpreter = resolvedPath("\(root)/bin/python") else {
+      throw .venvHasNoPython(path: venvPath)
+    }
+    let prefix = parentDirectory(parentDirectory(interpreter))
+    let covered = Layout.systemDirectories.contains { prefix == $0 || prefix.hasPrefix("\($0)/") }
+    let inside = prefix == root || prefix.hasPrefix("\(root)/")
+    self.init(root: root, basePrefix: covered || inside || prefix == "/" ? nil : prefix)
+  }
+}
+
+// MARK: - Host preflight
+
+/// Facts about this host that every run needs, probed once per process.
+struct HostFacts: Sendable {
+  var bwrapPath: String
+  var bwrapVersion: String
+  var layout: HostLayout
+  /// Why AppArmor cannot be used here, or nil when the kernel has it enabled.
+  var appArmorAbsenceReason: String?
+
+  static let minimumBwrap = [0, 8, 0]
+
+  /// The probe's verdict, computed on first use and shared by every `Sandbox` in the process.
+  static let current: Result<HostFacts, SandboxError> = {
+    do throws(SandboxError) { return .success(try probe()) } catch { return .failure(error) }
+  }()
+
+  static func probe() throws(SandboxError) -> HostFacts {
+    guard let bwrap = findExecutable("bwrap") else { throw .bwrapNotFound }
+    let version = try readBwrapVersion(bwrap)
+    guard let numbers = parseVersion(version), !numbers.lexicographicallyPrecedes(minimumBwrap) else {
+      throw .bwrapTooOld(found: version, required: minimumBwrap.map(String.init).joined(separator: "."))
+    }
+    try checkUserNamespaces()
+    return HostFacts(
+      bwrapPath: bwrap, bwrapVersion: version, layout: HostLayout.probe(),
+      appArmorAbsenceReason: appArmorAbsenceReason())
+  }
+
+  static func readBwrapVersion(_ bwrap: String) throws(SandboxError) -> String {
+    let outcome = try spawnAndCollect(
+      SpawnRequest(executable: bwrap, arguments: ["--version"], environment: [], timeout: .seconds(10)))
+    let text = firstLine(of: outcome.stdout)  // "bubblewrap 0.8.0"
+    return text.split(separator: " ").last.map(String.init) ?? text
+  }
+
+  /// Explains, from the kernel's sysctls, why bwrap could not create a user namespace.
+  static func checkUserNamespaces() throws(SandboxError) {
+    if readSmallFile("/proc/sys/user/max_user_namespaces")?.trimmed == "0" {
+      throw .userNamespacesUnavailable(
+        reason: "user.max_user_namespaces is 0", fix: "sysctl -w user.max_user_namespaces=15000")
+    }
+    guard getuid() != 0 else { return }  // the remaining knobs only restrict unprivileged users
+    if readSmallFile("/proc/sys/kernel/unprivileged_userns_clone")?.trimmed == "0" {
+      throw .userNamespacesUnavailable(
+        reason: "kernel.unprivileged_userns_clone is 0 (Debian's switch for unprivileged user namespaces)",
+        fix: "sysctl -w kernel.unprivileged_userns_clone=1")
+    }
+    if readSmallFile("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")?.trimmed == "1" {
+      throw .userNamespacesUnavailable(
+        reason: "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 24.04): unconfined programs get a namespace without capabilities, so bwrap fails with 'setting up uid map: Permission denied'",
+        fix: "load an AppArmor profile that allows 'userns,' for bwrap, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
+    }
+  }
+
+  /// Returns why the kernel cannot enforce AppArmor, or nil when it can.
+  static func appArmorAbsenceReason() -> String? {
+    guard let enabled = readSmallFile("/sys/module/apparmor/parameters/enabled") else {
+      return "this kernel has no AppArmor (/sys/module/apparmor is missing; active LSMs do not include apparmor)"
+    }
+    if enabled.trimmed != "Y" { return "AppArmor is built in but disabled (apparmor=0 or another major LSM)" }
+    if !isDirectory("/sys/kernel/security/apparmor") {
+      return "securityfs is not mounted at /sys/kernel/security, so profiles cannot be checked"
+    }
+    return nil
+  }
+}
+
+/// How the host's system directories and /proc look, which shapes the mount table.
+struct HostLayout: Sendable, Equatable {
+  /// Binds and symlinks for /usr, /bin, /lib*, /sbin, matching the host's (merged-/usr or not).
+  var systemMounts: [Mount]
+  /// /proc entries present on this kernel that the sandbox hides.
+  var procMasks: [Mount]
+  /// Readable /etc files and dirs that exist here (certificates, users, groups).
+  var etcMounts: [Mount]
+
+  static func probe() -> HostLayout {
+    var system: [Mount] = []
+    for path in Layout.systemDirectories {
+      var info = stat()
+      guard lstat(path, &info) == 0 else { continue }
+      if info.st_mode & S_IFMT == S_IFLNK, let target = readLink(path) {
+        system.append(.symlink(target: target, sandboxPath: path))
+      } else if info.st_mode & S_IFMT == S_IFDIR {
+        system.append(.readOnly(path))
+      }
+    }
+    let masks: [Mount] =
+      Layout.maskedProcFiles.filter { exists($0) }.map { .maskFile($0) }
+      + Layout.maskedProcDirectories.filter { isDirectory($0) }.map { .maskDirectory($0) }
+    let etc = Layout.exposedEtc.filter { exists($0) }.map { Mount.readOnly($0) }
+    return HostLayout(systemMounts: system, procMasks: masks, etcMounts: etc)
+  }
+}
+
+// MARK: - bwrap command line
+
+/// Fixed places in the sandbox's filesystem, and what of the host it may see.
+enum Layout {
+  static let mountPoint = "/mnt"
+  /// Where the code of a `.code` payload appears, read-only.
+  static let codePath = "/run/sandbox/main.py"
+  static let hostname = "sandbox"
+  /// Bound read-only (or symlinked, when the host's is a symlink into /usr).
+  static let systemDirectories = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
+  /// Host /etc entries the payload may read; everything else in /etc stays invisible.
+  static let exposedEtc = ["/etc/passwd", "/etc/group", "/etc/ssl/certs", "/etc/ca-certificates"]
+  /// /proc files that leak kernel or host state (Docker's masked paths), covered by /dev/null.
+  static let maskedProcFiles = [
+    "/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/kmsg", "/proc/kallsyms", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/latency_stats", "/proc/sysrq-trigger",
+  ]
+  /// /proc dirs of hardware and driver state, covered by an empty read-only tmpfs.
+  static let maskedProcDirectories = ["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver", "/proc/irq", "/proc/bus", "/proc/fs"]
+
+  static let resolvConf = """
+    # Written by sandbox.swift: fixed public resolvers; the host's resolv.conf stays hidden.
+    nameserver 8.8.8.8
+    nameserver 8.8.4.4
+    nameserver 1.1.1.1
+
+    """
+  static let hosts = """
+    127.0.0.1 localhost
+    127.0.1.1 \(hostname)
+    ::1 localhost ip6-localhost ip6-loopback
+
+    """
+}
+
+/// One entry of the sandbox's filesystem, rendered as bwrap arguments.
+enum Mount: Sendable, Equatable {
+  case readOnly(String)                                  // --ro-bind P P
+  case readWrite(hostPath: String, sandboxPath: String)  // --bind HOST P
+  case symlink(target: String, sandboxPath: String)      // --symlink TARGET P
+  case tmpfs(String)                                     // --tmpfs P
+  case proc(String)                                      // --proc P
+  case dev(String)                                       // --dev P
+  case data(fd: Int32, sandboxPath: String)              // --ro-bind-data FD P (bwrap reads FD, closes it)
+  case maskFile(String)                                  // --ro-bind /dev/null P
+  case maskDirectory(String)                             // --tmpfs P --remount-ro P
+  case remountReadOnly(String)                           // --remount-ro P
+
+  var bwrapArguments: [String] {
+    switch self {
+    case .readOnly(let path): return ["--ro-bind", path, path]
+    case .readWrite(let host, let sandbox): return ["--bind", host, sandbox]
+    case .symlink(let target, let path): return ["--symlink", target, path]
+    case .tmpfs(let path): return ["--tmpfs", path]
+    case .proc(let path): return ["--proc", path]
+    case .dev(let path): return ["--dev", path]
+    case .data(let fd, let path): return ["--ro-bind-data", String(fd), path]
+    case .maskFile(let path): return ["--ro-bind", "/dev/null", path]
+    case .maskDirectory(let path): return ["--tmpfs", path, "--remount-ro", path]
+    case .remountReadOnly(let path): return ["--remount-ro", path]
+    }
+  }
+}
+
+/// Everything one run's bwrap command line depends on; the builder below is pure.
+struct RunPlan {
+  var host: HostLayout
+  var venv: VenvLayout
+  var networkEnabled: Bool
+  /// Host descriptor of the validated mount directory (O_PATH), if any.
+  var mountDirectoryFD: Int32?
+  var payload: SandboxPayload
+  var environment: [(String, String)]
+}
+
+/// A bwrap command line plus the descriptors it names, which become fds 3, 4, … in bwrap.
+struct BwrapInvocation {
+  var arguments: [String]
+  var inputs: [ChildInput]
+}
+
+/// Builds the bwrap command line for one run.
+///
+/// The order of the mount table matters: bwrap applies entries top to bottom, so tmpfs
+/// mounts come before the binds that live inside them, masks come after /proc, and the
+/// root is made read-only last, once every mount point has been created.
+func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
+  var inputs: [ChildInput] = []
+  func childFD(for input: ChildInput) -> Int32 {
+    inputs.append(input)
+    return Int32(2 + inputs.count)
+  }
+
+  var mounts: [Mount] = plan.host.systemMounts                 // /usr, /bin, /lib*: read-only
+  mounts += plan.host.etcMounts                                 // users, groups, CA certificates
+  mounts.append(.data(fd: childFD(for: .bytes(Array(Layout.resolvConf.utf8))), sandboxPath: "/etc/resolv.conf"))
+  mounts.append(.data(fd: childFD(for: .bytes(Array(Layout.hosts.utf8))), sandboxPath: "/etc/hosts"))
+  mounts.append(.proc("/proc"))                                 // this pid namespace only
+  mounts += plan.host.procMasks                                 // kernel state the payload must not read
+  mounts.append(.remountReadOnly("/proc"))                      // as root, /proc/sys would be the host's
+  mounts.append(.dev("/dev"))                                   // null, zero, full, random, urandom, tty
+  mounts.append(.tmpfs("/dev/shm"))                             // POSIX semaphores (multiprocessing)
+  mounts.append(.remountReadOnly("/dev"))                       // no new nodes or files in /dev
+  mounts.append(.tmpfs("/tmp"))                                 // private scratch space
+  var blockFD: Int32? = nil
+  if let hostFD = plan.mountDirectoryFD {
+    // Bind the directory we validated and hold open, not its path: renaming or swapping a
+    // symlink after the check cannot redirect the bind. bwrap reads --block-fd after every
+    // mount is made and then closes it, so the descriptor never reaches the payload.
+    let fd = childFD(for: .descriptor(hostFD))
+    blockFD = fd
+    mounts.append(.readWrite(hostPath: "/proc/self/fd/\(fd)", sandboxPath: Layout.mountPoint))
+  } else {
+    mounts.append(.tmpfs(Layout.mountPoint))                    // ephemeral, gone with the run
+  }
+  mounts.append(.readOnly(plan.venv.root))                      // interpreter and packages
+  if let prefix = plan.venv.basePrefix { mounts.append(.readOnly(prefix)) }  // pyenv/uv base
+  var command = [plan.venv.python]
+  switch plan.payload {
+  case .code(let source):
+    mounts.append(.data(fd: childFD(for: .bytes(Array(source.utf8))), sandboxPath: Layout.codePath))
+    command.append(Layout.codePath)
+  case .script(let path):
+    command.append(path)
+  }
+  mounts.append(.remountReadOnly("/"))                          // nothing else is writable
+
+  var arguments = [
+    "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+  ]
+  if !plan.networkEnabled { arguments.append("--unshare-net") }  // only lo inside
+  arguments += [
+    "--disable-userns",            // no nested user namespaces
+    "--die-with-parent",           // the sandbox dies with the thread that started it
+    "--new-session",               // no controlling terminal: no TIOCSTI into the caller's tty
+    "--cap-drop", "ALL",           // as root, bwrap would otherwise keep every capability
+    "--hostname", Layout.hostname,
+    "--clearenv",
+  ]
+  for (name, value) in plan.environment { arguments += ["--setenv", name, value] }
+  if let blockFD { arguments += ["--block-fd", String(blockFD)] }
+  for mount in mounts { arguments += mount.bwrapArguments }
+  arguments += ["--chdir", Layout.mountPoint, "--"] + command
+  return BwrapInvocation(arguments: arguments, inputs: inputs)
+}
+
+// MARK: - AppArmor
+
+// The AppArmor layer (profile generation, install commands, diff check, aa-exec) is not in
+// this version. `HostFacts.appArmorAbsenceReason` reports whether the kernel could enforce
+// one, and `Sandbox.init` refuses any configuration that asks for a profile.
+
+// MARK: - Process spawning
+
+/// A descriptor handed to the child: bytes we feed through a socket, or a descriptor we hold.
+enum ChildInput {
+  case bytes([UInt8])
+  case descriptor(Int32)
+}
+
+/// What to spawn and how to feed and bound it.
+struct SpawnRequest {
+  var executable: String
+  /// Arguments after argv[0].
+  var arguments: [String]
+  var environment: [String]
+  var stdin: [UInt8] = []
+  /// Become fds 3, 4, … in the child, in order; every other descriptor is closed.
+  var inheritedInputs: [ChildInput] = []
+  var timeout: Duration? = nil
+  var outputLimitBytes: Int = .max
+  var cancellation: CancellationSignal? = nil
+}
+
+/// How a spawned process ended and what it printed.
+struct SpawnOutcome {
+  var status: ExitStatus
+  var stdout: [UInt8]
+  var stderr: [UInt8]
+  var timedOut: Bool
+  var cancelled: Bool
+  var outputTruncated: Bool
+  var duration: Duration
+
+  /// bwrap reports its own setup failures as exit 1 with a "bwrap: " message and no payload
+  /// output. A payload that imitates this only turns its own result into an error.
+  var looksLikeSetupFailure: Bool {
+    !timedOut && !cancelled && status == .exited(1) && stdout.isEmpty && stderr.starts(with: Array("bwrap: ".utf8))
+  }
+}
+
+/// The decoded `waitpid` status (`WIFEXITED` and friends are macros Swift cannot import).
+enum ExitStatus: Equatable {
+  case exited(Int32)
+  case signaled(Int32)
+
+  init(waitStatus: Int32) {
+    let signal = waitStatus & 0x7f
+    self = signal == 0 ? .exited((waitStatus >> 8) & 0xff) : .signaled(signal)
+  }
+
+  /// The status as a return code. bwrap folds a payload's death by signal N into exit 128+N,
+  /// so 129…159 are reported as −N too (a payload calling exit(137) is reported as −9).
+  var returnCode: Int32 {
+    switch self {
+    case .signaled(let signal): return -signal
+    case .exited(let code) where code > 128 && code < 160: return -(code - 128)
+    case .exited(let code): return code
+    }
+  }
+}
+
+/// Lets another thread stop a run: `fire()` wakes the run's poll loop, which kills the child.
+final class CancellationSignal: @unchecked Sendable {
+  private let readFD: Int32
+  private let writeFD: Int32
+
+  init() throws(SandboxError) {
+    let ends = try makePipe()
+    (readFD, writeFD) = (ends.read, ends.write)
+    _ = fcntl(writeFD, F_SETFL, O_NONBLOCK)
+  }
+
+  deinit {
+    close(readFD)
+    close(writeFD)
+  }
+
+  var fd: Int32 { readFD }
+
+  /// Asks the run to stop; safe from any thread, any number of times.
+  func fire() {
+    var byte: UInt8 = 1
+    _ = write(writeFD, &byte, 1)
+  }
+}
+
+/// Spawns `request.executable` with posix_spawn and collects its output until it exits.
+///
+/// Stdout and stderr are read concurrently with one `poll` loop while stdin and the inherited
+/// inputs are written, so no amount of output on either stream deadlocks. On timeout or
+/// cancellation the child gets SIGKILL and the partial output is still returned. The child
+/// gets a default signal disposition, an empty signal mask, fds 0–2 plus the requested
+/// inputs, and nothing else.
+/// - Throws: `SandboxError.system` when a pipe cannot be made or the spawn fails.
+func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutcome {
+  guard let addCloseFrom = GlibcExtras.addCloseFrom else {
+    throw .glibcTooOld(function: "posix_spawn_file_actions_addclosefrom_np")
+  }
+  var owned: [Int32] = []  // every descriptor we opened; closed on every path out
+  defer { for fd in owned { close(fd) } }
+  func closeOwned(_ fd: Int32) {
+    if let index = owned.firstIndex(of: fd) { owned.remove(at: index) }
+    close(fd)
+  }
+
+  // Child fd N gets sources[N]; writers are parent ends with bytes still to send.
+  var sources: [Int32] = []
+  var writers: [(fd: Int32, bytes: [UInt8], offset: Int)] = []
+  func addFedInput(_ bytes: [UInt8]) throws(SandboxError) {
+    let ends = try makeSocketPair()  // a socket, so a closed reader gives EPIPE, not SIGPIPE
+    owned += [ends.parent, ends.child]
+    sources.append(ends.child)
+    writers.append((ends.parent, bytes, 0))
+  }
+  try addFedInput(request.stdin)
+  let stdoutPipe = try makePipe()
+  owned += [stdoutPipe.read, stdoutPipe.write]
+  let stderrPipe = try makePipe()
+  owned += [stderrPipe.read, stderrPipe.write]
+  sources += [stdoutPipe.write, stderrPipe.write]
+  for input in request.inheritedInputs {
+    switch input {
+    case .bytes(let bytes): try addFedInput(bytes)
+    case .descriptor(let fd): sources.append(fd)
+    }
+  }
+  // dup2 runs in order, so a source numbered like an earlier target would be clobbered:
+  // move every source above the highest target first.
+  let firstFree = Int32(sources.count)
+  for (index, fd) in sources.enumerated() where fd < firstFree {
+    let moved = try check("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, firstFree) }
+    owned.append(moved)
+    sources[index] = moved
+  }
+
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  for (target, source) in sources.enumerated() {
+    try checkSpawn("posix_spawn_file_actions_adddup2") {
+      posix_spawn_file_actions_adddup2(&actions, source, Int32(target))
+    }
+  }
+  try checkSpawn("posix_spawn_file_actions_addclosefrom_np") { addCloseFrom(&actions, firstFree) }
+  var attributes = posix_spawnattr_t()
+  posix_spawnattr_init(&attributes)
+  defer { posix_spawnattr_destroy(&attributes) }
+  var noSignals = sigset_t()
+  sigemptyset(&noSignals)
+  var allSignals = sigset_t()
+  sigfillset(&allSignals)
+  posix_spawnattr_setsigmask(&attributes, &noSignals)
+  posix_spawnattr_setsigdefault(&attributes, &allSignals)
+  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+  let argv = [request.executable] + request.arguments
+  var pid: pid_t = 0
+  let start = ContinuousClock.now
+  try withCStrings(argv) { argvPointers throws(SandboxError) in
+    try withCStrings(request.environment) { environmentPointers throws(SandboxError) in
+      try checkSpawn("posix_spawn", path: request.executable) {
+        posix_spawn(&pid, request.executable, &actions, &attributes, argvPointers, environmentPointers)
+      }
+    }
+  }
+  // The child holds its ends now; ours must go, or the reads below would never see EOF.
+  for fd in sources where owned.contains(fd) { closeOwned(fd) }
+  var stdoutFD = stdoutPipe.read
+  var stderrFD = stderrPipe.read
+  for fd in [stdoutFD, stderrFD] + writers.map(\.fd) { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+  for index in writers.indices where writers[index].bytes.isEmpty {
+    closeOwned(writers[index].fd)
+    writers[index].fd = -1
+  }
+  var pidFD: Int32 = GlibcExtras.pidfdOpen.map { $0(pid, 0) } ?? -1
+  if pidFD >= 0 { owned.append(pidFD) }
+
+  var stdout: [UInt8] = []
+  var stderr: [UInt8] = []
+  var truncated = false
+  var timedOut = false
+  var cancelled = false
+  var status: ExitStatus? = nil
+  var deadline = request.timeout.map { start + $0 }
+  var buffer = [UInt8](repeating: 0, count: 1 << 16)
+
+  /// Reads what is available; returns false at EOF or on a read error.
+  func drain(_ fd: Int32, into output: inout [UInt8]) -> Bool {
+    while true {
+      let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if count > 0 {
+        let room = max(0, request.outputLimitBytes - output.count)
+        if count > room { truncated = true }
+        output.append(contentsOf: buffer[0..<min(count, room)])
+        if count < buffer.count { return true }
+        continue
+      }
+      if count == 0 { return false }
+      if errno == EINTR { continue }
+      return errno == EAGAIN
+    }
+  }
+  func killChild() {
+    kill(pid, SIGKILL)  // bwrap's pid 1 gets SIGKILL through --die-with-parent; the pid namespace goes with it
+    deadline = nil
+  }
+  func reap(blocking: Bool) -> ExitStatus? {
+    var raw: Int32 = 0
+    while true {
+      let result = waitpid(pid, &raw, blocking ? 0 : WNOHANG)
+      if result == pid { return ExitStatus(waitStatus: raw) }
+      if result == -1 && errno == EINTR { continue }
+      return nil
+    }
+  }
+
+  while status == nil {
+    var fds: [pollfd] = []
+    if stdoutFD >= 0 { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
+    if stderrFD >= 0 { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
+    for writer in writers where writer.fd >= 0 { fds.append(pollfd(fd: writer.fd, events: Int16(POLLOUT), revents: 0)) }
+    if pidFD >= 0 { fds.append(pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)) }
+    if let signal = request.cancellation, !cancelled { fds.append(pollfd(fd: signal.fd, events: Int16(POLLIN), revents: 0)) }
+    var waitMilliseconds: Int32 = deadline.map { millisecondsUntil($0) } ?? -1
+    let exitIsInvisible = pidFD < 0 && stdoutFD < 0 && stderrFD < 0
+    if exitIsInvisible {  // no pidfd (kernel < 5.3): only a short tick notices the exit
+      waitMilliseconds = waitMilliseconds < 0 ? 5 : min(waitMilliseconds, 5)
+    }
+    let ready = poll(&fds, nfds_t(fds.count), waitMilliseconds)
+    if ready < 0 && errno != EINTR { throw .system(call: "poll", path: nil, errno: errno) }
+    if let limit = deadline, ContinuousClock.now >= limit {
+      timedOut = true
+      killChild()
+    }
+    for entry in fds where entry.revents != 0 {
+      if entry.fd == stdoutFD {
+        if !drain(stdoutFD, into: &stdout) { closeOwned(stdoutFD); stdoutFD = -1 }
+      } else if entry.fd == stderrFD {
+        if !drain(stderrFD, into: &stderr) { closeOwned(stderrFD); stderrFD = -1 }
+      } else if entry.fd == pidFD {
+        status = reap(blocking: false)
+      } else if let signal = request.cancellation, entry.fd == signal.fd {
+        cancelled = true
+        killChild()
+      } else if let index = writers.firstIndex(where: { $0.fd == entry.fd }) {
+        let writer = writers[index]
+        let sent = writer.bytes.withUnsafeBytes { bytes in
+          send(writer.fd, bytes.baseAddress! + writer.offset, min(bytes.count - writer.offset, 1 << 16),  // non-empty: emptied writers were closed
+            Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+        }
+        if sent > 0 { writers[index].offset += sent }
+        let failed = sent < 0 && errno != EAGAIN && errno != EINTR  // reader gone: drop the rest
+        if failed || writers[index].offset == writer.bytes.count {
+          closeOwned(writer.fd)
+          writers[index].fd = -1
+        }
+      }
+    }
+    if exitIsInvisible || (pidFD < 0 && deadline == nil && (timedOut || cancelled)) {
+      status = reap(blocking: timedOut || cancelled)
+    }
+  }
+  // The pid namespace is gone, so whatever is still in the pipes is all there will be.
+  if stdoutFD >= 0 { _ = drain(stdoutFD, into: &stdout) }
+  if stderrFD >= 0 { _ = drain(stderrFD, into: &stderr) }
+  _ = pidFD
+  pidFD = -1
+  return SpawnOutcome(
+    status: status ?? .signaled(SIGKILL), stdout: stdout, stderr: stderr, timedOut: timedOut,
+    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start)
+}
+
+/// Starts a detached thread running `body`.
+func startThread(_ body: @escaping @Sendable () -> Void) {
+  final class Box {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+  }
+  let context = Unmanaged.passRetained(Box(body)).toOpaque()
+  var thread = pthread_t()
+  let result = pthread_create(
+    &thread, nil,
+    { raw in
+      guard let raw else { return nil }
+      let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
+      box.body()
+      return nil
+    }, context)
+  if result == 0 {
+    pthread_detach(thread)
+  } else {
+    Unmanaged<Box>.fromOpaque(context).release()
+    body()  // no thread to be had: run here rather than lose the work
+  }
+}
+
+// MARK: - Workspace changes
+
+/// A validated mount directory, held open so that the bind and both snapshots see the same one.
+struct Workspace {
+  /// The real path (no symlinks, no `..`), strictly below the temp dir.
+  let hostPath: String
+  /// An O_PATH descriptor of that directory, opened without following symlinks.
+  let pathFD: Int32
+
+  /// Resolves and checks `path`, then opens it.
+  /// - Throws: `SandboxError.invalidMountDirectory` naming what is wrong.
+  init(path: String) throws(SandboxError) {
+    let temp = temporaryDirectory()
+    guard let tempReal = resolvedPath(temp) else {
+      throw .invalidMountDirectory(path: path, reason: "the temp dir '\(temp)' does not exist")
+    }
+    guard let real = resolvedPath(path) else {
+      throw .invalidMountDirectory(path: path, reason: "does not exist")
+    }
+    guard isDirectory(real) else { throw .invalidMountDirectory(path: path, reason: "is not a directory") }
+    if real == tempReal {
+      throw .invalidMountDirectory(
+        path: path,
+        reason: "is the temp dir itself; binding all of \(tempReal) would hand the payload every other program's temp files and sockets")
+    }
+    guard tempReal != "/", real.hasPrefix(tempReal == "/" ? "/" : "\(tempReal)/") else {
+      throw .invalidMountDirectory(
+        path: path,
+        reason: "resolves to '\(real)', which is not below the temp dir '\(tempReal)' ($TMPDIR or /tmp); only a directory there may be bound writable")
+    }
+    let fd = open(real, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    guard fd >= 0 else { throw .system(call: "open", path: real, errno: errno) }
+    // A component swapped for a symlink between realpath and open would show up here.
+    guard readLink("/proc/self/fd/\(fd)") == real else {
+      Glibc.close(fd)
+      throw .invalidMountDirectory(path: path, reason: "changed while it was being checked")
+    }
+    hostPath = real
+    pathFD = fd
+  }
+
+  func close() { _ = Glibc.close(pathFD) }
+
+  /// Records every entry below the directory, with `lstat` semantics only.
+  func snapshot() throws(SandboxError) -> DirectorySnapshot {
+    let fd = openat(pathFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw .system(call: "openat", path: hostPath, errno: errno) }
+    return DirectorySnapshot(directoryFD: fd)
+  }
+}
+
+/// What identifies a version of a file: a payload can reset mtime with utime, never ctime.
+struct FileStamp: Equatable {
+  var type: UInt32
+  var size: Int64
+  var modified: Int64
+  var changed: Int64
+  var inode: UInt64
+}
+
+/// Every non-directory entry below a directory, by path relative to it.
+struct DirectorySnapshot {
+  var entries: [String: FileStamp] = [:]
+
+  init(entries: [String: FileStamp]) { self.entries = entries }
+
+  /// Walks the tree under `directoryFD` (which it takes over and closes).
+  ///
+  /// Subdirectories are opened with O_NOFOLLOW relative to their parent, and everything
+  /// else is only `fstatat`-ed without following links, so a planted symlink, FIFO or
+  /// device is recorded, never followed or opened. Unreadable subdirectories are skipped.
+  init(directoryFD: Int32) {
+    var pending: [(fd: Int32, prefix: String)] = [(directoryFD, "")]
+    while let (fd, prefix) = pending.popLast() {
+      guard let directory = fdopendir(fd) else {
+        Glibc.close(fd)
+        continue
+      }
+      defer { closedir(directory) }
+      while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+          String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if name == "." || name == ".." { continue }
+        let path = prefix.isEmpty ? name : "\(prefix)/\(name)"
+        if entry.pointee.d_type == UInt8(DT_DIR) {
+          let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+          if child >= 0 { pending.append((child, path)) }
+          continue
+        }
+        var info = stat()
+        guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+        if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
+          let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+          if child >= 0 { pending.append((child, path)) }
+          continue
+        }
+        entries[path] = FileStamp(
+          type: info.st_mode & S_IFMT, size: Int64(info.st_size),
+          modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+          changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+          inode: UInt64(info.st_ino))
+      }
+    }
+  }
+}
+
+/// Created-or-modified and removed files, as sorted relative paths.
+struct WorkspaceChanges: Equatable {
+  var changed: [String] = []
+  var deleted: [String] = []
+}
+
+/// Compares two snapshots; `excluding` (the script that was run) is never reported.
+func makeWorkspaceChanges(before: DirectorySnapshot, after: DirectorySnapshot, excluding: String?) -> WorkspaceChanges {
+  var changes = WorkspaceChanges()
+  for (path, stamp) in after.entries where path != excluding && before.entries[path] != stamp {
+    changes.changed.append(path)
+  }
+  for path in before.entries.keys where path != excluding && after.entries[path] == nil {
+    changes.deleted.append(path)
+  }
+  changes.changed.sort()
+  changes.deleted.sort()
+  return changes
+}
+
+/// Removes a directory tree without following symlinks (a payload may have planted them).
+func removeTree(_ path: String) {
+  let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+  if fd >= 0 { removeContents(of: fd) }
+  rmdir(path)
+}
+
+private func removeContents(of fd: Int32) {
+  guard let directory = fdopendir(fd) else {
+    close(fd)
+    return
+  }
+  defer { closedir(directory) }
+  var names: [String] = []
+  while let entry = readdir(directory) {
+    let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+      String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+    }
+    if name != "." && name != ".." { names.append(name) }
+  }
+  for name in names where unlinkat(fd, name, 0) != 0 {
+    let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    if child >= 0 { removeContents(of: child) }
+    unlinkat(fd, name, AT_REMOVEDIR)
+  }
+}
+
+// MARK: - Glibc helpers
+
+/// `O_PATH` from `<bits/fcntl-linux.h>` (the same value on x86_64 and aarch64); Swift does not import it.
+let openPathOnly: Int32 = 0o10000000
+
+/// Glibc functions declared only under `_GNU_SOURCE`, which Swift's Glibc module leaves out;
+/// looked up once with `dlsym`.
+enum GlibcExtras {
+  typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
+  typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+  typealias PIDFDOpen = @convention(c) (pid_t, UInt32) -> Int32
+
+  static let pipe2: Pipe2? = lookup("pipe2")
+  /// glibc ≥ 2.34.
+  static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
+  /// glibc ≥ 2.36; without it the spawner notices a silent exit with a 5 ms tick.
+  static let pidfdOpen: PIDFDOpen? = lookup("pidfd_open")
+
+  private static func lookup<Function>(_ name: String) -> Function? {
+    guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, name) else { return nil }
+    return unsafeBitCast(symbol, to: Function.self)
+  }
+}
+
+/// Runs a Glibc call, retrying on EINTR; -1 becomes `SandboxError.system` with errno.
+@discardableResult
+func check(_ call: String, path: String? = nil, _ body: () -> Int32) throws(SandboxError) -> Int32 {
+  while true {
+    let result = body()
+    if result != -1 { return result }
+    let code = errno
+    if code != EINTR { throw .system(call: call, path: path, errno: code) }
+  }
+}
+
+/// posix_spawn and its helpers return an error number instead of setting errno.
+func checkSpawn(_ call: String, path: String? = nil, _ body: () -> Int32) throws(SandboxError) {
+  let code = body()
+  if code != 0 { throw .system(call: call, path: path, errno: code) }
+}
+
+/// A close-on-exec pipe.
+func makePipe() throws(SandboxError) -> (read: Int32, write: Int32) {
+  guard let pipe2 = GlibcExtras.pipe2 else { throw .glibcTooOld(function: "pipe2") }
+  var ends: [Int32] = [-1, -1]
+  try check("pipe2") { pipe2(&ends, O_CLOEXEC) }
+  return (ends[0], ends[1])
+}
+
+/// A close-on-exec stream socket pair: writes to it never raise SIGPIPE (MSG_NOSIGNAL).
+func makeSocketPair() throws(SandboxError) -> (parent: Int32, child: Int32) {
+  var ends: [Int32] = [-1, -1]
+  try check("socketpair") {
+    socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends)
+  }
+  shutdown(ends[0], Int32(SHUT_RD))  // one-way: the child only reads
+  shutdown(ends[1], Int32(SHUT_WR))
+  return (ends[0], ends[1])
+}
+
+/// Calls `body` with a NULL-terminated C array of `strings`.
+func withCStrings<Result>(
+  _ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) throws(SandboxError) -> Result
+) throws(SandboxError) -> Result {
+  let pointers = strings.map { strdup($0) } + [nil]
+  defer { for pointer in pointers { free(pointer) } }
+  return try body(pointers)
+}
+
+func millisecondsUntil(_ deadline: ContinuousClock.Instant) -> Int32 {
+  let remaining = deadline - ContinuousClock.now
+  if remaining <= .zero { return 0 }
+  let (seconds, attoseconds) = remaining.components
+  let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+  return Int32(clamping: milliseconds)
+}
+
+/// `realpath(3)`: the absolute path with every symlink and `..` resolved, or nil.
+func resolvedPath(_ path: String) -> String? {
+  guard let resolved = realpath(path, nil) else { return nil }
+  defer { free(resolved) }
+  return String(cString: resolved)
+}
+
+func readLink(_ path: String) -> String? {
+  var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+  let count = readlink(path, &buffer, buffer.count - 1)
+  guard count >= 0 else { return nil }
+  return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Reads a small file (sysctls, pyvenv.cfg) whole; nil when it cannot be read.
+func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+  let fd = open(path, O_RDONLY | O_CLOEXEC)
+  guard fd >= 0 else { return nil }
+  defer { close(fd) }
+  var bytes: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 4096)
+  while bytes.count < limit {
+    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    if count < 0 && errno == EINTR { continue }
+    if count < 0 { return nil }
+    if count == 0 { break }
+    bytes += buffer[0..<count]
+  }
+  return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes; false on error.
+@discardableResult
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+  var offset = 0
+  while offset < bytes.count {
+    let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }  // offset < count
+    if count < 0 && errno == EINTR { continue }
+    if count <= 0 { return false }
+    offset += count
+  }
+  return true
+}
+
+func exists(_ path: String) -> Bool {
+  var info = stat()
+  return lstat(path, &info) == 0
+}
+
+func isDirectory(_ path: String) -> Bool {
+  var info = stat()
+  return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
+}
+
+func parentDirectory(_ path: String) -> String {
+  guard let slash = path.lastIndex(of: "/") else { return "." }
+  let parent = String(path[..<slash])
+  return parent.isEmpty ? "/" : parent
+}
+
+/// `$TMPDIR` when set and non-empty, else /tmp (Python's `tempfile.gettempdir()` order, minus its fallbacks).
+func temporaryDirectory() -> String {
+  if let value = environmentValue("TMPDIR"), !value.isEmpty { return value }
+  return "/tmp"
+}
+
+/// `getenv(3)` as an optional String.
+public func environmentValue(_ name: String) -> String? {
+  getenv(name).map { String(cString: $0) }
+}
+
+/// Finds an executable on PATH (then in /usr/bin), as an absolute path.
+func findExecutable(_ name: String) -> String? {
+  let path = environmentValue("PATH") ?? ""
+  for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin"] where directory.hasPrefix("/") {
+    let candidate = "\(directory)/\(name)"
+    if access(candidate, X_OK) == 0 && !isDirectory(candidate) { return candidate }
+  }
+  return nil
+}
+
+/// "0.8.0" → [0, 8, 0]; nil when a part is not a number.
+func parseVersion(_ text: String) -> [Int]? {
+  let parts = text.split(separator: ".").map { Int($0) }
+  guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else { return nil }
+  return parts.compactMap { $0 }
+}
+
+func firstLine(of bytes: [UInt8]) -> String {
+  let line = bytes.prefix { $0 != UInt8(ascii: "\n") }
+  return String(decoding: line, as: UTF8.self)
+}
+
+/// Makes control characters visible in messages (a newline in a name must not forge a line).
+func printable(_ text: String) -> String {
+  var result = ""
+  for scalar in text.unicodeScalars {
+    if scalar.value < 0x20 || scalar.value == 0x7f {
+      result += "\\u{\(String(scalar.value, radix: 16))}"
+    } else {
+      result.unicodeScalars.append(scalar)
+    }
+  }
+  return result
+}
+
+extension String {
+  var trimmed: String {
+    let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
+    return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+  }
+}
+
+// MARK: - Self-tests: suite
+
+/// One isolation property, checked by a Python probe that runs inside the real sandbox.
+///
+/// The probe prints a verdict word on its last line; the runner compares that word with
+/// `expect` (an exit status alone proves nothing). A probe that prints `SKIP reason` is
+/// reported as skipped with that reason. `{NAME}` placeholders are filled from the host.
+public struct SelfTest: Sendable {
+  /// Which network mode a test's expectation belongs to.
+  public enum NetworkMode: Sendable { case any, enabled, disabled }
+  /// The layer that provides the property (shown in verbose output).
+  public enum Layer: String, Sendable { case namespaces, mounts, environment, appArmor, seccomp, limits, control }
+
+  public var name: String
+  public var python: String
+  public var expect: String
+  public var network: NetworkMode
+  public var layer: Layer
+  /// Returns why the test cannot apply on this host, or nil to run it.
+  public var skipReason: (@Sendable (SelfTestContext) -> String?)?
+  /// Checks the host side after the probe ran; returns a failure message or nil.
+  public var hostCheck: (@Sendable (SelfTestContext, _ mountDirectory: String) -> String?)?
+  /// Set when a layer that would provide the property is not built yet: a mismatch is then
+  /// reported as a known gap (never as a pass), and a match as a pass.
+  public var knownGap: String?
+
+  /// Creates a test; see the type's documentation for the probe's contract.
+  public init(
+    _ name: String, layer: Layer, network: NetworkMode = .any, expect: String, python: String,
+    knownGap: String? = nil,
+    skipReason: (@Sendable (SelfTestContext) -> String?)? = nil,
+    hostCheck: (@Sendable (SelfTestContext, String) -> String?)? = nil
+  ) {
+    self.knownGap = knownGap
+    self.name = name
+    self.layer = layer
+    self.network = network
+    self.expect = expect
+    self.python = python
+    self.skipReason = skipReason
+    self.hostCheck = hostCheck
+  }
+}
+
+/// Host facts the probes compare against, filled into `{NAME}` placeholders.
+public struct SelfTestContext: Sendable {
+  public var config: SandboxConfig
+  public var venvRoot: String
+  public var basePrefix: String
+  public var hostHostname: String
+  public var hostPID: Int32
+  public var hostIPCNamespace: String
+  public var callerDirectory: String
+  public var callerHome: String
+  /// A file the runner creates in the host's temp dir, which must stay invisible.
+  public var hostMarker: String
+  /// A TCP port the runner listens on at the host's 127.0.0.1.
+  public var hostPort: Int
+
+  var placeholders: [(String, String)] {
+    [
+      ("{VENV}", venvRoot), ("{BASE_PREFIX}", basePrefix), ("{HOST_HOSTNAME}", hostHostname),
+      ("{HOST_PID}", String(hostPID)), ("{HOST_IPC_NS}", hostIPCNamespace), ("{CWD}", callerDirectory),
+      ("{HOME}", callerHome), ("{MARKER}", hostMarker), ("{HOST_PORT}", String(hostPort)),
+    ]
+  }
+
+  /// Whether `path` is something the sandbox shows by design (system dirs, the venv, /tmp, /mnt).
+  func isExposedByDesign(_ path: String) -> Bool {
+    let exposed = Layout.systemDirectories + [venvRoot, basePrefix, "/tmp", "/mnt", "/proc", "/dev", "/etc", "/run"]
+    return path == "/" || exposed.contains { !$0.isEmpty && (path == $0 || path.hasPrefix("\($0)/")) }
+  }
+}
+
+/// The base suite: the properties every host must show before anyone calls `run`.
+public let baseSuite: [SelfTest] = [
+  SelfTest(
+    "the interpreter is the venv's", layer: .control, expect: "OK",
+    python: """
+      import sys
+      print("OK" if sys.prefix == "{VENV}" else "WRONG " + sys.prefix)
+      """),
+  SelfTest(
+    "the venv's packages import (pip)", layer: .control, expect: "OK",
+    python: """
+      import importlib.util
+      if importlib.util.find_spec("pip") is None:
+          print("SKIP the venv has no pip to import")
+      else:
+          import pip
+          print("OK" if pip.__file__.startswith("{VENV}/") else "WRONG " + pip.__file__)
+      """),
+  SelfTest(
+    "/mnt is writable and the write reaches the host", layer: .mounts, expect: "OK",
+    python: """
+      with open("/mnt/probe.txt", "w") as f:
+          f.write("written in the sandbox\\n")
+      print("OK")
+      """,
+    hostCheck: { _, directory in
+      readSmallFile("\(directory)/probe.txt") == "written in the sandbox\n" ? nil : "the host does not see /mnt/probe.txt"
+    }),
+  SelfTest(
+    "/tmp is writable (control)", layer: .control, expect: "OK",
+    python: """
+      open("/tmp/probe", "w").write("x")
+      print("OK" if open("/tmp/probe").read() == "x" else "WRONG")
+      """),
+  SelfTest(
+    "/tmp is private: the host's temp files are invisible", layer: .mounts, expect: "HIDDEN",
+    python: """
+      import os
+      print("VISIBLE" if os.path.exists("{MARKER}") else "HIDDEN")
+      """),
+  SelfTest(
+    "host home directories and /root are invisible (beyond the base interpreter)", layer: .mounts,
+    expect: "HIDDEN",
+    python: """
+      import os
+      keep = "{BASE_PREFIX}"
+      leaks = []
+      def allowed(path):
+          return bool(keep) and (path == keep or keep.startswith(path + "/"))
+      for top in ("/home", "/root"):
+          for root, dirs, files in os.walk(top):
+              for name in files + dirs:
+                  path = os.path.join(root, name)
+                  if not allowed(path):
+                      leaks.append(path)
+              dirs[:] = [d for d in dirs if os.path.join(root, d) != keep]
+      home = "{HOME}"
+      if home.startswith("/home/") or home.startswith("/root"):
+          if os.path.exists(home) and not allowed(home):
+              leaks.append(home)
+      print("LEAKED " + " ".join(sorted(set(leaks))[:5]) if leaks else "HIDDEN")
+      """),
+  SelfTest(
+    "the caller's working directory is invisible", layer: .mounts, expect: "HIDDEN",
+    python: """
+      import os
+      print("VISIBLE" if os.path.exists("{CWD}") else "HIDDEN")
+      """,
+    skipReason: { context in
+      context.isExposedByDesign(context.callerDirectory)
+        ? "the working directory \(context.callerDirectory) lies inside a directory the sandbox shows by design" : nil
+    }),
+  SelfTest(
+    "/etc holds only the documented files", layer: .mounts, expect: "MINIMAL",
+    python: """
+      import os
+      extra = sorted(set(os.listdir("/etc")) - {"passwd", "group", "resolv.conf", "hosts", "ssl", "ca-certificates"})
+      print("EXTRA " + " ".join(extra) if extra else "MINIMAL")
+      """),
+  SelfTest(
+    "/etc/shadow is unreadable", layer: .mounts, expect: "BLOCKED",
+    python: """
+      try:
+          open("/etc/shadow").read()
+          print("READ")
+      except OSError as e:
+          print("BLOCKED", e.errno)
+      """),
+  SelfTest(
+    "system dirs, /etc and / are read-only", layer: .mounts, expect: "BLOCKED",
+    python: """
+      import os
+      if not os.listdir("/usr/bin"):
+          print("MISSING /usr/bin")
+          raise SystemExit
+      writable = []
+      for d in ("/", "/usr", "/usr/bin", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/run", "/proc", "/dev"):
+          if not os.path.isdir(d):
+              continue
+          probe = os.path.join(d, ".sandbox-write-probe")
+          try:
+              os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+              os.unlink(probe)
+              writable.append(d)
+          except OSError:
+              pass
+      print("WRITABLE " + " ".join(writable) if writable else "BLOCKED")
+      """),
+  SelfTest(
+    "the venv (and its base interpreter) is read-only", layer: .mounts, expect: "BLOCKED",
+    python: """
+      import os, sys
+      writable = []
+      for d in ("{VENV}", "{VENV}/bin", os.path.dirname(os.__file__), "{BASE_PREFIX}"):
+          if not d or not os.path.isdir(d):
+              continue
+          probe = os.path.join(d, ".sandbox-write-probe")
+          try:
+              os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+              os.unlink(probe)
+              writable.append(d)
+          except OSError:
+              pass
+      print("WRITABLE " + " ".join(writable) if writable else "BLOCKED")
+      """),
+  SelfTest(
+    "/proc shows only the sandbox's processes", layer: .namespaces, expect: "PRIVATE",
+    python: """
+      import os
+      pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+      print("PRIVATE" if {HOST_PID} not in pids and len(pids) <= 4 else "SHARED " + str(pids[:10]))
+      """),
+  SelfTest(
+    "/proc/sys and /proc/sysrq-trigger are not writable", layer: .mounts, expect: "BLOCKED",
+    python: """
+      import os
+      writable = []
+      for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sysrq-trigger"):
+          try:
+              os.close(os.open(path, os.O_WRONLY))  # opening writes nothing
+              writable.append(path)
+          except OSError:
+              pass
+      print("WRITABLE " + " ".join(writable) if writable else "BLOCKED")
+      """),
+  SelfTest(
+    "kernel state in /proc (keys, timers, kcore) is masked", layer: .mounts, expect: "MASKED",
+    python: """
+      leaks = []
+      for path in ("/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/kcore", "/proc/sched_debug", "/proc/kallsyms"):
+          try:
+              with open(path, "rb") as f:
+                  if f.read(1):
+                      leaks.append(path)
+          except OSError:
+              pass
+      print("LEAKED " + " ".join(leaks) if leaks else "MASKED")
+      """),
+  SelfTest(
+    "/dev holds only the minimal nodes (no block devices, mem, kvm, kmsg)", layer: .mounts,
+    expect: "MINIMAL",
+    python: """
+      import os, stat
+      allowed = {"null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "pts", "ptmx", "shm", "core"}
+      names = set(os.listdir("/dev"))
+      bad = sorted(names - allowed)
+      bad += [n for n in names if stat.S_ISBLK(os.lstat("/dev/" + n).st_mode)]
+      bad += [p for p in ("/dev/mem", "/dev/kvm", "/dev/kmsg", "/dev/port") if os.path.exists(p)]
+      print("EXTRA " + " ".join(bad) if bad else "MINIMAL")
+      """),
+  SelfTest(
+    "/dev/null and /dev/urandom work (control)", layer: .control, expect: "OK",
+    python: """
+      open("/dev/null", "w").write("x")
+      print("OK" if len(open("/dev/urandom", "rb").read(16)) == 16 else "WRONG")
+      """),
+  SelfTest(
+    "the payload holds no capabilities", layer: .namespaces, expect: "NONE",
+    python: """
+      caps = {}
+      for line in open("/proc/self/status"):
+          key, _, value = line.partition(":")
+          if key.startswith("Cap"):
+              caps[key] = int(value, 16)
+      held = [k for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb") if caps.get(k, 1)]
+      print("HELD " + " ".join(held) if held else "NONE")
+      """),
+  SelfTest(
+    "no_new_privs is set", layer: .namespaces, expect: "SET",
+    python: """
+      flags = [l for l in open("/proc/self/status") if l.startswith("NoNewPrivs:")]
+      print("SET" if flags and flags[0].split()[1] == "1" else "UNSET")
+      """),
+  SelfTest(
+    "mount() is refused", layer: .namespaces, expect: "BLOCKED",
+    python: """
+      import ctypes
+      libc = ctypes.CDLL(None, use_errno=True)
+      result = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
+      print("MOUNTED" if result == 0 else "BLOCKED " + str(ctypes.get_errno()))
+      """),
+  SelfTest(
+    "every mount is nosuid (setuid binaries give nothing)", layer: .mounts, expect: "NOSUID",
+    python: """
+      bad = []
+      for line in open("/proc/self/mountinfo"):
+          fields = line.split()
+          if "nosuid" not in fields[5].split(","):
+              bad.append(fields[4])
+      print("SUID " + " ".join(bad) if bad else "NOSUID")
+      """),
+  SelfTest(
+    "the hostname is the sandbox's own", layer: .namespaces, expect: "PRIVATE",
+    python: """
+      import socket
+      name = socket.gethostname()
+      print("PRIVATE" if name != "{HOST_HOSTNAME}" and name == "sandbox" else "SHARED " + name)
+      """),
+  SelfTest(
+    "the IPC namespace is private", layer: .namespaces, expect: "PRIVATE",
+    python: """
+      import os
+      print("PRIVATE" if os.readlink("/proc/self/ns/ipc") != "{HOST_IPC_NS}" else "SHARED")
+      """),
+  SelfTest(
+    "loopback TCP inside the sandbox works (control)", layer: .control, expect: "OK",
+    python: """
+      import socket
+      server = socket.socket()
+      server.bind(("127.0.0.1", 0))
+      server.listen(1)
+      client = socket.create_connection(server.getsockname(), timeout=5)
+      peer, _ = server.accept()
+      client.sendall(b"ping")
+      print("OK" if peer.recv(4) == b"ping" else "WRONG")
+      """),
+  SelfTest(
+    "localhost resolves through the generated /etc/hosts", layer: .mounts, expect: "OK",
+    python: """
+      import socket
+      print("OK" if socket.gethostbyname("localhost") == "127.0.0.1" else "WRONG")
+      """),
+  SelfTest(
+    "network off: only the loopback interface exists", layer: .namespaces, network: .disabled,
+    expect: "LO_ONLY",
+    python: """
+      import socket
+      names = [name for _, name in socket.if_nameindex()]
+      print("LO_ONLY" if names == ["lo"] else "INTERFACES " + " ".join(names))
+      """),
+  SelfTest(
+    "network off: a TCP listener on the host's 127.0.0.1 is unreachable", layer: .namespaces,
+    network: .disabled, expect: "BLOCKED",
+    python: """
+      import socket
+      try:
+          socket.create_connection(("127.0.0.1", {HOST_PORT}), timeout=3)
+          print("REACHED")
+      except OSError as e:
+          print("BLOCKED", e.errno)
+      """),
+  SelfTest(
+    "network off: outbound TCP is refused", layer: .namespaces, network: .disabled, expect: "BLOCKED",
+    python: """
+      import socket
+      try:
+          socket.create_connection(("1.1.1.1", 53), timeout=3)
+          print("REACHED")
+      except OSError as e:
+          print("BLOCKED", e.errno)
+      """),
+  SelfTest(
+    "network off: DNS resolution fails", layer: .namespaces, network: .disabled, expect: "BLOCKED",
+    python: """
+      import socket
+      try:
+          socket.getaddrinfo("example.com", 80)
+          print("RESOLVED")
+      except OSError:
+          print("BLOCKED")
+      """),
+  SelfTest(
+    "network on: the host network is shared (host 127.0.0.1 is reachable, as documented)",
+    layer: .namespaces, network: .enabled, expect: "REACHED",
+    python: """
+      import socket
+      try:
+          socket.create_connection(("127.0.0.1", {HOST_PORT}), timeout=3)
+          print("REACHED")
+      except OSError as e:
+          print("BLOCKED", e.errno)
+      """),
+  SelfTest(
+    "network on: name resolution uses the generated resolv.conf", layer: .mounts, network: .enabled,
+    expect: "GENERATED",
+    python: """
+      servers = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")]
+      print("GENERATED" if servers == ["8.8.8.8", "8.8.4.4", "1.1.1.1"] else "OTHER " + " ".join(servers))
+      """),
+  SelfTest(
+    "the environment holds only the allowlisted variables", layer: .environment, expect: "CLEAN",
+    python: """
+      import os
+      extra = sorted(set(os.environ) - {"PATH", "HOME", "LANG", "TMPDIR", "PWD"})
+      try:
+          init = open("/proc/1/environ", "rb").read()
+      except OSError:
+          init = b""
+      if init:
+          extra.append("/proc/1/environ:" + init.split(b"\\0")[0].decode(errors="replace"))
+      print("LEAKED " + " ".join(extra) if extra else "CLEAN")
+      """),
+  SelfTest(
+    "no descriptors beyond 0-2 are inherited", layer: .environment, expect: "CLEAN",
+    python: """
+      import os
+      leaked = []
+      for fd in range(3, 1024):
+          try:
+              os.fstat(fd)
+              leaked.append(str(fd))
+          except OSError:
+              pass
+      print("LEAKED " + " ".join(leaked) if leaked else "CLEAN")
+      """),
+  SelfTest(
+    "subprocesses run (control)", layer: .control, expect: "OK",
+    python: """
+      import subprocess
+      out = subprocess.run(["/bin/sh", "-c", "echo ok"], capture_output=True, text=True).stdout
+      print("OK" if out == "ok\\n" else "WRONG " + repr(out))
+      """),
+  SelfTest(
+    "AppArmor confines the payload with the expected profile in enforce mode", layer: .appArmor,
+    expect: "ENFORCED",
+    python: """
+      label = open("/proc/self/attr/current").read().strip()
+      print("ENFORCED" if label.endswith("(enforce)") else "UNCONFINED " + label)
+      """,
+    skipReason: { context in
+      context.config.appArmor == .disabled ? "the AppArmor layer is off (--no-apparmor)" : nil
+    }),
+]
+
+// MARK: - Self-tests: runner
+
+/// The verdict on one self-test.
+public struct SelfTestOutcome: Sendable {
+  public enum Verdict: Sendable, Equatable { case passed, failed(String), skipped(String), knownGap(String) }
+  public var test: SelfTest
+  public var verdict: Verdict
+}
+
+/// Runs `tests` that apply to the sandbox's network mode, each in a fresh run and mount dir.
+///
+/// - Throws: `SandboxError` only when the host cannot run a sandbox at all; a probe that
+///   misbehaves is a failed test.
+public func runSelfTests(_ tests: [SelfTest], in sandbox: Sandbox) throws(SandboxError) -> [SelfTestOutcome] {
+  let context = try makeSelfTestContext(for: sandbox)
+  defer { unlink(context.hostMarker) }
+  let listener = try openLoopbackListener()
+  defer { close(listener.fd) }
+  var withPort = context
+  withPort.hostPort = listener.port
+  var outcomes: [SelfTestOutcome] = []
+  for test in tests {
+    switch test.network {
+    case .enabled where !sandbox.config.networkEnabled, .disabled where sandbox.config.networkEnabled:
+      continue
+    default: break
+    }
+    if let reason = test.skipReason?(withPort) {
+      outcomes.append(SelfTestOutcome(test: test, verdict: .skipped(reason)))
+      continue
+    }
+    outcomes.append(SelfTestOutcome(test: test, verdict: try runSelfTest(test, in: sandbox, context: withPort)))
+  }
+  return outcomes
+}
+
+func runSelfTest(_ test: SelfTest, in sandbox: Sandbox, context: SelfTestContext) throws(SandboxError) -> SelfTestOutcome.Verdict {
+  var source = test.python
+  for (placeholder, value) in context.placeholders { source = source.replacing(placeholder, with: value) }
+  let directory = try makeTemporaryDirectory(prefix: "sandbox-selftest-")
+  defer { removeTree(directory) }
+  let result = try sandbox.run(.code(source), mountDirectory: directory, timeout: .seconds(60))
+  let lines = result.stdoutText.split(separator: "\n").filter { !String($0).trimmed.isEmpty }
+  let verdictLine = lines.last.map(String.init) ?? ""
+  let word = verdictLine.split(separator: " ").first.map(String.init) ?? ""
+  if word == "SKIP" { return .skipped(String(verdictLine.dropFirst(5))) }
+  guard word == test.expect else {
+    let shown = verdictLine.isEmpty ? "no verdict" : verdictLine
+    let detail = result.timedOut ? " (timed out)" : result.stderr.isEmpty ? "" : " [stderr: \(lastLine(of: result.stderrText))]"
+    if let gap = test.knownGap { return .knownGap("\(gap); got \(shown)") }
+    return .failed("expected \(test.expect), got \(shown)\(detail)")
+  }
+  if let problem = test.hostCheck?(context, directory) { return .failed(problem) }
+  return .passed
+}
+
+func makeSelfTestContext(for sandbox: Sandbox) throws(SandboxError) -> SelfTestContext {
+  var name = [CChar](repeating: 0, count: 256)
+  gethostname(&name, name.count - 1)
+  var directory = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+  let cwd = getcwd(&directory, directory.count).map { String(cString: $0) } ?? "/"
+  let marker = "\(temporaryDirectory())/sandbox-selftest-marker-\(getpid())"
+  let fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+  guard fd >= 0 else { throw .system(call: "open", path: marker, errno: errno) }
+  close(fd)
+  return SelfTestContext(
+    config: sandbox.config, venvRoot: sandbox.venv.root, basePrefix: sandbox.venv.basePrefix ?? "",
+    hostHostname: String(cString: name), hostPID: getpid(),
+    hostIPCNamespace: readLink("/proc/self/ns/ipc") ?? "", callerDirectory: cwd,
+    callerHome: environmentValue("HOME") ?? "", hostMarker: marker, hostPort: 0)
+}
+
+/// A TCP socket listening on the host's 127.0.0.1 (never accepted from: the backlog answers).
+func openLoopbackListener() throws(SandboxError) -> (fd: Int32, port: Int) {
+  let fd = try check("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let bound = withUnsafeMutablePointer(to: &address) { pointer in
+    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+      bind(fd, raw, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, raw, &length) == 0
+    }
+  }
+  guard bound else {
+    let code = errno
+    close(fd)
+    throw .system(call: "bind(127.0.0.1)", path: nil, errno: code)
+  }
+  return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
+
+/// `mkdtemp(3)` in the temp dir.
+func makeTemporaryDirectory(prefix: String) throws(SandboxError) -> String {
+  var template = Array("\(temporaryDirectory())/\(prefix)XXXXXX".utf8CString)
+  guard mkdtemp(&template) != nil else { throw .system(call: "mkdtemp", path: temporaryDirectory(), errno: errno) }
+  return String(cString: template)
+}
+
+func lastLine(of text: String) -> String {
+  String(text.split(separator: "\n").last ?? "")
+}
+
+/// Remembers whether the base suite passed on this host, for callers that gate `run` on it.
+///
+/// Following openedx codejail-service's startup check: call `verify(_:)` once at startup,
+/// then `requirePassed()` before each run (or use `Sandbox.gatedRun`).
+public enum SelfTestGate {
+  private static let state = GateState()
+
+  /// Runs the base suite once and records the verdict; returns the failed tests' names.
+  @discardableResult
+  public static func verify(_ sandbox: Sandbox) throws(SandboxError) -> [String] {
+    let outcomes = try runSelfTests(baseSuite, in: sandbox)
+    let failures = outcomes.compactMap { outcome -> String? in
+      if case .failed(let why) = outcome.verdict { return "\(outcome.test.name): \(why)" }
+      return nil
+    }
+    state.set(failures.isEmpty ? .passed : .failed(failures.first ?? ""))
+    return failures
+  }
+
+  /// Throws unless `verify(_:)` has passed in this process.
+  public static func requirePassed() throws(SandboxError) {
+    switch state.get() {
+    case .passed: return
+    case .unverified: throw .selfTestGateClosed(reason: "the self-test suite has not been run on this host")
+    case .failed(let first): throw .selfTestGateClosed(reason: "the self-test suite failed on this host (\(first))")
+    }
+  }
+
+  enum Status: Sendable { case unverified, passed, failed(String) }
+
+  final class GateState: @unchecked Sendable {
+    private var lock = pthread_mutex_t()
+    private var status = Status.unverified
+    init() { pthread_mutex_init(&lock, nil) }
+    func get() -> Status {
+      pthread_mutex_lock(&lock)
+      defer { pthread_mutex_unlock(&lock) }
+      return status
+    }
+    func set(_ value: Status) {
+      pthread_mutex_lock(&lock)
+      status = value
+      pthread_mutex_unlock(&lock)
+    }
+  }
+}
+
+// MARK: - Extension point
+
+/// Lets the optional companion file add the extended suite, detected at compile time.
+///
+/// `sandbox_extra_tests.swift` declares `extension ExtraTests { static var extendedSuite: … }`;
+/// a type's own member is a better witness than this protocol extension's default, so with
+/// the companion compiled in every call path sees its suite, and without it `nil`.
+protocol ExtraTestsProvider {
+  static var extendedSuite: [SelfTest]? { get }
+}
+
+extension ExtraTestsProvider {
+  static var extendedSuite: [SelfTest]? { nil }
+}
+
+enum ExtraTests: ExtraTestsProvider {}
+
+func extendedSuite<Provider: ExtraTestsProvider>(from provider: Provider.Type) -> [SelfTest]? {
+  provider.extendedSuite
+}
+
+// MARK: - Command line
+
+/// Parsed command-line flags (both the self-test mode and `sandbox run`).
+struct CommandLineOptions: Equatable {
+  enum Mode: Equatable { case selfTest, run, help }
+  var mode = Mode.selfTest
+  var venv: String?
+  var profile: String?
+  var noAppArmor = false
+  var network: Bool?
+  var verbose = false
+  var extraTests = false
+  var ignoreProfileDiffs = false
+  var interactive = false
+  var code: String?
+  var script: String?
+  var mountDirectory: String?
+  var timeout: Duration?
+  var environment: [String: String] = [:]
+  var json = false
+  var printBwrapArgv = false
+}
+
+let usageText = """
+  usage: sandbox [--venv PATH --apparmor-profile-name NAME | --venv PATH --no-apparmor]
+                 [--enable-network | --disable-network] [--verbose] [--extra-tests]
+                 [--ignore-profile-diffs] [--interactive]
+         sandbox run [--venv PATH] [--apparmor-profile-name NAME | --no-apparmor]
+                 [--enable-network | --disable-network]
+                 [--code CODE | --script /mnt/REL.py]   (neither: the code is read from stdin)
+                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json]
+
+  Without a subcommand, checks this host and runs the self-test suite.
+  The venv and profile come from CODEEXEC_SANDBOX_VENV and CODEEXEC_SANDBOX_AA_PROFILE_NAME
+  unless --venv and --apparmor-profile-name are passed together (--venv alone counts
+  with --no-apparmor).
+  """
+
+/// Parses argv (without the program name).
+/// - Throws: `SandboxError.usage` for unknown, repeated, malformed or contradictory flags.
+func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLineOptions {
+  var options = CommandLineOptions()
+  var rest = arguments[...]
+  if rest.first == "run" {
+    options.mode = .run
+    rest = rest.dropFirst()
+  }
+  var seen: Set<String> = []
+  let runOnly: Set<String> = ["--code", "--script", "--mnt-dir", "--timeout", "--env", "--json", "--print-bwrap-argv"]
+  let selfTestOnly: Set<String> = ["--verbose", "--extra-tests", "--ignore-profile-diffs", "--interactive"]
+  while let argument = rest.popFirst() {
+    var flag = argument
+    var inlineValue: String? = nil
+    if argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") {
+      flag = String(argument[..<equals])
+      inlineValue = String(argument[argument.index(after: equals)...])
+    }
+    func value() throws(SandboxError) -> String {
+      if let inlineValue { return inlineValue }
+      guard let next = rest.popFirst() else { throw .usage("\(flag) needs a value") }
+      return next
+    }
+    if flag != "--env" {
+      guard seen.insert(flag).inserted else { throw .usage("\(flag) is given twice") }
+    }
+    if options.mode == .selfTest && runOnly.contains(flag) {
+      throw .usage("\(flag) belongs to 'sandbox run'")
+    }
+    if options.mode == .run && selfTestOnly.contains(flag) {
+      throw .usage("\(flag) belongs to the self-test mode (no subcommand)")
+    }
+    let takesValue: Set<String> = ["--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env"]
+    if inlineValue != nil && !takesValue.contains(flag) { throw .usage("\(flag) takes no value") }
+    switch flag {
+    case "-h", "--help": options.mode = .help
+    case "--venv": options.venv = try value()
+    case "--apparmor-profile-name": options.profile = try value()
+    case "--no-apparmor": options.noAppArmor = true
+    case "--enable-network", "--disable-network":
+      if options.network != nil { throw .usage("--enable-network and --disable-network contradict each other") }
+      options.network = flag == "--enable-network"
+    case "--verbose": options.verbose = true
+    case "--extra-tests": options.extraTests = true
+    case "--ignore-profile-diffs": options.ignoreProfileDiffs = true
+    case "--interactive": options.interactive = true
+    case "--code": options.code = try value()
+    case "--script": options.script = try value()
+    case "--mnt-dir": options.mountDirectory = try value()
+    case "--timeout": options.timeout = try parseTimeout(try value())
+    case "--env":
+      let pair = try value()
+      guard let equals = pair.firstIndex(of: "=") else { throw .usage("--env takes NAME=VALUE, got '\(printable(pair))'") }
+      let name = String(pair[..<equals])
+      guard isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
+      options.environment[name] = String(pair[pair.index(after: equals)...])
+    case "--json": options.json = true
+    case "--print-bwrap-argv": options.printBwrapArgv = true
+    default: throw .usage("unknown argument '\(printable(argument))'")
+    }
+  }
+  if options.code != nil && options.script != nil { throw .usage("--code and --script contradict each other") }
+  if options.noAppArmor && options.profile != nil {
+    throw .usage("--apparmor-profile-name and --no-apparmor contradict each other")
+  }
+  if let script = options.script {
+    _ = try checkScriptSyntax(script)
+  }
+  return options
+}
+
+/// The path checks of `--script` that need no host access (so bad input fails before anything runs).
+func checkScriptSyntax(_ script: String) throws(SandboxError) -> String {
+  do { return try checkScript(script, in: nil) } catch {
+    if case .invalidScriptPath(_, let reason) = error, reason.hasPrefix("a script needs") { return script }
+    throw .usage(error.description)
+  }
+}
+
+func parseTimeout(_ text: String) throws(SandboxError) -> Duration {
+  guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 1e7 else {
+    throw .invalidTimeout(text)
+  }
+  return .nanoseconds(Int64(seconds * 1e9))
+}
+
+/// Resolves flags and environment into a configuration, following the original's rules.
+func makeConfig(_ options: CommandLineOptions, warn: (String) -> Void) throws(SandboxError) -> SandboxConfig {
+  var config: SandboxConfig
+  if options.noAppArmor {
+    let venv = options.venv ?? environmentValue(SandboxConfig.venvVariable)
+    guard let venv, !venv.isEmpty else {
+      throw .missingSetting(variable: SandboxConfig.venvVariable, flag: "--venv PATH")
+    }
+    config = SandboxConfig(venvPath: venv, appArmor: .disabled)
+  } else if let venv = options.venv, let profile = options.profile {
+    config = SandboxConfig(venvPath: venv, appArmor: .profile(profile))
+  } else {
+    if options.venv != nil || options.profile != nil {
+      warn("--venv and --apparmor-profile-name only count together; ignoring the one given and using \(SandboxConfig.venvVariable) and \(SandboxConfig.profileVariable)")
+    }
+    config = try SandboxConfig.fromEnvironment()
+  }
+  if let network = options.network { config.networkEnabled = network }
+  return config
+}
+
+/// Renders a result as the single JSON object `sandbox run --json` prints.
+func makeJSON(_ result: SandboxResult) -> String {
+  func quoted(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+      switch scalar {
+      case "\"": out += "\\\""
+      case "\\": out += "\\\\"
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      default:
+        if scalar.value < 0x20 || scalar.value == 0x7f {
+          let hex = String(scalar.value, radix: 16)
+          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        } else {
+          out.unicodeScalars.append(scalar)
+        }
+      }
+    }
+    return out + "\""
+  }
+  func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }
+  let (seconds, attoseconds) = result.duration.components
+  let duration = Double(seconds) + Double(attoseconds) / 1e18
+  return """
+    {"returncode": \(result.returnCode), "stdout": \(quoted(result.stdoutText)), \
+    "stderr": \(quoted(result.stderrText)), "changed_files": \(list(result.changedFiles)), \
+    "deleted_files": \(list(result.deletedFiles)), "timed_out": \(result.timedOut), \
+    "output_truncated": \(result.outputTruncated), "duration_seconds": \(duration)}
+    """
+}
+
+/// Reads all of standard input (the code, when neither --code nor --script is given).
+func readStandardInput() throws(SandboxError) -> [UInt8] {
+  var bytes: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 1 << 16)
+  while true {
+    let count = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+    if count < 0 && errno == EINTR { continue }
+    if count < 0 { throw .system(call: "read", path: "stdin", errno: errno) }
+    if count == 0 { return bytes }
+    bytes += buffer[0..<count]
+  }
+}
+
+func printError(_ line: String) {
+  writeAll(2, Array("sandbox: \(line)\n".utf8))
+}
+
+func printOut(_ line: String) {
+  writeAll(1, Array("\(line)\n".utf8))
+}
+
+/// Runs the command line and returns the exit status. The only place that prints.
+func runCommandLine(_ arguments: [String]) -> Int32 {
+  do throws(SandboxError) {
+    let options = try parseCommandLine(arguments)
+    switch options.mode {
+    case .help:
+      printOut(usageText)
+      return 0
+    case .run: return try runPayloadCommand(options)
+    case .selfTest: return try runSelfTestCommand(options)
+    }
+  } catch {
+    printError("error: \(error.description)")
+    if let hint = error.hint { printError("hint: \(hint)") }
+    if error.isConfigurationError { return 2 }
+    return arguments.first == "run" && arguments.contains("--json") ? 1 : 125
+  }
+}
+
+func makeSandbox(_ options: CommandLineOptions) throws(SandboxError) -> Sandbox {
+  let config = try makeConfig(options) { printError("warning: \($0)") }
+  let sandbox = try Sandbox(config: config)
+  if config.appArmor == .disabled {
+    printError("note: the AppArmor layer is OFF (--no-apparmor): only bubblewrap's namespaces and mounts confine this run")
+  }
+  return sandbox
+}
+
+func runPayloadCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
+  let sandbox = try makeSandbox(options)
+  let payload: SandboxPayload
+  if let script = options.script {
+    payload = .script(sandboxPath: script)
+  } else if let code = options.code {
+    payload = .code(code)
+  } else {
+    payload = .code(String(decoding: try readStandardInput(), as: UTF8.self))
+  }
+  if options.printBwrapArgv {
+    // For benchmarks: the exact command line of this run, one argument per line.
+    let workspace = try options.mountDirectory.map { (path) throws(SandboxError) in try Workspace(path: path) }
+    defer { workspace?.close() }
+    let plan = RunPlan(
+      host: sandbox.host.layout, venv: sandbox.venv, networkEnabled: sandbox.config.networkEnabled,
+      mountDirectoryFD: workspace?.pathFD, payload: payload,
+      environment: try makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment))
+    for argument in [sandbox.host.bwrapPath] + makeBwrapInvocation(plan).arguments { printOut(argument) }
+    return 0
+  }
+  let result = try sandbox.run(
+    payload, mountDirectory: options.mountDirectory, timeout: options.timeout,
+    environment: options.environment)
+  if options.json {
+    printOut(makeJSON(result))
+    return 0
+  }
+  writeAll(1, result.stdout)
+  writeAll(2, result.stderr)
+  if result.outputTruncated { printError("note: output was truncated at \(sandbox.config.limits.outputLimitBytes) bytes per stream") }
+  if result.timedOut {
+    printError("note: timed out; the sandbox was killed")
+    return 124
+  }
+  return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
+}
+
+func runSelfTestCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
+  if options.interactive {
+    throw .usage("--interactive is not available in this version yet")
+  }
+  let sandbox = try makeSandbox(options)
+  let host = sandbox.host
+  printOut("# bubblewrap \(host.bwrapVersion) at \(host.bwrapPath)")
+  printOut("# AppArmor: \(host.appArmorAbsenceReason ?? "enabled in the kernel")")
+  printOut("# venv: \(sandbox.venv.root)" + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
+  printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
+  if options.ignoreProfileDiffs && sandbox.config.appArmor == .disabled {
+    printError("note: --ignore-profile-diffs has no effect while the AppArmor layer is off")
+  }
+  var tests = baseSuite
+  if options.extraTests {
+    if let extended = extendedSuite(from: ExtraTests.self) {
+      tests += extended
+    } else {
+      printError("note: --extra-tests: sandbox_extra_tests.swift was not compiled in; running the base suite only")
+    }
+  }
+  let outcomes = try runSelfTests(tests, in: sandbox)
+  var passed = 0
+  var failed = 0
+  var skipped = 0
+  for (index, outcome) in outcomes.enumerated() {
+    let label = "\(index + 1) - \(outcome.test.name)"
+    switch outcome.verdict {
+    case .passed:
+      passed += 1
+      if options.verbose { printOut("ok \(label) [\(outcome.test.layer.rawValue)]") }
+    case .failed(let why):
+      failed += 1
+      printOut("not ok \(label) [\(outcome.test.layer.rawValue)] # \(why)")
+    case .skipped(let why):
+      skipped += 1
+      printOut("ok \(label) # SKIP \(why)")
+    case .knownGap(let why):
+      skipped += 1
+      printOut("not ok \(label) [\(outcome.test.layer.rawValue)] # TODO known gap: \(why)")
+    }
+  }
+  printOut("\(passed) passed, \(failed) failed, \(skipped) skipped")
+  return failed == 0 ? 0 : 1
+}
+
+#if !SANDBOX_LIBRARY
+  /// The command-line entry point.
+  @main
+  enum SandboxCommand {
+    static func main() {
+      exit(runCommandLine(Array(CommandLine.arguments.dropFirst())))
+    }
+  }
+#endif
