@@ -1420,6 +1420,31 @@ public struct SelfTestContext: Sendable {
   }
 }
 
+/// A probe that walks `tops` and reports anything visible other than the bound venv and base
+/// interpreter and the empty directories leading to them.
+func leakWalk(tops: String) -> String {
+  """
+  import os
+  keep = [p for p in ("{VENV}", "{BASE_PREFIX}") if p]
+  def allowed(path):
+      return any(k == path or k.startswith(path + "/") for k in keep)
+  leaks = []
+  for top in \(tops):
+      if not top.startswith("/") or top == "/" or any(top == k or top.startswith(k + "/") for k in keep):
+          continue
+      if os.path.lexists(top) and not allowed(top):
+          leaks.append(top)
+          continue
+      for root, dirs, files in os.walk(top):
+          for name in files + dirs:
+              path = os.path.join(root, name)
+              if not allowed(path):
+                  leaks.append(path)
+          dirs[:] = [d for d in dirs if os.path.join(root, d) not in keep and allowed(os.path.join(root, d))]
+  print("LEAKED " + " ".join(sorted(set(leaks))[:5]) if leaks else "HIDDEN")
+  """
+}
+
 /// The base suite: the properties every host must show before anyone calls `run`.
 public let baseSuite: [SelfTest] = [
   SelfTest(
@@ -1461,33 +1486,11 @@ public let baseSuite: [SelfTest] = [
       print("VISIBLE" if os.path.exists("{MARKER}") else "HIDDEN")
       """),
   SelfTest(
-    "host home directories and /root are invisible (beyond the base interpreter)", layer: .mounts,
-    expect: "HIDDEN",
-    python: """
-      import os
-      keep = "{BASE_PREFIX}"
-      leaks = []
-      def allowed(path):
-          return bool(keep) and (path == keep or keep.startswith(path + "/"))
-      for top in ("/home", "/root"):
-          for root, dirs, files in os.walk(top):
-              for name in files + dirs:
-                  path = os.path.join(root, name)
-                  if not allowed(path):
-                      leaks.append(path)
-              dirs[:] = [d for d in dirs if os.path.join(root, d) != keep]
-      home = "{HOME}"
-      if home.startswith("/home/") or home.startswith("/root"):
-          if os.path.exists(home) and not allowed(home):
-              leaks.append(home)
-      print("LEAKED " + " ".join(sorted(set(leaks))[:5]) if leaks else "HIDDEN")
-      """),
+    "host home directories and /root are invisible (beyond the venv and base interpreter)",
+    layer: .mounts, expect: "HIDDEN", python: leakWalk(tops: #"("/home", "/root", "{HOME}")"#)),
   SelfTest(
-    "the caller's working directory is invisible", layer: .mounts, expect: "HIDDEN",
-    python: """
-      import os
-      print("VISIBLE" if os.path.exists("{CWD}") else "HIDDEN")
-      """,
+    "the caller's working directory is invisible (beyond the venv and base interpreter)",
+    layer: .mounts, expect: "HIDDEN", python: leakWalk(tops: #"("{CWD}",)"#),
     skipReason: { context in
       context.isExposedByDesign(context.callerDirectory)
         ? "the working directory \(context.callerDirectory) lies inside a directory the sandbox shows by design" : nil

@@ -75,9 +75,9 @@ extension ExtraTests {
         python: """
           import os
           os.symlink("/etc/shadow", "/mnt/shadow-link")
-          os.symlink("{CWD}", "/mnt/cwd-link")
+          os.symlink("{MARKER}", "/mnt/marker-link")
           reached = []
-          for link in ("/mnt/shadow-link", "/mnt/cwd-link"):
+          for link in ("/mnt/shadow-link", "/mnt/marker-link"):
               try:
                   os.listdir(link) if os.path.isdir(link) else open(link).read(1)
                   reached.append(link)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Command-line tests of `sandbox run` and the self-test mode's argument handling.
+# Usage: tests/cli_tests.sh SANDBOX_BINARY VENV
+# Ends with the line "N passed, N failed".
+set -u
+SB=$1
+VENV=$2
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+passed=0 failed=0
+check() {  # check NAME COMMAND... : passes when COMMAND succeeds
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok - $name"
+  else failed=$((failed + 1)); echo "not ok - $name"; fi
+}
+run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
+json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d[sys.argv[1]]))' "$1"; }
+
+# Usage errors: exit 2, a message on stderr, nothing on stdout, nothing run.
+usage_case() {
+  local name=$1; shift
+  local out err rc
+  out=$("$SB" "$@" 2>"$TMP/err"); rc=$?
+  check "usage: $name exits 2 with a message and an empty stdout" \
+    test "$rc" = 2 -a -z "$out" -a -s "$TMP/err"
+}
+usage_case "an unknown flag" run --no-apparmor --venv "$VENV" --frobnicate
+usage_case "a missing value" run --no-apparmor --venv "$VENV" --code
+usage_case "--code with --script" run --no-apparmor --venv "$VENV" --code 1 --script /mnt/a.py
+usage_case "both network flags" run --no-apparmor --venv "$VENV" --enable-network --disable-network --code 1
+usage_case "a profile with --no-apparmor" run --no-apparmor --apparmor-profile-name p --venv "$VENV" --code 1
+usage_case "--script outside /mnt" run --no-apparmor --venv "$VENV" --script /etc/passwd
+usage_case "--script through .." run --no-apparmor --venv "$VENV" --script /mnt/../etc/passwd
+usage_case "a bad timeout" run --no-apparmor --venv "$VENV" --timeout -3 --code 1
+usage_case "--env without =" run --no-apparmor --venv "$VENV" --env FOO --code 1
+usage_case "a run flag without 'run'" --no-apparmor --venv "$VENV" --json
+usage_case "a malformed profile name" run --venv "$VENV" --apparmor-profile-name 'x{y' --code 1
+usage_case "a nonexistent venv" run --no-apparmor --venv "$TMP/none" --code 1
+usage_case "a mount dir outside the temp dir" run --no-apparmor --venv "$VENV" --mnt-dir /var --code 1
+usage_case "the temp dir itself as mount dir" run --no-apparmor --venv "$VENV" --mnt-dir "${TMPDIR:-/tmp}" --code 1
+ln -s /etc "$TMP/to-etc"
+usage_case "a mount dir symlinked out of the temp dir" run --no-apparmor --venv "$VENV" --mnt-dir "$TMP/to-etc" --code 1
+usage_case "a nonexistent mount dir" run --no-apparmor --venv "$VENV" --mnt-dir "$TMP/nope" --code 1
+
+# Configuration from the environment.
+out=$(env -u CODEEXEC_SANDBOX_VENV -u CODEEXEC_SANDBOX_AA_PROFILE_NAME "$SB" run --code 1 2>&1); rc=$?
+check "config: no venv configured names CODEEXEC_SANDBOX_VENV and exits 2" test "$rc" = 2 -a -n "$(grep CODEEXEC_SANDBOX_VENV <<<"$out")"
+out=$(CODEEXEC_SANDBOX_VENV=$VENV "$SB" run --no-apparmor --code 'print("env venv")' 2>/dev/null)
+check "config: --no-apparmor takes the venv from CODEEXEC_SANDBOX_VENV" test "$out" = "env venv"
+out=$(CODEEXEC_SANDBOX_VENV=$VENV CODEEXEC_SANDBOX_AA_PROFILE_NAME=sandbox_test "$SB" run --venv "$VENV" --code 1 2>&1); rc=$?
+check "config: --venv alone is ignored with a warning" grep -q "only count together" <<<"$out"
+if [ ! -e /sys/module/apparmor/parameters/enabled ]; then
+  check "config: a profile on a kernel without AppArmor is refused with exit 2 and says why" \
+    test "$rc" = 2 -a -n "$(grep 'cannot be applied here' <<<"$out")"
+fi
+out=$("$SB" run --no-apparmor --venv "$VENV" --code 1 2>&1 >/dev/null)
+check "config: --no-apparmor says in one line that the AppArmor layer is off" test "$(grep -c 'AppArmor layer is OFF' <<<"$out")" = 1
+
+# Exit statuses without --json.
+run --code 'print("hi")' >"$TMP/out" 2>/dev/null; rc=$?
+check "run: stdout passes through, exit 0" test "$rc" = 0 -a "$(cat "$TMP/out")" = hi
+run --code 'import sys; sys.stderr.write("to err\n"); sys.exit(7)' 2>"$TMP/err" >/dev/null; rc=$?
+check "run: the payload's exit status and stderr pass through" test "$rc" = 7 -a -n "$(grep 'to err' "$TMP/err")"
+run --timeout 0.5 --code 'import time; time.sleep(20)' >/dev/null 2>&1; rc=$?
+check "run: a timeout exits 124" test "$rc" = 124
+run --code 'import os; os.kill(os.getpid(), 9)' >/dev/null 2>&1; rc=$?
+check "run: death by SIGKILL exits 137" test "$rc" = 137
+out=$(echo 'print(6 * 7)' | run 2>/dev/null)
+check "run: without --code or --script the code is read from stdin" test "$out" = 42
+
+# --json.
+MNT=$TMP/mnt; mkdir "$MNT"; echo old > "$MNT/gone.txt"
+out=$(run --json --mnt-dir "$MNT" --code 'import os, sys
+open("/mnt/new.txt", "w").write("n")
+os.remove("/mnt/gone.txt")
+sys.stdout.buffer.write(b"bad \xff byte\n")
+sys.exit(3)' 2>/dev/null); rc=$?
+check "json: exit 0 although the payload exited 3" test "$rc" = 0
+check "json: exactly one JSON object on stdout" python3 -c 'import json,sys; json.loads(sys.argv[1])' "$out"
+check "json: returncode" test "$(json_field returncode <<<"$out")" = 3
+check "json: invalid UTF-8 is replaced" test "$(json_field stdout <<<"$out")" = '"bad \ufffd byte\n"'
+check "json: changed_files" test "$(json_field changed_files <<<"$out")" = '["new.txt"]'
+check "json: deleted_files" test "$(json_field deleted_files <<<"$out")" = '["gone.txt"]'
+check "json: timed_out and duration_seconds are present" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["timed_out"] is False and d["duration_seconds"] > 0 and d["output_truncated"] is False' "$out"
+check "json: the written file is on the host" test "$(cat "$MNT/new.txt")" = n
+out=$(run --json --timeout 0.5 --code 'print("partial", flush=True)
+import time; time.sleep(20)' 2>/dev/null)
+check "json: a timeout is reported with the partial output" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["timed_out"] is True and d["stdout"] == "partial\n" and d["returncode"] < 0' "$out"
+printf 'print("from script")\n' > "$MNT/job.py"
+out=$(run --json --mnt-dir "$MNT" --script /mnt/job.py 2>/dev/null)
+check "json: --script runs /mnt/job.py and excludes it from changed_files" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == "from script\n" and d["changed_files"] == []' "$out"
+out=$(run --json --disable-network --code 'import socket
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2); print("REACHED")
+except OSError: print("BLOCKED")' 2>/dev/null)
+check "json: --disable-network blocks outbound TCP" test "$(json_field stdout <<<"$out")" = '"BLOCKED\n"'
+out=$(SECRET_FOR_TEST=leak run --json --env GIVEN=1 --code 'import os; print(os.environ.get("GIVEN"), os.environ.get("SECRET_FOR_TEST"))' 2>/dev/null)
+check "json: --env reaches the payload, host variables do not" test "$(json_field stdout <<<"$out")" = '"1 None\n"'
+out=$(run --print-bwrap-argv --code 1 2>/dev/null)
+check "debug: --print-bwrap-argv prints the bwrap command line" test -n "$(grep -x -- --unshare-pid <<<"$out")"
+
+# Self-test mode flags.
+out=$("$SB" --help); rc=$?
+check "help: exits 0 and shows the synopsis" test "$rc" = 0 -a -n "$(grep 'sandbox run' <<<"$out")"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

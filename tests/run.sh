@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The project's test run (what `make test` calls).
+#
+# 1. unit, golden and library end-to-end tests (tests/unit_tests.swift, built with -D SANDBOX_LIBRARY);
+# 2. CLI tests (tests/cli_tests.sh);
+# 3. the built-in suites (base + extended) in both network modes, with a Debian venv and,
+#    when pyenv is installed, a pyenv venv whose base interpreter lives under a home dir;
+# 4. --extra-tests on a build without the companion;
+# 5. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
+#    default sandboxci), with a venv whose base interpreter lives in that user's home.
+#
+# Every part prints its own "N passed, N failed[, N skipped]"; the last line sums them.
+set -u
+cd "$(dirname "$0")/.."
+VENV=${VENV:-$PWD/.venv}
+BUILD=tests/build
+TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
+total_passed=0 total_failed=0 total_skipped=0
+
+# part NAME COMMAND...: runs one part, shows its non-passing lines, adds up its summary line.
+part() {
+  local name=$1; shift
+  local log; log=$(mktemp)
+  echo "== $name"
+  "$@" >"$log" 2>&1
+  local rc=$?
+  grep -v '^ok ' "$log" | grep -v '^# ' | grep -v '^sandbox: note: the AppArmor layer is OFF' | grep -v -E '^[0-9]+ passed, ' || true
+  local summary; summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  if [ -z "$summary" ]; then
+    echo "not ok - $name printed no summary (exit $rc)"; tail -n 5 "$log"
+    total_failed=$((total_failed + 1))
+  else
+    echo "   $summary"
+    local p f s
+    p=$(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$summary")
+    f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$summary")
+    s=$(grep -oE '[0-9]+ skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    total_passed=$((total_passed + p)); total_failed=$((total_failed + f)); total_skipped=$((total_skipped + s))
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+      echo "not ok - $name exited $rc"; total_failed=$((total_failed + 1))
+    fi
+  fi
+  rm -f "$log"
+}
+
+suites() {  # suites LABEL VENV COMMAND...: base + extended suites, network on and off
+  local label=$1 venv=$2
+  shift 2
+  part "self-tests, network on ($label)" "$@" --no-apparmor --venv "$venv" --extra-tests --enable-network
+  part "self-tests, network off ($label)" "$@" --no-apparmor --venv "$venv" --extra-tests --disable-network
+}
+
+part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && echo yes || echo no))" \
+  env SANDBOX_TEST_VENV="$VENV" "$BUILD/unit_tests"
+part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
+suites "Debian venv" "$VENV" ./sandbox
+
+PYENV_PYTHON=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3 2>/dev/null | head -n 1)
+if [ -n "$PYENV_PYTHON" ]; then
+  [ -x "$BUILD/venv-pyenv/bin/python" ] || "$PYENV_PYTHON" -m venv "$BUILD/venv-pyenv"
+  suites "pyenv venv: $PYENV_PYTHON" "$BUILD/venv-pyenv" ./sandbox
+  part "library end-to-end tests (pyenv venv)" env SANDBOX_TEST_VENV="$BUILD/venv-pyenv" "$BUILD/unit_tests"
+else
+  echo "ok - pyenv venv suites # SKIP no pyenv interpreter under ${PYENV_ROOT:-$HOME/.pyenv}/versions"
+  total_skipped=$((total_skipped + 1))
+fi
+
+extra_note() {
+  out=$("$BUILD/sandbox-base" --no-apparmor --venv "$VENV" --extra-tests 2>&1)
+  grep -q "sandbox_extra_tests.swift was not compiled in" <<<"$out" && ! grep -q "TIOCSTI" <<<"$out" &&
+    grep -q "TIOCSTI" < <(./sandbox --no-apparmor --venv "$VENV" --extra-tests --verbose 2>&1)
+  local rc=$?
+  [ "$rc" = 0 ] && echo "ok - --extra-tests without the companion says so and runs the base suite only"
+  [ "$rc" = 0 ] || echo "not ok - --extra-tests without the companion"
+  echo "$([ "$rc" = 0 ] && echo 1 || echo 0) passed, $([ "$rc" = 0 ] && echo 0 || echo 1) failed"
+}
+part "companion detection" extra_note
+
+if [ "$(id -u)" = 0 ]; then
+  if id "$TEST_USER" >/dev/null 2>&1; then
+    # Everything the user runs lives in a world-readable stage dir; the venv's base
+    # interpreter lives in the user's home, as with pyenv or uv.
+    STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
+    chmod 755 "$STAGE"
+    cp ./sandbox "$BUILD/unit_tests" tests/cli_tests.sh "$STAGE/"
+    /usr/bin/python3 -m venv "$STAGE/venv"
+    USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
+    PREFIX="$USER_HOME/.pyenv/versions/3-debian-copy"
+    if [ ! -x "$PREFIX/bin/python3" ]; then
+      # A relocated base interpreter: its binary under the home dir, its stdlib reached by symlink.
+      PYV=$(/usr/bin/python3 -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
+      runuser -u "$TEST_USER" -- mkdir -p "$PREFIX/bin" "$PREFIX/lib"
+      cp "/usr/bin/$PYV" "$PREFIX/bin/$PYV" && chown "$TEST_USER" "$PREFIX/bin/$PYV"
+      runuser -u "$TEST_USER" -- ln -sf "$PYV" "$PREFIX/bin/python3"
+      runuser -u "$TEST_USER" -- ln -sf "/usr/lib/$PYV" "$PREFIX/lib/$PYV"
+    fi
+    mkdir "$STAGE/venv-home" && chown "$TEST_USER" "$STAGE/venv-home"
+    runuser -u "$TEST_USER" -- "$PREFIX/bin/python3" -m venv --without-pip "$STAGE/venv-home"
+    chown -R root "$STAGE/venv" && chmod -R a+rX "$STAGE"
+    as_user() { (cd /tmp && runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$USER_HOME" TMPDIR=/tmp "$@"); }
+    part "library end-to-end tests as $TEST_USER" as_user env SANDBOX_TEST_VENV="$STAGE/venv" "$STAGE/unit_tests"
+    part "command-line tests as $TEST_USER" as_user "$STAGE/cli_tests.sh" "$STAGE/sandbox" "$STAGE/venv"
+    suites "as $TEST_USER, Debian venv" "$STAGE/venv" as_user "$STAGE/sandbox"
+    suites "as $TEST_USER, base interpreter in $PREFIX" "$STAGE/venv-home" as_user "$STAGE/sandbox"
+    rm -rf "$STAGE"
+  else
+    echo "not ok - unprivileged runs: user $TEST_USER does not exist (.ci/run creates it)"
+    total_failed=$((total_failed + 1))
+  fi
+else
+  echo "ok - unprivileged runs # SKIP already running as uid $(id -u)"
+  total_skipped=$((total_skipped + 1))
+fi
+
+echo "$total_passed passed, $total_failed failed, $total_skipped skipped"
+[ "$total_failed" = 0 ]

@@ -1,0 +1,432 @@
+// Unit, golden and end-to-end tests of the sandbox library.
+//
+// Built with: swiftc -parse-as-library -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift
+// Run with:   SANDBOX_TEST_VENV=/path/to/venv tests/build/unit_tests
+// Ends with the line "N passed, N failed, N skipped".
+
+import Glibc
+
+struct Tally {
+  var passed = 0
+  var failed = 0
+  var skipped = 0
+
+  mutating func expect(_ condition: Bool, _ name: String, _ detail: @autoclosure () -> String = "") {
+    if condition {
+      passed += 1
+      print("ok - \(name)")
+    } else {
+      failed += 1
+      print("not ok - \(name)\(detail().isEmpty ? "" : " # \(detail())")")
+    }
+  }
+
+  mutating func skip(_ name: String, _ why: String) {
+    skipped += 1
+    print("ok - \(name) # SKIP \(why)")
+  }
+
+  /// Expects `body` to throw exactly `expected` (compared by case and payload).
+  mutating func expectError(_ name: String, _ expected: (SandboxError) -> Bool, _ body: () throws(SandboxError) -> Void) {
+    do throws(SandboxError) {
+      try body()
+      expect(false, name, "no error was thrown")
+    } catch {
+      expect(expected(error), name, "threw: \(error.description)")
+    }
+  }
+}
+
+func shell(_ command: String) {
+  _ = command.withCString { system($0) }
+}
+
+func writeFile(_ path: String, _ text: String) {
+  let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+  guard fd >= 0 else { return }
+  writeAll(fd, Array(text.utf8))
+  close(fd)
+}
+
+// MARK: - Golden: the bwrap command line
+
+let goldenLayout = HostLayout(
+  systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
+  procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
+  etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group")])
+let goldenVenv = VenvLayout(root: "/opt/venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
+
+func goldenArguments(network: Bool) -> [String] {
+  var expected = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+  if !network { expected.append("--unshare-net") }
+  expected += [
+    "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
+    "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/opt/venv/bin:/usr/bin", "--block-fd", "5",
+    "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+    "--ro-bind", "/etc/passwd", "/etc/passwd", "--ro-bind", "/etc/group", "/etc/group",
+    "--ro-bind-data", "3", "/etc/resolv.conf", "--ro-bind-data", "4", "/etc/hosts",
+    "--proc", "/proc", "--ro-bind", "/dev/null", "/proc/kcore", "--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi",
+    "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--tmpfs", "/tmp",
+    "--bind", "/proc/self/fd/5", "/mnt", "--ro-bind", "/opt/venv", "/opt/venv",
+    "--ro-bind", "/home/u/.pyenv/versions/3.12.1", "/home/u/.pyenv/versions/3.12.1",
+    "--ro-bind-data", "6", "/run/sandbox/main.py", "--remount-ro", "/",
+    "--chdir", "/mnt", "--", "/opt/venv/bin/python", "/run/sandbox/main.py",
+  ]
+  return expected
+}
+
+func testGolden(_ t: inout Tally) {
+  for network in [false, true] {
+    let plan = RunPlan(
+      host: goldenLayout, venv: goldenVenv, networkEnabled: network, mountDirectoryFD: 42,
+      payload: .code("print(1)"), environment: [("HOME", "/tmp"), ("PATH", "/opt/venv/bin:/usr/bin")])
+    let invocation = makeBwrapInvocation(plan)
+    let expected = goldenArguments(network: network)
+    let firstDifference = zip(invocation.arguments, expected).enumerated().first { $0.element.0 != $0.element.1 }
+    t.expect(
+      invocation.arguments == expected, "golden: bwrap argv, network \(network ? "on" : "off")",
+      "first difference at \(firstDifference.map { "\($0.offset): got \($0.element.0), want \($0.element.1)" } ?? "length \(invocation.arguments.count) vs \(expected.count)")")
+    // Inputs line up with the fds named on the command line: 3 resolv.conf, 4 hosts, 5 mount dir, 6 code.
+    var shape: [String] = []
+    for input in invocation.inputs {
+      switch input {
+      case .bytes(let bytes): shape.append(String(decoding: bytes.prefix(9), as: UTF8.self))
+      case .descriptor(let fd): shape.append("fd \(fd)")
+      }
+    }
+    t.expect(shape == ["# Written", "127.0.0.1", "fd 42", "print(1)"], "golden: child fds 3-6 carry resolv.conf, hosts, mount dir, code", "\(shape)")
+  }
+  let script = makeBwrapInvocation(
+    RunPlan(host: goldenLayout, venv: VenvLayout(root: "/v", basePrefix: nil), networkEnabled: true, mountDirectoryFD: nil,
+      payload: .script(sandboxPath: "/mnt/job.py"), environment: []))
+  t.expect(script.arguments.suffix(3) == ["--", "/v/bin/python", "/mnt/job.py"], "golden: a script runs by its sandbox path")
+  t.expect(
+    script.arguments.contains("--tmpfs") && !script.arguments.contains("--block-fd")
+      && script.arguments.joined(separator: " ").contains("--tmpfs /mnt"),
+    "golden: without a mount dir, /mnt is a tmpfs and no descriptor is passed")
+  t.expect(!script.arguments.contains("--unshare-net"), "golden: network on shares the host network namespace")
+}
+
+// MARK: - Validation
+
+func testValidation(_ t: inout Tally, temp: String) {
+  for name in ["my_sandbox_profile", "a-b.c", "X1"] {
+    t.expect((try? validateProfileName(name)) != nil, "profile name '\(name)' is accepted")
+  }
+  for name in ["a b", "a{b", "a\"b", "a\nb", "a/b", "", "..", "a}b", "a'b", "a,b", "a*b", String(repeating: "a", count: 200)] {
+    t.expectError("profile name '\(printable(name))' is refused", { if case .invalidProfileName = $0 { true } else { false } }) {
+      () throws(SandboxError) in try validateProfileName(name)
+    }
+  }
+  // Environment allowlist.
+  do throws(SandboxError) {
+    let environment = try makePayloadEnvironment(venvRoot: "/v", extra: ["MY_VAR": "1", "HOME": "/mnt"])
+    let names = environment.map(\.0)
+    t.expect(names == ["HOME", "LANG", "MY_VAR", "PATH", "TMPDIR"], "environment: allowlist plus the caller's variables", "\(names)")
+    t.expect(environment.first { $0.0 == "HOME" }?.1 == "/mnt", "environment: the caller may override HOME")
+    t.expect(environment.first { $0.0 == "PATH" }?.1.hasPrefix("/v/bin:") == true, "environment: PATH starts with the venv's bin")
+  } catch {
+    t.expect(false, "environment: valid variables", error.description)
+  }
+  for name in ["1A", "A=B", "A B", "", "Ä"] {
+    t.expectError("environment: name '\(name)' is refused", { if case .invalidEnvironment = $0 { true } else { false } }) {
+      () throws(SandboxError) in _ = try makePayloadEnvironment(venvRoot: "/v", extra: [name: "x"])
+    }
+  }
+  t.expectError("environment: a NUL in a value is refused", { if case .invalidEnvironment = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try makePayloadEnvironment(venvRoot: "/v", extra: ["A": "x\u{0}y"])
+  }
+
+  // Mount directory: below the temp dir after resolving symlinks and '..'.
+  let base = "\(temp)/validation"
+  shell("rm -rf '\(base)' && mkdir -p '\(base)/good/sub' && ln -s /etc '\(base)/to-etc' && ln -s good '\(base)/to-good' && touch '\(base)/file'")
+  func isMountError(_ error: SandboxError) -> Bool { if case .invalidMountDirectory = error { true } else { false } }
+  for (path, why) in [
+    ("\(base)/good", "a directory below the temp dir"), ("\(base)/to-good", "a symlink to a directory below the temp dir"),
+    ("\(base)/good/sub/..", "a path with '..' that stays below the temp dir"),
+  ] {
+    do throws(SandboxError) {
+      let workspace = try Workspace(path: path)
+      t.expect(workspace.hostPath == "\(resolvedPath(base) ?? "")/good", "mount dir: \(why) is accepted and resolved", workspace.hostPath)
+      workspace.close()
+    } catch {
+      t.expect(false, "mount dir: \(why) is accepted", error.description)
+    }
+  }
+  for (path, why) in [
+    ("\(base)/to-etc", "a symlink pointing out of the temp dir"), ("\(base)/good/../../../../etc", "'..' climbing out"),
+    ("\(base)/missing", "a nonexistent path"), ("\(base)/file", "a regular file"), (temp, "the temp dir itself"),
+    ("/etc", "a path outside the temp dir"), ("/", "the root"),
+  ] {
+    t.expectError("mount dir: \(why) is refused", isMountError) { () throws(SandboxError) in _ = try Workspace(path: path) }
+  }
+  // Script paths.
+  for script in ["/mnt/../etc/passwd", "/etc/passwd", "/mnt/", "/mnt/a//b.py", "/mnt/./a.py", "mnt/a.py"] {
+    t.expectError("script '\(script)' is refused", { if case .invalidScriptPath = $0 { true } else { false } }) {
+      () throws(SandboxError) in _ = try checkScript(script, in: nil)
+    }
+  }
+  // Configuration from the environment.
+  do throws(SandboxError) {
+    let config = try SandboxConfig.fromEnvironment(lookup: { ["CODEEXEC_SANDBOX_VENV": "/v", "CODEEXEC_SANDBOX_AA_PROFILE_NAME": "p"][$0] })
+    t.expect(config == SandboxConfig(venvPath: "/v", appArmor: .profile("p")), "config: built from the two environment variables")
+  } catch {
+    t.expect(false, "config: built from the environment", error.description)
+  }
+  t.expectError("config: a missing profile variable is an error naming it", {
+    if case .missingSetting(let variable, _) = $0 { variable == "CODEEXEC_SANDBOX_AA_PROFILE_NAME" } else { false }
+  }) { () throws(SandboxError) in _ = try SandboxConfig.fromEnvironment(lookup: { $0 == "CODEEXEC_SANDBOX_VENV" ? "/v" : nil }) }
+  t.expectError("config: a nonexistent venv is refused", { if case .venvNotFound = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try Sandbox(config: SandboxConfig(venvPath: "/nonexistent/venv", appArmor: .disabled))
+  }
+  shell("mkdir -p '\(base)/empty-venv/bin'")
+  t.expectError("config: a venv without bin/python is refused", { if case .venvHasNoPython = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try Sandbox(config: SandboxConfig(venvPath: "\(base)/empty-venv", appArmor: .disabled))
+  }
+  shell("rm -rf '\(base)'")
+}
+
+// MARK: - Snapshot diff
+
+func testSnapshots(_ t: inout Tally, temp: String) {
+  let base = "\(temp)/snapshot-test"
+  shell("rm -rf '\(base)' && mkdir -p '\(base)/dir/deeper' && echo a > '\(base)/keep' && echo b > '\(base)/modify' && echo c > '\(base)/remove' && echo d > '\(base)/dir/deeper/old' && echo e > '\(base)/touched' && touch -d '2001-01-01' '\(base)/touched'")
+  guard let workspace = try? Workspace(path: base), let before = try? workspace.snapshot() else {
+    return t.expect(false, "snapshot: set up")
+  }
+  defer { workspace.close() }
+  usleep(20_000)
+  // Modify; delete; create a file, a symlink out, a FIFO; rewrite a file and reset its mtime.
+  shell("echo bb > '\(base)/modify' && rm '\(base)/remove' '\(base)/dir/deeper/old' && echo n > '\(base)/dir/new' && ln -s /etc/shadow '\(base)/link' && mkfifo '\(base)/fifo' && echo E > '\(base)/touched' && touch -d '2001-01-01' '\(base)/touched' && mkdir '\(base)/locked' && echo x > '\(base)/locked/x' && chmod 000 '\(base)/locked'")
+  guard let after = try? workspace.snapshot() else { return t.expect(false, "snapshot: second snapshot") }
+  let changes = makeWorkspaceChanges(before: before, after: after, excluding: nil)
+  let expectedChanged = ["dir/new", "fifo", "link", "modify", "touched"]
+  let rootSeesLocked = getuid() == 0  // root reads a mode-000 directory anyway
+  t.expect(
+    changes.changed == (rootSeesLocked ? ["dir/new", "fifo", "link", "locked/x", "modify", "touched"] : expectedChanged),
+    "snapshot: created, modified, mtime-reset, symlink and FIFO entries are changed files", "\(changes.changed)")
+  t.expect(changes.deleted == ["dir/deeper/old", "remove"], "snapshot: removals are deleted files", "\(changes.deleted)")
+  t.expect(after.entries["link"]?.type == S_IFLNK, "snapshot: a symlink is recorded as a link, never followed")
+  let excluded = makeWorkspaceChanges(before: before, after: after, excluding: "modify")
+  t.expect(!excluded.changed.contains("modify"), "snapshot: the script that ran is excluded")
+  shell("chmod 700 '\(base)/locked'; rm -rf '\(base)'")
+  let unchanged = makeWorkspaceChanges(before: before, after: before, excluding: nil)
+  t.expect(unchanged == WorkspaceChanges(), "snapshot: no change gives empty lists")
+}
+
+// MARK: - Exit status, JSON, command line
+
+func testPureHelpers(_ t: inout Tally) {
+  t.expect(ExitStatus(waitStatus: 3 << 8).returnCode == 3, "exit status: exited 3 is 3")
+  t.expect(ExitStatus(waitStatus: 9).returnCode == -9, "exit status: SIGKILL is -9")
+  t.expect(ExitStatus(waitStatus: 137 << 8).returnCode == -9, "exit status: bwrap's 128+9 is -9")
+  let result = SandboxResult(
+    returnCode: -9, stdout: [0x61, 0xff, 0x0a], stderr: Array("q\"\\\u{1}".utf8), timedOut: true, cancelled: false,
+    outputTruncated: false, duration: .milliseconds(1500), changedFiles: ["a b"], deletedFiles: [])
+  let json = makeJSON(result)
+  t.expect(
+    json == #"{"returncode": -9, "stdout": "a\#u{FFFD}\n", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "deleted_files": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5}"#,
+    "json: escaping, invalid UTF-8 replaced, fixed keys", json)
+  func parses(_ arguments: [String]) -> Bool { (try? parseCommandLine(arguments)) != nil }
+  t.expect(parses(["run", "--no-apparmor", "--venv", "/v", "--code", "print(1)", "--env", "A=1", "--env", "B=2=3", "--timeout", "2.5", "--json"]), "cli: a full run command parses")
+  for (arguments, why) in [
+    (["--bogus"], "an unknown flag"), (["run", "--code"], "a missing value"), (["run", "--code", "1", "--script", "/mnt/a.py"], "--code with --script"),
+    (["--enable-network", "--disable-network"], "both network flags"), (["--no-apparmor", "--apparmor-profile-name", "p"], "a profile with --no-apparmor"),
+    (["run", "--script", "/etc/x.py"], "a script outside /mnt"), (["run", "--script", "/mnt/../x.py"], "a script through '..'"),
+    (["run", "--timeout", "-1"], "a negative timeout"), (["run", "--timeout", "abc"], "a non-numeric timeout"), (["run", "--timeout", "nan"], "a NaN timeout"),
+    (["run", "--env", "NOEQUALS"], "--env without '='"), (["run", "--env", "1X=2"], "--env with a bad name"), (["--json"], "a run flag in self-test mode"),
+    (["run", "--verbose"], "a self-test flag in run mode"), (["--venv", "a", "--venv", "b"], "a repeated flag"), (["--verbose=yes"], "a value on a bare flag"),
+  ] {
+    t.expect(!parses(arguments), "cli: \(why) is a usage error")
+  }
+}
+
+// MARK: - End to end, against real bwrap
+
+func payload(_ sandbox: Sandbox, _ code: String, mount: String? = nil, timeout: Duration? = .seconds(30), stdin: [UInt8] = [], environment: [String: String] = [:]) -> SandboxResult? {
+  do throws(SandboxError) {
+    return try sandbox.run(.code(code), mountDirectory: mount, timeout: timeout, stdin: stdin, environment: environment)
+  } catch {
+    print("# run failed: \(error.description)")
+    return nil
+  }
+}
+
+func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
+  let sandbox: Sandbox
+  let offline: Sandbox
+  do throws(SandboxError) {
+    sandbox = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled))
+    offline = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, networkEnabled: false))
+  } catch {
+    return t.expect(false, "e2e: sandbox for \(venv)", error.description)
+  }
+  t.expectError("e2e: asking for a profile on a kernel without AppArmor is refused, not ignored", {
+    if case .appArmorUnavailable = $0 { HostFacts.appArmorAbsenceReason() != nil } else if case .appArmorLayerMissing = $0 { true } else { false }
+  }) { () throws(SandboxError) in _ = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .profile("sandbox_test"))) }
+
+  let hello = payload(sandbox, "print('hello from sandbox')")
+  t.expect(hello?.stdoutText == "hello from sandbox\n" && hello?.returnCode == 0 && hello?.isSuccess == true, "e2e: hello world")
+  t.expect(payload(sandbox, "import sys; sys.exit(7)")?.returnCode == 7, "e2e: the exit code comes back")
+  let raised = payload(sandbox, "raise ValueError('boom')")
+  t.expect(raised?.returnCode == 1 && raised?.stderrText.contains("ValueError: boom") == true, "e2e: an exception gives 1 and a traceback on stderr")
+  t.expect(payload(sandbox, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")?.returnCode == -9, "e2e: death by signal is a negative return code")
+  let echoed = payload(sandbox, "import sys; print(sys.stdin.read().upper())", stdin: Array("piped in".utf8))
+  t.expect(echoed?.stdoutText == "PIPED IN\n", "e2e: stdin reaches the payload")
+
+  let slow = payload(sandbox, "import time\nprint('before', flush=True)\ntime.sleep(30)\nprint('after')", timeout: .milliseconds(800))
+  t.expect(
+    slow?.timedOut == true && slow?.stdoutText == "before\n" && (slow?.duration ?? .seconds(99)) < .seconds(5),
+    "e2e: a timeout kills the run and keeps the partial output", "\(String(describing: slow?.stdoutText)) \(String(describing: slow?.duration))")
+
+  // /mnt: writes reach the host; deletions and modifications are reported; the rest is not.
+  let mount = "\(temp)/e2e-mount"
+  shell("rm -rf '\(mount)' && mkdir -p '\(mount)' && echo old > '\(mount)/gone.txt' && echo same > '\(mount)/same.txt' && echo v1 > '\(mount)/edit.txt'")
+  let written = payload(
+    sandbox, "import os\nopen('/mnt/out.txt','w').write('result\\n')\nos.remove('/mnt/gone.txt')\nopen('/mnt/edit.txt','a').write('v2\\n')\nos.makedirs('/mnt/sub')\nopen('/mnt/sub/x','w').write('x')",
+    mount: mount)
+  t.expect(written?.changedFiles == ["edit.txt", "out.txt", "sub/x"], "e2e: changed files are reported", "\(String(describing: written?.changedFiles)) \(written?.stderrText ?? "")")
+  t.expect(written?.deletedFiles == ["gone.txt"], "e2e: deleted files are reported", "\(String(describing: written?.deletedFiles))")
+  t.expect(readSmallFile("\(mount)/out.txt") == "result\n", "e2e: the file written to /mnt is on the host")
+
+  writeFile("\(mount)/code.py", "print('script ran')\nopen('/mnt/made.txt','w').write('m')\n")
+  do throws(SandboxError) {
+    let script = try await sandbox.run(.script(sandboxPath: "/mnt/code.py"), mountDirectory: mount, timeout: .seconds(30))
+    t.expect(script.stdoutText == "script ran\n" && script.changedFiles == ["made.txt"], "e2e: a script from /mnt runs and is excluded from changed files", "\(script.changedFiles)")
+  } catch {
+    t.expect(false, "e2e: a script from /mnt runs", error.description)
+  }
+  t.expectError("e2e: a script that is not in the mount dir is refused before running", { if case .invalidScriptPath = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try sandbox.run(.script(sandboxPath: "/mnt/missing.py"), mountDirectory: mount)
+  }
+  t.expectError("e2e: a mount dir outside the temp dir is refused before running", { if case .invalidMountDirectory = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try sandbox.run(.code("open('/mnt/x','w')"), mountDirectory: "/var")
+  }
+  t.expect(!exists("/var/x"), "e2e: ... and nothing was written")
+
+  // Invisible and read-only.
+  let hostOnly = "\(temp)/e2e-host-only-\(getpid())"
+  writeFile(hostOnly, "secret")
+  let probe = payload(sandbox, """
+    import os
+    seen = [p for p in ("\(hostOnly)", "/etc/hostname", "/etc/shadow", "/root/.bashrc", "/var/log", "/home", "/opt/swift") if os.path.exists(p)]
+    blocked = []
+    for d in ("/usr", "\(venv)", "/"):
+        try:
+            open(os.path.join(d, "x"), "w")
+        except OSError:
+            blocked.append(d)
+    print("seen", seen, "blocked", len(blocked))
+    """)
+  t.expect(probe?.stdoutText == "seen [] blocked 3\n", "e2e: host files outside the binds are invisible; system dirs, venv and / are read-only", probe?.stdoutText ?? "")
+  unlink(hostOnly)
+
+  // Network off: a listener on the host's loopback is unreachable; on: reachable (documented).
+  if let listener = try? openLoopbackListener() {
+    let code = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', \(listener.port)), timeout=3); print('REACHED')\nexcept OSError as e: print('BLOCKED', e.errno)"
+    t.expect(payload(offline, code)?.stdoutText.hasPrefix("BLOCKED") == true, "e2e: network off blocks a host TCP listener on 127.0.0.1")
+    t.expect(payload(sandbox, code)?.stdoutText == "REACHED\n", "e2e: network on reaches it (the documented default)")
+    close(listener.fd)
+  }
+
+  // Environment scrubbing: a secret in the host's environment never shows.
+  setenv("SANDBOX_TEST_SECRET", "hunter2", 1)
+  let environment = payload(
+    sandbox, "import os\nenv = dict(os.environ)\ninit = open('/proc/1/environ','rb').read()\nprint(sorted(env), b'hunter2' in init, env.get('GIVEN'))",
+    environment: ["GIVEN": "yes"])
+  t.expect(
+    environment?.stdoutText == "['GIVEN', 'HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR'] False yes\n",
+    "e2e: the environment is the allowlist plus the caller's variables; bwrap's own is empty", environment?.stdoutText ?? "")
+
+  // Big code, big output.
+  let bigCode = "data = '" + String(repeating: "x", count: 10 << 20) + "'\nprint(len(data))\n"
+  t.expect(payload(sandbox, bigCode)?.stdoutText == "\(10 << 20)\n", "e2e: 10 MiB of code reaches the interpreter")
+  let flood = payload(sandbox, "import sys\nsys.stdout.write('o' * (24 << 20))\nsys.stderr.write('e' * (24 << 20))")
+  t.expect(flood?.stdout.count == 16 << 20 && flood?.stderr.count == 16 << 20 && flood?.outputTruncated == true, "e2e: 24 MiB on both streams neither deadlocks nor exceeds the 16 MiB cap")
+  let both = payload(sandbox, "import sys\nfor i in range(2000):\n    sys.stdout.write('o' * 1000); sys.stderr.write('e' * 1000)")
+  t.expect(both?.stdout.count == 2_000_000 && both?.stderr.count == 2_000_000 && both?.outputTruncated == false, "e2e: interleaved output on both streams is complete")
+
+  // A forking, SIGTERM-ignoring daemon does not survive a timeout.
+  let daemonMount = "\(temp)/e2e-daemon"
+  shell("rm -rf '\(daemonMount)' && mkdir -p '\(daemonMount)'")
+  _ = payload(sandbox, """
+    import os, signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            open('/mnt/beat', 'a').write('x'); time.sleep(0.02)
+    time.sleep(60)
+    """, mount: daemonMount, timeout: .milliseconds(600))
+  let beats = readSmallFile("\(daemonMount)/beat")?.count ?? 0
+  usleep(200_000)
+  t.expect(beats > 0 && readSmallFile("\(daemonMount)/beat")?.count == beats, "e2e: after a timeout no process of the payload remains", "beats \(beats)")
+
+  // Concurrency: runs in parallel see only their own /mnt.
+  var directories: [String] = []
+  for index in 0..<6 {
+    let directory = "\(temp)/e2e-concurrent-\(index)"
+    shell("rm -rf '\(directory)' && mkdir -p '\(directory)'")
+    writeFile("\(directory)/id", "\(index)")
+    directories.append(directory)
+  }
+  let results = await withTaskGroup(of: (Int, SandboxResult?).self) { group in
+    for (index, directory) in directories.enumerated() {
+      group.addTask {
+        let result = try? await sandbox.run(
+          .code("import os, time\ntime.sleep(0.2)\nprint(open('/mnt/id').read(), sorted(os.listdir('/mnt')))\nopen('/mnt/out','w').write('done')"),
+          mountDirectory: directory, timeout: .seconds(30))
+        return (index, result)
+      }
+    }
+    var collected: [Int: SandboxResult] = [:]
+    for await (index, result) in group { collected[index] = result }
+    return collected
+  }
+  let concurrentOK = (0..<6).allSatisfy { index in
+    results[index]?.stdoutText == "\(index) ['id']\n" && results[index]?.changedFiles == ["out"]
+  }
+  t.expect(concurrentOK, "e2e: six concurrent async runs don't interfere")
+
+  // Cancelling the Task kills the sandbox promptly.
+  let started = ContinuousClock.now
+  let task = Task { try? await sandbox.run(.code("import time\nprint('up', flush=True)\ntime.sleep(30)"), timeout: .seconds(60)) }
+  try? await Task.sleep(for: .milliseconds(700))
+  task.cancel()
+  let cancelled = await task.value
+  t.expect(
+    cancelled?.cancelled == true && ContinuousClock.now - started < .seconds(5) && cancelled?.stdoutText == "up\n",
+    "e2e: cancelling the Task kills the sandbox and returns the partial output")
+
+  // The startup gate.
+  t.expectError("gate: run is refused before the suite has passed", { if case .selfTestGateClosed = $0 { true } else { false } }) {
+    () throws(SandboxError) in try SelfTestGate.requirePassed()
+  }
+  do throws(SandboxError) {
+    let failures = try SelfTestGate.verify(sandbox)
+    try SelfTestGate.requirePassed()
+    t.expect(failures.isEmpty, "gate: opens once the base suite passed on this host")
+  } catch {
+    t.expect(false, "gate: opens once the base suite passed", error.description)
+  }
+  for directory in directories + [mount, daemonMount] { shell("rm -rf '\(directory)'") }
+}
+
+@main
+enum UnitTests {
+  static func main() async {
+    var tally = Tally()
+    let temp = temporaryDirectory()
+    testGolden(&tally)
+    testValidation(&tally, temp: temp)
+    testSnapshots(&tally, temp: temp)
+    testPureHelpers(&tally)
+    if let venv = environmentValue("SANDBOX_TEST_VENV"), !venv.isEmpty {
+      await testEndToEnd(&tally, venv: venv, temp: temp)
+    } else {
+      tally.skip("e2e: runs against real bwrap", "SANDBOX_TEST_VENV is not set")
+    }
+    print("\(tally.passed) passed, \(tally.failed) failed, \(tally.skipped) skipped")
+    exit(tally.failed == 0 ? 0 : 1)
+  }
+}
