@@ -338,9 +338,21 @@ public struct Sandbox: Sendable {
     return try outcome.get()
   }
 
+  /// Runs a Python REPL whose terminal is `terminal`'s pty, on an ephemeral `/mnt`.
+  ///
+  /// Inside, the pty becomes the REPL's controlling terminal, so Ctrl-C interrupts the payload
+  /// (not the host) and line editing works; the user's own terminal is never handed in, so
+  /// nothing can be injected into it.
+  /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
+  func runInteractive(terminal: TerminalRelay) throws(SandboxError) -> SandboxResult {
+    try run(
+      .code(Layout.interactiveBootstrap), mountDirectory: nil, timeout: nil, stdin: [],
+      environment: ["TERM": environmentValue("TERM") ?? "xterm"], cancellation: nil, terminal: terminal)
+  }
+
   func run(
     _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
-    environment: [String: String], cancellation: CancellationSignal?
+    environment: [String: String], cancellation: CancellationSignal?, terminal: TerminalRelay? = nil
   ) throws(SandboxError) -> SandboxResult {
     let payloadEnvironment = try makePayloadEnvironment(venvRoot: venv.root, extra: environment)
     let workspace = try mountDirectory.map { (path) throws(SandboxError) in try Workspace(path: path) }
@@ -358,7 +370,7 @@ public struct Sandbox: Sendable {
       SpawnRequest(
         executable: host.bwrapPath, arguments: invocation.arguments, environment: [],
         stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
-        outputLimitBytes: config.limits.outputLimitBytes, cancellation: cancellation))
+        outputLimitBytes: config.limits.outputLimitBytes, cancellation: cancellation, terminal: terminal))
     if outcome.looksLikeSetupFailure {
       throw .sandboxSetupFailed(message: firstLine(of: outcome.stderr))
     }
@@ -563,6 +575,16 @@ enum Layout {
   /// Where the code of a `.code` payload appears, read-only.
   static let codePath = "/run/sandbox/main.py"
   static let hostname = "sandbox"
+  /// Starts a session of its own (bwrap's --new-session made pid 1 the leader), makes the
+  /// pty on fds 0–2 its controlling terminal, then becomes the REPL: Ctrl-C on that pty now
+  /// signals the REPL's process group.
+  static let interactiveBootstrap = """
+    import fcntl, os, sys, termios
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    os.execv(sys.executable, [sys.executable])
+
+    """
   /// Bound read-only (or symlinked, when the host's is a symlink into /usr).
   static let systemDirectories = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
   /// Host /etc entries the payload may read; everything else in /etc stays invisible.
@@ -727,6 +749,20 @@ struct SpawnRequest {
   var timeout: Duration? = nil
   var outputLimitBytes: Int = .max
   var cancellation: CancellationSignal? = nil
+  /// When set, the child's fds 0–2 are this pty's slave and the loop relays the terminal.
+  var terminal: TerminalRelay? = nil
+}
+
+/// A pseudo-terminal between the user's terminal and an interactive payload.
+struct TerminalRelay {
+  /// Our side of the pty; bytes the payload's terminal shows come out here.
+  var master: Int32
+  /// The payload's side; it becomes fds 0–2 of the child (the caller closes its copy after).
+  var slave: Int32
+  /// Where keystrokes come from (the user's terminal, in raw mode).
+  var input: Int32
+  /// Where the payload's terminal output goes.
+  var output: Int32
 }
 
 /// How a spawned process ended and what it printed.
@@ -820,12 +856,19 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     sources.append(ends.child)
     writers.append((ends.parent, bytes, 0))
   }
-  try addFedInput(request.stdin)
-  let stdoutPipe = try makePipe()
-  owned += [stdoutPipe.read, stdoutPipe.write]
-  let stderrPipe = try makePipe()
-  owned += [stderrPipe.read, stderrPipe.write]
-  sources += [stdoutPipe.write, stderrPipe.write]
+  var stdoutFD: Int32 = -1
+  var stderrFD: Int32 = -1
+  if let terminal = request.terminal {
+    sources = [terminal.slave, terminal.slave, terminal.slave]
+  } else {
+    try addFedInput(request.stdin)
+    let stdoutPipe = try makePipe()
+    owned += [stdoutPipe.read, stdoutPipe.write]
+    let stderrPipe = try makePipe()
+    owned += [stderrPipe.read, stderrPipe.write]
+    sources += [stdoutPipe.write, stderrPipe.write]
+    (stdoutFD, stderrFD) = (stdoutPipe.read, stderrPipe.read)
+  }
   for input in request.inheritedInputs {
     switch input {
     case .bytes(let bytes): try addFedInput(bytes)
@@ -873,9 +916,10 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   }
   // The child holds its ends now; ours must go, or the reads below would never see EOF.
   for fd in sources where owned.contains(fd) { closeOwned(fd) }
-  var stdoutFD = stdoutPipe.read
-  var stderrFD = stderrPipe.read
-  for fd in [stdoutFD, stderrFD] + writers.map(\.fd) { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+  for fd in [stdoutFD, stderrFD] + writers.map(\.fd) where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+  var terminalInput = request.terminal?.input ?? -1   // -1 once the user's terminal hits EOF
+  var terminalMaster = request.terminal?.master ?? -1  // -1 once the payload's side is closed
+  if terminalMaster >= 0 { _ = fcntl(terminalMaster, F_SETFL, O_NONBLOCK) }
   for index in writers.indices where writers[index].bytes.isEmpty {
     closeOwned(writers[index].fd)
     writers[index].fd = -1
@@ -929,6 +973,8 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     for writer in writers where writer.fd >= 0 { fds.append(pollfd(fd: writer.fd, events: Int16(POLLOUT), revents: 0)) }
     if pidFD >= 0 { fds.append(pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)) }
     if let signal = request.cancellation, !cancelled { fds.append(pollfd(fd: signal.fd, events: Int16(POLLIN), revents: 0)) }
+    if terminalInput >= 0 { fds.append(pollfd(fd: terminalInput, events: Int16(POLLIN), revents: 0)) }
+    if terminalMaster >= 0 { fds.append(pollfd(fd: terminalMaster, events: Int16(POLLIN), revents: 0)) }
     var waitMilliseconds: Int32 = deadline.map { millisecondsUntil($0) } ?? -1
     let exitIsInvisible = pidFD < 0 && stdoutFD < 0 && stderrFD < 0
     if exitIsInvisible {  // no pidfd (kernel < 5.3): only a short tick notices the exit
@@ -947,6 +993,20 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
         if !drain(stderrFD, into: &stderr) { closeOwned(stderrFD); stderrFD = -1 }
       } else if entry.fd == pidFD {
         status = reap(blocking: false)
+      } else if entry.fd == terminalInput {
+        let count = buffer.withUnsafeMutableBytes { read(terminalInput, $0.baseAddress, $0.count) }
+        if count > 0 {
+          // Blocking on a full pty is fine: the payload is reading its terminal.
+          _ = fcntl(terminalMaster, F_SETFL, 0)
+          writeAll(terminalMaster, Array(buffer[0..<count]))
+          _ = fcntl(terminalMaster, F_SETFL, O_NONBLOCK)
+        } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+          terminalInput = -1
+        }
+      } else if entry.fd == terminalMaster {
+        var shown: [UInt8] = []
+        if !drain(terminalMaster, into: &shown) { terminalMaster = -1 }  // EIO: every slave fd is closed
+        if let output = request.terminal?.output { writeAll(output, shown) }
       } else if let signal = request.cancellation, entry.fd == signal.fd {
         cancelled = true
         killChild()
@@ -971,6 +1031,11 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   // The pid namespace is gone, so whatever is still in the pipes is all there will be.
   if stdoutFD >= 0 { _ = drain(stdoutFD, into: &stdout) }
   if stderrFD >= 0 { _ = drain(stderrFD, into: &stderr) }
+  if terminalMaster >= 0, let output = request.terminal?.output {
+    var shown: [UInt8] = []
+    _ = drain(terminalMaster, into: &shown)
+    writeAll(output, shown)
+  }
   _ = pidFD
   pidFD = -1
   return SpawnOutcome(
@@ -1157,6 +1222,10 @@ private func removeContents(of fd: Int32) {
 }
 
 // MARK: - Glibc helpers
+
+/// `TIOCSPTLCK` and `TIOCGPTPEER` from `<asm-generic/ioctls.h>` (x86_64 and aarch64).
+let ioctlUnlockPTY: Int32 = 0x4004_5431
+let ioctlOpenPTYPeer: Int32 = 0x5441
 
 /// `O_PATH` from `<bits/fcntl-linux.h>` (the same value on x86_64 and aarch64); Swift does not import it.
 let openPathOnly: Int32 = 0o10000000
@@ -2204,10 +2273,36 @@ func runPayloadCommand(_ options: CommandLineOptions) throws(SandboxError) -> In
   return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
 }
 
-func runSelfTestCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
-  if options.interactive {
-    throw .usage("--interactive is not available in this version yet")
+/// `--interactive`: a sandboxed REPL on the user's terminal, through a pty of our own.
+func runInteractiveCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
+  guard isatty(0) == 1, isatty(1) == 1 else {
+    throw .usage("--interactive needs a terminal on stdin and stdout")
   }
+  let sandbox = try makeSandbox(options)
+  let master = try check("open", path: "/dev/ptmx") { open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC) }
+  defer { close(master) }
+  var unlocked: Int32 = 0
+  try check("ioctl(TIOCSPTLCK)") { ioctl(master, UInt(ioctlUnlockPTY), &unlocked) }
+  let slave = try check("ioctl(TIOCGPTPEER)") { ioctl(master, UInt(ioctlOpenPTYPeer), O_RDWR | O_NOCTTY | O_CLOEXEC) }
+  var size = winsize()
+  if ioctl(0, UInt(TIOCGWINSZ), &size) == 0 { _ = ioctl(master, UInt(TIOCSWINSZ), &size) }
+  var saved = termios()
+  let hasTerminalMode = tcgetattr(0, &saved) == 0
+  var raw = saved
+  cfmakeraw(&raw)
+  if hasTerminalMode { tcsetattr(0, TCSANOW, &raw) }  // keystrokes, Ctrl-C included, go to the pty
+  defer { if hasTerminalMode { tcsetattr(0, TCSANOW, &saved) } }
+  printError("note: interactive sandbox; /mnt is ephemeral and vanishes on exit (Ctrl-D or exit() leaves)\r")
+  let result: SandboxResult
+  do {
+    defer { close(slave) }
+    result = try sandbox.runInteractive(terminal: TerminalRelay(master: master, slave: slave, input: 0, output: 1))
+  }
+  return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
+}
+
+func runSelfTestCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
+  if options.interactive { return try runInteractiveCommand(options) }
   let sandbox = try makeSandbox(options)
   let host = sandbox.host
   printOut("# bubblewrap \(host.bwrapVersion) at \(host.bwrapPath)")

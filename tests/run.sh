@@ -54,6 +54,12 @@ part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && ec
   env SANDBOX_TEST_VENV="$VENV" "$BUILD/unit_tests"
 part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
 suites "Debian venv" "$VENV" ./sandbox
+if command -v tmux >/dev/null; then
+  part "--interactive through a real terminal (tmux)" tests/interactive_test.sh ./sandbox "$VENV"
+else
+  echo "ok - --interactive through a terminal # SKIP tmux is not installed (.ci/run installs it)"
+  total_skipped=$((total_skipped + 1))
+fi
 
 PYENV_PYTHON=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3 2>/dev/null | head -n 1)
 if [ -n "$PYENV_PYTHON" ]; then
