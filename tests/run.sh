@@ -5,7 +5,8 @@
 # 2. CLI tests (tests/cli_tests.sh);
 # 3. the built-in suites (base + extended) in both network modes, with a Debian venv and,
 #    when pyenv is installed, a pyenv venv whose base interpreter lives under a home dir;
-# 4. --extra-tests on a build without the companion;
+# 4. --extra-tests on a build without the companion; --interactive through tmux; breakage
+#    tests (a fake bwrap damages the command line, the suites must catch it);
 # 5. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
 #    default sandboxci), with a venv whose base interpreter lives in that user's home.
 #
@@ -54,6 +55,7 @@ part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && ec
   env SANDBOX_TEST_VENV="$VENV" "$BUILD/unit_tests"
 part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
 suites "Debian venv" "$VENV" ./sandbox
+part "breakage tests: the suites catch deliberately broken sandboxes" tests/breakage_test.sh ./sandbox "$VENV"
 if command -v tmux >/dev/null; then
   part "--interactive through a real terminal (tmux)" tests/interactive_test.sh ./sandbox "$VENV"
 else

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Proves the self-test suites have teeth: each case puts a fake `bwrap` first on PATH that
+# damages the command line the real binary builds, then checks that the suite fails and
+# names the property that broke. Run as root (some breakages only show for root).
+# Usage: tests/breakage_test.sh SANDBOX_BINARY VENV
+# Ends with the line "N passed, N failed".
+set -u
+SB=$(realpath "$1")
+VENV=$(realpath "$2")
+REAL_BWRAP=$(command -v bwrap)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-breakage-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+passed=0 failed=0
+
+# breakage NAME SUITE_FLAGS EXPECTED_FAILING_TEST TRANSFORM
+# TRANSFORM is bash that edits the array `args` (bwrap's arguments) and may add to `environment`
+# (the launcher's environment, empty as the real sandbox leaves it) before exec.
+breakage() {
+  local name=$1 flags=$2 expected=$3 transform=$4
+  local dir="$WORK/$(echo "$name" | tr -c 'a-z0-9' '-')"
+  mkdir -p "$dir"
+  cat > "$dir/bwrap" <<WRAPPER
+#!/bin/bash
+args=("\$@")
+environment=()
+if [ "\${args[0]}" != "--version" ]; then
+$transform
+fi
+exec env -i "\${environment[@]}" $REAL_BWRAP "\${args[@]}"
+WRAPPER
+  chmod +x "$dir/bwrap"
+  local out rc
+  out=$(cd /tmp && PATH="$dir:$PATH" "$SB" --no-apparmor --venv "$VENV" --extra-tests $flags 2>&1); rc=$?
+  if [ "$rc" = 1 ] && grep -q "^not ok .* - $expected" <<<"$out"; then
+    passed=$((passed + 1)); echo "ok - breakage caught: $name (fails: $expected)"
+  else
+    failed=$((failed + 1)); echo "not ok - breakage NOT caught: $name (exit $rc)"
+    grep -E "^(not ok|[0-9]+ passed)" <<<"$out" | sed 's/^/#   /'
+  fi
+}
+drop() {  # bash that removes every occurrence of flag $1 (and its $2 following values)
+  echo "new=(); i=0; while [ \$i -lt \${#args[@]} ]; do if [ \"\${args[\$i]}\" = '$1' ]; then i=\$((i + 1 + ${2:-0})); continue; fi; new+=(\"\${args[\$i]}\"); i=\$((i + 1)); done; args=(\"\${new[@]}\")"
+}
+replace_pair() {  # bash that replaces the pair "$1 $2" with "$3 $4 ..." (nothing when only two given)
+  local old1=$1 old2=$2; shift 2
+  echo "new=(); i=0; while [ \$i -lt \${#args[@]} ]; do if [ \"\${args[\$i]}\" = '$old1' ] && [ \"\${args[\$((i + 1))]}\" = '$old2' ]; then new+=($*); i=\$((i + 2)); continue; fi; new+=(\"\${args[\$i]}\"); i=\$((i + 1)); done; args=(\"\${new[@]}\")"
+}
+insert_first() {  # bash that puts the given arguments first
+  echo "args=($* \"\${args[@]}\")"
+}
+
+breakage "the host's /etc bound whole" "" "/etc holds only the documented files" "$(insert_first --ro-bind /etc /etc)"
+breakage "no pid namespace" "" "/proc shows only the sandbox's processes" "$(drop --unshare-pid)"
+breakage "no --clearenv, launcher environment holds a secret" "" "the environment holds only the allowlisted variables" \
+  "environment+=(HOST_SECRET=leaked); $(drop --clearenv)"
+breakage "the host's /tmp bound instead of a private tmpfs" "" "/tmp is private" "$(replace_pair --tmpfs /tmp --bind /tmp /tmp)"
+breakage "no network namespace with --disable-network" "--disable-network" "network off: only the loopback interface exists" "$(drop --unshare-net)"
+breakage "/proc left writable" "" "/proc/sys and /proc/sysrq-trigger are not writable" "$(replace_pair --remount-ro /proc)"
+breakage "no uts namespace" "" "the hostname is the sandbox's own" "$(drop --unshare-uts) ; $(drop --hostname 1)"
+breakage "no --disable-userns" "" "a nested user namespace cannot be created" "$(drop --disable-userns)"
+if [ "$(id -u)" = 0 ]; then
+  breakage "capabilities kept (root caller)" "" "the payload holds no capabilities" "$(drop --cap-drop 1)"
+else
+  echo "ok - breakage: capabilities kept # SKIP bwrap drops capabilities for unprivileged callers anyway"
+fi
+breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 7</dev/null"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
