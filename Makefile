@@ -35,14 +35,18 @@ demo: sandbox venv
 	./sandbox --no-apparmor --venv $(VENV) --verbose
 	./sandbox run --no-apparmor --venv $(VENV) --disable-network --code 'import sys, socket; print("hello from", sys.prefix, "on", socket.gethostname())'
 
-bench: sandbox venv
-	@echo "bench: not written yet (see the benchmark issue); timing one run instead:"
-	@time ./sandbox run --no-apparmor --venv $(VENV) --code 'print("hello")'
+$(BUILD)/bench: sandbox.swift tests/bench.swift
+	@mkdir -p $(BUILD)
+	$(SWIFTC) -O $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift -o $@
+
+bench: sandbox $(BUILD)/bench venv
+	$(BUILD)/bench $(VENV) ./sandbox tests/bench-results.json
 
 lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift sandbox_extra_tests.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift
+	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift
 	@if swift format --version >/dev/null 2>&1; then swift format lint --strict sandbox.swift sandbox_extra_tests.swift || echo "lint: swift format reports style notes (not enforced yet)"; else echo "lint: swift format not in this toolchain; skipped"; fi
 
 clean:

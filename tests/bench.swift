@@ -1,0 +1,221 @@
+// The benchmark behind `make bench`: sandbox vs raw bwrap vs bare Python, interleaved.
+//
+// Built with: swiftc -O -parse-as-library -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift
+// Run with:   tests/build/bench VENV SANDBOX_BINARY [RESULTS_JSON]   (SANDBOX_BENCH_RUNS=N, default 40)
+//
+// For payload print('hello'), per network mode, in one interleaved loop (A B C D A B C D …):
+//   bare    venv/bin/python -c …, spawned directly;
+//   bwrap   bwrap with exactly the argv and descriptors `Sandbox.run` builds, spawned directly
+//           through the same spawner (so the only difference to `api` is the sandbox's own work);
+//   cli     `sandbox run --code …`, the whole process;
+//   api     `Sandbox.run` in this process; and `async` with 4 concurrent tasks (wall time / 4).
+// Plus: change tracking alone with 10, 1,000 and 10,000 files (two snapshots and a diff), a
+// whole run with 10,000 files in the mount dir, and 2-worker throughput, bwrap vs sandbox.
+// It never fails on a slow machine: it reports.
+
+import Glibc
+
+func milliseconds(_ duration: Duration) -> Double {
+  let (seconds, attoseconds) = duration.components
+  return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+}
+
+func measure(_ body: () -> Void) -> Double {
+  let start = ContinuousClock.now
+  body()
+  return milliseconds(ContinuousClock.now - start)
+}
+
+func percentile(_ samples: [Double], _ fraction: Double) -> Double {
+  let sorted = samples.sorted()
+  guard !sorted.isEmpty else { return .nan }
+  return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
+}
+
+func format(_ value: Double, _ digits: Int = 2) -> String {
+  guard value.isFinite else { return "-" }
+  var scale = 1.0
+  for _ in 0..<digits { scale *= 10 }
+  let rounded = (value * scale).rounded() / scale
+  var text = String(rounded)
+  if let dot = text.firstIndex(of: ".") {
+    let decimals = text.distance(from: dot, to: text.endIndex) - 1
+    if decimals < digits { text += String(repeating: "0", count: digits - decimals) }
+  }
+  return text
+}
+
+func padded(_ text: String, _ width: Int) -> String {
+  text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}
+
+struct Row {
+  var name: String
+  var median: Double
+  var p90: Double
+  var unit: String
+  var versusBare: Double?
+  var versusBwrap: Double?
+}
+
+func spawnOrDie(_ request: SpawnRequest) -> SpawnOutcome {
+  do throws(SandboxError) {
+    let outcome = try spawnAndCollect(request)
+    if outcome.status != .exited(0) {
+      print("bench: \(request.executable) failed: \(String(decoding: outcome.stderr, as: UTF8.self))")
+      exit(1)
+    }
+    return outcome
+  } catch {
+    print("bench: \(error.description)")
+    exit(1)
+  }
+}
+
+func runOrDie(_ sandbox: Sandbox, _ code: String, mount: String? = nil) {
+  do throws(SandboxError) {
+    let result = try sandbox.run(.code(code), mountDirectory: mount)
+    if result.returnCode != 0 { print("bench: payload failed: \(result.stderrText)"); exit(1) }
+  } catch {
+    print("bench: \(error.description)")
+    exit(1)
+  }
+}
+
+@main
+enum Bench {
+  static func main() async {
+    let arguments = CommandLine.arguments
+    guard arguments.count >= 3 else {
+      print("usage: bench VENV SANDBOX_BINARY [RESULTS_JSON]")
+      exit(2)
+    }
+    let venv = arguments[1]
+    let binary = arguments[2]
+    let resultsPath = arguments.count > 3 ? arguments[3] : "tests/bench-results.json"
+    let runs = Int(environmentValue("SANDBOX_BENCH_RUNS") ?? "") ?? 40
+    let code = "print('hello')"
+    var rows: [Row] = []
+    var json: [String] = []
+
+    for network in [true, false] {
+      let label = network ? "network on" : "network off"
+      let sandbox: Sandbox
+      do throws(SandboxError) {
+        sandbox = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, networkEnabled: network))
+      } catch {
+        print("bench: \(error.description)")
+        exit(1)
+      }
+      let environment = (try? makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: [:])) ?? []
+      let invocation = makeBwrapInvocation(
+        RunPlan(host: sandbox.host.layout, venv: sandbox.venv, networkEnabled: network, mountDirectoryFD: nil,
+          payload: .code(code), environment: environment))
+      let bare = SpawnRequest(executable: sandbox.venv.python, arguments: ["-c", code], environment: [])
+      let raw = SpawnRequest(
+        executable: sandbox.host.bwrapPath, arguments: invocation.arguments, environment: [],
+        inheritedInputs: invocation.inputs)
+      let cli = SpawnRequest(
+        executable: binary,
+        arguments: ["run", "--no-apparmor", "--venv", venv, network ? "--enable-network" : "--disable-network", "--code", code],
+        environment: ["PATH=/usr/bin:/bin"])
+      for _ in 0..<3 {  // warm caches
+        _ = spawnOrDie(bare)
+        _ = spawnOrDie(raw)
+        runOrDie(sandbox, code)
+      }
+      var samples: [String: [Double]] = ["bare": [], "bwrap": [], "cli": [], "api": [], "async": []]
+      for _ in 0..<runs {
+        samples["bare"]!.append(measure { _ = spawnOrDie(bare) })
+        samples["bwrap"]!.append(measure { _ = spawnOrDie(raw) })
+        samples["cli"]!.append(measure { _ = spawnOrDie(cli) })
+        samples["api"]!.append(measure { runOrDie(sandbox, code) })
+      }
+      for _ in 0..<max(4, runs / 4) {
+        let start = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+          for _ in 0..<4 { group.addTask { _ = try? await sandbox.run(.code(code)) } }
+        }
+        samples["async"]!.append(milliseconds(ContinuousClock.now - start) / 4)
+      }
+      let bareMedian = percentile(samples["bare"]!, 0.5)
+      let bwrapMedian = percentile(samples["bwrap"]!, 0.5)
+      for (key, title) in [
+        ("bare", "bare python"), ("bwrap", "raw bwrap, same argv"), ("cli", "sandbox run (CLI)"),
+        ("api", "Sandbox.run (in-process)"), ("async", "async, 4 concurrent (wall/4)"),
+      ] {
+        let median = percentile(samples[key]!, 0.5)
+        let p90 = percentile(samples[key]!, 0.9)
+        rows.append(Row(name: "\(label): \(title)", median: median, p90: p90, unit: "ms",
+          versusBare: median / bareMedian, versusBwrap: key == "bare" ? nil : median / bwrapMedian))
+        json.append("{\"network\": \(network), \"variant\": \"\(key)\", \"median_ms\": \(median), \"p90_ms\": \(p90), \"runs\": \(samples[key]!.count), \"vs_bare\": \(median / bareMedian), \"vs_bwrap\": \(median / bwrapMedian)}")
+      }
+
+      // Throughput: two workers, each running back to back.
+      func throughput(_ body: @escaping @Sendable () -> Void) async -> Double {
+        let perWorker = max(10, runs / 2)
+        let start = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+          for _ in 0..<2 {
+            group.addTask {
+              await withCheckedContinuation { continuation in
+                startThread {
+                  for _ in 0..<perWorker { body() }
+                  continuation.resume()
+                }
+              }
+            }
+          }
+        }
+        return Double(2 * perWorker) / (milliseconds(ContinuousClock.now - start) / 1000)
+      }
+      let rawRate = await throughput { _ = spawnOrDie(raw) }
+      let sandboxRate = await throughput { runOrDie(sandbox, code) }
+      rows.append(Row(name: "\(label): 2 workers, raw bwrap", median: rawRate, p90: .nan, unit: "runs/s"))
+      rows.append(Row(name: "\(label): 2 workers, Sandbox.run", median: sandboxRate, p90: .nan, unit: "runs/s", versusBwrap: sandboxRate / rawRate))
+      json.append("{\"network\": \(network), \"variant\": \"throughput_2_workers\", \"bwrap_runs_per_second\": \(rawRate), \"sandbox_runs_per_second\": \(sandboxRate), \"ratio\": \(sandboxRate / rawRate)}")
+    }
+
+    // Change tracking alone: two snapshots and a diff, as one run does.
+    let sandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled))
+    for count in [10, 1_000, 10_000] {
+      guard let directory = try? makeTemporaryDirectory(prefix: "sandbox-bench-") else { exit(1) }
+      defer { removeTree(directory) }
+      for index in 0..<count {
+        let subdirectory = "\(directory)/d\(index / 500)"
+        if index % 500 == 0 { mkdir(subdirectory, 0o755) }
+        let fd = open("\(subdirectory)/f\(index)", O_WRONLY | O_CREAT, 0o644)
+        if fd >= 0 { close(fd) }
+      }
+      guard let workspace = try? Workspace(path: directory) else { exit(1) }
+      defer { workspace.close() }
+      var times: [Double] = []
+      for _ in 0..<max(10, runs / 2) {
+        times.append(measure {
+          guard let before = try? workspace.snapshot(), let after = try? workspace.snapshot() else { exit(1) }
+          _ = makeWorkspaceChanges(before: before, after: after, excluding: nil)
+        })
+      }
+      rows.append(Row(name: "change tracking, \(count) files (snapshot+snapshot+diff)", median: percentile(times, 0.5), p90: percentile(times, 0.9), unit: "ms"))
+      json.append("{\"variant\": \"change_tracking\", \"files\": \(count), \"median_ms\": \(percentile(times, 0.5)), \"p90_ms\": \(percentile(times, 0.9))}")
+      if count == 10_000, let sandbox {
+        var whole: [Double] = []
+        for _ in 0..<max(10, runs / 2) { whole.append(measure { runOrDie(sandbox, code, mount: directory) }) }
+        rows.append(Row(name: "Sandbox.run with 10000 files in /mnt", median: percentile(whole, 0.5), p90: percentile(whole, 0.9), unit: "ms"))
+        json.append("{\"variant\": \"api_with_10000_files\", \"median_ms\": \(percentile(whole, 0.5)), \"p90_ms\": \(percentile(whole, 0.9))}")
+      }
+    }
+
+    print("\(padded("measurement", 58)) \(padded("median", 9)) \(padded("p90", 9)) \(padded("unit", 7)) \(padded("x bare", 7)) x bwrap")
+    for row in rows {
+      print("\(padded(row.name, 58)) \(padded(format(row.median), 9)) \(padded(format(row.p90), 9)) \(padded(row.unit, 7)) \(padded(row.versusBare.map { format($0) } ?? "", 7)) \(row.versusBwrap.map { format($0, 3) } ?? "")")
+    }
+    let document = "{\"runs\": \(runs), \"results\": [\n  " + json.joined(separator: ",\n  ") + "\n]}\n"
+    let fd = open(resultsPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    if fd >= 0 {
+      writeAll(fd, Array(document.utf8))
+      close(fd)
+      print("results: \(resultsPath)")
+    }
+  }
+}
