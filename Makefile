@@ -10,8 +10,10 @@ VENV       ?= $(CURDIR)/.venv
 
 build: sandbox
 
+# -static-stdlib: the Swift runtime linked in saves ~1.4 ms of dynamic loading per CLI run
+# (and the binary runs where the toolchain is not installed). The plain build line works too.
 sandbox: $(SOURCES)
-	$(SWIFTC) -O $(SWIFTFLAGS) $(SOURCES) -o $@
+	$(SWIFTC) -O $(SWIFTFLAGS) -static-stdlib $(SOURCES) -o $@
 
 # The same file without the companion: --extra-tests must say so and run the base suite.
 $(BUILD)/sandbox-base: sandbox.swift

@@ -276,9 +276,16 @@ public struct Sandbox: Sendable {
   /// - Throws: `SandboxError` for a missing venv, an unsafe profile name, a missing or old
   ///   bwrap, unusable user namespaces, or an AppArmor request this host cannot honour.
   public init(config: SandboxConfig) throws(SandboxError) {
+    try self.init(config: config, host: HostFacts.current.get())
+  }
+
+  /// `host` comes from `HostFacts.current` (probed once per process) or, for one-shot
+  /// command-line runs, from a probe that skips spawning `bwrap --version`: a bwrap too old
+  /// for our options then fails at its own option parsing, before anything runs, and
+  /// `run` reports that as `bwrapTooOld`.
+  init(config: SandboxConfig, host: HostFacts) throws(SandboxError) {
     if case .profile(let name) = config.appArmor { try validateProfileName(name) }
     let venv = try VenvLayout(venvPath: config.venvPath)
-    let host = try HostFacts.current.get()
     if case .profile(let name) = config.appArmor {
       // Never fall back silently: a requested layer either applies or the run is refused.
       if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
@@ -372,7 +379,11 @@ public struct Sandbox: Sendable {
         stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
         outputLimitBytes: config.limits.outputLimitBytes, cancellation: cancellation, terminal: terminal))
     if outcome.looksLikeSetupFailure {
-      throw .sandboxSetupFailed(message: firstLine(of: outcome.stderr))
+      let message = firstLine(of: outcome.stderr)
+      if message.contains("Unknown option") {
+        throw .bwrapTooOld(found: "\(host.bwrapVersion ?? "an older version") (\(message))", required: HostFacts.minimumVersionText)
+      }
+      throw .sandboxSetupFailed(message: message)
     }
     var changes = WorkspaceChanges()
     if let workspace, let before {
@@ -476,23 +487,29 @@ struct VenvLayout: Sendable, Equatable {
 /// Facts about this host that every run needs, probed once per process.
 struct HostFacts: Sendable {
   var bwrapPath: String
-  var bwrapVersion: String
+  /// nil when the probe skipped `bwrap --version`.
+  var bwrapVersion: String?
   var layout: HostLayout
   /// Why AppArmor cannot be used here, or nil when the kernel has it enabled.
   var appArmorAbsenceReason: String?
 
   static let minimumBwrap = [0, 8, 0]
+  static var minimumVersionText: String { minimumBwrap.map(String.init).joined(separator: ".") }
 
   /// The probe's verdict, computed on first use and shared by every `Sandbox` in the process.
   static let current: Result<HostFacts, SandboxError> = {
     do throws(SandboxError) { return .success(try probe()) } catch { return .failure(error) }
   }()
 
-  static func probe() throws(SandboxError) -> HostFacts {
+  static func probe(checkingVersion: Bool = true) throws(SandboxError) -> HostFacts {
     guard let bwrap = findExecutable("bwrap") else { throw .bwrapNotFound }
-    let version = try readBwrapVersion(bwrap)
-    guard let numbers = parseVersion(version), !numbers.lexicographicallyPrecedes(minimumBwrap) else {
-      throw .bwrapTooOld(found: version, required: minimumBwrap.map(String.init).joined(separator: "."))
+    var version: String? = nil
+    if checkingVersion {
+      let found = try readBwrapVersion(bwrap)
+      guard let numbers = parseVersion(found), !numbers.lexicographicallyPrecedes(minimumBwrap) else {
+        throw .bwrapTooOld(found: found, required: minimumVersionText)
+      }
+      version = found
     }
     try checkUserNamespaces()
     return HostFacts(
@@ -2228,7 +2245,9 @@ func runCommandLine(_ arguments: [String]) -> Int32 {
 
 func makeSandbox(_ options: CommandLineOptions) throws(SandboxError) -> Sandbox {
   let config = try makeConfig(options) { printError("warning: \($0)") }
-  let sandbox = try Sandbox(config: config)
+  // A one-shot run skips spawning `bwrap --version` (about 1 ms); see Sandbox.init(config:host:).
+  let host = options.mode == .run ? try HostFacts.probe(checkingVersion: false) : try HostFacts.current.get()
+  let sandbox = try Sandbox(config: config, host: host)
   if config.appArmor == .disabled {
     printError("note: the AppArmor layer is OFF (--no-apparmor): only bubblewrap's namespaces and mounts confine this run")
   }
@@ -2305,7 +2324,7 @@ func runSelfTestCommand(_ options: CommandLineOptions) throws(SandboxError) -> I
   if options.interactive { return try runInteractiveCommand(options) }
   let sandbox = try makeSandbox(options)
   let host = sandbox.host
-  printOut("# bubblewrap \(host.bwrapVersion) at \(host.bwrapPath)")
+  printOut("# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(HostFacts.minimumVersionText) or newer needed)")
   printOut("# AppArmor: \(host.appArmorAbsenceReason ?? "enabled in the kernel")")
   printOut("# venv: \(sandbox.venv.root)" + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
   printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")

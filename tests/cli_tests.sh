@@ -99,6 +99,19 @@ check "json: --env reaches the payload, host variables do not" test "$(json_fiel
 out=$(run --print-bwrap-argv --code 1 2>/dev/null)
 check "debug: --print-bwrap-argv prints the bwrap command line" test -n "$(grep -x -- --unshare-pid <<<"$out")"
 
+# A bwrap older than 0.8.0 is refused before anything runs, in both modes.
+mkdir -p "$TMP/oldbwrap"
+cat > "$TMP/oldbwrap/bwrap" <<'OLD'
+#!/bin/sh
+if [ "$1" = "--version" ]; then echo "bubblewrap 0.6.1"; exit 0; fi
+echo "bwrap: Unknown option --disable-userns" >&2; exit 1
+OLD
+chmod +x "$TMP/oldbwrap/bwrap"
+out=$(PATH="$TMP/oldbwrap:$PATH" "$SB" --no-apparmor --venv "$VENV" 2>&1); rc=$?
+check "old bwrap: the self-test mode refuses it, naming the version" test "$rc" = 125 -a -n "$(grep '0.6.1 is too old' <<<"$out")"
+out=$(PATH="$TMP/oldbwrap:$PATH" run --code 'print("ran")' 2>&1); rc=$?
+check "old bwrap: sandbox run refuses it before anything runs" test "$rc" = 125 -a -n "$(grep 'too old' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+
 # Self-test mode flags.
 out=$("$SB" --help); rc=$?
 check "help: exits 0 and shows the synopsis" test "$rc" = 0 -a -n "$(grep 'sandbox run' <<<"$out")"
