@@ -941,7 +941,7 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     closeOwned(writers[index].fd)
     writers[index].fd = -1
   }
-  var pidFD: Int32 = GlibcExtras.pidfdOpen.map { $0(pid, 0) } ?? -1
+  let pidFD: Int32 = GlibcExtras.pidfdOpen.map { $0(pid, 0) } ?? -1
   if pidFD >= 0 { owned.append(pidFD) }
 
   var stdout: [UInt8] = []
@@ -1053,8 +1053,6 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     _ = drain(terminalMaster, into: &shown)
     writeAll(output, shown)
   }
-  _ = pidFD
-  pidFD = -1
   return SpawnOutcome(
     status: status ?? .signaled(SIGKILL), stdout: stdout, stderr: stderr, timedOut: timedOut,
     cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start)
@@ -1164,9 +1162,7 @@ struct DirectorySnapshot {
       }
       defer { closedir(directory) }
       while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-          String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
+        let name = entryName(entry)
         if name == "." || name == ".." { continue }
         let path = prefix.isEmpty ? name : "\(prefix)/\(name)"
         if entry.pointee.d_type == UInt8(DT_DIR) {
@@ -1188,6 +1184,13 @@ struct DirectorySnapshot {
           inode: UInt64(info.st_ino))
       }
     }
+  }
+}
+
+/// The name in a `readdir` entry (invalid UTF-8 becomes U+FFFD).
+func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+  withUnsafeBytes(of: entry.pointee.d_name) { raw in
+    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
   }
 }
 
@@ -1226,9 +1229,7 @@ private func removeContents(of fd: Int32) {
   defer { closedir(directory) }
   var names: [String] = []
   while let entry = readdir(directory) {
-    let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-      String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-    }
+    let name = entryName(entry)
     if name != "." && name != ".." { names.append(name) }
   }
   for name in names where unlinkat(fd, name, 0) != 0 {
@@ -1531,6 +1532,30 @@ func leakWalk(tops: String) -> String {
   """
 }
 
+/// A probe that tries to create a file in each of `directories` (a Python tuple) and prints
+/// BLOCKED when none accepts one. `control` must be truthy first, so that a missing tree
+/// cannot pass as a read-only one.
+func writeProbe(directories: String, control: String) -> String {
+  """
+  import os
+  if not (\(control)):
+      print("MISSING control failed: \(control.replacing("\"", with: "'"))")
+      raise SystemExit
+  writable = []
+  for d in \(directories):
+      if not d or not os.path.isdir(d):
+          continue
+      probe = os.path.join(d, ".sandbox-write-probe")
+      try:
+          os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+          os.unlink(probe)
+          writable.append(d)
+      except OSError:
+          pass
+  print("WRITABLE " + " ".join(writable) if writable else "BLOCKED")
+  """
+}
+
 /// The base suite: the properties every host must show before anyone calls `run`.
 public let baseSuite: [SelfTest] = [
   SelfTest(
@@ -1599,41 +1624,14 @@ public let baseSuite: [SelfTest] = [
       """),
   SelfTest(
     "system dirs, /etc and / are read-only", layer: .mounts, expect: "BLOCKED",
-    python: """
-      import os
-      if not os.listdir("/usr/bin"):
-          print("MISSING /usr/bin")
-          raise SystemExit
-      writable = []
-      for d in ("/", "/usr", "/usr/bin", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/run", "/proc", "/dev"):
-          if not os.path.isdir(d):
-              continue
-          probe = os.path.join(d, ".sandbox-write-probe")
-          try:
-              os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-              os.unlink(probe)
-              writable.append(d)
-          except OSError:
-              pass
-      print("WRITABLE " + " ".join(writable) if writable else "BLOCKED")
-      """),
+    python: writeProbe(
+      directories: #"("/", "/usr", "/usr/bin", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/run", "/proc", "/dev")"#,
+      control: #"os.listdir("/usr/bin")"#)),
   SelfTest(
     "the venv (and its base interpreter) is read-only", layer: .mounts, expect: "BLOCKED",
-    python: """
-      import os, sys
-      writable = []
-      for d in ("{VENV}", "{VENV}/bin", os.path.dirname(os.__file__), "{BASE_PREFIX}"):
-          if not d or not os.path.isdir(d):
-              continue
-          probe = os.path.join(d, ".sandbox-write-probe")
-          try:
-              os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-              os.unlink(probe)
-              writable.append(d)
-          except OSError:
-              pass
-      print("WRITABLE " + " ".join(writable) if writable else "BLOCKED")
-      """),
+    python: writeProbe(
+      directories: #"("{VENV}", "{VENV}/bin", os.path.dirname(os.__file__), "{BASE_PREFIX}")"#,
+      control: #"os.listdir("{VENV}/bin")"#)),
   SelfTest(
     "/proc shows only the sandbox's processes", layer: .namespaces, expect: "PRIVATE",
     python: """
