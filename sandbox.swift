@@ -62,16 +62,19 @@ public struct SandboxConfig: Sendable, Equatable {
   public var networkEnabled: Bool
   /// Resource limits applied to every run.
   public var limits: SandboxLimits
+  /// Whether the seccomp filter is applied; `false` relaxes that layer explicitly.
+  public var seccompEnabled: Bool
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
     venvPath: String, appArmor: AppArmor, networkEnabled: Bool = true,
-    limits: SandboxLimits = SandboxLimits()
+    limits: SandboxLimits = SandboxLimits(), seccompEnabled: Bool = true
   ) {
     self.venvPath = venvPath
     self.appArmor = appArmor
     self.networkEnabled = networkEnabled
     self.limits = limits
+    self.seccompEnabled = seccompEnabled
   }
 
   /// Environment variable naming the venv.
@@ -99,15 +102,42 @@ public struct SandboxConfig: Sendable, Equatable {
   }
 }
 
-/// Limits applied to each run. More limits (CPU, memory, processes, files) come later.
+/// Limits applied to each run, before any payload code runs. `nil` switches a limit off.
+///
+/// The defaults leave room for ordinary numpy/pandas work and stop runaway payloads.
+/// CPU, memory, file size, open files and processes are rlimits set on the sandbox's first
+/// process (bwrap's pid 1) before it starts the payload, so every process inherits them.
 public struct SandboxLimits: Sendable, Equatable {
   /// Bytes kept of each of stdout and stderr; the rest is read and discarded, and the
   /// result says `outputTruncated`. Bounds the host's memory whatever the payload prints.
   public var outputLimitBytes: Int
+  /// CPU seconds per process (RLIMIT_CPU): SIGXCPU at this soft limit, SIGKILL 2 s later.
+  public var cpuSeconds: Int?
+  /// Heap and private memory per process (RLIMIT_DATA): allocations past it fail (MemoryError).
+  public var memoryBytes: Int?
+  /// Largest file a process may write (RLIMIT_FSIZE): writes past it fail with EFBIG.
+  public var fileSizeBytes: Int?
+  /// Processes of the caller's uid (RLIMIT_NPROC). It counts every process of that uid on the
+  /// host and does not bind root, so a root caller who sets it gets an error instead.
+  public var maxProcesses: Int?
+  /// Open descriptors per process (RLIMIT_NOFILE).
+  public var openFiles: Int
+  /// Size of each tmpfs the sandbox mounts writable: /tmp, /dev/shm, and /mnt without a mount dir.
+  public var tmpfsBytes: Int
 
-  /// Creates limits; the default keeps 16 MiB of each stream.
-  public init(outputLimitBytes: Int = 16 << 20) {
+  /// Creates limits; see each property for what it bounds. Core dumps are always off.
+  public init(
+    outputLimitBytes: Int = 16 << 20, cpuSeconds: Int? = 300, memoryBytes: Int? = 4 << 30,
+    fileSizeBytes: Int? = 1 << 30, maxProcesses: Int? = nil, openFiles: Int = 1024,
+    tmpfsBytes: Int = 512 << 20
+  ) {
     self.outputLimitBytes = outputLimitBytes
+    self.cpuSeconds = cpuSeconds
+    self.memoryBytes = memoryBytes
+    self.fileSizeBytes = fileSizeBytes
+    self.maxProcesses = maxProcesses
+    self.openFiles = openFiles
+    self.tmpfsBytes = tmpfsBytes
   }
 }
 
@@ -120,6 +150,18 @@ public enum SandboxPayload: Sendable, Equatable {
 }
 
 // MARK: - Public API: results
+
+/// Which limit ended a run.
+public enum SandboxLimitHit: String, Sendable, Equatable {
+  case timeout
+  case cancelled
+  /// The payload used its CPU seconds (SIGXCPU, or SIGKILL at the hard limit).
+  case cpu
+  /// An allocation failed at the memory limit (MemoryError).
+  case memory
+  /// A write failed at the file-size limit (EFBIG / SIGXFSZ).
+  case fileSize = "file_size"
+}
 
 /// What one run did. Anything the payload causes (a crash, a timeout, a flood) is reported here.
 public struct SandboxResult: Sendable, Equatable {
@@ -141,6 +183,10 @@ public struct SandboxResult: Sendable, Equatable {
   public var changedFiles: [String]
   /// Files removed from the mount directory, relative to it, sorted.
   public var deletedFiles: [String]
+  /// The limit that ended the run, when one did.
+  public var limitHit: SandboxLimitHit?
+  /// The protection layers that were active for this run.
+  public var layers: [String]
 
   /// Stdout as text; invalid UTF-8 becomes U+FFFD.
   public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
@@ -186,6 +232,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case appArmorLayerMissing(profile: String)
   /// The C library lacks a function the spawner needs.
   case glibcTooOld(function: String)
+  /// A requested protection layer cannot be applied here (fail closed).
+  case layerUnavailable(layer: String, reason: String, relax: String)
   // Setup and spawn (exit 125)
   /// A system call failed.
   case system(call: String, path: String?, errno: Int32)
@@ -217,6 +265,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .appArmorLayerMissing(let profile):
       return "AppArmor is enabled on this kernel, but this build cannot generate or apply profile '\(profile)' yet"
     case .glibcTooOld(let function): return "the C library has no \(function) (glibc 2.34 or newer is needed)"
+    case .layerUnavailable(let layer, let reason, _): return "the \(layer) layer cannot be applied: \(reason)"
     case .system(let call, let path, let code):
       let target = path.map { " '\($0)'" } ?? ""
       return "\(call)\(target): \(String(cString: strerror(code))) (errno \(code))"
@@ -246,6 +295,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       }
       return nil
     case .selfTestGateClosed: return "run 'sandbox --venv PATH --no-apparmor --verbose' and fix what fails"
+    case .layerUnavailable(_, _, let relax): return relax
     default: return nil
     }
   }
@@ -255,7 +305,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     switch self {
     case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName,
       .invalidEnvironment, .invalidMountDirectory, .invalidScriptPath, .invalidTimeout,
-      .appArmorUnavailable, .appArmorLayerMissing:
+      .appArmorUnavailable, .appArmorLayerMissing, .layerUnavailable:
       return true
     default: return false
     }
@@ -286,6 +336,18 @@ public struct Sandbox: Sendable {
   init(config: SandboxConfig, host: HostFacts) throws(SandboxError) {
     if case .profile(let name) = config.appArmor { try validateProfileName(name) }
     let venv = try VenvLayout(venvPath: config.venvPath)
+    // Fail closed: a layer that was asked for and cannot be applied stops everything.
+    if config.seccompEnabled && SeccompFilter.Architecture.native == nil {
+      throw .layerUnavailable(
+        layer: "seccomp", reason: "no filter is built for this CPU architecture (x86_64 and aarch64 are)",
+        relax: "pass --no-seccomp (library: seccompEnabled: false) to run without it")
+    }
+    if config.limits.maxProcesses != nil && getuid() == 0 {
+      throw .layerUnavailable(
+        layer: "process limit",
+        reason: "RLIMIT_NPROC does not bind root, and no delegated cgroup v2 is used",
+        relax: "run as an unprivileged user, or leave --max-processes (maxProcesses) unset")
+    }
     if case .profile(let name) = config.appArmor {
       // Never fall back silently: a requested layer either applies or the run is refused.
       if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
@@ -369,15 +431,14 @@ public struct Sandbox: Sendable {
       excluded = try checkScript(sandboxPath, in: workspace)  // a clear error beats python's
     }
     let before = try workspace?.snapshot()  // taken before the child can write
-    let plan = RunPlan(
-      host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
-      mountDirectoryFD: workspace?.pathFD, payload: payload, environment: payloadEnvironment)
-    let invocation = makeBwrapInvocation(plan)
+    let invocation = makeBwrapInvocation(makePlan(payload, workspace: workspace, environment: payloadEnvironment))
+    let limits = config.limits
     let outcome = try spawnAndCollect(
       SpawnRequest(
         executable: host.bwrapPath, arguments: invocation.arguments, environment: [],
         stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
-        outputLimitBytes: config.limits.outputLimitBytes, cancellation: cancellation, terminal: terminal))
+        outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal,
+        onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) }))
     if outcome.looksLikeSetupFailure {
       let message = firstLine(of: outcome.stderr)
       if message.contains("Unknown option") {
@@ -387,13 +448,32 @@ public struct Sandbox: Sendable {
     }
     var changes = WorkspaceChanges()
     if let workspace, let before {
-      changes = makeWorkspaceChanges(before: before, after: try workspace.snapshot(), excluding: excluded)
+      let after = try workspace.snapshot()
+      workspace.clearSetIDBits(after)  // the host will own, and may run, what the payload left
+      changes = makeWorkspaceChanges(before: before, after: after, excluding: excluded)
     }
     return SandboxResult(
       returnCode: outcome.status.returnCode, stdout: outcome.stdout, stderr: outcome.stderr,
       timedOut: outcome.timedOut, cancelled: outcome.cancelled,
       outputTruncated: outcome.outputTruncated, duration: outcome.duration,
-      changedFiles: changes.changed, deletedFiles: changes.deleted)
+      changedFiles: changes.changed, deletedFiles: changes.deleted,
+      limitHit: classifyLimitHit(outcome, limits: limits), layers: activeLayers)
+  }
+
+  /// The protection layers every run of this sandbox gets.
+  public var activeLayers: [String] {
+    var layers = ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size"]
+    if config.seccompEnabled { layers.append("seccomp") }
+    if case .profile = config.appArmor { layers.append("apparmor") }
+    return layers
+  }
+
+  func makePlan(_ payload: SandboxPayload, workspace: Workspace?, environment: [(String, String)]) -> RunPlan {
+    RunPlan(
+      host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
+      mountDirectoryFD: workspace?.pathFD, payload: payload, environment: environment,
+      tmpfsBytes: config.limits.tmpfsBytes,
+      seccompProgram: config.seccompEnabled ? SeccompFilter.program(networkEnabled: config.networkEnabled) : nil)
   }
 }
 
@@ -480,6 +560,50 @@ struct VenvLayout: Sendable, Equatable {
     let inside = prefix == root || prefix.hasPrefix("\(root)/")
     self.init(root: root, basePrefix: covered || inside || prefix == "/" ? nil : prefix)
   }
+}
+
+/// Sets the run's rlimits on the sandbox's first process, before it starts the payload.
+///
+/// Every process of the payload inherits them. A limit above what the caller may grant is
+/// clamped to the caller's own hard limit (never raised).
+/// - Throws: `SandboxError.layerUnavailable` when a limit cannot be set (fail closed).
+func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
+  guard let prlimit = GlibcExtras.prlimit else { throw .glibcTooOld(function: "prlimit") }
+  var wanted: [(resource: Int32, name: String, soft: Int, hard: Int)] = [
+    (ResourceLimit.core, "RLIMIT_CORE", 0, 0),  // a crash must not write a core file past every limit
+    (ResourceLimit.openFiles, "RLIMIT_NOFILE", limits.openFiles, limits.openFiles),
+  ]
+  if let seconds = limits.cpuSeconds { wanted.append((ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }
+  if let bytes = limits.memoryBytes { wanted.append((ResourceLimit.data, "RLIMIT_DATA", bytes, bytes)) }
+  if let bytes = limits.fileSizeBytes { wanted.append((ResourceLimit.fileSize, "RLIMIT_FSIZE", bytes, bytes)) }
+  if let count = limits.maxProcesses { wanted.append((ResourceLimit.processes, "RLIMIT_NPROC", count, count)) }
+  for limit in wanted {
+    var current = rlimit()
+    var value = rlimit()
+    guard prlimit(pid, limit.resource, nil, &current) == 0 else {
+      throw .layerUnavailable(layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(String(cString: strerror(errno)))", relax: "report this: the sandbox's own process refused its limits")
+    }
+    value.rlim_max = min(rlim_t(max(0, limit.hard)), current.rlim_max)
+    value.rlim_cur = min(rlim_t(max(0, limit.soft)), value.rlim_max)
+    guard prlimit(pid, limit.resource, &value, nil) == 0 else {
+      throw .layerUnavailable(layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(String(cString: strerror(errno)))", relax: "report this: the sandbox's own process refused its limits")
+    }
+  }
+}
+
+/// Tells which limit ended a run, from how it ended and what it last printed.
+func classifyLimitHit(_ outcome: SpawnOutcome, limits: SandboxLimits) -> SandboxLimitHit? {
+  if outcome.timedOut { return .timeout }
+  if outcome.cancelled { return .cancelled }
+  let code = outcome.status.returnCode
+  if let seconds = limits.cpuSeconds {
+    if code == -SIGXCPU || (code == -SIGKILL && outcome.cpuTime >= .seconds(seconds)) { return .cpu }
+  }
+  if code == -SIGXFSZ { return .fileSize }
+  let tail = String(decoding: outcome.stderr.suffix(4096), as: UTF8.self)
+  if limits.memoryBytes != nil && tail.contains("MemoryError") { return .memory }
+  if limits.fileSizeBytes != nil && tail.contains("File too large") { return .fileSize }  // Python ignores SIGXFSZ
+  return nil
 }
 
 // MARK: - Host preflight
@@ -632,9 +756,9 @@ enum Layout {
 /// One entry of the sandbox's filesystem, rendered as bwrap arguments.
 enum Mount: Sendable, Equatable {
   case readOnly(String)                                  // --ro-bind P P
-  case readWrite(hostPath: String, sandboxPath: String)  // --bind HOST P
+  case readWriteDescriptor(fd: Int32, sandboxPath: String) // --bind-fd FD P (bwrap closes FD)
   case symlink(target: String, sandboxPath: String)      // --symlink TARGET P
-  case tmpfs(String)                                     // --tmpfs P
+  case tmpfs(String, sizeBytes: Int)                     // --size N --tmpfs P
   case proc(String)                                      // --proc P
   case dev(String)                                       // --dev P
   case data(fd: Int32, sandboxPath: String)              // --ro-bind-data FD P (bwrap reads FD, closes it)
@@ -645,9 +769,9 @@ enum Mount: Sendable, Equatable {
   var bwrapArguments: [String] {
     switch self {
     case .readOnly(let path): return ["--ro-bind", path, path]
-    case .readWrite(let host, let sandbox): return ["--bind", host, sandbox]
+    case .readWriteDescriptor(let fd, let sandbox): return ["--bind-fd", String(fd), sandbox]
     case .symlink(let target, let path): return ["--symlink", target, path]
-    case .tmpfs(let path): return ["--tmpfs", path]
+    case .tmpfs(let path, let size): return ["--size", String(size), "--tmpfs", path]
     case .proc(let path): return ["--proc", path]
     case .dev(let path): return ["--dev", path]
     case .data(let fd, let path): return ["--ro-bind-data", String(fd), path]
@@ -667,6 +791,9 @@ struct RunPlan {
   var mountDirectoryFD: Int32?
   var payload: SandboxPayload
   var environment: [(String, String)]
+  var tmpfsBytes: Int
+  /// The seccomp program (`--seccomp`), or nil when that layer is relaxed.
+  var seccompProgram: [UInt8]?
 }
 
 /// A bwrap command line plus the descriptors it names, which become fds 3, 4, … in bwrap.
@@ -695,19 +822,16 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
   mounts += plan.host.procMasks                                 // kernel state the payload must not read
   mounts.append(.remountReadOnly("/proc"))                      // as root, /proc/sys would be the host's
   mounts.append(.dev("/dev"))                                   // null, zero, full, random, urandom, tty
-  mounts.append(.tmpfs("/dev/shm"))                             // POSIX semaphores (multiprocessing)
+  mounts.append(.tmpfs("/dev/shm", sizeBytes: plan.tmpfsBytes)) // POSIX semaphores (multiprocessing)
   mounts.append(.remountReadOnly("/dev"))                       // no new nodes or files in /dev
-  mounts.append(.tmpfs("/tmp"))                                 // private scratch space
-  var blockFD: Int32? = nil
+  mounts.append(.tmpfs("/tmp", sizeBytes: plan.tmpfsBytes))     // private scratch space
   if let hostFD = plan.mountDirectoryFD {
     // Bind the directory we validated and hold open, not its path: renaming or swapping a
-    // symlink after the check cannot redirect the bind. bwrap reads --block-fd after every
-    // mount is made and then closes it, so the descriptor never reaches the payload.
-    let fd = childFD(for: .descriptor(hostFD))
-    blockFD = fd
-    mounts.append(.readWrite(hostPath: "/proc/self/fd/\(fd)", sandboxPath: Layout.mountPoint))
+    // symlink after the check cannot redirect the bind. bwrap closes the descriptor after
+    // binding it, so it never reaches the payload.
+    mounts.append(.readWriteDescriptor(fd: childFD(for: .descriptor(hostFD)), sandboxPath: Layout.mountPoint))
   } else {
-    mounts.append(.tmpfs(Layout.mountPoint))                    // ephemeral, gone with the run
+    mounts.append(.tmpfs(Layout.mountPoint, sizeBytes: plan.tmpfsBytes))  // ephemeral, gone with the run
   }
   mounts.append(.readOnly(plan.venv.root))                      // interpreter and packages
   if let prefix = plan.venv.basePrefix { mounts.append(.readOnly(prefix)) }  // pyenv/uv base
@@ -727,6 +851,7 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
   if !plan.networkEnabled { arguments.append("--unshare-net") }  // only lo inside
   arguments += [
     "--disable-userns",            // no nested user namespaces
+    "--assert-userns-disabled",    // ... and bwrap fails rather than run without that
     "--die-with-parent",           // the sandbox dies with the thread that started it
     "--new-session",               // no controlling terminal: no TIOCSTI into the caller's tty
     "--cap-drop", "ALL",           // as root, bwrap would otherwise keep every capability
@@ -734,10 +859,196 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
     "--clearenv",
   ]
   for (name, value) in plan.environment { arguments += ["--setenv", name, value] }
-  if let blockFD { arguments += ["--block-fd", String(blockFD)] }
+  // Startup handshake: bwrap reports its pid 1 on --info-fd, then waits on --block-fd (after
+  // every mount, before the payload starts) while the spawner sets the rlimits on that pid.
+  arguments += ["--info-fd", String(childFD(for: .startupReport)), "--block-fd", String(childFD(for: .startupGate))]
+  if let program = plan.seccompProgram {
+    arguments += ["--seccomp", String(childFD(for: .bytes(program)))]  // loaded just before the payload
+  }
   for mount in mounts { arguments += mount.bwrapArguments }
   arguments += ["--chdir", Layout.mountPoint, "--"] + command
   return BwrapInvocation(arguments: arguments, inputs: inputs)
+}
+
+// MARK: - seccomp filter
+
+/// One classic-BPF instruction, as `struct sock_filter` in `<linux/filter.h>`.
+struct BPFInstruction: Equatable {
+  var code: UInt16
+  var jumpIfTrue: UInt8
+  var jumpIfFalse: UInt8
+  var k: UInt32
+
+  static func load(offset: UInt32) -> Self { Self(code: 0x20, jumpIfTrue: 0, jumpIfFalse: 0, k: offset) }  // BPF_LD|BPF_W|BPF_ABS
+  static func jumpIfEqual(_ value: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self { Self(code: 0x15, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: value) }
+  static func jumpIfAtLeast(_ value: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self { Self(code: 0x35, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: value) }
+  static func jumpIfAnyBit(_ mask: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self { Self(code: 0x45, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: mask) }
+  static func ret(_ action: UInt32) -> Self { Self(code: 0x06, jumpIfTrue: 0, jumpIfFalse: 0, k: action) }
+}
+
+/// The seccomp filter bwrap loads just before the payload starts (`--seccomp`), built here
+/// without libseccomp. Denied calls fail with the errno a well-behaved program expects
+/// (ENOSYS where libc or libraries fall back, e.g. clone3 and io_uring); a call made through
+/// another architecture's entry point (ia32 on x86_64, or any foreign ABI) kills the process,
+/// and x32 system call numbers are refused, so no 32-bit door bypasses the rules.
+enum SeccompFilter {
+  static let allow: UInt32 = 0x7fff_0000       // SECCOMP_RET_ALLOW
+  static let killProcess: UInt32 = 0x8000_0000 // SECCOMP_RET_KILL_PROCESS
+  static func fail(_ code: Int32) -> UInt32 { 0x0005_0000 | UInt32(code) }  // SECCOMP_RET_ERRNO
+
+  /// The architectures a filter is built for (`AUDIT_ARCH_*` in `<linux/audit.h>`).
+  enum Architecture: String, CaseIterable {
+    case x86_64, aarch64
+    var auditArch: UInt32 { self == .x86_64 ? 0xC000_003E : 0xC000_00B7 }
+    /// x32 calls set this bit in the number (`__X32_SYSCALL_BIT`).
+    var x32Bit: UInt32? { self == .x86_64 ? 0x4000_0000 : nil }
+    static var native: Architecture? {
+      #if arch(x86_64)
+        return .x86_64
+      #elseif arch(arm64)
+        return .aarch64
+      #else
+        return nil
+      #endif
+    }
+  }
+
+  /// A denied system call: its numbers (`<asm/unistd.h>`) and the errno it returns.
+  struct Rule {
+    let name: String
+    let x86_64: UInt32?
+    let aarch64: UInt32?
+    let errno: Int32
+    func number(_ architecture: Architecture) -> UInt32? { architecture == .x86_64 ? x86_64 : aarch64 }
+  }
+
+  static let deniedCalls: [Rule] = [
+    Rule(name: "add_key", x86_64: 248, aarch64: 217, errno: EPERM),         // kernel keyring:
+    Rule(name: "keyctl", x86_64: 250, aarch64: 219, errno: EPERM),          // the caller's session
+    Rule(name: "request_key", x86_64: 249, aarch64: 218, errno: EPERM),     // keyring stays out of reach
+    Rule(name: "ptrace", x86_64: 101, aarch64: 117, errno: EPERM),
+    Rule(name: "process_vm_readv", x86_64: 310, aarch64: 270, errno: EPERM),
+    Rule(name: "process_vm_writev", x86_64: 311, aarch64: 271, errno: EPERM),
+    Rule(name: "perf_event_open", x86_64: 298, aarch64: 241, errno: EPERM),
+    Rule(name: "bpf", x86_64: 321, aarch64: 280, errno: EPERM),
+    Rule(name: "userfaultfd", x86_64: 323, aarch64: 282, errno: EPERM),
+    Rule(name: "io_uring_setup", x86_64: 425, aarch64: 425, errno: ENOSYS),
+    Rule(name: "io_uring_enter", x86_64: 426, aarch64: 426, errno: ENOSYS),
+    Rule(name: "io_uring_register", x86_64: 427, aarch64: 427, errno: ENOSYS),
+    Rule(name: "kexec_load", x86_64: 246, aarch64: 104, errno: EPERM),
+    Rule(name: "kexec_file_load", x86_64: 320, aarch64: 294, errno: EPERM),
+    Rule(name: "init_module", x86_64: 175, aarch64: 105, errno: EPERM),
+    Rule(name: "finit_module", x86_64: 313, aarch64: 273, errno: EPERM),
+    Rule(name: "delete_module", x86_64: 176, aarch64: 106, errno: EPERM),
+    Rule(name: "swapon", x86_64: 167, aarch64: 224, errno: EPERM),
+    Rule(name: "swapoff", x86_64: 168, aarch64: 225, errno: EPERM),
+    Rule(name: "reboot", x86_64: 169, aarch64: 142, errno: EPERM),
+    Rule(name: "syslog", x86_64: 103, aarch64: 116, errno: EPERM),
+    Rule(name: "acct", x86_64: 163, aarch64: 89, errno: EPERM),
+    Rule(name: "quotactl", x86_64: 179, aarch64: 60, errno: EPERM),
+    Rule(name: "quotactl_fd", x86_64: 443, aarch64: 443, errno: EPERM),
+    Rule(name: "uselib", x86_64: 134, aarch64: nil, errno: EPERM),
+    Rule(name: "lookup_dcookie", x86_64: 212, aarch64: 18, errno: EPERM),
+    Rule(name: "iopl", x86_64: 172, aarch64: nil, errno: EPERM),
+    Rule(name: "ioperm", x86_64: 173, aarch64: nil, errno: EPERM),
+    Rule(name: "name_to_handle_at", x86_64: 303, aarch64: 264, errno: EPERM),
+    Rule(name: "open_by_handle_at", x86_64: 304, aarch64: 265, errno: EPERM),
+    Rule(name: "fanotify_init", x86_64: 300, aarch64: 262, errno: EPERM),
+    Rule(name: "mount", x86_64: 165, aarch64: 40, errno: EPERM),
+    Rule(name: "umount2", x86_64: 166, aarch64: 39, errno: EPERM),
+    Rule(name: "pivot_root", x86_64: 155, aarch64: 41, errno: EPERM),
+    Rule(name: "chroot", x86_64: 161, aarch64: 51, errno: EPERM),
+    Rule(name: "unshare", x86_64: 272, aarch64: 97, errno: EPERM),
+    Rule(name: "setns", x86_64: 308, aarch64: 268, errno: EPERM),
+    Rule(name: "move_pages", x86_64: 279, aarch64: 239, errno: EPERM),
+    Rule(name: "mbind", x86_64: 237, aarch64: 235, errno: EPERM),
+    Rule(name: "migrate_pages", x86_64: 256, aarch64: 238, errno: EPERM),
+    Rule(name: "set_mempolicy", x86_64: 238, aarch64: 237, errno: EPERM),
+    Rule(name: "set_mempolicy_home_node", x86_64: 450, aarch64: 450, errno: EPERM),
+    Rule(name: "clone3", x86_64: 435, aarch64: 435, errno: ENOSYS),         // flags live in memory BPF
+    Rule(name: "open_tree", x86_64: 428, aarch64: 428, errno: ENOSYS),      // cannot read: ENOSYS makes
+    Rule(name: "move_mount", x86_64: 429, aarch64: 429, errno: ENOSYS),     // glibc fall back to clone;
+    Rule(name: "fsopen", x86_64: 430, aarch64: 430, errno: ENOSYS),         // the new mount API gets the
+    Rule(name: "fsconfig", x86_64: 431, aarch64: 431, errno: ENOSYS),       // same answer as on an
+    Rule(name: "fsmount", x86_64: 432, aarch64: 432, errno: ENOSYS),        // older kernel
+    Rule(name: "fspick", x86_64: 433, aarch64: 433, errno: ENOSYS),
+    Rule(name: "mount_setattr", x86_64: 442, aarch64: 442, errno: ENOSYS),
+  ]
+
+  static let socketCall = Rule(name: "socket", x86_64: 41, aarch64: 198, errno: EAFNOSUPPORT)
+  static let cloneCall = Rule(name: "clone", x86_64: 56, aarch64: 220, errno: EPERM)
+  static let ioctlCall = Rule(name: "ioctl", x86_64: 16, aarch64: 29, errno: EPERM)
+  static let personalityCall = Rule(name: "personality", x86_64: 135, aarch64: 92, errno: EPERM)
+  /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
+  static let cloneNamespaceFlags: UInt32 = 0x7E02_0000
+  /// TIOCSTI and TIOCLINUX: only the low 32 bits of the request are compared, as the kernel does.
+  static let deniedIoctls: [UInt32] = [0x5412, 0x541C]
+  /// AF_UNIX, AF_NETLINK, and AF_INET/AF_INET6 only while the network is on.
+  static func allowedSocketFamilies(networkEnabled: Bool) -> [UInt32] {
+    networkEnabled ? [1, 2, 10, 16] : [1, 16]
+  }
+
+  /// Builds the program: check the architecture, then each rule in turn, else allow.
+  static func makeProgram(for architecture: Architecture, networkEnabled: Bool) -> [BPFInstruction] {
+    var program: [BPFInstruction] = [
+      .load(offset: 4),  // seccomp_data.arch
+      .jumpIfEqual(architecture.auditArch, 1, 0),
+      .ret(killProcess),
+      .load(offset: 0),  // seccomp_data.nr
+    ]
+    if let x32 = architecture.x32Bit {
+      program += [.jumpIfAtLeast(x32, 0, 1), .ret(fail(ENOSYS))]
+    }
+    for rule in deniedCalls {
+      guard let number = rule.number(architecture) else { continue }
+      program += [.jumpIfEqual(number, 0, 1), .ret(fail(rule.errno))]
+    }
+    // socket(domain, …): args[0] at offset 16 (low half on little-endian).
+    let families = allowedSocketFamilies(networkEnabled: networkEnabled)
+    program.append(.jumpIfEqual(socketCall.number(architecture) ?? 0, 0, UInt8(families.count + 3)))
+    program.append(.load(offset: 16))
+    for (index, family) in families.enumerated() {
+      program.append(.jumpIfEqual(family, UInt8(families.count - index), 0))
+    }
+    program += [.ret(fail(socketCall.errno)), .ret(allow)]
+    // clone(flags, …): no new namespaces.
+    program += [
+      .jumpIfEqual(cloneCall.number(architecture) ?? 0, 0, 4), .load(offset: 16),
+      .jumpIfAnyBit(cloneNamespaceFlags, 0, 1), .ret(fail(cloneCall.errno)), .ret(allow),
+    ]
+    // ioctl(fd, request, …): args[1] at offset 24.
+    program += [
+      .jumpIfEqual(ioctlCall.number(architecture) ?? 0, 0, 5), .load(offset: 24),
+      .jumpIfEqual(deniedIoctls[0], 2, 0), .jumpIfEqual(deniedIoctls[1], 1, 0), .ret(allow), .ret(fail(ioctlCall.errno)),
+    ]
+    // personality(persona): only PER_LINUX (0) and the query (0xffffffff).
+    program += [
+      .jumpIfEqual(personalityCall.number(architecture) ?? 0, 0, 5), .load(offset: 16),
+      .jumpIfEqual(0, 2, 0), .jumpIfEqual(0xFFFF_FFFF, 1, 0), .ret(fail(personalityCall.errno)), .ret(allow),
+    ]
+    program.append(.ret(allow))
+    return program
+  }
+
+  /// The program as bytes for bwrap (`struct sock_filter`, native byte order).
+  static func encode(_ program: [BPFInstruction]) -> [UInt8] {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(program.count * 8)
+    for instruction in program {
+      withUnsafeBytes(of: instruction.code) { bytes += $0 }
+      bytes += [instruction.jumpIfTrue, instruction.jumpIfFalse]
+      withUnsafeBytes(of: instruction.k) { bytes += $0 }
+    }
+    return bytes
+  }
+
+  private static let networkOnProgram = Architecture.native.map { encode(makeProgram(for: $0, networkEnabled: true)) }
+  private static let networkOffProgram = Architecture.native.map { encode(makeProgram(for: $0, networkEnabled: false)) }
+
+  /// This machine's encoded program, built once per process; nil on an unsupported architecture.
+  static func program(networkEnabled: Bool) -> [UInt8]? {
+    networkEnabled ? networkOnProgram : networkOffProgram
+  }
 }
 
 // MARK: - AppArmor
@@ -748,10 +1059,16 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
 
 // MARK: - Process spawning
 
-/// A descriptor handed to the child: bytes we feed through a socket, or a descriptor we hold.
+/// A descriptor handed to the child.
 enum ChildInput {
+  /// Bytes we feed through a socket (generated files, code, the seccomp program).
   case bytes([UInt8])
+  /// A descriptor we hold (the mount directory).
   case descriptor(Int32)
+  /// A pipe the child writes its startup report to (bwrap --info-fd: `"child-pid": N`).
+  case startupReport
+  /// A pipe the child waits on (bwrap --block-fd); written once `onChildStarted` returns.
+  case startupGate
 }
 
 /// What to spawn and how to feed and bound it.
@@ -768,6 +1085,9 @@ struct SpawnRequest {
   var cancellation: CancellationSignal? = nil
   /// When set, the child's fds 0–2 are this pty's slave and the loop relays the terminal.
   var terminal: TerminalRelay? = nil
+  /// Called with the pid from the startup report, before the startup gate opens; when it
+  /// throws, the child is killed and `spawnAndCollect` rethrows once it has been reaped.
+  var onChildStarted: ((pid_t) throws(SandboxError) -> Void)? = nil
 }
 
 /// A pseudo-terminal between the user's terminal and an interactive payload.
@@ -791,6 +1111,8 @@ struct SpawnOutcome {
   var cancelled: Bool
   var outputTruncated: Bool
   var duration: Duration
+  /// User plus system CPU time of the child and every descendant it reaped.
+  var cpuTime: Duration = .zero
 
   /// bwrap reports its own setup failures as exit 1 with a "bwrap: " message and no payload
   /// output. A payload that imitates this only turns its own result into an error.
@@ -886,10 +1208,22 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     sources += [stdoutPipe.write, stderrPipe.write]
     (stdoutFD, stderrFD) = (stdoutPipe.read, stderrPipe.read)
   }
+  var reportFD: Int32 = -1  // parent ends of the startup handshake
+  var gateFD: Int32 = -1
   for input in request.inheritedInputs {
     switch input {
     case .bytes(let bytes): try addFedInput(bytes)
     case .descriptor(let fd): sources.append(fd)
+    case .startupReport:
+      let ends = try makePipe()
+      owned += [ends.read, ends.write]
+      sources.append(ends.write)
+      reportFD = ends.read
+    case .startupGate:
+      let ends = try makePipe()
+      owned += [ends.read, ends.write]
+      sources.append(ends.read)
+      gateFD = ends.write
     }
   }
   // dup2 runs in order, so a source numbered like an earlier target would be clobbered:
@@ -933,7 +1267,7 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   }
   // The child holds its ends now; ours must go, or the reads below would never see EOF.
   for fd in sources where owned.contains(fd) { closeOwned(fd) }
-  for fd in [stdoutFD, stderrFD] + writers.map(\.fd) where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+  for fd in [stdoutFD, stderrFD, reportFD] + writers.map(\.fd) where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
   var terminalInput = request.terminal?.input ?? -1   // -1 once the user's terminal hits EOF
   var terminalMaster = request.terminal?.master ?? -1  // -1 once the payload's side is closed
   if terminalMaster >= 0 { _ = fcntl(terminalMaster, F_SETFL, O_NONBLOCK) }
@@ -946,6 +1280,9 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
 
   var stdout: [UInt8] = []
   var stderr: [UInt8] = []
+  var report: [UInt8] = []
+  var hookError: SandboxError? = nil
+  var usage = rusage()
   var truncated = false
   var timedOut = false
   var cancelled = false
@@ -976,7 +1313,7 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   func reap(blocking: Bool) -> ExitStatus? {
     var raw: Int32 = 0
     while true {
-      let result = waitpid(pid, &raw, blocking ? 0 : WNOHANG)
+      let result = wait4(pid, &raw, blocking ? 0 : WNOHANG, &usage)
       if result == pid { return ExitStatus(waitStatus: raw) }
       if result == -1 && errno == EINTR { continue }
       return nil
@@ -991,6 +1328,7 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     if pidFD >= 0 { fds.append(pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)) }
     if let signal = request.cancellation, !cancelled { fds.append(pollfd(fd: signal.fd, events: Int16(POLLIN), revents: 0)) }
     if terminalInput >= 0 { fds.append(pollfd(fd: terminalInput, events: Int16(POLLIN), revents: 0)) }
+    if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
     if terminalMaster >= 0 { fds.append(pollfd(fd: terminalMaster, events: Int16(POLLIN), revents: 0)) }
     var waitMilliseconds: Int32 = deadline.map { millisecondsUntil($0) } ?? -1
     let exitIsInvisible = pidFD < 0 && stdoutFD < 0 && stderrFD < 0
@@ -1010,6 +1348,25 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
         if !drain(stderrFD, into: &stderr) { closeOwned(stderrFD); stderrFD = -1 }
       } else if entry.fd == pidFD {
         status = reap(blocking: false)
+      } else if entry.fd == reportFD {
+        // bwrap writes the report in pieces (the pid, then namespace ids): read it to EOF,
+        // or its next write would die of SIGPIPE.
+        let open = drain(reportFD, into: &report)
+        if gateFD >= 0, let childPID = parseChildPID(report) {
+          do throws(SandboxError) {
+            try request.onChildStarted?(childPID)
+            writeAll(gateFD, [1])  // the payload may start now
+          } catch {
+            hookError = error
+            killChild()
+          }
+          closeOwned(gateFD)
+          gateFD = -1
+        }
+        if !open {
+          closeOwned(reportFD)
+          reportFD = -1
+        }
       } else if entry.fd == terminalInput {
         let count = buffer.withUnsafeMutableBytes { read(terminalInput, $0.baseAddress, $0.count) }
         if count > 0 {
@@ -1053,9 +1410,22 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     _ = drain(terminalMaster, into: &shown)
     writeAll(output, shown)
   }
+  if let hookError { throw hookError }
+  let cpu = Duration.seconds(Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec))
+    + .microseconds(Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec))
   return SpawnOutcome(
     status: status ?? .signaled(SIGKILL), stdout: stdout, stderr: stderr, timedOut: timedOut,
-    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start)
+    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start, cpuTime: cpu)
+}
+
+/// Finds N in bwrap's `{ "child-pid": N }` once the number is complete.
+func parseChildPID(_ report: [UInt8]) -> pid_t? {
+  let text = String(decoding: report, as: UTF8.self)
+  guard let key = text.firstRange(of: "\"child-pid\":") else { return nil }
+  let digits = text[key.upperBound...].drop { $0 == " " }.prefix { $0.isNumber }
+  let rest = text[key.upperBound...].drop { $0 == " " }.dropFirst(digits.count)
+  guard !digits.isEmpty, !rest.isEmpty, let pid = pid_t(digits), pid > 0 else { return nil }  // a following char ends the number
+  return pid
 }
 
 /// Starts a detached thread running `body`.
@@ -1125,6 +1495,14 @@ struct Workspace {
 
   func close() { _ = Glibc.close(pathFD) }
 
+  /// Clears setuid and setgid bits on regular files the payload left (it is dead by now, so
+  /// nothing can swap the paths recorded by `lstat` for links).
+  func clearSetIDBits(_ snapshot: DirectorySnapshot) {
+    for (path, stamp) in snapshot.entries where stamp.type == S_IFREG && stamp.mode & (S_ISUID | S_ISGID) != 0 {
+      fchmodat(pathFD, path, stamp.mode & ~(S_ISUID | S_ISGID), 0)
+    }
+  }
+
   /// Records every entry below the directory, with `lstat` semantics only.
   func snapshot() throws(SandboxError) -> DirectorySnapshot {
     let fd = openat(pathFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -1136,6 +1514,7 @@ struct Workspace {
 /// What identifies a version of a file: a payload can reset mtime with utime, never ctime.
 struct FileStamp: Equatable {
   var type: UInt32
+  var mode: UInt32 = 0
   var size: Int64
   var modified: Int64
   var changed: Int64
@@ -1178,7 +1557,7 @@ struct DirectorySnapshot {
           continue
         }
         entries[path] = FileStamp(
-          type: info.st_mode & S_IFMT, size: Int64(info.st_size),
+          type: info.st_mode & S_IFMT, mode: info.st_mode & 0o7777, size: Int64(info.st_size),
           modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
           changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
           inode: UInt64(info.st_ino))
@@ -1241,6 +1620,16 @@ private func removeContents(of fd: Int32) {
 
 // MARK: - Glibc helpers
 
+/// `RLIMIT_*` from `<bits/resource.h>` (imported by Swift as an enum; these are the raw values).
+enum ResourceLimit {
+  static let cpu: Int32 = 0
+  static let fileSize: Int32 = 1
+  static let data: Int32 = 2
+  static let core: Int32 = 4
+  static let processes: Int32 = 6
+  static let openFiles: Int32 = 7
+}
+
 /// `TIOCSPTLCK` and `TIOCGPTPEER` from `<asm-generic/ioctls.h>` (x86_64 and aarch64).
 let ioctlUnlockPTY: Int32 = 0x4004_5431
 let ioctlOpenPTYPeer: Int32 = 0x5441
@@ -1254,10 +1643,13 @@ enum GlibcExtras {
   typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
   typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
   typealias PIDFDOpen = @convention(c) (pid_t, UInt32) -> Int32
+  typealias PRLimit = @convention(c) (pid_t, Int32, UnsafePointer<rlimit>?, UnsafeMutablePointer<rlimit>?) -> Int32
 
   static let pipe2: Pipe2? = lookup("pipe2")
   /// glibc ≥ 2.34.
   static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
+  /// `prlimit(2)`: sets another process's rlimits (here: the sandbox's pid 1).
+  static let prlimit: PRLimit? = lookup("prlimit")
   /// glibc ≥ 2.36; without it the spawner notices a silent exit with a 5 ms tick.
   static let pidfdOpen: PIDFDOpen? = lookup("pidfd_open")
 
@@ -2043,6 +2435,8 @@ struct CommandLineOptions: Equatable {
   var environment: [String: String] = [:]
   var json = false
   var printBwrapArgv = false
+  var noSeccomp = false
+  var limits = SandboxLimits()
 }
 
 let usageText = """
@@ -2053,6 +2447,9 @@ let usageText = """
                  [--enable-network | --disable-network]
                  [--code CODE | --script /mnt/REL.py]   (neither: the code is read from stdin)
                  [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json]
+  limits (both modes; 0 turns one off):
+                 [--cpu-seconds N] [--memory-mb N] [--max-file-mb N] [--max-processes N]
+                 [--max-open-files N] [--tmpfs-mb N] [--max-output-bytes N] [--no-seccomp]
 
   Without a subcommand, checks this host and runs the self-test suite.
   The venv and profile come from CODEEXEC_SANDBOX_VENV and CODEEXEC_SANDBOX_AA_PROFILE_NAME
@@ -2093,7 +2490,19 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
     if options.mode == .run && selfTestOnly.contains(flag) {
       throw .usage("\(flag) belongs to the self-test mode (no subcommand)")
     }
-    let takesValue: Set<String> = ["--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env"]
+    let takesValue: Set<String> = [
+      "--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env",
+      "--cpu-seconds", "--memory-mb", "--max-file-mb", "--max-processes", "--max-open-files", "--tmpfs-mb",
+      "--max-output-bytes",
+    ]
+    func count() throws(SandboxError) -> Int {
+      let text = try value()
+      guard let number = Int(text), number >= 0, number <= 1 << 40 else {
+        throw .usage("\(flag) takes a whole number ≥ 0, got '\(printable(text))'")
+      }
+      return number
+    }
+    func optional(_ number: Int) -> Int? { number == 0 ? nil : number }
     if inlineValue != nil && !takesValue.contains(flag) { throw .usage("\(flag) takes no value") }
     switch flag {
     case "-h", "--help": options.mode = .help
@@ -2119,6 +2528,22 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
       options.environment[name] = String(pair[pair.index(after: equals)...])
     case "--json": options.json = true
     case "--print-bwrap-argv": options.printBwrapArgv = true
+    case "--no-seccomp": options.noSeccomp = true
+    case "--cpu-seconds": options.limits.cpuSeconds = optional(try count())
+    case "--memory-mb": options.limits.memoryBytes = optional(try count()).map { $0 << 20 }
+    case "--max-file-mb": options.limits.fileSizeBytes = optional(try count()).map { $0 << 20 }
+    case "--max-processes": options.limits.maxProcesses = optional(try count())
+    case "--max-open-files":
+      let number = try count()
+      guard number >= 16 else { throw .usage("--max-open-files needs at least 16 (Python opens a few itself)") }
+      options.limits.openFiles = number
+    case "--tmpfs-mb":
+      let number = try count()
+      guard number >= 1 else { throw .usage("--tmpfs-mb needs at least 1") }
+      options.limits.tmpfsBytes = number << 20
+    case "--max-output-bytes":
+      let number = try count()
+      options.limits.outputLimitBytes = number == 0 ? Int.max : number
     default: throw .usage("unknown argument '\(printable(argument))'")
     }
   }
@@ -2165,6 +2590,8 @@ func makeConfig(_ options: CommandLineOptions, warn: (String) -> Void) throws(Sa
     config = try SandboxConfig.fromEnvironment()
   }
   if let network = options.network { config.networkEnabled = network }
+  config.limits = options.limits
+  config.seccompEnabled = !options.noSeccomp
   return config
 }
 
@@ -2197,7 +2624,8 @@ func makeJSON(_ result: SandboxResult) -> String {
     {"returncode": \(result.returnCode), "stdout": \(quoted(result.stdoutText)), \
     "stderr": \(quoted(result.stderrText)), "changed_files": \(list(result.changedFiles)), \
     "deleted_files": \(list(result.deletedFiles)), "timed_out": \(result.timedOut), \
-    "output_truncated": \(result.outputTruncated), "duration_seconds": \(duration)}
+    "output_truncated": \(result.outputTruncated), "duration_seconds": \(duration), \
+    "limit_hit": \(result.limitHit.map { quoted($0.rawValue) } ?? "null"), "layers": \(list(result.layers))}
     """
 }
 
@@ -2266,9 +2694,8 @@ func runPayloadCommand(_ options: CommandLineOptions) throws(SandboxError) -> In
     // For benchmarks: the exact command line of this run, one argument per line.
     let workspace = try options.mountDirectory.map { (path) throws(SandboxError) in try Workspace(path: path) }
     defer { workspace?.close() }
-    let plan = RunPlan(
-      host: sandbox.host.layout, venv: sandbox.venv, networkEnabled: sandbox.config.networkEnabled,
-      mountDirectoryFD: workspace?.pathFD, payload: payload,
+    let plan = sandbox.makePlan(
+      payload, workspace: workspace,
       environment: try makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment))
     for argument in [sandbox.host.bwrapPath] + makeBwrapInvocation(plan).arguments { printOut(argument) }
     return 0
@@ -2287,6 +2714,7 @@ func runPayloadCommand(_ options: CommandLineOptions) throws(SandboxError) -> In
     printError("note: timed out; the sandbox was killed")
     return 124
   }
+  if let limit = result.limitHit { printError("note: the run hit the \(limit.rawValue) limit") }
   return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
 }
 
@@ -2326,6 +2754,7 @@ func runSelfTestCommand(_ options: CommandLineOptions) throws(SandboxError) -> I
   printOut("# AppArmor: \(host.appArmorAbsenceReason ?? "enabled in the kernel")")
   printOut("# venv: \(sandbox.venv.root)" + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
   printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
+  printOut("# layers: \(sandbox.activeLayers.joined(separator: ", "))" + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))
   if options.ignoreProfileDiffs && sandbox.config.appArmor == .disabled {
     printError("note: --ignore-profile-diffs has no effect while the AppArmor layer is off")
   }

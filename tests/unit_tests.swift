@@ -60,14 +60,15 @@ func goldenArguments(network: Bool) -> [String] {
   var expected = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
   if !network { expected.append("--unshare-net") }
   expected += [
-    "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
-    "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/opt/venv/bin:/usr/bin", "--block-fd", "5",
+    "--disable-userns", "--assert-userns-disabled", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+    "--hostname", "sandbox", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/opt/venv/bin:/usr/bin",
+    "--info-fd", "7", "--block-fd", "8", "--seccomp", "9",
     "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
     "--ro-bind", "/etc/passwd", "/etc/passwd", "--ro-bind", "/etc/group", "/etc/group",
     "--ro-bind-data", "3", "/etc/resolv.conf", "--ro-bind-data", "4", "/etc/hosts",
     "--proc", "/proc", "--ro-bind", "/dev/null", "/proc/kcore", "--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi",
-    "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--tmpfs", "/tmp",
-    "--bind", "/proc/self/fd/5", "/mnt", "--ro-bind", "/opt/venv", "/opt/venv",
+    "--remount-ro", "/proc", "--dev", "/dev", "--size", "1048576", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+    "--size", "1048576", "--tmpfs", "/tmp", "--bind-fd", "5", "/mnt", "--ro-bind", "/opt/venv", "/opt/venv",
     "--ro-bind", "/home/u/.pyenv/versions/3.12.1", "/home/u/.pyenv/versions/3.12.1",
     "--ro-bind-data", "6", "/run/sandbox/main.py", "--remount-ro", "/",
     "--chdir", "/mnt", "--", "/opt/venv/bin/python", "/run/sandbox/main.py",
@@ -79,7 +80,8 @@ func testGolden(_ t: inout Tally) {
   for network in [false, true] {
     let plan = RunPlan(
       host: goldenLayout, venv: goldenVenv, networkEnabled: network, mountDirectoryFD: 42,
-      payload: .code("print(1)"), environment: [("HOME", "/tmp"), ("PATH", "/opt/venv/bin:/usr/bin")])
+      payload: .code("print(1)"), environment: [("HOME", "/tmp"), ("PATH", "/opt/venv/bin:/usr/bin")],
+      tmpfsBytes: 1 << 20, seccompProgram: [1, 2, 3, 4, 5, 6, 7, 8])
     let invocation = makeBwrapInvocation(plan)
     let expected = goldenArguments(network: network)
     let firstDifference = zip(invocation.arguments, expected).enumerated().first { $0.element.0 != $0.element.1 }
@@ -92,19 +94,106 @@ func testGolden(_ t: inout Tally) {
       switch input {
       case .bytes(let bytes): shape.append(String(decoding: bytes.prefix(9), as: UTF8.self))
       case .descriptor(let fd): shape.append("fd \(fd)")
+      case .startupReport: shape.append("report")
+      case .startupGate: shape.append("gate")
       }
     }
-    t.expect(shape == ["# Written", "127.0.0.1", "fd 42", "print(1)"], "golden: child fds 3-6 carry resolv.conf, hosts, mount dir, code", "\(shape)")
+    t.expect(
+      shape == ["# Written", "127.0.0.1", "fd 42", "print(1)", "report", "gate", "\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}"],
+      "golden: child fds 3-9 carry resolv.conf, hosts, mount dir, code, startup report and gate, seccomp", "\(shape)")
   }
   let script = makeBwrapInvocation(
     RunPlan(host: goldenLayout, venv: VenvLayout(root: "/v", basePrefix: nil), networkEnabled: true, mountDirectoryFD: nil,
-      payload: .script(sandboxPath: "/mnt/job.py"), environment: []))
+      payload: .script(sandboxPath: "/mnt/job.py"), environment: [], tmpfsBytes: 4096, seccompProgram: nil))
   t.expect(script.arguments.suffix(3) == ["--", "/v/bin/python", "/mnt/job.py"], "golden: a script runs by its sandbox path")
   t.expect(
-    script.arguments.contains("--tmpfs") && !script.arguments.contains("--block-fd")
-      && script.arguments.joined(separator: " ").contains("--tmpfs /mnt"),
-    "golden: without a mount dir, /mnt is a tmpfs and no descriptor is passed")
+    !script.arguments.contains("--bind-fd") && script.arguments.joined(separator: " ").contains("--size 4096 --tmpfs /mnt")
+      && !script.arguments.contains("--seccomp"),
+    "golden: without a mount dir, /mnt is a sized tmpfs; a relaxed seccomp layer adds no --seccomp")
   t.expect(!script.arguments.contains("--unshare-net"), "golden: network on shares the host network namespace")
+}
+
+// MARK: - Golden: the seccomp program, decoded back into rules by a small BPF interpreter
+
+/// Runs a classic-BPF seccomp program on one system call; returns the action it takes.
+func evaluateFilter(_ program: [BPFInstruction], arch: UInt32, number: UInt32, args: [UInt64] = []) -> UInt32 {
+  var accumulator: UInt32 = 0
+  var pc = 0
+  func word(at offset: UInt32) -> UInt32 {
+    switch offset {
+    case 0: return number
+    case 4: return arch
+    default:
+      let index = Int(offset - 16) / 8
+      let value = index < args.count ? args[index] : 0
+      return offset % 8 == 0 ? UInt32(truncatingIfNeeded: value) : UInt32(truncatingIfNeeded: value >> 32)
+    }
+  }
+  var steps = 0
+  while pc < program.count && steps < 10_000 {
+    steps += 1
+    let instruction = program[pc]
+    switch instruction.code {
+    case 0x20: accumulator = word(at: instruction.k); pc += 1
+    case 0x15: pc += 1 + Int(accumulator == instruction.k ? instruction.jumpIfTrue : instruction.jumpIfFalse)
+    case 0x35: pc += 1 + Int(accumulator >= instruction.k ? instruction.jumpIfTrue : instruction.jumpIfFalse)
+    case 0x45: pc += 1 + Int(accumulator & instruction.k != 0 ? instruction.jumpIfTrue : instruction.jumpIfFalse)
+    case 0x06: return instruction.k
+    default: return 0xDEAD
+    }
+  }
+  return 0xDEAD  // ran off the end: an invalid program
+}
+
+func testSeccomp(_ t: inout Tally) {
+  for architecture in SeccompFilter.Architecture.allCases {
+    for network in [true, false] {
+      let label = "seccomp \(architecture.rawValue), network \(network ? "on" : "off")"
+      let program = SeccompFilter.makeProgram(for: architecture, networkEnabled: network)
+      let arch = architecture.auditArch
+      func action(_ number: UInt32?, _ args: [UInt64] = []) -> UInt32 {
+        evaluateFilter(program, arch: arch, number: number ?? 0xFFFF, args: args)
+      }
+      t.expect(program.count < 4096 && program.allSatisfy { [0x20, 0x15, 0x35, 0x45, 0x06].contains($0.code) }, "\(label): a valid program (\(program.count) instructions)")
+      // Decode: sweep every call number with zeroed arguments and collect what is not allowed.
+      var denied: [UInt32: UInt32] = [:]
+      for number in UInt32(0)..<600 where action(number) != SeccompFilter.allow { denied[number] = action(number) }
+      var expected: [UInt32: UInt32] = [:]
+      for rule in SeccompFilter.deniedCalls { if let number = rule.number(architecture) { expected[number] = SeccompFilter.fail(rule.errno) } }
+      expected[SeccompFilter.socketCall.number(architecture)!] = SeccompFilter.fail(EAFNOSUPPORT)  // socket(AF_UNSPEC)
+      t.expect(denied == expected, "\(label): decoded, exactly the denied calls fail, each with its errno",
+        "extra: \(denied.keys.filter { expected[$0] == nil }.sorted()), missing: \(expected.keys.filter { denied[$0] == nil }.sorted())")
+      
+      t.expect(evaluateFilter(program, arch: 0x4000_0003, number: 0) == SeccompFilter.killProcess, "\(label): an ia32 call is killed")
+      t.expect(evaluateFilter(program, arch: 0xC000_0028, number: 0) == SeccompFilter.killProcess, "\(label): another architecture's call is killed")
+      if architecture == .x86_64 {
+        t.expect(action(0x4000_0000 + 1) == SeccompFilter.fail(ENOSYS), "\(label): an x32 call number is refused")
+      }
+      let socket = SeccompFilter.socketCall.number(architecture)
+      for (family, allowed) in [(1, true), (16, true), (2, network), (10, network), (17, false), (40, false), (0x1_0000_0001, true)] as [(UInt64, Bool)] {
+        t.expect((action(socket, [family]) == SeccompFilter.allow) == allowed, "\(label): socket family \(family) \(allowed ? "allowed" : "refused")")
+      }
+      let clone = SeccompFilter.cloneCall.number(architecture)
+      t.expect(action(clone, [0x11]) == SeccompFilter.allow && action(clone, [0x3D0F00]) == SeccompFilter.allow, "\(label): clone for fork and threads is allowed")
+      t.expect(action(clone, [0x1000_0011]) == SeccompFilter.fail(EPERM) && action(clone, [0x4000_0000]) == SeccompFilter.fail(EPERM), "\(label): clone with CLONE_NEWUSER or CLONE_NEWNET is refused")
+      let ioctl = SeccompFilter.ioctlCall.number(architecture)
+      t.expect(action(ioctl, [0, 0x5401]) == SeccompFilter.allow, "\(label): ioctl TCGETS is allowed")
+      t.expect(
+        action(ioctl, [0, 0x5412]) == SeccompFilter.fail(EPERM) && action(ioctl, [0, 0xDEAD_0000_5412]) == SeccompFilter.fail(EPERM)
+          && action(ioctl, [0, 0x541C]) == SeccompFilter.fail(EPERM),
+        "\(label): ioctl TIOCSTI (also with high bits set) and TIOCLINUX are refused")
+      let personality = SeccompFilter.personalityCall.number(architecture)
+      t.expect(action(personality, [0]) == SeccompFilter.allow && action(personality, [0xFFFF_FFFF]) == SeccompFilter.allow && action(personality, [0x0040000]) == SeccompFilter.fail(EPERM), "\(label): personality only queries or sets PER_LINUX")
+    }
+  }
+  let program = SeccompFilter.makeProgram(for: .x86_64, networkEnabled: true)
+  let bytes = SeccompFilter.encode(program)
+  var decoded: [BPFInstruction] = []
+  for start in stride(from: 0, to: bytes.count, by: 8) {
+    let b = bytes[start..<start + 8].map(UInt32.init)
+    decoded.append(BPFInstruction(code: UInt16(b[0] | b[1] << 8), jumpIfTrue: UInt8(b[2]), jumpIfFalse: UInt8(b[3]), k: b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24))
+  }
+  t.expect(bytes.count == program.count * 8 && decoded == program, "seccomp: the encoded bytes decode back to the program")
 }
 
 // MARK: - Validation
@@ -222,10 +311,11 @@ func testPureHelpers(_ t: inout Tally) {
   t.expect(ExitStatus(waitStatus: 137 << 8).returnCode == -9, "exit status: bwrap's 128+9 is -9")
   let result = SandboxResult(
     returnCode: -9, stdout: [0x61, 0xff, 0x0a], stderr: Array("q\"\\\u{1}".utf8), timedOut: true, cancelled: false,
-    outputTruncated: false, duration: .milliseconds(1500), changedFiles: ["a b"], deletedFiles: [])
+    outputTruncated: false, duration: .milliseconds(1500), changedFiles: ["a b"], deletedFiles: [], limitHit: .timeout,
+    layers: ["namespaces", "seccomp"])
   let json = makeJSON(result)
   t.expect(
-    json == #"{"returncode": -9, "stdout": "a\#u{FFFD}\n", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "deleted_files": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5}"#,
+    json == #"{"returncode": -9, "stdout": "a\#u{FFFD}\n", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "deleted_files": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"]}"#,
     "json: escaping, invalid UTF-8 replaced, fixed keys", json)
   func parses(_ arguments: [String]) -> Bool { (try? parseCommandLine(arguments)) != nil }
   t.expect(parses(["run", "--no-apparmor", "--venv", "/v", "--code", "print(1)", "--env", "A=1", "--env", "B=2=3", "--timeout", "2.5", "--json"]), "cli: a full run command parses")
@@ -418,6 +508,7 @@ enum UnitTests {
     var tally = Tally()
     let temp = temporaryDirectory()
     testGolden(&tally)
+    testSeccomp(&tally)
     testValidation(&tally, temp: temp)
     testSnapshots(&tally, temp: temp)
     testPureHelpers(&tally)
