@@ -26,6 +26,8 @@ $(BUILD)/unit_tests: sandbox.swift tests/unit_tests.swift
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
+	@# numpy lets the tests check ordinary scientific work under the limits and the filter.
+	$(VENV)/bin/pip install -q numpy || echo "venv: numpy not installed (no PyPI?); its test will be skipped"
 
 venv: $(VENV)/bin/python
 

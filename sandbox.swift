@@ -597,7 +597,12 @@ func classifyLimitHit(_ outcome: SpawnOutcome, limits: SandboxLimits) -> Sandbox
   if outcome.cancelled { return .cancelled }
   let code = outcome.status.returnCode
   if let seconds = limits.cpuSeconds {
-    if code == -SIGXCPU || (code == -SIGKILL && outcome.cpuTime >= .seconds(seconds)) { return .cpu }
+    // SIGXCPU is the soft limit. SIGKILL is the hard limit (soft + 2 s) only if enough wall time
+    // passed for some process to burn that much CPU on this many cores: bwrap's pid 1 does not
+    // pass its children's CPU time up, so wall time is the evidence left.
+    let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    let enoughTime = outcome.duration * cores >= .seconds(seconds + 2)
+    if code == -SIGXCPU || (code == -SIGKILL && enoughTime) { return .cpu }
   }
   if code == -SIGXFSZ { return .fileSize }
   let tail = String(decoding: outcome.stderr.suffix(4096), as: UTF8.self)
@@ -1111,8 +1116,6 @@ struct SpawnOutcome {
   var cancelled: Bool
   var outputTruncated: Bool
   var duration: Duration
-  /// User plus system CPU time of the child and every descendant it reaped.
-  var cpuTime: Duration = .zero
 
   /// bwrap reports its own setup failures as exit 1 with a "bwrap: " message and no payload
   /// output. A payload that imitates this only turns its own result into an error.
@@ -1282,7 +1285,6 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   var stderr: [UInt8] = []
   var report: [UInt8] = []
   var hookError: SandboxError? = nil
-  var usage = rusage()
   var truncated = false
   var timedOut = false
   var cancelled = false
@@ -1313,7 +1315,7 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   func reap(blocking: Bool) -> ExitStatus? {
     var raw: Int32 = 0
     while true {
-      let result = wait4(pid, &raw, blocking ? 0 : WNOHANG, &usage)
+      let result = waitpid(pid, &raw, blocking ? 0 : WNOHANG)
       if result == pid { return ExitStatus(waitStatus: raw) }
       if result == -1 && errno == EINTR { continue }
       return nil
@@ -1411,11 +1413,9 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     writeAll(output, shown)
   }
   if let hookError { throw hookError }
-  let cpu = Duration.seconds(Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec))
-    + .microseconds(Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec))
   return SpawnOutcome(
     status: status ?? .signaled(SIGKILL), stdout: stdout, stderr: stderr, timedOut: timedOut,
-    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start, cpuTime: cpu)
+    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start)
 }
 
 /// Finds N in bwrap's `{ "child-pid": N }` once the number is complete.
@@ -1889,7 +1889,18 @@ public struct SelfTestContext: Sendable {
       ("{VENV}", venvRoot), ("{BASE_PREFIX}", basePrefix), ("{HOST_HOSTNAME}", hostHostname),
       ("{HOST_PID}", String(hostPID)), ("{HOST_IPC_NS}", hostIPCNamespace), ("{CWD}", callerDirectory),
       ("{HOME}", callerHome), ("{MARKER}", hostMarker), ("{HOST_PORT}", String(hostPort)),
+      ("{SECCOMP_DENIED}", seccompDeniedTable), ("{MEMORY_LIMIT}", String(config.limits.memoryBytes ?? 0)),
+      ("{OPEN_FILES}", String(config.limits.openFiles)),
     ]
+  }
+
+  /// The native architecture's denied calls as a Python dict: name → (number, errno).
+  var seccompDeniedTable: String {
+    guard let architecture = SeccompFilter.Architecture.native else { return "{}" }
+    let entries = SeccompFilter.deniedCalls.compactMap { rule in
+      rule.number(architecture).map { "\"\(rule.name)\": (\($0), \(rule.errno))" }
+    }
+    return "{" + entries.joined(separator: ", ") + "}"
   }
 
   /// Whether `path` is something the sandbox shows by design (system dirs, the venv, /tmp, /mnt).
@@ -2124,7 +2135,15 @@ public let baseSuite: [SelfTest] = [
       print("PRIVATE" if os.readlink("/proc/self/ns/ipc") != "{HOST_IPC_NS}" else "SHARED")
       """),
   SelfTest(
-    "loopback TCP inside the sandbox works (control)", layer: .control, expect: "OK",
+    "unix sockets work (control)", layer: .control, expect: "OK",
+    python: """
+      import socket
+      a, b = socket.socketpair()
+      a.sendall(b"ping")
+      print("OK" if b.recv(4) == b"ping" else "WRONG")
+      """),
+  SelfTest(
+    "loopback TCP inside the sandbox works (control)", layer: .control, network: .enabled, expect: "OK",
     python: """
       import socket
       server = socket.socket()

@@ -6,9 +6,103 @@
 
 import Glibc
 
+/// Skips a seccomp probe when the caller relaxed that layer.
+let seccompRelaxed: @Sendable (SelfTestContext) -> String? = { context in
+  context.config.seccompEnabled ? nil : "the seccomp layer is relaxed (--no-seccomp)"
+}
+
 extension ExtraTests {
   static var extendedSuite: [SelfTest]? {
     [
+      SelfTest(
+        "seccomp: every denied system call fails with its errno", layer: .seccomp, expect: "DENIED",
+        python: """
+          import ctypes
+          libc = ctypes.CDLL(None, use_errno=True)
+          libc.syscall.restype = ctypes.c_long
+          wrong = []
+          bad = ctypes.c_long(-1)  # every argument invalid: harmless even if a call got through
+          for name, (number, expected) in {SECCOMP_DENIED}.items():
+              ctypes.set_errno(0)
+              result = libc.syscall(number, bad, bad, bad, bad, bad, bad)
+              err = ctypes.get_errno()
+              if result != -1 or err != expected:
+                  wrong.append(f"{name}={result}/{err}")
+          print("ALLOWED " + " ".join(wrong) if wrong else "DENIED")
+          """,
+        skipReason: seccompRelaxed),
+      SelfTest(
+        "seccomp: raw packet and vsock sockets are refused", layer: .seccomp, expect: "DENIED",
+        python: """
+          import socket
+          allowed = []
+          for family in (17, 40, 4):  # AF_PACKET, AF_VSOCK, AF_IPX
+              try:
+                  socket.socket(family, socket.SOCK_RAW if family == 17 else socket.SOCK_STREAM).close()
+                  allowed.append(family)
+              except OSError as e:
+                  if e.errno != 97:  # EAFNOSUPPORT from the filter
+                      allowed.append(f"{family}:{e.errno}")
+          print("ALLOWED " + str(allowed) if allowed else "DENIED")
+          """,
+        skipReason: seccompRelaxed),
+      SelfTest(
+        "seccomp, network off: AF_INET and AF_INET6 sockets are refused", layer: .seccomp, network: .disabled,
+        expect: "DENIED",
+        python: """
+          import socket
+          allowed = []
+          for family in (socket.AF_INET, socket.AF_INET6):
+              try:
+                  socket.socket(family, socket.SOCK_STREAM).close()
+                  allowed.append(int(family))
+              except OSError as e:
+                  if e.errno != 97:
+                      allowed.append(f"{int(family)}:{e.errno}")
+          print("ALLOWED " + str(allowed) if allowed else "DENIED")
+          """,
+        skipReason: seccompRelaxed),
+      SelfTest(
+        "TIOCSTI with high bits set in the request is refused too", layer: .seccomp, expect: "BLOCKED",
+        python: """
+          import ctypes, os
+          libc = ctypes.CDLL(None, use_errno=True)
+          r, w = os.pipe()  # not a tty: without the filter the kernel would say ENOTTY
+          result = libc.ioctl(r, ctypes.c_ulong(0xDEAD000000005412), ctypes.c_char_p(b"x"))
+          print("BLOCKED" if result == -1 and ctypes.get_errno() == 1 else f"ALLOWED {result}/{ctypes.get_errno()}")
+          """,
+        skipReason: seccompRelaxed),
+      SelfTest(
+        "the caller's session keyring is unreadable", layer: .seccomp, expect: "BLOCKED",
+        python: """
+          import ctypes
+          libc = ctypes.CDLL(None, use_errno=True)
+          KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING = 0, -3
+          result = libc.syscall({KEYCTL}, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
+          print("READABLE " + str(result) if result >= 0 else "BLOCKED " + str(ctypes.get_errno()))
+          """.replacing("{KEYCTL}", with: SeccompFilter.Architecture.native == .aarch64 ? "219" : "250"),
+        skipReason: seccompRelaxed),
+      SelfTest(
+        "core dumps are off and open files are capped", layer: .limits, expect: "LIMITED",
+        python: """
+          import resource
+          core = resource.getrlimit(resource.RLIMIT_CORE)
+          files = resource.getrlimit(resource.RLIMIT_NOFILE)
+          print("LIMITED" if core == (0, 0) and files[1] <= {OPEN_FILES} else f"UNLIMITED core={core} files={files}")
+          """),
+      SelfTest(
+        "a memory bomb ends in MemoryError at the memory limit", layer: .limits, expect: "CONTAINED",
+        python: """
+          limit = {MEMORY_LIMIT}
+          if not limit:
+              print("SKIP no memory limit configured")
+              raise SystemExit
+          try:
+              block = bytearray(limit + (256 << 20))  # one allocation past the limit; never touched
+              print("ALLOCATED", len(block))
+          except MemoryError:
+              print("CONTAINED")
+          """),
       SelfTest(
         "TIOCSTI cannot inject into a terminal (no controlling terminal)", layer: .namespaces,
         expect: "BLOCKED",
@@ -42,7 +136,7 @@ extension ExtraTests {
           result = libc.ptrace(PTRACE_SEIZE, 1, None, None)
           print("ATTACHED" if result == 0 else "BLOCKED " + str(ctypes.get_errno()))
           """,
-        knownGap: "no seccomp filter yet; pid 1 is bwrap's own init, same uid, no capabilities to gain"),
+        skipReason: seccompRelaxed),
       SelfTest(
         "process_vm_readv of pid 1 is refused", layer: .seccomp, expect: "BLOCKED",
         python: """
@@ -58,7 +152,7 @@ extension ExtraTests {
           # EFAULT means the call was allowed and only the address was bad.
           print("ALLOWED" if result >= 0 or err == 14 else "BLOCKED " + str(err))
           """,
-        knownGap: "no seccomp filter yet; pid 1 is bwrap's own init inside the sandbox"),
+        skipReason: seccompRelaxed),
       SelfTest(
         "mknod of a device fails", layer: .namespaces, expect: "BLOCKED",
         python: """

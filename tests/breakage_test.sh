@@ -64,6 +64,8 @@ else
   echo "ok - breakage: capabilities kept # SKIP bwrap drops capabilities for unprivileged callers anyway"
 fi
 breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 7</dev/null"
+breakage "the seccomp filter dropped" "" "seccomp: every denied system call fails with its errno" "$(drop --seccomp 1)"
+breakage "the startup handshake skipped (no rlimits)" "" "core dumps are off and open files are capped" "$(drop --block-fd 1)"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

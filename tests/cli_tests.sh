@@ -99,6 +99,35 @@ check "json: --env reaches the payload, host variables do not" test "$(json_fiel
 out=$(run --print-bwrap-argv --code 1 2>/dev/null)
 check "debug: --print-bwrap-argv prints the bwrap command line" test -n "$(grep -x -- --unshare-pid <<<"$out")"
 
+# Limits from the command line.
+usage_case "a negative limit" run --no-apparmor --venv "$VENV" --memory-mb -5 --code 1
+usage_case "a non-numeric limit" run --no-apparmor --venv "$VENV" --cpu-seconds soon --code 1
+out=$(run --json --cpu-seconds 1 --code 'while True: pass' 2>/dev/null)
+check "limits: --cpu-seconds ends a spin and the JSON says limit_hit cpu" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "cpu" and d["returncode"] == -24, d' "$out"
+out=$(run --json --memory-mb 128 --code 'x = bytearray(1 << 30)' 2>/dev/null)
+check "limits: --memory-mb ends a memory bomb in MemoryError (limit_hit memory)" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "memory" and "MemoryError" in d["stderr"], d' "$out"
+out=$(run --json --code 'print(1)' 2>/dev/null)
+check "layers: the JSON lists the active layers" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["layers"] == ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size", "seccomp"] and d["limit_hit"] is None, d' "$out"
+# Peak RSS of the CLI (the largest of its waited-for descendants, so the sandbox's too).
+rss=$(python3 - "$SB" "$VENV" "$TMP/flood.json" <<'PY'
+import resource, subprocess, sys
+sandbox, venv, out = sys.argv[1:4]
+code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(200): sys.stdout.write(chunk)"
+with open(out, "wb") as f:
+    subprocess.run([sandbox, "run", "--no-apparmor", "--venv", venv, "--json", "--max-output-bytes", "1048576", "--code", code],
+                   stdout=f, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+PY
+)
+check "limits: a 200 MiB flood with a 1 MiB cap keeps the host process under 100 MiB RSS (${rss} KiB)" \
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["output_truncated"] and len(d["stdout"]) == 1 << 20 and int(sys.argv[2]) < 100 * 1024' "$TMP/flood.json" "$rss"
+if [ "$(id -u)" = 0 ]; then
+  out=$(run --max-processes 20 --code 1 2>&1); rc=$?
+  check "limits: --max-processes as root is refused (RLIMIT_NPROC does not bind root)" test "$rc" = 2 -a -n "$(grep 'process limit layer cannot be applied' <<<"$out")"
+fi
+out=$(run --json --no-seccomp --code 'import ctypes; print(ctypes.CDLL(None).ptrace(0x4206, 1, None, None))' 2>/dev/null)
+check "seccomp: --no-seccomp relaxes the layer explicitly (and the JSON says so)" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == "0\n" and "seccomp" not in d["layers"], d' "$out"
+
 # A bwrap older than 0.8.0 is refused before anything runs, in both modes.
 mkdir -p "$TMP/oldbwrap"
 cat > "$TMP/oldbwrap/bwrap" <<'OLD'

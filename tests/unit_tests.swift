@@ -488,6 +488,79 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     cancelled?.cancelled == true && ContinuousClock.now - started < .seconds(5) && cancelled?.stdoutText == "up\n",
     "e2e: cancelling the Task kills the sandbox and returns the partial output")
 
+  // Limits: each one ends a bounded bomb, and the result says which.
+  func limited(_ limits: SandboxLimits, seccomp: Bool = true) -> Sandbox? {
+    try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, limits: limits, seccompEnabled: seccomp))
+  }
+  if let cpu = limited(SandboxLimits(cpuSeconds: 1)) {
+    let spin = payload(cpu, "while True: pass", timeout: .seconds(20))
+    t.expect(spin?.limitHit == .cpu && spin?.returnCode == -SIGXCPU && (spin?.duration ?? .seconds(99)) < .seconds(10), "limits: a CPU spin ends at the CPU limit (SIGXCPU), reported as cpu", "\(String(describing: spin?.limitHit)) \(String(describing: spin?.returnCode))")
+    let stubborn = payload(cpu, "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass", timeout: .seconds(20))
+    t.expect(stubborn?.limitHit == .cpu && stubborn?.returnCode == -SIGKILL, "limits: ignoring SIGXCPU ends in SIGKILL at the hard limit, still reported as cpu", "\(String(describing: stubborn?.limitHit)) \(String(describing: stubborn?.returnCode))")
+  }
+  if let memory = limited(SandboxLimits(memoryBytes: 256 << 20)) {
+    let bomb = payload(memory, "chunks = []\nfor _ in range(64):\n    chunks.append(bytearray(64 << 20))\nprint('survived')")  // ceiling 4 GiB
+    t.expect(bomb?.limitHit == .memory && bomb?.stderrText.contains("MemoryError") == true && bomb?.stdoutText == "", "limits: a stepwise memory bomb ends in MemoryError, reported as memory")
+  }
+  let fileMount = "\(temp)/e2e-limits"
+  shell("rm -rf '\(fileMount)' && mkdir -p '\(fileMount)'")
+  if let files = limited(SandboxLimits(fileSizeBytes: 20 << 20)) {
+    let big = payload(files, "open('/mnt/big', 'wb').write(b'x' * (200 << 20))", mount: fileMount)
+    var info = stat()
+    stat("\(fileMount)/big", &info)
+    t.expect(big?.limitHit == .fileSize && info.st_size == 20 << 20, "limits: a 200 MiB write with a 20 MiB file limit stops at 20 MiB", "size \(info.st_size)")
+  }
+  let crash = payload(sandbox, "import os\nos.abort()", mount: fileMount)
+  t.expect(crash?.returnCode == -SIGABRT && crash?.changedFiles.contains(where: { $0.hasPrefix("core") }) == false, "limits: a crash leaves no core file in /mnt")
+  let setuid = payload(sandbox, "import os\nopen('/mnt/tool', 'w').write('#!/bin/sh\\n')\nos.chmod('/mnt/tool', 0o6755)\nprint(oct(os.stat('/mnt/tool').st_mode & 0o7777))", mount: fileMount)
+  var toolInfo = stat()
+  stat("\(fileMount)/tool", &toolInfo)
+  t.expect(setuid?.stdoutText == "0o6755\n" && toolInfo.st_mode & 0o7777 == 0o755, "limits: setuid/setgid bits a payload sets in /mnt are cleared on the host", String(toolInfo.st_mode & 0o7777, radix: 8))
+  if let small = limited(SandboxLimits(tmpfsBytes: 8 << 20)) {
+    let fill = payload(small, "import errno\ntry:\n    open('/tmp/fill', 'wb').write(b'x' * (32 << 20)); print('WROTE')\nexcept OSError as e: print('FULL', e.errno == errno.ENOSPC)")
+    t.expect(fill?.stdoutText == "FULL True\n", "limits: /tmp is capped at the tmpfs size", fill?.stdoutText ?? "")
+  }
+  let ordinary = payload(sandbox, """
+    import asyncio, subprocess, threading, multiprocessing as mp
+    box = []
+    t = threading.Thread(target=box.append, args=(1,)); t.start(); t.join()
+    out = subprocess.run(["/bin/echo", "sub"], capture_output=True, text=True).stdout.strip()
+    a, b = mp.Pipe(); a.send("pipe"); got = b.recv()
+    with mp.Pool(2) as pool: doubled = pool.map(abs, [-1, -2])
+    print(box, out, got, doubled, asyncio.run(asyncio.sleep(0, result="async")))
+    """, timeout: .seconds(60))
+  t.expect(ordinary?.stdoutText == "[1] sub pipe [1, 2] async\n", "limits+seccomp: threads, subprocess, multiprocessing (pipes, pool) and asyncio still work", (ordinary?.stdoutText ?? "") + (ordinary?.stderrText ?? ""))
+  let numpy = payload(sandbox, "import importlib.util\nif importlib.util.find_spec('numpy') is None: print('ABSENT')\nelse:\n    import numpy as np\n    print(int(np.arange(10).sum()), float(np.linalg.inv(np.eye(3)).trace()))", timeout: .seconds(60))
+  if numpy?.stdoutText == "ABSENT\n" {
+    t.skip("limits+seccomp: numpy works", "numpy is not installed in \(venv)")
+  } else {
+    t.expect(numpy?.stdoutText == "45 3.0\n", "limits+seccomp: numpy works under the default limits", (numpy?.stdoutText ?? "") + (numpy?.stderrText ?? ""))
+  }
+  let relaxed = limited(SandboxLimits(), seccomp: false)
+  let ptrace = relaxed.flatMap { payload($0, "import ctypes\nprint(ctypes.CDLL(None).ptrace(0x4206, 1, None, None))") }
+  t.expect(ptrace?.stdoutText == "0\n" && ptrace?.layers.contains("seccomp") == false, "seccomp: relaxing the layer is explicit and shows in the result's layers")
+  t.expect(hello?.layers.contains("seccomp") == true && hello?.layers.contains("rlimits") == true, "layers: a run lists the layers that were active")
+  if getuid() == 0 {
+    t.expectError("limits: --max-processes is refused for root callers, not silently ignored", { if case .layerUnavailable = $0 { true } else { false } }) {
+      () throws(SandboxError) in _ = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, limits: SandboxLimits(maxProcesses: 50)))
+    }
+  } else if let few = limited(SandboxLimits(maxProcesses: 40)) {
+    let bomb = payload(few, """
+      import os, time
+      started = failed = 0
+      for _ in range(120):  # bounded by the test itself
+          try:
+              if os.fork() == 0:
+                  time.sleep(2); os._exit(0)
+              started += 1
+          except OSError:
+              failed += 1
+      print("CAPPED" if failed and started < 40 else f"UNCAPPED {started}")
+      """, timeout: .seconds(30))
+    t.expect(bomb?.stdoutText == "CAPPED\n", "limits: a fork loop stops at the process limit (unprivileged caller)", bomb?.stdoutText ?? "")
+  }
+  shell("rm -rf '\(fileMount)'")
+
   // The startup gate.
   t.expectError("gate: run is refused before the suite has passed", { if case .selfTestGateClosed = $0 { true } else { false } }) {
     () throws(SandboxError) in try SelfTestGate.requirePassed()
