@@ -45,6 +45,9 @@ replace_pair() {  # bash that replaces the pair "$1 $2" with "$3 $4 ..." (nothin
   local old1=$1 old2=$2; shift 2
   echo "new=(); i=0; while [ \$i -lt \${#args[@]} ]; do if [ \"\${args[\$i]}\" = '$old1' ] && [ \"\${args[\$((i + 1))]}\" = '$old2' ]; then new+=($*); i=\$((i + 2)); continue; fi; new+=(\"\${args[\$i]}\"); i=\$((i + 1)); done; args=(\"\${new[@]}\")"
 }
+insert_before_chdir() {  # bash that adds the given arguments as the last mounts
+  echo "new=(); for a in \"\${args[@]}\"; do if [ \"\$a\" = --chdir ]; then new+=($*); fi; new+=(\"\$a\"); done; args=(\"\${new[@]}\")"
+}
 insert_first() {  # bash that puts the given arguments first
   echo "args=($* \"\${args[@]}\")"
 }
@@ -53,19 +56,19 @@ breakage "the host's /etc bound whole" "" "/etc holds only the documented files"
 breakage "no pid namespace" "" "/proc shows only the sandbox's processes" "$(drop --unshare-pid)"
 breakage "no --clearenv, launcher environment holds a secret" "" "the environment holds only the allowlisted variables" \
   "environment+=(HOST_SECRET=leaked); $(drop --clearenv)"
-breakage "the host's /tmp bound instead of a private tmpfs" "" "/tmp is private" "$(replace_pair --tmpfs /tmp --bind /tmp /tmp)"
+breakage "the host's /tmp bound instead of a private tmpfs" "" "/tmp is private" "$(insert_before_chdir --bind /tmp /tmp)"
 breakage "no network namespace with --disable-network" "--disable-network" "network off: only the loopback interface exists" "$(drop --unshare-net)"
 breakage "/proc left writable" "" "/proc/sys and /proc/sysrq-trigger are not writable" "$(replace_pair --remount-ro /proc)"
 breakage "no uts namespace" "" "the hostname is the sandbox's own" "$(drop --unshare-uts) ; $(drop --hostname 1)"
-breakage "no --disable-userns" "" "a nested user namespace cannot be created" "$(drop --disable-userns)"
+breakage "no --disable-userns (and no seccomp)" "" "a nested user namespace cannot be created" "$(drop --disable-userns) ; $(drop --assert-userns-disabled) ; $(drop --seccomp 1)"
 if [ "$(id -u)" = 0 ]; then
   breakage "capabilities kept (root caller)" "" "the payload holds no capabilities" "$(drop --cap-drop 1)"
 else
   echo "ok - breakage: capabilities kept # SKIP bwrap drops capabilities for unprivileged callers anyway"
 fi
-breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 7</dev/null"
+breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 20</dev/null"
 breakage "the seccomp filter dropped" "" "seccomp: every denied system call fails with its errno" "$(drop --seccomp 1)"
-breakage "the startup handshake skipped (no rlimits)" "" "core dumps are off and open files are capped" "$(drop --block-fd 1)"
+breakage "the startup handshake skipped (no rlimits)" "" "core dumps are off and open files are capped" "$(drop --block-fd 1) ; $(drop --info-fd 1)"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
