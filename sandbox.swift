@@ -2,17 +2,19 @@
 //
 // What it does: every run starts a fresh bubblewrap (`bwrap`) container with a read-only,
 // mostly empty filesystem view (a read-only tmpfs root, read-only system dirs, the venv
-// read-only, a private /tmp, a minimal /dev, a read-only /proc with sensitive files masked),
-// new user/pid/ipc/uts/cgroup namespaces (and a new network namespace when the network is
-// off), no capabilities, no_new_privs, a scrubbed environment and no inherited descriptors.
-// One host directory below the system temp dir may be bound read-write at /mnt; the files the
-// payload creates, changes or deletes there are reported back.
+// read-only, a private size-capped /tmp, a minimal read-only /dev, a read-only /proc with
+// sensitive files masked), new user/pid/ipc/uts/cgroup namespaces (and a new network namespace
+// when the network is off), no capabilities, no_new_privs, no nested user namespaces, a seccomp
+// filter, rlimits set before the payload starts, a scrubbed environment and no inherited
+// descriptors. One host directory below the system temp dir may be bound read-write at /mnt;
+// the files the payload creates, changes or deletes there are reported back.
 //
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
-// kernel is shared), network exfiltration while the network is on (the default), resource
-// exhaustion beyond the output cap and the timeout (CPU, memory, disk and process limits are
-// not applied yet), and anything an AppArmor profile would add: this version has no AppArmor
-// layer and refuses to run unless it is explicitly switched off (`--no-apparmor`).
+// kernel is shared), network exfiltration and host loopback/abstract-socket access while the
+// network is on (the default), filling the filesystem behind /mnt with many files, fork bombs
+// by root callers (RLIMIT_NPROC does not bind root), and anything an AppArmor profile would
+// add: this version has no AppArmor layer and refuses to run unless it is explicitly switched
+// off (`--no-apparmor`).
 //
 // Build:  swiftc -O -parse-as-library sandbox.swift [sandbox_extra_tests.swift] -o sandbox
 // Embed:  add this file to your target and pass `-D SANDBOX_LIBRARY` to drop the entry point.
@@ -33,7 +35,7 @@
 //
 // Sections, in the order a run flows:
 //   Public API: configuration · Public API: results · Errors · Sandbox (one run) ·
-//   Host preflight · bwrap command line · AppArmor · Process spawning · Workspace changes ·
+//   Host preflight · bwrap command line · seccomp filter · AppArmor · Process spawning · Workspace changes ·
 //   Glibc helpers · Self-tests: suite · Self-tests: runner · Extension point · Command line
 
 #if canImport(Glibc)
