@@ -6,7 +6,8 @@
 // For payload print('hello'), per network mode, in one interleaved loop (A B C D A B C D …):
 //   bare    venv/bin/python -c …, spawned directly;
 //   bwrap   bwrap with exactly the argv and descriptors `Sandbox.run` builds, spawned directly
-//           through the same spawner (so the only difference to `api` is the sandbox's own work);
+//           through the same spawner, including the startup handshake that sets the rlimits
+//           (so the only difference to `api` is the sandbox's own work);
 //   cli     `sandbox run --code …`, the whole process;
 //   api     `Sandbox.run` in this process; and `async` with 4 concurrent tasks (wall time / 4).
 // Plus: change tracking alone with 10, 1,000 and 10,000 files (two snapshots and a diff), a
@@ -130,13 +131,13 @@ enum Bench {
         exit(1)
       }
       let environment = (try? makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: [:])) ?? []
-      let invocation = makeBwrapInvocation(
-        RunPlan(host: sandbox.host.layout, venv: sandbox.venv, networkEnabled: network, mountDirectoryFD: nil,
-          payload: .code(code), environment: environment))
+      let invocation = makeBwrapInvocation(sandbox.makePlan(.code(code), workspace: nil, environment: environment))
+      let limits = sandbox.config.limits
       let bare = SpawnRequest(executable: sandbox.venv.python, arguments: ["-c", code], environment: [])
       let raw = SpawnRequest(
         executable: sandbox.host.bwrapPath, arguments: invocation.arguments, environment: [],
-        inheritedInputs: invocation.inputs)
+        inheritedInputs: invocation.inputs,
+        onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) })  // bwrap waits for its gate
       let cli = SpawnRequest(
         executable: binary,
         arguments: ["run", "--no-apparmor", "--venv", venv, network ? "--enable-network" : "--disable-network", "--code", code],
