@@ -66,6 +66,9 @@ public struct SandboxConfig: Sendable, Equatable {
   public var limits: SandboxLimits
   /// Whether the seccomp filter is applied; `false` relaxes that layer explicitly.
   public var seccompEnabled: Bool
+  /// Continue (with a warning) when the installed profile differs from the generated one,
+  /// e.g. because a deployment added paths to it.
+  public var ignoreProfileDiffs: Bool = false
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
@@ -230,8 +233,16 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case userNamespacesUnavailable(reason: String, fix: String)
   /// AppArmor was requested but the kernel cannot apply it.
   case appArmorUnavailable(reason: String)
-  /// AppArmor is enabled on this kernel, but this build has no AppArmor layer yet.
-  case appArmorLayerMissing(profile: String)
+  /// The profile is not installed or not loaded; `profile` is what to install.
+  case appArmorProfileNotInstalled(name: String, profile: String, installed: Bool)
+  /// The installed profile differs from the one generated for this venv.
+  case appArmorProfileDiffers(name: String, diff: String)
+  /// The profile is loaded but not enforcing (complain mode protects nothing).
+  case appArmorProfileNotEnforcing(name: String, mode: String)
+  /// A path the profile must name contains characters AppArmor treats as syntax.
+  case unsafeAppArmorPath(path: String)
+  /// `aa-exec` is missing.
+  case aaExecNotFound
   /// The C library lacks a function the spawner needs.
   case glibcTooOld(function: String)
   /// A requested protection layer cannot be applied here (fail closed).
@@ -264,8 +275,17 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .userNamespacesUnavailable(let reason, _): return "user namespaces are unavailable: \(reason)"
     case .appArmorUnavailable(let reason):
       return "the AppArmor layer cannot be applied here: \(reason)"
-    case .appArmorLayerMissing(let profile):
-      return "AppArmor is enabled on this kernel, but this build cannot generate or apply profile '\(profile)' yet"
+    case .appArmorProfileNotInstalled(let name, _, let installed):
+      return installed
+        ? "AppArmor profile '\(name)' is installed in \(AppArmorPaths.profileDirectory) but not loaded in the kernel"
+        : "AppArmor profile '\(name)' is not installed (\(AppArmorPaths.profileDirectory)/\(name) is missing)"
+    case .appArmorProfileDiffers(let name, let diff):
+      return "the installed AppArmor profile \(AppArmorPaths.profileDirectory)/\(name) differs from the one generated for this venv:\n\(diff)"
+    case .appArmorProfileNotEnforcing(let name, let mode):
+      return "AppArmor profile '\(name)' is loaded in \(mode) mode, which logs but does not protect"
+    case .unsafeAppArmorPath(let path):
+      return "the path '\(printable(path))' contains characters AppArmor treats as pattern syntax (* ? [ ] { } ^ \" \\ # ,)"
+    case .aaExecNotFound: return "aa-exec is not installed or not on PATH"
     case .glibcTooOld(let function): return "the C library has no \(function) (glibc 2.34 or newer is needed)"
     case .layerUnavailable(let layer, let reason, _): return "the \(layer) layer cannot be applied: \(reason)"
     case .system(let call, let path, let code):
@@ -289,11 +309,19 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .invalidScriptPath: return "copy the script into the mount directory and pass it as /mnt/NAME.py"
     case .bwrapNotFound, .bwrapTooOld: return "install it: apt-get install bubblewrap (Debian 12 ships 0.8.0)"
     case .userNamespacesUnavailable(_, let fix): return fix
-    case .appArmorUnavailable, .appArmorLayerMissing:
+    case .appArmorUnavailable:
       return "pass --no-apparmor (library: appArmor: .disabled) to run with the other layers only"
+    case .appArmorProfileNotInstalled(let name, _, _):
+      return "install the profile printed above with the commands shown, then run again (profile name: \(name))"
+    case .appArmorProfileDiffers(let name, _):
+      return "regenerate /etc/apparmor.d/\(name) from the tool's output and reload it, or pass --ignore-profile-diffs if the differences are yours"
+    case .appArmorProfileNotEnforcing(let name, _):
+      return "sudo aa-enforce /etc/apparmor.d/\(name)"
+    case .unsafeAppArmorPath: return "move the venv (and its base interpreter) to a path without those characters"
+    case .aaExecNotFound: return "install it: apt-get install apparmor"
     case .sandboxSetupFailed(let message):
       if message.contains("uid map") || message.contains("Permission denied") || message.contains("namespace") {
-        return "the kernel refused a namespace; on Ubuntu 24.04 see kernel.apparmor_restrict_unprivileged_userns"
+        return "the kernel refused an operation bwrap needs: with AppArmor on, dmesg | grep 'apparmor=\"DENIED\"' shows what the profile blocked; on Ubuntu 24.04 see kernel.apparmor_restrict_unprivileged_userns"
       }
       return nil
     case .selfTestGateClosed: return "run 'sandbox --venv PATH --no-apparmor --verbose' and fix what fails"
@@ -307,7 +335,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     switch self {
     case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName,
       .invalidEnvironment, .invalidMountDirectory, .invalidScriptPath, .invalidTimeout,
-      .appArmorUnavailable, .appArmorLayerMissing, .layerUnavailable:
+      .appArmorUnavailable, .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing,
+      .unsafeAppArmorPath, .aaExecNotFound, .layerUnavailable:
       return true
     default: return false
     }
@@ -322,6 +351,10 @@ public struct Sandbox: Sendable {
   public let config: SandboxConfig
   let venv: VenvLayout
   let host: HostFacts
+  /// What runs bwrap: `aa-exec -p NAME --` when AppArmor is on, nothing otherwise.
+  let launcher: [String]
+  /// Warnings the caller should show (e.g. an installed profile that differs, ignored on request).
+  public let warnings: [String]
 
   /// Checks the configuration and the host, so that later runs fail only for per-run reasons.
   ///
@@ -350,14 +383,37 @@ public struct Sandbox: Sendable {
         reason: "RLIMIT_NPROC does not bind root, and no delegated cgroup v2 is used",
         relax: "run as an unprivileged user, or leave --max-processes (maxProcesses) unset")
     }
+    var launcher: [String] = []
+    var warnings: [String] = []
     if case .profile(let name) = config.appArmor {
       // Never fall back silently: a requested layer either applies or the run is refused.
       if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
-      throw .appArmorLayerMissing(profile: name)
+      let profile = try makeAppArmorProfile(
+        name: name, venv: venv, interpreter: resolvedPath(venv.python) ?? venv.python, host: host.layout,
+        bwrapPath: host.bwrapPath, support: AppArmorSupport.current, isDirectory: isDirectory)
+      let installedPath = "\(AppArmorPaths.profileDirectory)/\(name)"
+      guard let installed = readSmallFile(installedPath) else {
+        throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: false)
+      }
+      if installed != profile {
+        let diff = makeUnifiedDiff(old: installed, new: profile, oldName: installedPath, newName: "generated for \(venv.root)")
+        guard config.ignoreProfileDiffs else { throw .appArmorProfileDiffers(name: name, diff: diff) }
+        warnings.append("the installed profile \(installedPath) differs from the generated one; continuing (--ignore-profile-diffs)")
+      }
+      switch AppArmorProfileState.read(name) {
+      case .enforce: break
+      case .notLoaded: throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: true)
+      case .complain: throw .appArmorProfileNotEnforcing(name: name, mode: "complain")
+      case .other(let mode): throw .appArmorProfileNotEnforcing(name: name, mode: mode)
+      }
+      guard let aaExec = findExecutable("aa-exec") else { throw .aaExecNotFound }
+      launcher = [aaExec, "-p", name, "--"]  // one profile for bwrap's setup and the payload
     }
     self.config = config
     self.venv = venv
     self.host = host
+    self.launcher = launcher
+    self.warnings = warnings
   }
 
   /// Runs `payload` once inside the sandbox and collects what it did.
@@ -437,8 +493,9 @@ public struct Sandbox: Sendable {
     let limits = config.limits
     let outcome = try spawnAndCollect(
       SpawnRequest(
-        executable: host.bwrapPath, arguments: invocation.arguments, environment: [],
-        stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
+        executable: launcher.first ?? host.bwrapPath,
+        arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
+        environment: [], stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
         outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal,
         onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) }))
     if outcome.looksLikeSetupFailure {
@@ -807,6 +864,8 @@ struct RunPlan {
 struct BwrapInvocation {
   var arguments: [String]
   var inputs: [ChildInput]
+  /// The mount table the arguments were rendered from (the AppArmor profile is derived from it).
+  var mounts: [Mount]
 }
 
 /// Builds the bwrap command line for one run.
@@ -874,7 +933,7 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
   }
   for mount in mounts { arguments += mount.bwrapArguments }
   arguments += ["--chdir", Layout.mountPoint, "--"] + command
-  return BwrapInvocation(arguments: arguments, inputs: inputs)
+  return BwrapInvocation(arguments: arguments, inputs: inputs, mounts: mounts)
 }
 
 // MARK: - seccomp filter
@@ -1058,11 +1117,352 @@ enum SeccompFilter {
   }
 }
 
-// MARK: - AppArmor
+// MARK: - AppArmor profile
 
-// The AppArmor layer (profile generation, install commands, diff check, aa-exec) is not in
-// this version. `HostFacts.appArmorAbsenceReason` reports whether the kernel could enforce
-// one, and `Sandbox.init` refuses any configuration that asks for a profile.
+/// Which AppArmor language the parser and kernel on this host understand.
+struct AppArmorSupport: Sendable, Equatable {
+  /// `apparmor_parser --version`, e.g. "3.0.8"; nil when the parser is not installed.
+  var parserVersion: String?
+  /// The kernel mediates user namespace creation (`features/namespaces/userns_create`).
+  var kernelMediatesUserns: Bool
+
+  /// AppArmor 4 syntax (`abi <abi/4.0>`, `userns,`) only where both sides support it.
+  var usesABI4: Bool { (parseVersion(parserVersion ?? "")?.first ?? 0) >= 4 && kernelMediatesUserns }
+
+  /// Probed once per process, when a profile is first needed.
+  static let current = probe()
+
+  static func probe() -> AppArmorSupport {
+    var version: String? = nil
+    if let parser = findExecutable("apparmor_parser"),
+      let outcome = try? spawnAndCollect(SpawnRequest(executable: parser, arguments: ["--version"], environment: [], timeout: .seconds(10)))
+    {
+      version = firstLine(of: outcome.stdout).split(separator: " ").last.map(String.init)  // "AppArmor parser version 3.0.8"
+    }
+    return AppArmorSupport(
+      parserVersion: version, kernelMediatesUserns: exists("\(AppArmorPaths.features)/namespaces/userns_create"))
+  }
+}
+
+/// Where AppArmor keeps things on the host.
+enum AppArmorPaths {
+  static let securityfs = "/sys/kernel/security/apparmor"
+  static let features = "/sys/kernel/security/apparmor/features"
+  static let loadedProfiles = "/sys/kernel/security/apparmor/profiles"
+  static let profileDirectory = "/etc/apparmor.d"
+}
+
+/// One profile rule and the reason it exists (written into the profile as a comment).
+struct AppArmorRule: Equatable {
+  var rule: String
+  var why: String
+}
+
+/// Quotes a path for a profile, or refuses it: AppArmor treats `* ? [ ] { } ^ "` and `\` as
+/// pattern syntax, and a newline would end the rule.
+/// - Throws: `SandboxError.unsafeAppArmorPath`.
+func appArmorPath(_ path: String) throws(SandboxError) -> String {
+  let special: Set<Character> = ["*", "?", "[", "]", "{", "}", "^", "\"", "\\", "#", ",", "\0"]
+  if path.contains(where: { special.contains($0) || $0.isNewline }) || path.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+    throw .unsafeAppArmorPath(path: path)
+  }
+  return path.contains(" ") ? "\"\(path)\"" : path
+}
+
+/// Generates the profile that confines bwrap's setup and the payload for this venv.
+///
+/// bwrap sets no_new_privs, so no profile transition can happen inside the sandbox: one profile
+/// covers bwrap (capabilities and mounts to build the sandbox) and the payload (`ix` rules).
+/// Mount rules come from the same mount table the bwrap argv is rendered from, for both /mnt
+/// variants, so a new mount cannot be forgotten here. Paths are as seen inside bwrap's mount
+/// namespace (`/oldroot/…` is the host, `/newroot/…` the sandbox under construction).
+/// - Throws: `SandboxError.unsafeAppArmorPath` for a venv path AppArmor cannot express.
+func makeAppArmorProfile(
+  name: String, venv: VenvLayout, interpreter: String, host: HostLayout, bwrapPath: String,
+  support: AppArmorSupport, isDirectory: (String) -> Bool
+) throws(SandboxError) -> String {
+  let rules = try makeAppArmorRules(
+    name: name, venv: venv, interpreter: interpreter, host: host, bwrapPath: bwrapPath, support: support,
+    isDirectory: isDirectory)
+  var text = """
+    # AppArmor profile \(name), generated by sandbox.swift for the venv \(venv.root).
+    # Regenerate it with the tool rather than editing it: the tool compares the installed copy.
+    abi <abi/\(support.usesABI4 ? "4.0" : "3.0")>,
+    include <tunables/global>
+
+    profile \(name) flags=(attach_disconnected) {
+
+    """
+  for rule in rules {
+    text += "  # \(rule.why)\n  \(rule.rule)\n"
+  }
+  return text + "}\n"
+}
+
+func makeAppArmorRules(
+  name: String, venv: VenvLayout, interpreter: String, host: HostLayout, bwrapPath: String,
+  support: AppArmorSupport, isDirectory: (String) -> Bool
+) throws(SandboxError) -> [AppArmorRule] {
+  let venvRoot = try appArmorPath(venv.root)
+  let prefix = try venv.basePrefix.map { (path) throws(SandboxError) in try appArmorPath(path) }
+  let python = try appArmorPath(interpreter)
+  let bwrap = try appArmorPath(bwrapPath)
+  var rules: [AppArmorRule] = [
+    AppArmorRule(rule: "include <abstractions/base>", why: "libc, the dynamic loader, locales"),
+    // bwrap building the sandbox (verified in enforce mode: bwrap 0.8, apparmor 3.0.8, Linux 6.1)
+    AppArmorRule(rule: "\(bwrap) mr,", why: "bwrap itself, started by aa-exec under this profile"),
+    AppArmorRule(rule: "capability sys_admin,", why: "bwrap: new namespaces, mount, pivot_root (inside its user namespace)"),
+    AppArmorRule(rule: "capability net_admin,", why: "bwrap: bring up lo in a new network namespace"),
+    AppArmorRule(rule: "capability setpcap,", why: "bwrap --cap-drop ALL drops the bounding set (as root)"),
+    AppArmorRule(rule: "deny capability dac_override,", why: "asked for by bwrap, not needed: refused quietly (the payload holds no capabilities at all)"),
+    AppArmorRule(rule: "deny capability sys_ptrace,", why: "asked for by bwrap, not needed; no ptrace outside the sandbox"),
+    AppArmorRule(rule: "capability sys_resource,", why: "bwrap --disable-userns lowers user.max_user_namespaces in its nested namespace"),
+    AppArmorRule(rule: "network netlink raw,", why: "bwrap: rtnetlink for lo; Python: interface names"),
+    AppArmorRule(rule: "@{PROC}/sys/kernel/overflow{u,g}id r,", why: "bwrap: user namespace setup"),
+    AppArmorRule(rule: "@{PROC}/sys/user/max_user_namespaces r,", why: "bwrap: user namespace setup"),
+    AppArmorRule(rule: "@{PROC}/sys/user/max_user_namespaces w,", why: "bwrap --disable-userns lowers it inside the sandbox's own namespace"),
+    AppArmorRule(rule: "@{PROC}/@{pid}/{uid_map,gid_map,setgroups} rw,", why: "bwrap: map the caller's uid and gid"),
+    AppArmorRule(rule: "@{PROC}/@{pid}/mountinfo r,", why: "bwrap: read its mounts to remount them"),
+    AppArmorRule(rule: "@{PROC}/@{pid}/fd/ r,", why: "bwrap: descriptors (--bind-fd, --ro-bind-data)"),
+    AppArmorRule(rule: "/ r,", why: "bwrap: the root it builds on"),
+    AppArmorRule(rule: "/tmp/{newroot,oldroot}/ w,", why: "bwrap: staging points of pivot_root"),
+    AppArmorRule(rule: "/newroot/** rwl,", why: "bwrap: mount points and generated files of the new root"),
+    AppArmorRule(rule: "/bindfile* rw,", why: "bwrap: staging file of each --ro-bind-data (generated /etc files, the code)"),
+    AppArmorRule(rule: "mount options=(rw, silent, rslave) -> /,", why: "bwrap: stop mount propagation to the host"),
+    AppArmorRule(rule: "mount fstype=tmpfs -> /tmp/,", why: "bwrap: the staging tmpfs"),
+    AppArmorRule(rule: "mount options=(rw, rbind) /tmp/newroot/ -> /tmp/newroot/,", why: "bwrap: make the new root a mount point"),
+    AppArmorRule(rule: "pivot_root oldroot=/tmp/oldroot/ /tmp/,", why: "bwrap: first pivot"),
+    AppArmorRule(rule: "mount options=(rw, silent, rprivate) -> /oldroot/,", why: "bwrap: detach the host's mounts"),
+  ]
+  // Mounts of the sandbox, from the mount table (with and without a host mount dir).
+  let variants = [Int32(3), nil].map { fd in
+    makeBwrapInvocation(
+      RunPlan(
+        host: host, venv: venv, networkEnabled: false, mountDirectoryFD: fd, payload: .code(""), environment: [],
+        tmpfsBytes: 1, seccompProgram: nil)
+    ).mounts
+  }
+  var seen: Set<String> = Set(rules.map(\.rule))
+  for mount in variants.joined() {
+    for rule in try appArmorMountRules(mount, isDirectory: isDirectory) where seen.insert(rule.rule).inserted {
+      rules.append(rule)
+    }
+  }
+  rules += [
+    AppArmorRule(rule: "pivot_root oldroot=/newroot/ /newroot/,", why: "bwrap: make the new root the root"),
+    AppArmorRule(rule: "umount /oldroot/,", why: "bwrap: drop the host's filesystem"),
+    AppArmorRule(rule: "umount /,", why: "bwrap: drop the host's filesystem"),
+    AppArmorRule(rule: "signal (receive) peer=unconfined,", why: "the host's sandbox process kills bwrap on timeout"),
+    AppArmorRule(rule: "signal (send, receive) peer=\(name),", why: "processes inside the sandbox signal each other"),
+    AppArmorRule(rule: "ptrace (read, readby) peer=\(name),", why: "reading /proc of the sandbox's own processes; nothing outside"),
+    // The payload (bwrap sets no_new_privs, so every exec stays in this profile: ix)
+    AppArmorRule(rule: "\(python) ix,", why: "the venv's interpreter (bin/python resolves here)"),
+    AppArmorRule(rule: "/usr/** mr,", why: "system libraries and the standard library, read-only"),
+    AppArmorRule(rule: "/usr/bin/* ix,", why: "subprocesses the payload may run (sh, coreutils)"),
+    AppArmorRule(rule: "audit deny /usr/sbin/* x,", why: "administration tools are never run from the sandbox (AppArmor-only denial)"),
+    AppArmorRule(rule: "\(venvRoot)/ r,", why: "the venv"),
+    AppArmorRule(rule: "\(venvRoot)/** mr,", why: "the venv's packages, read-only"),
+    AppArmorRule(rule: "\(venvRoot)/bin/* ix,", why: "the venv's scripts"),
+  ]
+  if let prefix {
+    rules += [
+      AppArmorRule(rule: "\(prefix)/** mr,", why: "the base interpreter's prefix (pyenv/uv), read-only"),
+      AppArmorRule(rule: "\(prefix)/bin/* ix,", why: "the base interpreter"),
+    ]
+  }
+  rules += [
+    AppArmorRule(rule: "/etc/ r,", why: "listing /etc shows only the documented files"),
+    AppArmorRule(rule: "/etc/{passwd,group,resolv.conf,hosts} r,", why: "the exposed and generated /etc files"),
+    AppArmorRule(rule: "/etc/ssl/certs/{,**} r,", why: "CA certificates"),
+    AppArmorRule(rule: "/etc/ca-certificates/{,**} r,", why: "CA certificates"),
+    AppArmorRule(rule: "/run/{,sandbox/} r,", why: "the directory of the code (Python lists its script's directory)"),
+    AppArmorRule(rule: "\(Layout.codePath) r,", why: "the code of a .code payload"),
+    AppArmorRule(rule: "\(Layout.mountPoint)/{,**} rwlkm,", why: "/mnt, the one host interface"),
+    AppArmorRule(rule: "/tmp/{,**} rwlkm,", why: "the private /tmp"),
+    AppArmorRule(rule: "/dev/shm/{,**} rwlkm,", why: "POSIX semaphores (multiprocessing)"),
+    AppArmorRule(rule: "/dev/ r,", why: "listing the minimal /dev"),
+    AppArmorRule(rule: "/dev/{null,zero,full,tty,ptmx} rw,", why: "the minimal device nodes"),
+    AppArmorRule(rule: "/dev/{random,urandom} r,", why: "entropy"),
+    AppArmorRule(rule: "/dev/pts/{,*} rw,", why: "pseudo-terminals of --interactive"),
+    AppArmorRule(rule: "@{PROC}/{,**} r,", why: "the sandbox's own /proc (a new pid namespace)"),
+    AppArmorRule(rule: "audit deny @{PROC}/*/environ r,", why: "no process's environment is readable (AppArmor-only denial)"),
+    AppArmorRule(rule: "deny @{PROC}/*/mem rw,", why: "no process's memory is readable"),
+    AppArmorRule(rule: "deny @{PROC}/sys/{kernel,vm,fs,net,dev,debug,abi,crypto}/** w,", why: "no sysctl writes (as root they would be the host's); only user/ is writable, by bwrap, in its own namespace"),
+    AppArmorRule(rule: "deny @{PROC}/sysrq-trigger rw,", why: "Docker's default: never"),
+    AppArmorRule(rule: "deny @{PROC}/{kcore,kmsg,keys,timer_list} rw,", why: "kernel memory, log, keys, timers"),
+    AppArmorRule(rule: "deny /sys/** rwklx,", why: "sysfs is not mounted; never reachable"),
+    AppArmorRule(rule: "audit deny /sys/kernel/security/** rw,", why: "the LSM's own interface"),
+    AppArmorRule(rule: "network unix,", why: "local sockets"),
+    AppArmorRule(rule: "network netlink dgram,", why: "interface lookups"),
+    AppArmorRule(rule: "network inet stream,", why: "TCP when the network is on (the seccomp filter refuses it when off)"),
+    AppArmorRule(rule: "network inet dgram,", why: "UDP and DNS when the network is on"),
+    AppArmorRule(rule: "network inet6 stream,", why: "TCP over IPv6 when the network is on"),
+    AppArmorRule(rule: "network inet6 dgram,", why: "UDP over IPv6 when the network is on"),
+  ]
+  if support.usesABI4 {
+    rules.append(AppArmorRule(rule: "userns,", why: "bwrap needs a user namespace (AppArmor 4 mediates creating one)"))
+  }
+  return rules
+}
+
+/// The mount rules bwrap needs for one entry of the mount table (see `Mount`).
+func appArmorMountRules(_ mount: Mount, isDirectory: (String) -> Bool) throws(SandboxError) -> [AppArmorRule] {
+  func target(_ path: String, directory: Bool) throws(SandboxError) -> String {
+    let inside = try appArmorPath(path == "/" ? "/newroot" : "/newroot\(path)")
+    return directory ? inside + "/" : inside
+  }
+  func remount(_ path: String, directory: Bool) throws(SandboxError) -> AppArmorRule {
+    AppArmorRule(
+      rule: "mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> \(try target(path, directory: directory)),",
+      why: "remount \(path) with its flags")
+  }
+  switch mount {
+  case .readOnly(let path):
+    let directory = isDirectory(path)
+    let source = try appArmorPath("/oldroot\(path)") + (directory ? "/" : "")
+    return [
+      AppArmorRule(rule: "mount options=(rw, rbind) \(source) -> \(try target(path, directory: directory)),", why: "bind \(path) from the host"),
+      try remount(path, directory: directory),
+    ]
+  case .readWriteDescriptor(_, let path):
+    return [
+      AppArmorRule(rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),", why: "bind the validated mount dir (reached through its descriptor) at \(path)"),
+      try remount(path, directory: true),
+    ]
+  case .tmpfs(let path, _), .maskDirectory(let path):
+    return [
+      AppArmorRule(rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),", why: "tmpfs at \(path)"),
+      try remount(path, directory: true),
+    ]
+  case .proc(let path):
+    var rules = [AppArmorRule(rule: "mount fstype=proc -> \(try target(path, directory: true)),", why: "a new /proc"), try remount(path, directory: true)]
+    for (entry, directory) in [("sys", true), ("sysrq-trigger", false), ("irq", true), ("bus", true)] {
+      let inside = try target("\(path)/\(entry)", directory: directory)
+      rules.append(AppArmorRule(rule: "mount options=(rw, rbind) \(inside) -> \(inside),", why: "bwrap --proc covers \(path)/\(entry) read-only by binding it over itself"))
+      rules.append(try remount("\(path)/\(entry)", directory: directory))
+    }
+    return rules
+  case .dev(let path):
+    var rules = [AppArmorRule(rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),", why: "bwrap --dev: a tmpfs for the minimal /dev")]
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+      rules.append(AppArmorRule(rule: "mount options=(rw, rbind) /oldroot/dev/\(node) -> \(try target("\(path)/\(node)", directory: false)),", why: "bwrap --dev: \(path)/\(node) from the host"))
+      rules.append(try remount("\(path)/\(node)", directory: false))
+    }
+    rules.append(AppArmorRule(rule: "mount fstype=devpts -> \(try target("\(path)/pts", directory: true)),", why: "bwrap --dev: a private devpts"))
+    rules.append(try remount("\(path)/pts", directory: true))
+    return rules
+  case .data(_, let path):
+    return [
+      AppArmorRule(rule: "mount options=(rw, rbind) /bindfile* -> \(try target(path, directory: false)),", why: "bwrap stages \(path) as /bindfileXXXXXX, then binds it"),
+      try remount(path, directory: false),
+    ]
+  case .maskFile(let path):
+    return [
+      AppArmorRule(rule: "mount options=(rw, rbind) /oldroot/dev/null -> \(try target(path, directory: false)),", why: "mask \(path) with /dev/null"),
+      try remount(path, directory: false),
+    ]
+  case .remountReadOnly(let path):
+    return [try remount(path, directory: true)]
+  case .symlink:
+    return []
+  }
+}
+
+/// How a profile is loaded in the kernel.
+enum AppArmorProfileState: Equatable {
+  case notLoaded
+  case enforce
+  case complain
+  case other(String)
+
+  /// Reads the profile's mode from `policy/profiles/*/{name,mode}` (readable by every user),
+  /// else from the root-only listing `profiles` (lines "NAME (MODE)").
+  static func read(_ name: String) -> AppArmorProfileState {
+    let policy = "\(AppArmorPaths.securityfs)/policy/profiles"
+    if let directory = opendir(policy) {
+      defer { closedir(directory) }
+      while let entry = readdir(directory) {
+        let entry = entryName(entry)
+        guard entry.hasPrefix("\(name)."), readSmallFile("\(policy)/\(entry)/name")?.trimmed == name,
+          let mode = readSmallFile("\(policy)/\(entry)/mode")?.trimmed
+        else { continue }
+        switch mode {
+        case "enforce": return .enforce
+        case "complain": return .complain
+        default: return .other(mode)
+        }
+      }
+    }
+    guard let listing = readSmallFile(AppArmorPaths.loadedProfiles, limit: 16 << 20) else { return .notLoaded }
+    for line in listing.split(separator: "\n") where line.hasPrefix("\(name) (") {
+      let mode = line.dropFirst(name.count + 2).prefix { $0 != ")" }
+      switch mode {
+      case "enforce": return .enforce
+      case "complain": return .complain
+      default: return .other(String(mode))
+      }
+    }
+    return .notLoaded
+  }
+}
+
+/// A unified diff of two texts (3 lines of context), for the installed-vs-generated check.
+func makeUnifiedDiff(old: String, new: String, oldName: String, newName: String) -> String {
+  let a = old.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+  let b = new.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+  // Longest common subsequence table, from the end (profiles are a few hundred lines).
+  var table = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+  for i in stride(from: a.count - 1, through: 0, by: -1) {
+    for j in stride(from: b.count - 1, through: 0, by: -1) {
+      table[i][j] = a[i] == b[j] ? table[i + 1][j + 1] + 1 : max(table[i + 1][j], table[i][j + 1])
+    }
+  }
+  enum Line { case same(String), removed(String), added(String) }
+  var lines: [Line] = []
+  var (i, j) = (0, 0)
+  while i < a.count || j < b.count {
+    if i < a.count && j < b.count && a[i] == b[j] {
+      lines.append(.same(a[i])); i += 1; j += 1
+    } else if j < b.count && (i == a.count || table[i][j + 1] >= table[i + 1][j]) {
+      lines.append(.added(b[j])); j += 1
+    } else {
+      lines.append(.removed(a[i])); i += 1
+    }
+  }
+  var output = "--- \(oldName)\n+++ \(newName)\n"
+  var index = 0
+  var oldLine = 1
+  var newLine = 1
+  while index < lines.count {
+    guard let firstChange = lines[index...].firstIndex(where: { if case .same = $0 { false } else { true } }) else { break }
+    var start = max(index, firstChange - 3)
+    var end = firstChange
+    while end < lines.count {  // extend while changes are within 6 lines of each other
+      let next = lines[end...].firstIndex(where: { if case .same = $0 { false } else { true } }) ?? lines.count
+      if next == lines.count || next - end > 6 { break }
+      end = next + 1
+    }
+    end = min(lines.count, end + 3)
+    for line in lines[index..<start] { if case .same = line { oldLine += 1; newLine += 1 } }
+    var oldCount = 0
+    var newCount = 0
+    var body = ""
+    for line in lines[start..<end] {
+      switch line {
+      case .same(let text): body += " \(text)\n"; oldCount += 1; newCount += 1
+      case .removed(let text): body += "-\(text)\n"; oldCount += 1
+      case .added(let text): body += "+\(text)\n"; newCount += 1
+      }
+    }
+    output += "@@ -\(oldLine),\(oldCount) +\(newLine),\(newCount) @@\n" + body
+    oldLine += oldCount
+    newLine += newCount
+    start = end
+    index = end
+  }
+  return output
+}
+
 
 // MARK: - Process spawning
 
@@ -1785,10 +2185,10 @@ public func environmentValue(_ name: String) -> String? {
   getenv(name).map { String(cString: $0) }
 }
 
-/// Finds an executable on PATH (then in /usr/bin), as an absolute path.
+/// Finds an executable on PATH (then in /usr/bin, /bin, /usr/sbin, /sbin), as an absolute path.
 func findExecutable(_ name: String) -> String? {
   let path = environmentValue("PATH") ?? ""
-  for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin"] where directory.hasPrefix("/") {
+  for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] where directory.hasPrefix("/") {
     let candidate = "\(directory)/\(name)"
     if access(candidate, X_OK) == 0 && !isDirectory(candidate) { return candidate }
   }
@@ -1892,8 +2292,13 @@ public struct SelfTestContext: Sendable {
       ("{HOST_PID}", String(hostPID)), ("{HOST_IPC_NS}", hostIPCNamespace), ("{CWD}", callerDirectory),
       ("{HOME}", callerHome), ("{MARKER}", hostMarker), ("{HOST_PORT}", String(hostPort)),
       ("{SECCOMP_DENIED}", seccompDeniedTable), ("{MEMORY_LIMIT}", String(config.limits.memoryBytes ?? 0)),
-      ("{OPEN_FILES}", String(config.limits.openFiles)),
+      ("{OPEN_FILES}", String(config.limits.openFiles)), ("{PROFILE}", profileName),
     ]
+  }
+
+  var profileName: String {
+    if case .profile(let name) = config.appArmor { return name }
+    return ""
   }
 
   /// The native architecture's denied calls as a Python dict: name → (number, errno).
@@ -1921,8 +2326,9 @@ func leakWalk(tops: String) -> String {
   def allowed(path):
       return any(k == path or k.startswith(path + "/") for k in keep)
   leaks = []
+  shown = ("/tmp", "/mnt", "/usr", "/proc", "/dev", "/etc", "/run")  # visible by design
   for top in \(tops):
-      if not top.startswith("/") or top == "/" or any(top == k or top.startswith(k + "/") for k in keep):
+      if not top.startswith("/") or top == "/" or any(top == k or top.startswith(k + "/") for k in keep + list(shown)):
           continue
       if os.path.lexists(top) and not allowed(top):
           leaks.append(top)
@@ -1935,6 +2341,11 @@ func leakWalk(tops: String) -> String {
           dirs[:] = [d for d in dirs if os.path.join(root, d) not in keep and allowed(os.path.join(root, d))]
   print("LEAKED " + " ".join(sorted(set(leaks))[:5]) if leaks else "HIDDEN")
   """
+}
+
+/// Skips an AppArmor probe when that layer is off.
+let appArmorOff: @Sendable (SelfTestContext) -> String? = { context in
+  context.config.appArmor == .disabled ? "the AppArmor layer is off (--no-apparmor)" : nil
 }
 
 /// A probe that tries to create a file in each of `directories` (a Python tuple) and prints
@@ -2253,15 +2664,34 @@ public let baseSuite: [SelfTest] = [
       print("OK" if out == "ok\\n" else "WRONG " + repr(out))
       """),
   SelfTest(
-    "AppArmor confines the payload with the expected profile in enforce mode", layer: .appArmor,
-    expect: "ENFORCED",
+    "AppArmor: the payload runs under the configured profile in enforce mode", layer: .appArmor, expect: "ENFORCED",
     python: """
       label = open("/proc/self/attr/current").read().strip()
-      print("ENFORCED" if label.endswith("(enforce)") else "UNCONFINED " + label)
+      print("ENFORCED" if label == "{PROFILE} (enforce)" else "UNCONFINED " + label)
       """,
-    skipReason: { context in
-      context.config.appArmor == .disabled ? "the AppArmor layer is off (--no-apparmor)" : nil
-    }),
+    skipReason: appArmorOff),
+  SelfTest(
+    "AppArmor: another process's environment is unreadable (namespaces alone allow it)", layer: .appArmor,
+    expect: "BLOCKED",
+    python: """
+      try:
+          open("/proc/1/environ", "rb").read()
+          print("READ")
+      except PermissionError:
+          print("BLOCKED")
+      """,
+    skipReason: appArmorOff),
+  SelfTest(
+    "AppArmor: /usr/sbin tools cannot be run (namespaces alone allow it)", layer: .appArmor, expect: "BLOCKED",
+    python: """
+      import subprocess
+      try:
+          subprocess.run(["/usr/sbin/nologin"], capture_output=True)
+          print("RAN")
+      except PermissionError:
+          print("BLOCKED")
+      """,
+    skipReason: appArmorOff),
 ]
 
 // MARK: - Self-tests: runner
@@ -2457,13 +2887,14 @@ struct CommandLineOptions: Equatable {
   var json = false
   var printBwrapArgv = false
   var noSeccomp = false
+  var printAppArmorProfile = false
   var limits = SandboxLimits()
 }
 
 let usageText = """
   usage: sandbox [--venv PATH --apparmor-profile-name NAME | --venv PATH --no-apparmor]
                  [--enable-network | --disable-network] [--verbose] [--extra-tests]
-                 [--ignore-profile-diffs] [--interactive]
+                 [--ignore-profile-diffs] [--interactive] [--print-apparmor-profile]
          sandbox run [--venv PATH] [--apparmor-profile-name NAME | --no-apparmor]
                  [--enable-network | --disable-network]
                  [--code CODE | --script /mnt/REL.py]   (neither: the code is read from stdin)
@@ -2489,7 +2920,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
   }
   var seen: Set<String> = []
   let runOnly: Set<String> = ["--code", "--script", "--mnt-dir", "--timeout", "--env", "--json", "--print-bwrap-argv"]
-  let selfTestOnly: Set<String> = ["--verbose", "--extra-tests", "--ignore-profile-diffs", "--interactive"]
+  let selfTestOnly: Set<String> = ["--verbose", "--extra-tests", "--interactive", "--print-apparmor-profile"]
   while let argument = rest.popFirst() {
     var flag = argument
     var inlineValue: String? = nil
@@ -2550,6 +2981,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
     case "--json": options.json = true
     case "--print-bwrap-argv": options.printBwrapArgv = true
     case "--no-seccomp": options.noSeccomp = true
+    case "--print-apparmor-profile": options.printAppArmorProfile = true
     case "--cpu-seconds": options.limits.cpuSeconds = optional(try count())
     case "--memory-mb": options.limits.memoryBytes = optional(try count()).map { $0 << 20 }
     case "--max-file-mb": options.limits.fileSizeBytes = optional(try count()).map { $0 << 20 }
@@ -2613,6 +3045,7 @@ func makeConfig(_ options: CommandLineOptions, warn: (String) -> Void) throws(Sa
   if let network = options.network { config.networkEnabled = network }
   config.limits = options.limits
   config.seccompEnabled = !options.noSeccomp
+  config.ignoreProfileDiffs = options.ignoreProfileDiffs
   return config
 }
 
@@ -2667,8 +3100,8 @@ func printError(_ line: String) {
   writeAll(2, Array("sandbox: \(line)\n".utf8))
 }
 
-func printOut(_ line: String) {
-  writeAll(1, Array("\(line)\n".utf8))
+func printOut(_ line: String, terminator: String = "\n") {
+  writeAll(1, Array("\(line)\(terminator)".utf8))
 }
 
 /// Runs the command line and returns the exit status. The only place that prints.
@@ -2683,6 +3116,9 @@ func runCommandLine(_ arguments: [String]) -> Int32 {
     case .selfTest: return try runSelfTestCommand(options)
     }
   } catch {
+    if case .appArmorProfileNotInstalled(let name, let profile, _) = error {
+      printAppArmorInstructions(name: name, profile: profile)
+    }
     printError("error: \(error.description)")
     if let hint = error.hint { printError("hint: \(hint)") }
     if error.isConfigurationError { return 2 }
@@ -2690,11 +3126,53 @@ func runCommandLine(_ arguments: [String]) -> Int32 {
   }
 }
 
+/// Prints the generated profile (stdout) and the exact commands that install and load it.
+func printAppArmorInstructions(name: String, profile: String) {
+  printOut(profile)
+  var saved = "\(temporaryDirectory())/sandbox-apparmor-\(name)"
+  if let directory = try? makeTemporaryDirectory(prefix: "sandbox-apparmor-") {
+    let path = "\(directory)/\(name)"
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    if fd >= 0 {
+      writeAll(fd, Array(profile.utf8))
+      close(fd)
+      chmod(directory, 0o755)
+      saved = path
+    }
+  }
+  printError("the profile above is saved as \(saved); install and load it with:")
+  writeAll(2, Array("  sudo cp \(saved) \(AppArmorPaths.profileDirectory)/\(name)\n".utf8))  // unprefixed: copy-paste
+  writeAll(2, Array("  sudo apparmor_parser -r \(AppArmorPaths.profileDirectory)/\(name)\n".utf8))
+}
+
+/// The AppArmor situation on this host and what it means, for the self-test header.
+func makeAppArmorReport(_ config: SandboxConfig, host: HostFacts) -> [String] {
+  var lines: [String] = []
+  if let reason = host.appArmorAbsenceReason {
+    lines.append("AppArmor: not available: \(reason)")
+  } else {
+    let support = AppArmorSupport.current
+    lines.append("AppArmor: enabled; parser \(support.parserVersion ?? "not installed"); kernel mediates user namespaces: \(support.kernelMediatesUserns ? "yes (profiles use abi 4.0 and 'userns,')" : "no (abi 3.0)")")
+  }
+  for knob in ["apparmor_restrict_unprivileged_userns", "apparmor_restrict_unprivileged_unconfined"] {
+    if let value = readSmallFile("/proc/sys/kernel/\(knob)") { lines.append("kernel.\(knob) = \(value.trimmed)") }
+  }
+  switch config.appArmor {
+  case .disabled:
+    lines.append("AppArmor layer: OFF (--no-apparmor): bwrap and the payload run unconfined by AppArmor")
+  case .profile(let name):
+    let state = AppArmorProfileState.read(name)
+    lines.append("profile \(name): \(state == .enforce ? "loaded, enforce mode: bwrap's setup and the payload are confined" : "\(state)")")
+  }
+  return lines
+}
+
 func makeSandbox(_ options: CommandLineOptions) throws(SandboxError) -> Sandbox {
   let config = try makeConfig(options) { printError("warning: \($0)") }
   // A one-shot run skips spawning `bwrap --version` (about 1 ms); see Sandbox.init(config:host:).
   let host = options.mode == .run ? try HostFacts.probe(checkingVersion: false) : try HostFacts.current.get()
   let sandbox = try Sandbox(config: config, host: host)
+  for warning in sandbox.warnings { printError("warning: \(warning)") }
   if config.appArmor == .disabled {
     printError("note: the AppArmor layer is OFF (--no-apparmor): only bubblewrap's namespaces and mounts confine this run")
   }
@@ -2767,12 +3245,30 @@ func runInteractiveCommand(_ options: CommandLineOptions) throws(SandboxError) -
   return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
 }
 
+/// `--print-apparmor-profile`: the profile this venv needs, on any kernel (nothing is checked
+/// against the kernel, so it also works where AppArmor is absent, e.g. to review or pre-install it).
+func printProfileCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
+  let config = try makeConfig(options) { printError("warning: \($0)") }
+  guard case .profile(let name) = config.appArmor else {
+    throw .usage("--print-apparmor-profile needs a profile name (--venv PATH --apparmor-profile-name NAME)")
+  }
+  try validateProfileName(name)
+  let venv = try VenvLayout(venvPath: config.venvPath)
+  let host = try HostFacts.probe(checkingVersion: false)
+  printOut(
+    try makeAppArmorProfile(
+      name: name, venv: venv, interpreter: resolvedPath(venv.python) ?? venv.python, host: host.layout,
+      bwrapPath: host.bwrapPath, support: AppArmorSupport.current, isDirectory: isDirectory), terminator: "")
+  return 0
+}
+
 func runSelfTestCommand(_ options: CommandLineOptions) throws(SandboxError) -> Int32 {
   if options.interactive { return try runInteractiveCommand(options) }
+  if options.printAppArmorProfile { return try printProfileCommand(options) }
   let sandbox = try makeSandbox(options)
   let host = sandbox.host
   printOut("# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(HostFacts.minimumVersionText) or newer needed)")
-  printOut("# AppArmor: \(host.appArmorAbsenceReason ?? "enabled in the kernel")")
+  for line in makeAppArmorReport(sandbox.config, host: host) { printOut("# \(line)") }
   printOut("# venv: \(sandbox.venv.root)" + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
   printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
   printOut("# layers: \(sandbox.activeLayers.joined(separator: ", "))" + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))

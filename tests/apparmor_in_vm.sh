@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# AppArmor enforcement tests. Runs INSIDE a VM whose kernel enforces AppArmor, started by
+# tests/run.sh through ../shared/tools/aa-vm/run-in-aa-vm.sh (one VM for everything).
+# Checks the install flow, the suites under the generated profile in enforce mode (root and an
+# unprivileged user, network on and off), the label, audited denials, the diff and complain paths.
+# Ends with the line "N passed, N failed".
+set -u
+# The VM tool copies this script elsewhere; it runs in the project directory (-C / the caller's cwd).
+SB=$PWD/sandbox
+VENV=$PWD/.venv
+NAME=sandbox_ci
+TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
+T=$(mktemp -d)
+passed=0 failed=0
+check() {  # check NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok - $name"
+  else failed=$((failed + 1)); echo "not ok - $name"; fi
+}
+show_failures() {  # the failing lines and the summary, or the tail when there is no summary
+  if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
+}
+
+check "guest: AppArmor is enabled and securityfs mounted" test "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y -a -e /sys/kernel/security/apparmor/profiles
+
+# Not installed: the profile and the exact commands are printed, nothing runs, exit 2.
+"$SB" --venv "$VENV" --apparmor-profile-name "$NAME" >"$T/profile.out" 2>"$T/err"; rc=$?
+check "not installed: exits 2" test "$rc" = 2
+check "not installed: prints the profile" grep -q "^profile $NAME flags=(attach_disconnected)" "$T/profile.out"
+check "not installed: prints the cp and apparmor_parser commands" \
+  bash -c "grep -q 'sudo cp .* /etc/apparmor.d/$NAME' '$T/err' && grep -q 'sudo apparmor_parser -r /etc/apparmor.d/$NAME' '$T/err'"
+# Install exactly as told (we are root, so without sudo).
+grep -E '^  sudo ' "$T/err" | sed 's/^  sudo //' >"$T/install.sh"
+bash "$T/install.sh"
+check "installed: loaded in enforce mode" grep -q "^$NAME (enforce)" /sys/kernel/security/apparmor/profiles
+
+dmesg -C 2>/dev/null
+for net in --enable-network --disable-network; do
+  "$SB" --venv "$VENV" --apparmor-profile-name "$NAME" --extra-tests --verbose $net >"$T/suite" 2>&1; rc=$?
+  check "root, $net: base and extended suites pass under the profile in enforce mode" test "$rc" = 0
+  show_failures "$T/suite"
+  check "root, $net: the AppArmor probes ran (not skipped)" bash -c "grep -q '^ok .* - AppArmor: the payload runs under the configured profile' '$T/suite' && ! grep -q 'AppArmor layer is off' '$T/suite'"
+done
+out=$("$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --json --code 'print(open("/proc/self/attr/current").read().strip())' 2>/dev/null)
+check "run: the payload's label is the profile, in enforce mode" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == sys.argv[2] + " (enforce)\n" and "apparmor" in d["layers"], d' "$out" "$NAME"
+dmesg >"$T/dmesg" 2>/dev/null
+check "audit: the profile denied reading /proc/1/environ (bwrap's namespaces allow it)" \
+  bash -c "grep 'apparmor=\"DENIED\"' '$T/dmesg' | grep 'profile=\"$NAME\"' | grep -q 'environ'"
+check "audit: the profile denied running /usr/sbin/nologin (bwrap's namespaces allow it)" \
+  bash -c "grep 'apparmor=\"DENIED\"' '$T/dmesg' | grep 'profile=\"$NAME\"' | grep -q 'nologin'"
+grep 'apparmor="DENIED"' "$T/dmesg" | grep -v -e environ -e nologin | head -n 5 | sed 's/^/#   other denial: /'
+
+# An unprivileged user, with a venv of its own (its own profile).
+if id "$TEST_USER" >/dev/null 2>&1; then
+  STAGE=$(mktemp -d /var/tmp/sandbox-aa-XXXXXX)
+  chmod 755 "$STAGE"
+  cp "$SB" "$STAGE/"
+  python3 -m venv --without-pip "$STAGE/venv"
+  chmod -R a+rX "$STAGE"
+  USER_NAME=${NAME}_user
+  "$STAGE/sandbox" --venv "$STAGE/venv" --apparmor-profile-name "$USER_NAME" --print-apparmor-profile >"/etc/apparmor.d/$USER_NAME"
+  apparmor_parser -r "/etc/apparmor.d/$USER_NAME"
+  for net in --enable-network --disable-network; do
+    (cd /tmp && runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME=/tmp TMPDIR=/tmp \
+      "$STAGE/sandbox" --venv "$STAGE/venv" --apparmor-profile-name "$USER_NAME" --extra-tests $net) >"$T/suite" 2>&1; rc=$?
+    check "$TEST_USER, $net: base and extended suites pass under the profile in enforce mode" test "$rc" = 0
+    show_failures "$T/suite"
+  done
+fi
+
+# The installed profile differs: a diff and a stop, unless --ignore-profile-diffs.
+echo "# a local addition" >>"/etc/apparmor.d/$NAME"
+"$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --code 'print("ran")' >"$T/out" 2>"$T/err"; rc=$?
+check "diff: a changed profile stops the run (exit 2) with a unified diff" \
+  bash -c "test $rc = 2 && grep -q '^+++ generated' '$T/err' && grep -q '^-# a local addition' '$T/err' && ! grep -q ran '$T/out'"
+"$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --ignore-profile-diffs --code 'print("ran")' >"$T/out" 2>"$T/err"; rc=$?
+check "diff: --ignore-profile-diffs warns and continues" bash -c "test $rc = 0 && grep -q differs '$T/err' && grep -qx ran '$T/out'"
+
+# Complain mode protects nothing: refused.
+apparmor_parser -C -r "/etc/apparmor.d/$NAME" 2>/dev/null
+"$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --ignore-profile-diffs --code 'print("ran")' >"$T/out" 2>"$T/err"; rc=$?
+check "complain mode: refused (exit 2), nothing runs" bash -c "test $rc = 2 && grep -q 'complain mode' '$T/err' && ! grep -q ran '$T/out'"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
