@@ -1423,10 +1423,10 @@ func makeUnifiedDiff(old: String, new: String, oldName: String, newName: String)
   while i < a.count || j < b.count {
     if i < a.count && j < b.count && a[i] == b[j] {
       lines.append(.same(a[i])); i += 1; j += 1
-    } else if j < b.count && (i == a.count || table[i][j + 1] >= table[i + 1][j]) {
-      lines.append(.added(b[j])); j += 1
+    } else if i < a.count && (j == b.count || table[i + 1][j] >= table[i][j + 1]) {
+      lines.append(.removed(a[i])); i += 1  // removals first, as diff(1) shows them
     } else {
-      lines.append(.removed(a[i])); i += 1
+      lines.append(.added(b[j])); j += 1
     }
   }
   var output = "--- \(oldName)\n+++ \(newName)\n"

@@ -7,7 +7,8 @@
 #    when pyenv is installed, a pyenv venv whose base interpreter lives under a home dir;
 # 4. --extra-tests on a build without the companion; --interactive through tmux; breakage
 #    tests (a fake bwrap damages the command line, the suites must catch it);
-# 5. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
+# 5. as root: the AppArmor enforcement tests in a VM with an AppArmor kernel;
+# 6. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
 #    default sandboxci), with a venv whose base interpreter lives in that user's home.
 #
 # Every part prints its own "N passed, N failed[, N skipped]"; the last line sums them.
@@ -83,6 +84,21 @@ extra_note() {
   echo "$([ "$rc" = 0 ] && echo 1 || echo 0) passed, $([ "$rc" = 0 ] && echo 0 || echo 1) failed"
 }
 part "companion detection" extra_note
+
+# AppArmor enforcement cannot be observed on a kernel without it: one VM with Debian's
+# AppArmor kernel runs every enforcement check (tests/apparmor_in_vm.sh).
+AA_VM=../shared/tools/aa-vm/run-in-aa-vm.sh
+if [ "$(id -u)" != 0 ]; then
+  echo "ok - AppArmor enforcement in a VM # SKIP the VM tool needs root"
+  total_skipped=$((total_skipped + 1))
+elif [ ! -x "$AA_VM" ]; then
+  echo "ok - AppArmor enforcement in a VM # SKIP $AA_VM is absent (it lives beside the project, not in it)"
+  total_skipped=$((total_skipped + 1))
+else
+  "$AA_VM" --prepare >/dev/null 2>&1 || true
+  part "AppArmor enforcement in a VM (Debian's AppArmor kernel, generated profile in enforce mode)" \
+    "$AA_VM" -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -s tests/apparmor_in_vm.sh
+fi
 
 if [ "$(id -u)" = 0 ]; then
   if id "$TEST_USER" >/dev/null 2>&1; then

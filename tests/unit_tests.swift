@@ -196,6 +196,70 @@ func testSeccomp(_ t: inout Tally) {
   t.expect(bytes.count == program.count * 8 && decoded == program, "seccomp: the encoded bytes decode back to the program")
 }
 
+// MARK: - Golden: the AppArmor profile
+
+/// Compares `text` with tests/golden/NAME; SANDBOX_UPDATE_GOLDEN=1 rewrites the file instead.
+func compareGolden(_ t: inout Tally, _ name: String, _ text: String) {
+  let path = "tests/golden/\(name)"
+  if environmentValue("SANDBOX_UPDATE_GOLDEN") == "1" { writeFile(path, text) }
+  let expected = readSmallFile(path) ?? ""
+  t.expect(text == expected, "golden: \(name)", makeUnifiedDiff(old: expected, new: text, oldName: path, newName: "generated").split(separator: "\n").prefix(12).joined(separator: " | "))
+}
+
+func testAppArmor(_ t: inout Tally, temp: String) {
+  let debianVenv = VenvLayout(root: "/srv/app/venv", basePrefix: nil)
+  let pyenvVenv = VenvLayout(root: "/home/u/project/.venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
+  let layout = HostLayout(
+    systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
+    procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
+    etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group"), .readOnly("/etc/ssl/certs")])
+  let directories: Set<String> = ["/usr", "/etc/ssl/certs"]
+  let abi3 = AppArmorSupport(parserVersion: "3.0.8", kernelMediatesUserns: false)
+  let abi4 = AppArmorSupport(parserVersion: "4.0.1", kernelMediatesUserns: true)
+  let cases: [(String, VenvLayout, String, AppArmorSupport)] = [
+    ("apparmor-debian-abi3.profile", debianVenv, "/usr/bin/python3.11", abi3),
+    ("apparmor-pyenv-abi3.profile", pyenvVenv, "/home/u/.pyenv/versions/3.12.1/bin/python3.12", abi3),
+    ("apparmor-debian-abi4.profile", debianVenv, "/usr/bin/python3.11", abi4),
+    ("apparmor-pyenv-abi4.profile", pyenvVenv, "/home/u/.pyenv/versions/3.12.1/bin/python3.12", abi4),
+  ]
+  for (file, venv, interpreter, support) in cases {
+    guard let profile = try? makeAppArmorProfile(
+      name: "sandbox_golden", venv: venv, interpreter: interpreter, host: layout, bwrapPath: "/usr/bin/bwrap",
+      support: support, isDirectory: { directories.contains($0) })
+    else { t.expect(false, "golden: \(file) generates"); continue }
+    compareGolden(&t, file, profile)
+    let abi4Lines = profile.contains("abi <abi/4.0>,") && profile.contains("\n  userns,\n")
+    t.expect(support.usesABI4 ? abi4Lines : (profile.contains("abi <abi/3.0>,") && !profile.contains("userns,")), "apparmor: \(file) uses the ABI the parser and kernel support")
+    t.expect(profile.contains("\n  \(interpreter) ix,\n") && profile.contains("flags=(attach_disconnected)"), "apparmor: \(file) runs the interpreter with ix, under attach_disconnected")
+    // Every mount of the table has its rule: the profile is derived from the same table as the argv.
+    for fd in [Int32(3), nil] {
+      let mounts = makeBwrapInvocation(RunPlan(host: layout, venv: venv, networkEnabled: true, mountDirectoryFD: fd, payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: nil)).mounts
+      let missing = mounts.filter { mount in
+        guard let rules = try? appArmorMountRules(mount, isDirectory: { directories.contains($0) }) else { return true }
+        return !rules.allSatisfy { profile.contains("\n  \($0.rule)\n") }
+      }
+      t.expect(missing.isEmpty, "apparmor: \(file) has the rules of every mount (mount dir \(fd == nil ? "absent" : "present"))", "\(missing)")
+    }
+    if !support.usesABI4, let parser = findExecutable("apparmor_parser") {
+      let path = "\(temp)/\(file)"
+      writeFile(path, profile)
+      let check = try? spawnAndCollect(SpawnRequest(executable: parser, arguments: ["-Q", "-K", "-T", path], environment: [], timeout: .seconds(30)))
+      t.expect(check?.status == .exited(0), "apparmor: \(file) passes apparmor_parser -Q -K -T", String(decoding: check?.stderr ?? [], as: UTF8.self))
+      unlink(path)
+    }
+  }
+  // Paths AppArmor treats as syntax are quoted or refused.
+  t.expect((try? appArmorPath("/srv/my venv")) == "\"/srv/my venv\"", "apparmor: a path with a space is quoted")
+  for bad in ["/srv/v*", "/srv/v?", "/srv/[v]", "/srv/{a,b}", "/srv/v^", "/srv/v\"", "/srv/a\nb", "/srv/a#b"] {
+    t.expectError("apparmor: the path '\(printable(bad))' is refused", { if case .unsafeAppArmorPath = $0 { true } else { false } }) {
+      () throws(SandboxError) in _ = try appArmorPath(bad)
+    }
+  }
+  let diff = makeUnifiedDiff(old: "a\nb\nc\nd\n", new: "a\nB\nc\nd\ne\n", oldName: "old", newName: "new")
+  t.expect(diff == "--- old\n+++ new\n@@ -1,5 +1,6 @@\n a\n-b\n+B\n c\n d\n+e\n \n", "apparmor: the unified diff marks removed and added lines", diff)
+  t.expect(makeUnifiedDiff(old: "same\n", new: "same\n", oldName: "a", newName: "b") == "--- a\n+++ b\n", "apparmor: identical texts give an empty diff")
+}
+
 // MARK: - Validation
 
 func testValidation(_ t: inout Tally, temp: String) {
@@ -352,7 +416,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     return t.expect(false, "e2e: sandbox for \(venv)", error.description)
   }
   t.expectError("e2e: asking for a profile on a kernel without AppArmor is refused, not ignored", {
-    if case .appArmorUnavailable = $0 { HostFacts.appArmorAbsenceReason() != nil } else if case .appArmorLayerMissing = $0 { true } else { false }
+    if case .appArmorUnavailable = $0 { HostFacts.appArmorAbsenceReason() != nil } else if case .appArmorProfileNotInstalled = $0 { true } else { false }
   }) { () throws(SandboxError) in _ = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .profile("sandbox_test"))) }
 
   let hello = payload(sandbox, "print('hello from sandbox')")
@@ -582,6 +646,7 @@ enum UnitTests {
     let temp = temporaryDirectory()
     testGolden(&tally)
     testSeccomp(&tally)
+    testAppArmor(&tally, temp: temp)
     testValidation(&tally, temp: temp)
     testSnapshots(&tally, temp: temp)
     testPureHelpers(&tally)
