@@ -107,6 +107,7 @@ if [ "$(id -u)" = 0 ]; then
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
     cp ./sandbox "$BUILD/unit_tests" tests/cli_tests.sh "$STAGE/"
+    cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
     PREFIX="$USER_HOME/.pyenv/versions/3-debian-copy"
@@ -122,7 +123,7 @@ if [ "$(id -u)" = 0 ]; then
     runuser -u "$TEST_USER" -- "$PREFIX/bin/python3" -m venv --without-pip "$STAGE/venv-home"
     chown -R root "$STAGE/venv" && chmod -R a+rX "$STAGE"
     as_user() { (cd /tmp && runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$USER_HOME" TMPDIR=/tmp "$@"); }
-    part "library end-to-end tests as $TEST_USER" as_user env SANDBOX_TEST_VENV="$STAGE/venv" "$STAGE/unit_tests"
+    part "library end-to-end tests as $TEST_USER" as_user env SANDBOX_TEST_VENV="$STAGE/venv" SANDBOX_GOLDEN_DIR="$STAGE/golden" "$STAGE/unit_tests"
     part "command-line tests as $TEST_USER" as_user "$STAGE/cli_tests.sh" "$STAGE/sandbox" "$STAGE/venv"
     suites "as $TEST_USER, Debian venv" "$STAGE/venv" as_user "$STAGE/sandbox"
     suites "as $TEST_USER, base interpreter in $PREFIX" "$STAGE/venv-home" as_user "$STAGE/sandbox"
