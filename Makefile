@@ -35,7 +35,8 @@ test: sandbox $(BUILD)/sandbox-base $(BUILD)/unit_tests venv
 	VENV=$(VENV) tests/run.sh
 
 demo: sandbox venv
-	@echo "# The AppArmor layer is not built yet, so the demo passes --no-apparmor (the tool says so too)."
+	@echo "# This machine's kernel has no AppArmor, so the demo passes --no-apparmor (the tool says so too)."
+	@echo "# With AppArmor: ./sandbox --venv $(VENV) --apparmor-profile-name NAME prints the profile and how to install it."
 	./sandbox --no-apparmor --venv $(VENV) --verbose
 	./sandbox run --no-apparmor --venv $(VENV) --disable-network --code 'import sys, socket; print("hello from", sys.prefix, "on", socket.gethostname())'
 

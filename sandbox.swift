@@ -12,9 +12,10 @@
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
 // kernel is shared), network exfiltration and host loopback/abstract-socket access while the
 // network is on (the default), filling the filesystem behind /mnt with many files, fork bombs
-// by root callers (RLIMIT_NPROC does not bind root), and anything an AppArmor profile would
-// add: this version has no AppArmor layer and refuses to run unless it is explicitly switched
-// off (`--no-apparmor`).
+// by root callers (RLIMIT_NPROC does not bind root), and — with `--no-apparmor`, the only
+// choice on kernels without AppArmor — what the AppArmor profile adds. With a profile, every
+// run starts as `aa-exec -p NAME -- bwrap …`, so one enforce-mode profile, generated for the
+// venv from the same mount table, confines bwrap's setup and the payload.
 //
 // Build:  swiftc -O -parse-as-library sandbox.swift [sandbox_extra_tests.swift] -o sandbox
 // Embed:  add this file to your target and pass `-D SANDBOX_LIBRARY` to drop the entry point.
