@@ -70,6 +70,9 @@ public struct SandboxConfig: Sendable, Equatable {
   /// Continue (with a warning) when the installed profile differs from the generated one,
   /// e.g. because a deployment added paths to it.
   public var ignoreProfileDiffs: Bool = false
+  /// Refuse every `run` until `SelfTestGate.verify` has passed in this process (the startup
+  /// check of openedx codejail-service).
+  public var requiresVerifiedHost: Bool = false
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
@@ -431,7 +434,8 @@ public struct Sandbox: Sendable {
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
     stdin: [UInt8] = [], environment: [String: String] = [:]
   ) throws(SandboxError) -> SandboxResult {
-    try run(
+    if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
+    return try run(
       payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
       environment: environment, cancellation: nil)
   }
@@ -445,6 +449,7 @@ public struct Sandbox: Sendable {
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
     stdin: [UInt8] = [], environment: [String: String] = [:]
   ) async throws(SandboxError) -> SandboxResult {
+    if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
     let cancellation = try CancellationSignal()
     let outcome: Result<SandboxResult, SandboxError> = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
@@ -2736,7 +2741,9 @@ func runSelfTest(_ test: SelfTest, in sandbox: Sandbox, context: SelfTestContext
   for (placeholder, value) in context.placeholders { source = source.replacing(placeholder, with: value) }
   let directory = try makeTemporaryDirectory(prefix: "sandbox-selftest-")
   defer { removeTree(directory) }
-  let result = try sandbox.run(.code(source), mountDirectory: directory, timeout: .seconds(60))
+  // The internal entry point: the suite must run before a gated sandbox may.
+  let result = try sandbox.run(
+    .code(source), mountDirectory: directory, timeout: .seconds(60), stdin: [], environment: [:], cancellation: nil)
   let lines = result.stdoutText.split(separator: "\n").filter { !String($0).trimmed.isEmpty }
   let verdictLine = lines.last.map(String.init) ?? ""
   let word = verdictLine.split(separator: " ").first.map(String.init) ?? ""

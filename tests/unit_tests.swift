@@ -628,13 +628,18 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   shell("rm -rf '\(fileMount)'")
 
   // The startup gate.
-  t.expectError("gate: run is refused before the suite has passed", { if case .selfTestGateClosed = $0 { true } else { false } }) {
-    () throws(SandboxError) in try SelfTestGate.requirePassed()
+  var gatedConfig = SandboxConfig(venvPath: venv, appArmor: .disabled)
+  gatedConfig.requiresVerifiedHost = true
+  let gated = try? Sandbox(config: gatedConfig)
+  t.expectError("gate: a gated sandbox refuses to run before the suite has passed", { if case .selfTestGateClosed = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try gated?.run(.code("print(1)"))
   }
   do throws(SandboxError) {
     let failures = try SelfTestGate.verify(sandbox)
     try SelfTestGate.requirePassed()
     t.expect(failures.isEmpty, "gate: opens once the base suite passed on this host")
+    let opened = try await gated?.run(.code("print(1)"))
+    t.expect(opened?.stdoutText == "1\n", "gate: ... and then the gated sandbox runs")
   } catch {
     t.expect(false, "gate: opens once the base suite passed", error.description)
   }
