@@ -133,13 +133,20 @@ public struct SandboxLimits: Sendable, Equatable {
   public var openFiles: Int
   /// Size of each tmpfs the sandbox mounts writable: /tmp, /dev/shm, and /mnt without a mount dir.
   public var tmpfsBytes: Int
+  /// How much the filesystem holding the mount dir may grow during a run. The spawner checks it
+  /// (and that at least `diskReserveBytes` stay free) every 50 ms and kills the run past it, so
+  /// many small files cannot fill the disk where per-file RLIMIT_FSIZE would not stop them.
+  public var mountDirectoryBytes: Int?
+  /// Free space that must remain on the mount dir's filesystem (the run is killed below it).
+  public static let diskReserveBytes = 256 << 20
 
   /// Creates limits; see each property for what it bounds. Core dumps are always off.
   public init(
     outputLimitBytes: Int = 16 << 20, cpuSeconds: Int? = 300, memoryBytes: Int? = 4 << 30,
     fileSizeBytes: Int? = 1 << 30, maxProcesses: Int? = nil, openFiles: Int = 1024,
-    tmpfsBytes: Int = 512 << 20
+    tmpfsBytes: Int = 512 << 20, mountDirectoryBytes: Int? = 1 << 30
   ) {
+    self.mountDirectoryBytes = mountDirectoryBytes
     self.outputLimitBytes = outputLimitBytes
     self.cpuSeconds = cpuSeconds
     self.memoryBytes = memoryBytes
@@ -170,6 +177,8 @@ public enum SandboxLimitHit: String, Sendable, Equatable {
   case memory
   /// A write failed at the file-size limit (EFBIG / SIGXFSZ).
   case fileSize = "file_size"
+  /// The mount dir's filesystem grew past its budget (or ran low on space); the run was killed.
+  case disk
 }
 
 /// What one run did. Anything the payload causes (a crash, a timeout, a flood) is reported here.
@@ -503,6 +512,9 @@ public struct Sandbox: Sendable {
         arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
         environment: [], stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
         outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal,
+        diskWatch: workspace.flatMap { workspace in
+          limits.mountDirectoryBytes.map { (workspace.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
+        },
         onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) }))
     if outcome.looksLikeSetupFailure {
       let message = firstLine(of: outcome.stderr)
@@ -528,6 +540,7 @@ public struct Sandbox: Sendable {
   /// The protection layers every run of this sandbox gets.
   public var activeLayers: [String] {
     var layers = ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size"]
+    if config.limits.mountDirectoryBytes != nil { layers.append("disk-watch") }
     if config.seccompEnabled { layers.append("seccomp") }
     if case .profile = config.appArmor { layers.append("apparmor") }
     return layers
@@ -660,6 +673,7 @@ func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
 func classifyLimitHit(_ outcome: SpawnOutcome, limits: SandboxLimits) -> SandboxLimitHit? {
   if outcome.timedOut { return .timeout }
   if outcome.cancelled { return .cancelled }
+  if outcome.diskExceeded { return .disk }
   let code = outcome.status.returnCode
   if let seconds = limits.cpuSeconds {
     // SIGXCPU is the soft limit. SIGKILL is the hard limit (soft + 2 s) only if enough wall time
@@ -1498,6 +1512,9 @@ struct SpawnRequest {
   var cancellation: CancellationSignal? = nil
   /// When set, the child's fds 0–2 are this pty's slave and the loop relays the terminal.
   var terminal: TerminalRelay? = nil
+  /// Watches a filesystem while the child runs: kill it when usage grows past `budget` bytes
+  /// or free space falls under `reserve` (checked with fstatvfs every 50 ms).
+  var diskWatch: (fd: Int32, budget: Int64, reserve: Int64)? = nil
   /// Called with the pid from the startup report, before the startup gate opens; when it
   /// throws, the child is killed and `spawnAndCollect` rethrows once it has been reaped.
   var onChildStarted: ((pid_t) throws(SandboxError) -> Void)? = nil
@@ -1524,6 +1541,8 @@ struct SpawnOutcome {
   var cancelled: Bool
   var outputTruncated: Bool
   var duration: Duration
+  /// The disk watch killed the child.
+  var diskExceeded = false
 
   /// bwrap reports its own setup failures as exit 1 with a "bwrap: " message and no payload
   /// output. A payload that imitates this only turns its own result into an error.
@@ -1699,6 +1718,9 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   var status: ExitStatus? = nil
   var deadline = request.timeout.map { start + $0 }
   var buffer = [UInt8](repeating: 0, count: 1 << 16)
+  var diskExceeded = false
+  let diskBaseline = request.diskWatch.flatMap { filesystemUsage($0.fd) }
+  var nextDiskCheck = start + .milliseconds(50)
 
   /// Reads what is available; returns false at EOF or on a read error.
   func drain(_ fd: Int32, into output: inout [UInt8]) -> Bool {
@@ -1745,11 +1767,22 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     if exitIsInvisible {  // no pidfd (kernel < 5.3): only a short tick notices the exit
       waitMilliseconds = waitMilliseconds < 0 ? 5 : min(waitMilliseconds, 5)
     }
+    if diskBaseline != nil && !diskExceeded {  // the disk watch's tick
+      let untilCheck = millisecondsUntil(nextDiskCheck)
+      waitMilliseconds = waitMilliseconds < 0 ? untilCheck : min(waitMilliseconds, untilCheck)
+    }
     let ready = poll(&fds, nfds_t(fds.count), waitMilliseconds)
     if ready < 0 && errno != EINTR { throw .system(call: "poll", path: nil, errno: errno) }
     if let limit = deadline, ContinuousClock.now >= limit {
       timedOut = true
       killChild()
+    }
+    if let watch = request.diskWatch, let baseline = diskBaseline, !diskExceeded, ContinuousClock.now >= nextDiskCheck {
+      nextDiskCheck = ContinuousClock.now + .milliseconds(50)
+      if let now = filesystemUsage(watch.fd), now.used - baseline.used > watch.budget || now.available < watch.reserve {
+        diskExceeded = true
+        killChild()
+      }
     }
     for entry in fds where entry.revents != 0 {
       if entry.fd == stdoutFD {
@@ -1823,7 +1856,16 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
   if let hookError { throw hookError }
   return SpawnOutcome(
     status: status ?? .signaled(SIGKILL), stdout: stdout, stderr: stderr, timedOut: timedOut,
-    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start)
+    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start,
+    diskExceeded: diskExceeded)
+}
+
+/// Bytes used and available (to unprivileged users) on the filesystem holding `fd` (`fstatvfs`).
+func filesystemUsage(_ fd: Int32) -> (used: Int64, available: Int64)? {
+  var info = statvfs()
+  guard fstatvfs(fd, &info) == 0 else { return nil }
+  let unit = Int64(info.f_frsize)
+  return ((Int64(info.f_blocks) - Int64(info.f_bfree)) * unit, Int64(info.f_bavail) * unit)
 }
 
 /// Finds N in bwrap's `{ "child-pid": N }` once the number is complete.
@@ -2909,7 +2951,7 @@ let usageText = """
                  [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json]
   limits (both modes; 0 turns one off):
                  [--cpu-seconds N] [--memory-mb N] [--max-file-mb N] [--max-processes N]
-                 [--max-open-files N] [--tmpfs-mb N] [--max-output-bytes N] [--no-seccomp]
+                 [--max-open-files N] [--tmpfs-mb N] [--max-mnt-mb N] [--max-output-bytes N] [--no-seccomp]
 
   Without a subcommand, checks this host and runs the self-test suite.
   The venv and profile come from CODEEXEC_SANDBOX_VENV and CODEEXEC_SANDBOX_AA_PROFILE_NAME
@@ -2953,7 +2995,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
     let takesValue: Set<String> = [
       "--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env",
       "--cpu-seconds", "--memory-mb", "--max-file-mb", "--max-processes", "--max-open-files", "--tmpfs-mb",
-      "--max-output-bytes",
+      "--max-output-bytes", "--max-mnt-mb",
     ]
     func count() throws(SandboxError) -> Int {
       let text = try value()
@@ -3002,6 +3044,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
       let number = try count()
       guard number >= 1 else { throw .usage("--tmpfs-mb needs at least 1") }
       options.limits.tmpfsBytes = number << 20
+    case "--max-mnt-mb": options.limits.mountDirectoryBytes = optional(try count()).map { $0 << 20 }
     case "--max-output-bytes":
       let number = try count()
       options.limits.outputLimitBytes = number == 0 ? Int.max : number

@@ -107,7 +107,7 @@ check "limits: --cpu-seconds ends a spin and the JSON says limit_hit cpu" python
 out=$(run --json --memory-mb 128 --code 'x = bytearray(1 << 30)' 2>/dev/null)
 check "limits: --memory-mb ends a memory bomb in MemoryError (limit_hit memory)" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "memory" and "MemoryError" in d["stderr"], d' "$out"
 out=$(run --json --code 'print(1)' 2>/dev/null)
-check "layers: the JSON lists the active layers" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["layers"] == ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size", "seccomp"] and d["limit_hit"] is None, d' "$out"
+check "layers: the JSON lists the active layers" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["layers"] == ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size", "disk-watch", "seccomp"] and d["limit_hit"] is None, d' "$out"
 # Peak RSS of the CLI (the largest of its waited-for descendants, so the sandbox's too).
 rss=$(python3 - "$SB" "$VENV" "$TMP/flood.json" <<'PY'
 import resource, subprocess, sys
@@ -121,6 +121,10 @@ PY
 )
 check "limits: a 200 MiB flood with a 1 MiB cap keeps the host process under 100 MiB RSS (${rss} KiB)" \
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["output_truncated"] and len(d["stdout"]) == 1 << 20 and int(sys.argv[2]) < 100 * 1024' "$TMP/flood.json" "$rss"
+DISK=$TMP/disk; mkdir "$DISK"
+out=$(run --json --max-mnt-mb 30 --mnt-dir "$DISK" --code 'for i in range(60): open(f"/mnt/f{i}", "wb").write(b"x" * (5 << 20))' 2>/dev/null)
+check "limits: --max-mnt-mb stops many files filling the mount dir's filesystem (limit_hit disk)" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "disk", d' "$out"
+rm -rf "$DISK"
 if [ "$(id -u)" = 0 ]; then
   out=$(run --max-processes 20 --code 1 2>&1); rc=$?
   check "limits: --max-processes as root is refused (RLIMIT_NPROC does not bind root)" test "$rc" = 2 -a -n "$(grep 'process limit layer cannot be applied' <<<"$out")"

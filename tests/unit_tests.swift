@@ -576,6 +576,15 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     stat("\(fileMount)/big", &info)
     t.expect(big?.limitHit == .fileSize && info.st_size == 20 << 20, "limits: a 200 MiB write with a 20 MiB file limit stops at 20 MiB", "size \(info.st_size)")
   }
+  if let disk = limited(SandboxLimits(mountDirectoryBytes: 50 << 20)) {
+    let flood = payload(disk, "for i in range(100):\n    open(f'/mnt/f{i}', 'wb').write(b'x' * (5 << 20))\nprint('wrote all')", mount: fileMount)
+    let written: Int64 = (try? Workspace(path: fileMount)).flatMap { workspace -> Int64? in
+      defer { workspace.close() }
+      return try? workspace.snapshot().entries.values.reduce(Int64(0)) { $0 + $1.size }
+    } ?? -1
+    t.expect(flood?.limitHit == .disk && flood?.stdoutText == "" && written < 200 << 20, "limits: many files in /mnt stop at the disk budget (50 MiB; \(written >> 20) MiB written of 500)", "\(String(describing: flood?.limitHit))")
+    shell("rm -f '\(fileMount)'/f*")
+  }
   let crash = payload(sandbox, "import os\nos.abort()", mount: fileMount)
   t.expect(crash?.returnCode == -SIGABRT && crash?.changedFiles.contains(where: { $0.hasPrefix("core") }) == false, "limits: a crash leaves no core file in /mnt")
   let setuid = payload(sandbox, "import os\nopen('/mnt/tool', 'w').write('#!/bin/sh\\n')\nos.chmod('/mnt/tool', 0o6755)\nprint(oct(os.stat('/mnt/tool').st_mode & 0o7777))", mount: fileMount)
