@@ -10,8 +10,8 @@
 // the files the payload creates, changes or deletes there are reported back.
 //
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
-// kernel is shared), network exfiltration and host loopback/abstract-socket access while the
-// network is on (the default), filling the filesystem behind /mnt with many files, fork bombs
+// kernel is shared), network exfiltration and host loopback access while the network is on
+// (the default; host abstract unix sockets are closed where Landlock ABI ≥ 6 allows), filling the filesystem behind /mnt with many files, fork bombs
 // by root callers (RLIMIT_NPROC does not bind root), and — with `--no-apparmor`, the only
 // choice on kernels without AppArmor — what the AppArmor profile adds. With a profile, every
 // run starts as `aa-exec -p NAME -- bwrap …`, so one enforce-mode profile, generated for the
@@ -506,8 +506,7 @@ public struct Sandbox: Sendable {
     let before = try workspace?.snapshot()  // taken before the child can write
     let invocation = makeBwrapInvocation(makePlan(payload, workspace: workspace, environment: payloadEnvironment))
     let limits = config.limits
-    let outcome = try spawnAndCollect(
-      SpawnRequest(
+    let request = SpawnRequest(
         executable: launcher.first ?? host.bwrapPath,
         arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
         environment: [], stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
@@ -515,7 +514,22 @@ public struct Sandbox: Sendable {
         diskWatch: workspace.flatMap { workspace in
           limits.mountDirectoryBytes.map { (workspace.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
         },
-        onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) }))
+        onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) })
+    let outcome: SpawnOutcome
+    if scopesAbstractSockets {
+      // Landlock and no_new_privs are per thread: spawn from a thread of our own.
+      let result: Result<SpawnOutcome, SandboxError> = onFreshThread {
+        do throws(SandboxError) {
+          try Landlock.restrictThreadToOwnAbstractSockets()
+          return .success(try spawnAndCollect(request))
+        } catch {
+          return .failure(error)
+        }
+      }
+      outcome = try result.get()
+    } else {
+      outcome = try spawnAndCollect(request)
+    }
     if outcome.looksLikeSetupFailure {
       let message = firstLine(of: outcome.stderr)
       if message.contains("Unknown option") {
@@ -537,11 +551,15 @@ public struct Sandbox: Sendable {
       limitHit: classifyLimitHit(outcome, limits: limits), layers: activeLayers)
   }
 
+  /// With the network on, host abstract unix sockets are closed off where Landlock can scope them.
+  var scopesAbstractSockets: Bool { config.networkEnabled && Landlock.scopesAbstractSockets }
+
   /// The protection layers every run of this sandbox gets.
   public var activeLayers: [String] {
     var layers = ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size"]
     if config.limits.mountDirectoryBytes != nil { layers.append("disk-watch") }
     if config.seccompEnabled { layers.append("seccomp") }
+    if scopesAbstractSockets { layers.append("landlock-scope") }
     if case .profile = config.appArmor { layers.append("apparmor") }
     return layers
   }
@@ -1880,26 +1898,35 @@ func parseChildPID(_ report: [UInt8]) -> pid_t? {
 
 /// Starts a detached thread running `body`.
 func startThread(_ body: @escaping @Sendable () -> Void) {
-  final class Box {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+  if let thread = launchThread(body) {
+    pthread_detach(thread)
+  } else {
+    body()  // no thread to be had: run here rather than lose the work
   }
-  let context = Unmanaged.passRetained(Box(body)).toOpaque()
+}
+
+/// The work a new thread runs (a C thread entry point cannot capture context).
+final class ThreadWork {
+  let body: () -> Void
+  init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// `pthread_create` for a closure; nil when no thread could be created.
+func launchThread(_ body: @escaping () -> Void) -> pthread_t? {
+  let context = Unmanaged.passRetained(ThreadWork(body)).toOpaque()
   var thread = pthread_t()
   let result = pthread_create(
     &thread, nil,
     { raw in
       guard let raw else { return nil }
-      let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
-      box.body()
+      Unmanaged<ThreadWork>.fromOpaque(raw).takeRetainedValue().body()
       return nil
     }, context)
-  if result == 0 {
-    pthread_detach(thread)
-  } else {
-    Unmanaged<Box>.fromOpaque(context).release()
-    body()  // no thread to be had: run here rather than lose the work
+  guard result == 0 else {
+    Unmanaged<ThreadWork>.fromOpaque(context).release()
+    return nil
   }
+  return thread
 }
 
 // MARK: - Workspace changes
@@ -2094,6 +2121,12 @@ enum GlibcExtras {
   typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
   typealias PIDFDOpen = @convention(c) (pid_t, UInt32) -> Int32
   typealias PRLimit = @convention(c) (pid_t, Int32, UnsafePointer<rlimit>?, UnsafeMutablePointer<rlimit>?) -> Int32
+  /// `syscall(2)` and `prctl(2)` are variadic, which Swift cannot call; these fixed-arity views
+  /// pass integer arguments in the same registers on x86_64 and aarch64.
+  typealias Syscall = @convention(c) (Int, Int, Int, Int) -> Int
+  typealias PRCtl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
+  static let syscall: Syscall? = lookup("syscall")
+  static let prctl: PRCtl? = lookup("prctl")
 
   static let pipe2: Pipe2? = lookup("pipe2")
   /// glibc ≥ 2.34.
@@ -2107,6 +2140,52 @@ enum GlibcExtras {
     guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, name) else { return nil }
     return unsafeBitCast(symbol, to: Function.self)
   }
+}
+
+/// Landlock's scoping of abstract unix sockets (ABI ≥ 6, Linux ≥ 6.12): with the network on,
+/// the payload shares the host's network namespace, where host programs' abstract sockets live.
+enum Landlock {
+  // `<linux/landlock.h>` and `<asm/unistd.h>` (the same numbers on x86_64 and aarch64).
+  static let createRuleset = 444
+  static let restrictSelf = 446
+  static let versionFlag = 1        // LANDLOCK_CREATE_RULESET_VERSION
+  static let scopeAbstractUnixSocket: UInt64 = 1
+  static let setNoNewPrivileges: Int32 = 38  // PR_SET_NO_NEW_PRIVS
+
+  /// The kernel's Landlock ABI version, 0 when Landlock is unavailable.
+  static let abi: Int = GlibcExtras.syscall.map { max(0, $0(createRuleset, 0, 0, versionFlag)) } ?? 0
+  static var scopesAbstractSockets: Bool { abi >= 6 }
+
+  /// Confines the calling thread (and what it spawns) so abstract unix sockets created outside
+  /// the domain cannot be reached. no_new_privs and the domain are per thread: call it only on
+  /// a thread of the sandbox's own.
+  /// - Throws: `SandboxError.layerUnavailable` when the kernel refuses.
+  static func restrictThreadToOwnAbstractSockets() throws(SandboxError) {
+    guard let syscall = GlibcExtras.syscall, let prctl = GlibcExtras.prctl else {
+      throw .glibcTooOld(function: "syscall/prctl")
+    }
+    var attribute: (UInt64, UInt64, UInt64) = (0, 0, scopeAbstractUnixSocket)  // fs, net, scoped
+    let ruleset = withUnsafeBytes(of: &attribute) { raw in
+      syscall(createRuleset, Int(bitPattern: raw.baseAddress), raw.count, 0)
+    }
+    guard ruleset >= 0 else {
+      throw .layerUnavailable(layer: "landlock scope", reason: "landlock_create_ruleset: \(String(cString: strerror(errno)))", relax: "report this")
+    }
+    defer { close(Int32(ruleset)) }
+    guard prctl(setNoNewPrivileges, 1, 0, 0, 0) == 0, syscall(restrictSelf, ruleset, 0, 0) == 0 else {
+      throw .layerUnavailable(layer: "landlock scope", reason: "landlock_restrict_self: \(String(cString: strerror(errno)))", relax: "report this")
+    }
+  }
+}
+
+/// Runs `body` on a new thread and waits for it (a thread whose per-thread state — Landlock,
+/// no_new_privs — may change and which lives exactly as long as the run, as bwrap's
+/// --die-with-parent wants).
+func onFreshThread<Value>(_ body: @escaping () -> Value) -> Value {
+  var value: Value? = nil
+  let work = { value = body() }
+  if let thread = launchThread(work) { pthread_join(thread, nil) } else { work() }
+  return value!  // set by the joined thread or by the fallback call above
 }
 
 /// Runs a Glibc call, retrying on EINTR; -1 becomes `SandboxError.system` with errno.
@@ -2333,6 +2412,8 @@ public struct SelfTestContext: Sendable {
   public var hostMarker: String
   /// A TCP port the runner listens on at the host's 127.0.0.1.
   public var hostPort: Int
+  /// The name (without the leading NUL) of an abstract unix socket the runner listens on.
+  public var hostAbstractSocket: String = ""
 
   var placeholders: [(String, String)] {
     [
@@ -2341,6 +2422,7 @@ public struct SelfTestContext: Sendable {
       ("{HOME}", callerHome), ("{MARKER}", hostMarker), ("{HOST_PORT}", String(hostPort)),
       ("{SECCOMP_DENIED}", seccompDeniedTable), ("{MEMORY_LIMIT}", String(config.limits.memoryBytes ?? 0)),
       ("{OPEN_FILES}", String(config.limits.openFiles)), ("{PROFILE}", profileName),
+      ("{HOST_ABSTRACT}", hostAbstractSocket),
     ]
   }
 
@@ -2672,6 +2754,21 @@ public let baseSuite: [SelfTest] = [
           print("BLOCKED", e.errno)
       """),
   SelfTest(
+    "the host's abstract unix sockets are unreachable", layer: .namespaces, expect: "BLOCKED",
+    python: """
+      import socket
+      s = socket.socket(socket.AF_UNIX)
+      try:
+          s.connect("\\0{HOST_ABSTRACT}")
+          print("REACHED")
+      except OSError as e:
+          print("BLOCKED", e.errno)
+      """,
+    skipReason: { context in
+      context.config.networkEnabled && !Landlock.scopesAbstractSockets
+        ? "with the network on, host abstract sockets stay reachable on this kernel (Landlock ABI \(Landlock.abi) < 6; documented)" : nil
+    }),
+  SelfTest(
     "network on: name resolution uses the generated resolv.conf", layer: .mounts, network: .enabled,
     expect: "GENERATED",
     python: """
@@ -2762,6 +2859,9 @@ public func runSelfTests(_ tests: [SelfTest], in sandbox: Sandbox) throws(Sandbo
   defer { close(listener.fd) }
   var withPort = context
   withPort.hostPort = listener.port
+  let abstract = try openAbstractListener(name: "sandbox-selftest-\(getpid())")
+  defer { close(abstract) }
+  withPort.hostAbstractSocket = "sandbox-selftest-\(getpid())"
   var outcomes: [SelfTestOutcome] = []
   for test in tests {
     switch test.network {
@@ -2834,6 +2934,27 @@ func openLoopbackListener() throws(SandboxError) -> (fd: Int32, port: Int) {
     throw .system(call: "bind(127.0.0.1)", path: nil, errno: code)
   }
   return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
+
+/// A unix socket listening on the abstract name `name` (in this network namespace).
+func openAbstractListener(name: String) throws(SandboxError) -> Int32 {
+  let fd = try check("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+  var address = sockaddr_un()
+  address.sun_family = sa_family_t(AF_UNIX)
+  let bytes = Array(name.utf8.prefix(100))
+  withUnsafeMutableBytes(of: &address.sun_path) { path in
+    for (index, byte) in bytes.enumerated() { path[index + 1] = byte }  // path[0] = 0: abstract
+  }
+  let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + bytes.count)
+  let bound = withUnsafePointer(to: &address) { pointer in
+    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 16) == 0 }
+  }
+  guard bound else {
+    let code = errno
+    close(fd)
+    throw .system(call: "bind(abstract unix socket)", path: nil, errno: code)
+  }
+  return fd
 }
 
 /// `mkdtemp(3)` in the temp dir.

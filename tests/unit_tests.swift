@@ -485,6 +485,21 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     close(listener.fd)
   }
 
+  // Host abstract unix sockets: Landlock's scope (EPERM) with the network on, another
+  // namespace (ECONNREFUSED) with it off; an unsandboxed process reaches the same socket.
+  if let listener = try? openAbstractListener(name: "sandbox-unit-\(getpid())") {
+    let probe = "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0sandbox-unit-\(getpid())'); print('REACHED')\nexcept OSError as e: print('BLOCKED', e.errno)"
+    let control = try? spawnAndCollect(SpawnRequest(executable: "/usr/bin/python3", arguments: ["-c", probe], environment: []))
+    t.expect(control.map { String(decoding: $0.stdout, as: UTF8.self) } == "REACHED\n", "abstract sockets: the host's listener is reachable outside the sandbox (control)")
+    if Landlock.scopesAbstractSockets {
+      t.expect(payload(sandbox, probe)?.stdoutText == "BLOCKED 1\n", "abstract sockets: network on, Landlock's scope refuses the host's listener (EPERM)")
+    } else {
+      t.skip("abstract sockets: network on, Landlock's scope refuses the host's listener", "Landlock ABI \(Landlock.abi) < 6 on this kernel")
+    }
+    t.expect(payload(offline, probe)?.stdoutText == "BLOCKED 111\n", "abstract sockets: network off, the host's listener is in another namespace")
+    close(listener)
+  }
+
   // Environment scrubbing: a secret in the host's environment never shows.
   setenv("SANDBOX_TEST_SECRET", "hunter2", 1)
   let environment = payload(
