@@ -2473,6 +2473,18 @@ func leakWalk(tops: String) -> String {
   """
 }
 
+/// A probe that opens a TCP connection to `address` (a Python tuple): REACHED or BLOCKED errno.
+func connectProbe(_ address: String) -> String {
+  """
+  import socket
+  try:
+      socket.create_connection(\(address), timeout=3)
+      print("REACHED")
+  except OSError as e:
+      print("BLOCKED", e.errno)
+  """
+}
+
 /// Skips an AppArmor probe when that layer is off.
 let appArmorOff: @Sendable (SelfTestContext) -> String? = { context in
   context.config.appArmor == .disabled ? "the AppArmor layer is off (--no-apparmor)" : nil
@@ -2714,24 +2726,10 @@ public let baseSuite: [SelfTest] = [
   SelfTest(
     "network off: a TCP listener on the host's 127.0.0.1 is unreachable", layer: .namespaces,
     network: .disabled, expect: "BLOCKED",
-    python: """
-      import socket
-      try:
-          socket.create_connection(("127.0.0.1", {HOST_PORT}), timeout=3)
-          print("REACHED")
-      except OSError as e:
-          print("BLOCKED", e.errno)
-      """),
+    python: connectProbe(#"("127.0.0.1", {HOST_PORT})"#)),
   SelfTest(
     "network off: outbound TCP is refused", layer: .namespaces, network: .disabled, expect: "BLOCKED",
-    python: """
-      import socket
-      try:
-          socket.create_connection(("1.1.1.1", 53), timeout=3)
-          print("REACHED")
-      except OSError as e:
-          print("BLOCKED", e.errno)
-      """),
+    python: connectProbe(#"("1.1.1.1", 53)"#)),
   SelfTest(
     "network off: DNS resolution fails", layer: .namespaces, network: .disabled, expect: "BLOCKED",
     python: """
@@ -2745,14 +2743,7 @@ public let baseSuite: [SelfTest] = [
   SelfTest(
     "network on: the host network is shared (host 127.0.0.1 is reachable, as documented)",
     layer: .namespaces, network: .enabled, expect: "REACHED",
-    python: """
-      import socket
-      try:
-          socket.create_connection(("127.0.0.1", {HOST_PORT}), timeout=3)
-          print("REACHED")
-      except OSError as e:
-          print("BLOCKED", e.errno)
-      """),
+    python: connectProbe(#"("127.0.0.1", {HOST_PORT})"#)),
   SelfTest(
     "the host's abstract unix sockets are unreachable", layer: .namespaces, expect: "BLOCKED",
     python: """
