@@ -3337,7 +3337,7 @@ func makeSandbox(_ options: CommandLineOptions) throws(SandboxError) -> Sandbox 
   let sandbox = try Sandbox(config: config, host: host)
   for warning in sandbox.warnings { printError("warning: \(warning)") }
   if config.appArmor == .disabled {
-    printError("note: the AppArmor layer is OFF (--no-apparmor): only bubblewrap's namespaces and mounts confine this run")
+    printError("note: the AppArmor layer is OFF (--no-apparmor); the other layers (namespaces, mounts, seccomp, limits) still apply")
   }
   return sandbox
 }
