@@ -4,7 +4,7 @@ SWIFTFLAGS := -parse-as-library -warnings-as-errors
 SOURCES    := sandbox.swift $(wildcard sandbox_extra_tests.swift)
 BUILD      := tests/build
 PYTHON     ?= /usr/bin/python3
-VENV       ?= $(CURDIR)/.venv
+VENV       ?= $(CURDIR)/tests/build/venv
 
 .PHONY: build test demo bench lint clean venv
 

@@ -7,7 +7,7 @@
 set -u
 # The VM tool copies this script elsewhere; it runs in the project directory (-C / the caller's cwd).
 SB=$PWD/sandbox
-VENV=$PWD/.venv
+VENV=${VENV:-$PWD/tests/build/venv}
 NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)

@@ -14,7 +14,7 @@
 # Every part prints its own "N passed, N failed[, N skipped]"; the last line sums them.
 set -u
 cd "$(dirname "$0")/.."
-VENV=${VENV:-$PWD/.venv}
+VENV=${VENV:-$PWD/tests/build/venv}
 BUILD=tests/build
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 total_passed=0 total_failed=0 total_skipped=0
@@ -97,7 +97,7 @@ elif [ ! -x "$AA_VM" ]; then
 else
   "$AA_VM" --prepare >/dev/null 2>&1 || true
   part "AppArmor enforcement in a VM (Debian's AppArmor kernel, generated profile in enforce mode)" \
-    "$AA_VM" -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -s tests/apparmor_in_vm.sh
+    "$AA_VM" -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -e VENV="$VENV" -s tests/apparmor_in_vm.sh
 fi
 
 if [ "$(id -u)" = 0 ]; then
