@@ -608,8 +608,8 @@ func isEnvironmentName(_ name: String) -> Bool {
   }
 }
 
-/// Checks `/mnt/REL` names a regular file in the workspace; returns REL.
-func checkScript(_ sandboxPath: String, in workspace: Workspace?) throws(SandboxError) -> String {
+/// Checks that `/mnt/REL` is a plain path under /mnt (no host access); returns REL.
+func scriptRelativePath(_ sandboxPath: String) throws(SandboxError) -> String {
   let prefix = "\(Layout.mountPoint)/"
   guard sandboxPath.hasPrefix(prefix) else {
     throw .invalidScriptPath(path: sandboxPath, reason: "must lie under \(Layout.mountPoint)/")
@@ -619,6 +619,12 @@ func checkScript(_ sandboxPath: String, in workspace: Workspace?) throws(Sandbox
   guard !relative.isEmpty, !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
     throw .invalidScriptPath(path: sandboxPath, reason: "must be a plain path: no '..', '.' or empty parts")
   }
+  return relative
+}
+
+/// Checks `/mnt/REL` names a regular file in the workspace; returns REL.
+func checkScript(_ sandboxPath: String, in workspace: Workspace?) throws(SandboxError) -> String {
+  let relative = try scriptRelativePath(sandboxPath)
   guard let workspace else {
     throw .invalidScriptPath(path: sandboxPath, reason: "a script needs a mount directory to live in")
   }
@@ -2021,16 +2027,18 @@ struct DirectorySnapshot {
         let name = entryName(entry)
         if name == "." || name == ".." { continue }
         let path = prefix.isEmpty ? name : "\(prefix)/\(name)"
-        if entry.pointee.d_type == UInt8(DT_DIR) {
+        func descend() {
           let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
           if child >= 0 { pending.append((child, path)) }
+        }
+        if entry.pointee.d_type == UInt8(DT_DIR) {
+          descend()
           continue
         }
         var info = stat()
         guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
         if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
-          let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-          if child >= 0 { pending.append((child, path)) }
+          descend()
           continue
         }
         entries[path] = FileStamp(
@@ -3168,17 +3176,9 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
     throw .usage("--apparmor-profile-name and --no-apparmor contradict each other")
   }
   if let script = options.script {
-    _ = try checkScriptSyntax(script)
+    do { _ = try scriptRelativePath(script) } catch { throw .usage(error.description) }  // before anything runs
   }
   return options
-}
-
-/// The path checks of `--script` that need no host access (so bad input fails before anything runs).
-func checkScriptSyntax(_ script: String) throws(SandboxError) -> String {
-  do { return try checkScript(script, in: nil) } catch {
-    if case .invalidScriptPath(_, let reason) = error, reason.hasPrefix("a script needs") { return script }
-    throw .usage(error.description)
-  }
 }
 
 func parseTimeout(_ text: String) throws(SandboxError) -> Duration {
