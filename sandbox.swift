@@ -1981,8 +1981,10 @@ struct Workspace {
   /// Clears setuid and setgid bits on regular files the payload left (it is dead by now, so
   /// nothing can swap the paths recorded by `lstat` for links).
   func clearSetIDBits(_ snapshot: DirectorySnapshot) {
-    for (path, stamp) in snapshot.entries where stamp.type == S_IFREG && stamp.mode & (S_ISUID | S_ISGID) != 0 {
-      fchmodat(pathFD, path, stamp.mode & ~(S_ISUID | S_ISGID), 0)
+    for (directory, listed) in snapshot.directories {
+      for entry in listed where entry.stamp.type == S_IFREG && entry.stamp.mode & (S_ISUID | S_ISGID) != 0 {
+        fchmodat(pathFD, relativePath(directory, entry.name), entry.stamp.mode & ~(S_ISUID | S_ISGID), 0)
+      }
     }
   }
 
@@ -2004,50 +2006,215 @@ struct FileStamp: Equatable {
   var inode: UInt64
 }
 
-/// Every non-directory entry below a directory, by path relative to it.
+/// Every non-directory entry below a directory, grouped by the directory they are in.
 struct DirectorySnapshot {
-  var entries: [String: FileStamp] = [:]
+  struct Entry: Equatable {
+    var name: String
+    var stamp: FileStamp
+  }
 
-  init(entries: [String: FileStamp]) { self.entries = entries }
+  /// Each directory's entries in `readdir` order, by the directory's relative path ("" is the top).
+  /// Two walks of an unchanged directory list it in the same order, so a diff can pair entries
+  /// by position and hash only what moved.
+  var directories: [String: [Entry]] = [:]
+
+  init(directories: [String: [Entry]]) { self.directories = directories }
 
   /// Walks the tree under `directoryFD` (which it takes over and closes).
   ///
   /// Subdirectories are opened with O_NOFOLLOW relative to their parent, and everything
   /// else is only `fstatat`-ed without following links, so a planted symlink, FIFO or
   /// device is recorded, never followed or opened. Unreadable subdirectories are skipped.
+  /// The walk costs one `fstatat` per entry; a tree bigger than one batch is shared with a
+  /// second thread (see `SnapshotWalk`).
   init(directoryFD: Int32) {
-    var pending: [(fd: Int32, prefix: String)] = [(directoryFD, "")]
-    while let (fd, prefix) = pending.popLast() {
-      guard let directory = fdopendir(fd) else {
-        Glibc.close(fd)
-        continue
+    directories = SnapshotWalk(root: OpenDirectory(fd: directoryFD, prefix: "")).run()
+  }
+
+  /// Every entry by its relative path.
+  var entries: [String: FileStamp] {
+    var all: [String: FileStamp] = [:]
+    for (directory, listed) in directories {
+      for entry in listed { all[relativePath(directory, entry.name)] = entry.stamp }
+    }
+    return all
+  }
+}
+
+/// `name` inside the relative directory `directory` ("" is the top).
+func relativePath(_ directory: String, _ name: String) -> String {
+  directory.isEmpty ? name : "\(directory)/\(name)"
+}
+
+/// A directory open for the walk, shared by the jobs that read it and closed after the last.
+final class OpenDirectory: @unchecked Sendable {  // immutable
+  let fd: Int32
+  let prefix: String
+  init(fd: Int32, prefix: String) {
+    self.fd = fd
+    self.prefix = prefix
+  }
+  deinit { Glibc.close(fd) }
+
+  /// Opens the subdirectory `name` without following a link; nil if it cannot be read.
+  func open(_ name: String) -> OpenDirectory? {
+    let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    return child >= 0 ? OpenDirectory(fd: child, prefix: relativePath(prefix, name)) : nil
+  }
+}
+
+/// One snapshot walk: a queue of jobs served by the calling thread and, once the queue holds
+/// more than one job, a helper thread. An `fstatat` costs about 1.3 µs on this VM, so 10,000
+/// files take ~15 ms on one thread and about half on two; more threads gained nothing here.
+final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guarded by `mutex`
+  enum Job {
+    case list(OpenDirectory)  // read the names: queue the subdirectories and batches of the rest
+    /// Open a subdirectory and list it. Opening only now keeps the descriptors held to the
+    /// directories with queued work, however wide the tree.
+    case descend(OpenDirectory, into: String)
+    case stamp(OpenDirectory, batch: Int, names: ArraySlice<String>)  // fstatat a batch of names
+  }
+
+  /// A batch's entries, in the order its names were listed.
+  struct Found {
+    var directory: String
+    var batch: Int
+    var entries: [DirectorySnapshot.Entry]
+  }
+
+  static let batchSize = 256
+  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+  private var jobs: [Job]
+  private var jobsRunning = 0
+  private var helpers = 0  // started and not yet finished
+  private var helperTried = false
+  private var found: [Found] = []
+
+  init(root: OpenDirectory) {
+    jobs = [.list(root)]
+    pthread_mutex_init(mutex, nil)
+    pthread_cond_init(changed, nil)
+  }
+
+  deinit {
+    pthread_cond_destroy(changed)
+    pthread_mutex_destroy(mutex)
+    changed.deallocate()
+    mutex.deallocate()
+  }
+
+  /// Walks the whole tree and returns each directory's entries in listing order.
+  func run() -> [String: [DirectorySnapshot.Entry]] {
+    work()
+    pthread_mutex_lock(mutex)
+    while helpers > 0 { pthread_cond_wait(changed, mutex) }
+    pthread_mutex_unlock(mutex)
+    var directories: [String: [DirectorySnapshot.Entry]] = [:]
+    for part in found.sorted(by: { $0.batch < $1.batch }) {
+      directories[part.directory, default: []] += part.entries
+    }
+    return directories
+  }
+
+  /// Takes jobs until none is left and none is running (a running job may still add some).
+  private func work() {
+    var mine: [Found] = []
+    while let job = next() {
+      switch job {
+      case .list(let directory): list(directory)
+      case .descend(let parent, let name): if let child = parent.open(name) { list(child) }
+      case .stamp(let directory, let batch, let names): mine.append(stamp(names, in: directory, batch: batch))
       }
-      defer { closedir(directory) }
-      while let entry = readdir(directory) {
-        let name = entryName(entry)
-        if name == "." || name == ".." { continue }
-        let path = prefix.isEmpty ? name : "\(prefix)/\(name)"
-        func descend() {
-          let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-          if child >= 0 { pending.append((child, path)) }
-        }
-        if entry.pointee.d_type == UInt8(DT_DIR) {
-          descend()
-          continue
-        }
-        var info = stat()
-        guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-        if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
-          descend()
-          continue
-        }
-        entries[path] = FileStamp(
-          type: info.st_mode & S_IFMT, mode: info.st_mode & 0o7777, size: Int64(info.st_size),
-          modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-          changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
-          inode: UInt64(info.st_ino))
+      pthread_mutex_lock(mutex)
+      jobsRunning -= 1
+      if jobsRunning == 0 && jobs.isEmpty { pthread_cond_broadcast(changed) }
+      pthread_mutex_unlock(mutex)
+    }
+    pthread_mutex_lock(mutex)
+    found += mine
+    pthread_mutex_unlock(mutex)
+  }
+
+  private func next() -> Job? {
+    pthread_mutex_lock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    while jobs.isEmpty && jobsRunning > 0 { pthread_cond_wait(changed, mutex) }
+    guard let job = jobs.popLast() else { return nil }
+    jobsRunning += 1
+    return job
+  }
+
+  private func add(_ new: [Job]) {
+    guard !new.isEmpty else { return }
+    pthread_mutex_lock(mutex)
+    jobs += new
+    let startHelper = !helperTried && jobs.count > 1
+    if startHelper {
+      helperTried = true
+      helpers += 1
+    }
+    pthread_cond_broadcast(changed)
+    pthread_mutex_unlock(mutex)
+    guard startHelper else { return }
+    if let thread = launchThread({ self.work(); self.helperFinished() }) {
+      pthread_detach(thread)
+    } else {
+      helperFinished()  // no thread to be had: the caller walks alone
+    }
+  }
+
+  private func helperFinished() {
+    pthread_mutex_lock(mutex)
+    helpers -= 1
+    pthread_cond_broadcast(changed)
+    pthread_mutex_unlock(mutex)
+  }
+
+  private func list(_ directory: OpenDirectory) {
+    let listFD = openat(directory.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)  // its own offset
+    guard listFD >= 0, let stream = fdopendir(listFD) else {
+      if listFD >= 0 { Glibc.close(listFD) }
+      return
+    }
+    var names: [String] = []
+    var jobs: [Job] = []
+    while let entry = readdir(stream) {
+      let name = entryName(entry)
+      if name == "." || name == ".." { continue }
+      if entry.pointee.d_type == UInt8(DT_DIR) {
+        jobs.append(.descend(directory, into: name))
+      } else {
+        names.append(name)
       }
     }
+    closedir(stream)
+    for start in stride(from: 0, to: names.count, by: Self.batchSize) {
+      jobs.append(.stamp(directory, batch: start / Self.batchSize, names: names[start..<min(start + Self.batchSize, names.count)]))
+    }
+    add(jobs)
+  }
+
+  private func stamp(_ names: ArraySlice<String>, in directory: OpenDirectory, batch: Int) -> Found {
+    var entries: [DirectorySnapshot.Entry] = []
+    entries.reserveCapacity(names.count)
+    var subdirectories: [Job] = []
+    for name in names {
+      var info = stat()
+      guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+      if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
+        subdirectories.append(.descend(directory, into: name))
+        continue
+      }
+      let stamp = FileStamp(
+        type: info.st_mode & S_IFMT, mode: info.st_mode & 0o7777, size: Int64(info.st_size),
+        modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+        changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+        inode: UInt64(info.st_ino))
+      entries.append(DirectorySnapshot.Entry(name: name, stamp: stamp))
+    }
+    add(subdirectories)
+    return Found(directory: directory.prefix, batch: batch, entries: entries)
   }
 }
 
@@ -2065,14 +2232,30 @@ struct WorkspaceChanges: Equatable {
 }
 
 /// Compares two snapshots; `excluding` (the script that was run) is never reported.
+///
+/// Entries are paired by position while both listings agree on the name, which is every entry
+/// of an unchanged directory; only the rest is matched by name.
 func makeWorkspaceChanges(before: DirectorySnapshot, after: DirectorySnapshot, excluding: String?) -> WorkspaceChanges {
   var changes = WorkspaceChanges()
-  for (path, stamp) in after.entries where path != excluding && before.entries[path] != stamp {
-    changes.changed.append(path)
+  for (directory, now) in after.directories {
+    let then = before.directories[directory] ?? []
+    var paired = 0
+    while paired < min(now.count, then.count) && now[paired].name == then[paired].name {
+      if now[paired].stamp != then[paired].stamp { changes.changed.append(relativePath(directory, now[paired].name)) }
+      paired += 1
+    }
+    var unpaired = [String: FileStamp](minimumCapacity: then.count - paired)
+    for entry in then[paired...] { unpaired[entry.name] = entry.stamp }
+    for entry in now[paired...] where unpaired.removeValue(forKey: entry.name) != entry.stamp {
+      changes.changed.append(relativePath(directory, entry.name))
+    }
+    changes.deleted += unpaired.keys.map { relativePath(directory, $0) }
   }
-  for path in before.entries.keys where path != excluding && after.entries[path] == nil {
-    changes.deleted.append(path)
+  for (directory, then) in before.directories where after.directories[directory] == nil {
+    changes.deleted += then.map { relativePath(directory, $0.name) }
   }
+  changes.changed.removeAll { $0 == excluding }
+  changes.deleted.removeAll { $0 == excluding }
   changes.changed.sort()
   changes.deleted.sort()
   return changes

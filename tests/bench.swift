@@ -229,7 +229,7 @@ enum Bench {
       }
       for (name, key, times) in [
         ("snapshot+diff", "change_tracking_snapshot_diff", single), ("both snapshots+diff (a whole run)", "change_tracking_run", both),
-        ("kernel floor: readdir+fstatat only", "walk_syscalls_only", floor),
+        ("kernel floor, one thread: readdir+fstatat only", "walk_syscalls_only_one_thread", floor),
       ] {
         rows.append(Row(name: "change tracking, \(count) files: \(name)", median: percentile(times, 0.5), p90: percentile(times, 0.9), unit: "ms"))
         json.append("{\"variant\": \"\(key)\", \"files\": \(count), \"median_ms\": \(percentile(times, 0.5)), \"p90_ms\": \(percentile(times, 0.9))}")

@@ -41,6 +41,19 @@ func shell(_ command: String) {
   _ = command.withCString { system($0) }
 }
 
+func shellOutput(_ command: String) -> String {
+  guard let pipe = popen(command, "r") else { return "" }
+  defer { pclose(pipe) }
+  var bytes: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 65536)
+  while true {
+    let count = fread(&buffer, 1, buffer.count, pipe)
+    if count <= 0 { break }
+    bytes += buffer[0..<count]
+  }
+  return String(decoding: bytes, as: UTF8.self)
+}
+
 func writeFile(_ path: String, _ text: String) {
   let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
   guard fd >= 0 else { return }
@@ -369,6 +382,39 @@ func testSnapshots(_ t: inout Tally, temp: String) {
   t.expect(unchanged == WorkspaceChanges(), "snapshot: no change gives empty lists")
 }
 
+/// A tree big enough for the walk's batches and helper thread, changed in the middle of
+/// directory listings, so the diff's by-name fallback is exercised as well as its in-order pairing.
+func testLargeSnapshots(_ t: inout Tally, temp: String) {
+  let base = "\(temp)/snapshot-large"
+  // flat/ holds 1,300 files (6 batches); tree/a..e/deep each hold 120 files.
+  shell("rm -rf '\(base)' && mkdir -p '\(base)/flat' && cd '\(base)/flat' && seq 1 1300 | xargs touch && for d in a b c d e; do mkdir -p \"../tree/$d/deep\" && (cd \"../tree/$d\" && seq 1 120 | sed 's/^/f/' | xargs touch && cd deep && seq 1 120 | sed 's/^/g/' | xargs touch); done")
+  guard let workspace = try? Workspace(path: base), let before = try? workspace.snapshot() else {
+    return t.expect(false, "large snapshot: set up")
+  }
+  defer { workspace.close() }
+  let listed = Set(before.entries.keys)
+  let expected = Set(shellOutput("cd '\(base)' && find . -mindepth 1 ! -type d | cut -c3-").split(separator: "\n").map(String.init))
+  t.expect(listed == expected && listed.count == 1300 + 5 * 240, "large snapshot: every file found exactly once by the shared walk", "\(listed.count) found, \(expected.count) expected")
+  usleep(20_000)
+  shell("cd '\(base)' && rm flat/700 flat/1 tree/c/deep/g5 && echo x > flat/650 && echo y > tree/e/f7 && touch flat/new1 flat/new2 tree/b/deep/new && rm -r tree/d")
+  guard let after = try? workspace.snapshot() else { return t.expect(false, "large snapshot: second snapshot") }
+  let changes = makeWorkspaceChanges(before: before, after: after, excluding: nil)
+  t.expect(changes.changed == ["flat/650", "flat/new1", "flat/new2", "tree/b/deep/new", "tree/e/f7"], "large snapshot: changes found in the middle of long listings", "\(changes.changed)")
+  let removedDirectory = (1...120).map { "tree/d/deep/g\($0)" } + (1...120).map { "tree/d/f\($0)" }
+  t.expect(changes.deleted == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
+  // 1,500 subdirectories under a 256-descriptor limit: the walk opens them as it goes.
+  shell("cd '\(base)' && rm -rf flat tree && mkdir wide && cd wide && seq 1 1500 | xargs mkdir && for d in 1 750 1500; do touch $d/file; done")
+  var limit = rlimit()
+  getrlimit(ResourceLimit.openFiles, &limit)
+  var low = limit
+  low.rlim_cur = 256
+  setrlimit(ResourceLimit.openFiles, &low)
+  let wide = try? workspace.snapshot()
+  setrlimit(ResourceLimit.openFiles, &limit)
+  t.expect(wide?.entries.keys.sorted() == ["wide/1/file", "wide/1500/file", "wide/750/file"], "large snapshot: 1,500 subdirectories walked within 256 descriptors", "\(wide?.entries.keys.sorted() ?? [])")
+  shell("rm -rf '\(base)'")
+}
+
 // MARK: - Exit status, JSON, command line
 
 func testPureHelpers(_ t: inout Tally) {
@@ -680,6 +726,7 @@ enum UnitTests {
     testAppArmor(&tally, temp: temp)
     testValidation(&tally, temp: temp)
     testSnapshots(&tally, temp: temp)
+    testLargeSnapshots(&tally, temp: temp)
     testPureHelpers(&tally)
     if let venv = environmentValue("SANDBOX_TEST_VENV"), !venv.isEmpty {
       await testEndToEnd(&tally, venv: venv, temp: temp)
