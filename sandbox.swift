@@ -2305,8 +2305,12 @@ let ioctlOpenPTYPeer: Int32 = 0x5441
 /// `O_PATH` from `<bits/fcntl-linux.h>` (the same value on x86_64 and aarch64); Swift does not import it.
 let openPathOnly: Int32 = 0o10000000
 
-/// Glibc functions declared only under `_GNU_SOURCE`, which Swift's Glibc module leaves out;
-/// looked up once with `dlsym`.
+/// Glibc functions declared only under `_GNU_SOURCE`, which Swift's Glibc module leaves out.
+///
+/// A plain build looks them up once with `dlsym`, so a glibc without one gives a clear error at
+/// run time. The Makefile's fully static build (`-enable-experimental-feature Extern`) links
+/// them directly instead: a static executable has no dynamic symbol table for `dlsym` to read.
+/// Both give C function pointers, called with the C calling convention.
 enum GlibcExtras {
   typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
   typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
@@ -2316,22 +2320,42 @@ enum GlibcExtras {
   /// pass integer arguments in the same registers on x86_64 and aarch64.
   typealias Syscall = @convention(c) (Int, Int, Int, Int) -> Int
   typealias PRCtl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
-  static let syscall: Syscall? = lookup("syscall")
-  static let prctl: PRCtl? = lookup("prctl")
 
-  static let pipe2: Pipe2? = lookup("pipe2")
-  /// glibc ≥ 2.34.
-  static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
-  /// `prlimit(2)`: sets another process's rlimits (here: the sandbox's pid 1).
-  static let prlimit: PRLimit? = lookup("prlimit")
-  /// glibc ≥ 2.36; without it the spawner notices a silent exit with a 5 ms tick.
-  static let pidfdOpen: PIDFDOpen? = lookup("pidfd_open")
+  #if hasFeature(Extern)
+    static let syscall: Syscall? = linkedSyscall
+    static let prctl: PRCtl? = linkedPRCtl
+    static let pipe2: Pipe2? = linkedPipe2
+    static let addCloseFrom: AddCloseFrom? = linkedAddCloseFrom
+    static let prlimit: PRLimit? = linkedPRLimit
+    /// `pidfd_open(2)` by number (434 on every architecture): glibc < 2.36 has no wrapper.
+    static let pidfdOpen: PIDFDOpen? = { pid, flags in Int32(truncatingIfNeeded: linkedSyscall(434, Int(pid), Int(flags), 0)) }
+  #else
+    static let syscall: Syscall? = lookup("syscall")
+    static let prctl: PRCtl? = lookup("prctl")
+    static let pipe2: Pipe2? = lookup("pipe2")
+    /// glibc ≥ 2.34.
+    static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
+    /// `prlimit(2)`: sets another process's rlimits (here: the sandbox's pid 1).
+    static let prlimit: PRLimit? = lookup("prlimit")
+    /// glibc ≥ 2.36; without it the spawner notices a silent exit with a 5 ms tick.
+    static let pidfdOpen: PIDFDOpen? = lookup("pidfd_open")
 
-  private static func lookup<Function>(_ name: String) -> Function? {
-    guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, name) else { return nil }
-    return unsafeBitCast(symbol, to: Function.self)
-  }
+    private static func lookup<Function>(_ name: String) -> Function? {
+      guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, name) else { return nil }
+      return unsafeBitCast(symbol, to: Function.self)
+    }
+  #endif
 }
+
+#if hasFeature(Extern)
+  @_extern(c, "syscall") func linkedSyscall(_ number: Int, _ a: Int, _ b: Int, _ c: Int) -> Int
+  @_extern(c, "prctl") func linkedPRCtl(_ option: Int32, _ a: UInt, _ b: UInt, _ c: UInt, _ d: UInt) -> Int32
+  @_extern(c, "pipe2") func linkedPipe2(_ fds: UnsafeMutablePointer<Int32>?, _ flags: Int32) -> Int32
+  @_extern(c, "posix_spawn_file_actions_addclosefrom_np")
+  func linkedAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>?, _ from: Int32) -> Int32
+  @_extern(c, "prlimit")
+  func linkedPRLimit(_ pid: pid_t, _ resource: Int32, _ new: UnsafePointer<rlimit>?, _ old: UnsafeMutablePointer<rlimit>?) -> Int32
+#endif
 
 /// Landlock's scoping of abstract unix sockets (ABI ≥ 6, Linux ≥ 6.12): with the network on,
 /// the payload shares the host's network namespace, where host programs' abstract sockets live.
