@@ -708,6 +708,7 @@ func classifyLimitHit(_ outcome: SpawnOutcome, limits: SandboxLimits) -> Sandbox
     if code == -SIGXCPU || (code == -SIGKILL && enoughTime) { return .cpu }
   }
   if code == -SIGXFSZ { return .fileSize }
+  guard code != 0 else { return nil }  // a payload that recovered and exited 0 hit no limit
   let tail = String(decoding: outcome.stderr.suffix(4096), as: UTF8.self)
   if limits.memoryBytes != nil && tail.contains("MemoryError") { return .memory }
   if limits.fileSizeBytes != nil && tail.contains("File too large") { return .fileSize }  // Python ignores SIGXFSZ
@@ -1894,11 +1895,16 @@ func filesystemUsage(_ fd: Int32) -> (used: Int64, available: Int64)? {
 
 /// Finds N in bwrap's `{ "child-pid": N }` once the number is complete.
 func parseChildPID(_ report: [UInt8]) -> pid_t? {
-  let text = String(decoding: report, as: UTF8.self)
-  guard let key = text.firstRange(of: "\"child-pid\":") else { return nil }
-  let digits = text[key.upperBound...].drop { $0 == " " }.prefix { $0.isNumber }
-  let rest = text[key.upperBound...].drop { $0 == " " }.dropFirst(digits.count)
-  guard !digits.isEmpty, !rest.isEmpty, let pid = pid_t(digits), pid > 0 else { return nil }  // a following char ends the number
+  let key = Array("\"child-pid\":".utf8)
+  guard report.count >= key.count,
+    let at = (0...(report.count - key.count)).first(where: { report[$0..<($0 + key.count)].elementsEqual(key) })
+  else { return nil }
+  let value = report[(at + key.count)...].drop { $0 == UInt8(ascii: " ") }
+  let digits = value.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+  // A character after the digits shows the number is complete.
+  guard !digits.isEmpty, value.count > digits.count, let pid = pid_t(String(decoding: digits, as: UTF8.self)), pid > 0 else {
+    return nil
+  }
   return pid
 }
 
@@ -2564,8 +2570,11 @@ func printable(_ text: String) -> String {
 
 extension String {
   var trimmed: String {
-    let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
-    return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }
+    guard let first = utf8.firstIndex(where: { !isSpace($0) }), let last = utf8.lastIndex(where: { !isSpace($0) }) else {
+      return ""
+    }
+    return String(self[first...last])  // ASCII bounds are character bounds
   }
 }
 

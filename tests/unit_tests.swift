@@ -441,6 +441,14 @@ func testPureHelpers(_ t: inout Tally) {
   ] {
     t.expect(!parses(arguments), "cli: \(why) is a usage error")
   }
+  let reports: [(String, pid_t?)] = [
+    ("{\n    \"child-pid\": 4242\n}", 4242), ("{\"child-pid\":7,", 7), ("{\"child-pid\": 42", nil), ("{\"child-pid\": ", nil),
+    ("{\"child-pid\": -3}", nil), ("{\"child-pid\": 0}", nil), ("{\"child\": 5}", nil), ("", nil),
+  ]
+  for (report, expected) in reports {
+    t.expect(parseChildPID(Array(report.utf8)) == expected, "bwrap info: child pid of \(report.debugDescription) is \(expected.map(String.init) ?? "none")")
+  }
+  t.expect([" \tY\n", "Y", "\n\n", "a b \r\n"].map(\.trimmed) == ["Y", "Y", "", "a b"], "trimmed: ASCII white space goes from both ends only")
 }
 
 // MARK: - End to end, against real bwrap
