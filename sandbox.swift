@@ -2070,8 +2070,9 @@ final class OpenDirectory: @unchecked Sendable {  // immutable
 }
 
 /// One snapshot walk: a queue of jobs served by the calling thread and, once the queue holds
-/// more than one job, a helper thread. An `fstatat` costs about 1.3 µs on this VM, so 10,000
-/// files take ~15 ms on one thread and about half on two; more threads gained nothing here.
+/// more than one job and the machine has a second core, a helper thread. An `fstatat` costs
+/// about 1.3 µs on the development VM, so 10,000 files take ~15 ms on one thread and about half
+/// on two; four threads on its two cores were slower than two.
 final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guarded by `mutex`
   enum Job {
     case list(OpenDirectory)  // read the names: queue the subdirectories and batches of the rest
@@ -2089,6 +2090,7 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
   }
 
   static let batchSize = 256
+  static let usesHelper = sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1
   private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
   private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
   private var jobs: [Job]
@@ -2155,7 +2157,7 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     guard !new.isEmpty else { return }
     pthread_mutex_lock(mutex)
     jobs += new
-    let startHelper = !helperTried && jobs.count > 1
+    let startHelper = Self.usesHelper && !helperTried && jobs.count > 1
     if startHelper {
       helperTried = true
       helpers += 1

@@ -174,9 +174,10 @@ enum Bench {
         json.append("{\"network\": \(network), \"variant\": \"\(key)\", \"median_ms\": \(median), \"p90_ms\": \(p90), \"runs\": \(samples[key]!.count), \"vs_bare\": \(median / bareMedian), \"vs_bwrap\": \(median / bwrapMedian)}")
       }
 
-      // Throughput: two workers, each running back to back.
+      // Throughput: two workers, each running back to back, in alternating rounds (raw bwrap,
+      // sandbox, raw bwrap, …) so machine drift cancels; the ratio is the median round's.
       func throughput(_ body: @escaping @Sendable () -> Void) async -> Double {
-        let perWorker = max(10, runs / 2)
+        let perWorker = max(6, runs / 8)
         let start = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
           for _ in 0..<2 {
@@ -192,11 +193,22 @@ enum Bench {
         }
         return Double(2 * perWorker) / (milliseconds(ContinuousClock.now - start) / 1000)
       }
-      let rawRate = await throughput { _ = spawnOrDie(raw) }
-      let sandboxRate = await throughput { runOrDie(sandbox, code) }
+      var rawRates: [Double] = []
+      var sandboxRates: [Double] = []
+      var ratios: [Double] = []
+      for _ in 0..<5 {
+        let rawRate = await throughput { _ = spawnOrDie(raw) }
+        let sandboxRate = await throughput { runOrDie(sandbox, code) }
+        rawRates.append(rawRate)
+        sandboxRates.append(sandboxRate)
+        ratios.append(sandboxRate / rawRate)
+      }
+      let rawRate = percentile(rawRates, 0.5)
+      let sandboxRate = percentile(sandboxRates, 0.5)
+      let ratio = percentile(ratios, 0.5)
       rows.append(Row(name: "\(label): 2 workers, raw bwrap", median: rawRate, p90: .nan, unit: "runs/s"))
-      rows.append(Row(name: "\(label): 2 workers, Sandbox.run", median: sandboxRate, p90: .nan, unit: "runs/s", versusBwrap: sandboxRate / rawRate))
-      json.append("{\"network\": \(network), \"variant\": \"throughput_2_workers\", \"bwrap_runs_per_second\": \(rawRate), \"sandbox_runs_per_second\": \(sandboxRate), \"ratio\": \(sandboxRate / rawRate)}")
+      rows.append(Row(name: "\(label): 2 workers, Sandbox.run", median: sandboxRate, p90: .nan, unit: "runs/s", versusBwrap: ratio))
+      json.append("{\"network\": \(network), \"variant\": \"throughput_2_workers\", \"bwrap_runs_per_second\": \(rawRate), \"sandbox_runs_per_second\": \(sandboxRate), \"ratio\": \(ratio), \"round_ratios\": [\(ratios.map { String($0) }.joined(separator: ", "))]}")
     }
 
     // Change tracking alone: two snapshots and a diff, as one run does.
