@@ -2053,20 +2053,81 @@ func relativePath(_ directory: String, _ name: String) -> String {
 }
 
 /// A directory open for the walk, shared by the jobs that read it and closed after the last.
+///
+/// Subdirectories are opened from an anchor by a relative path, not from their parent, so a
+/// parent's descriptor closes once its own entries are read: the descriptors held stay few
+/// however wide or deep the tree (a payload may build either). A directory whose path from its
+/// anchor grows long becomes the anchor for what is below it.
 final class OpenDirectory: @unchecked Sendable {  // immutable
   let fd: Int32
+  /// The path from the snapshot's top ("" for the top itself).
   let prefix: String
-  init(fd: Int32, prefix: String) {
+  /// What subdirectories are opened from (nil: this directory), and this directory's path from it.
+  let anchor: OpenDirectory?
+  let pathFromAnchor: String
+
+  static let anchorSpan = 2048  // bytes of path; openat2 takes up to PATH_MAX (4096)
+
+  init(fd: Int32, prefix: String, anchor: OpenDirectory? = nil, pathFromAnchor: String = "") {
     self.fd = fd
     self.prefix = prefix
+    self.anchor = anchor
+    self.pathFromAnchor = pathFromAnchor
   }
   deinit { Glibc.close(fd) }
 
-  /// Opens the subdirectory `name` without following a link; nil if it cannot be read.
-  func open(_ name: String) -> OpenDirectory? {
-    let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    return child >= 0 ? OpenDirectory(fd: child, prefix: relativePath(prefix, name)) : nil
+  /// Where the subdirectory `name` is opened from, and by which path.
+  func route(to name: String) -> (anchor: OpenDirectory, path: String) {
+    if let anchor { return (anchor, "\(pathFromAnchor)/\(name)") }
+    return (self, name)
   }
+
+  /// The job that walks the subdirectory `name`.
+  func descend(into name: String) -> SnapshotWalk.Job {
+    let (anchor, path) = route(to: name)
+    return .descend(from: anchor, path: path, prefix: relativePath(prefix, name))
+  }
+
+  /// Opens `path` below this directory without following any symlink; nil if it cannot be read.
+  func openBeneath(_ path: String, prefix: String) -> OpenDirectory? {
+    let child = openDirectoryBeneath(fd, path)
+    guard child >= 0 else { return nil }
+    if path.utf8.count >= Self.anchorSpan { return OpenDirectory(fd: child, prefix: prefix) }
+    return OpenDirectory(fd: child, prefix: prefix, anchor: self, pathFromAnchor: path)
+  }
+}
+
+/// Opens the directory at the relative `path` below `directoryFD`, refusing symlinks in every
+/// component and any escape above `directoryFD`: `openat2(2)` (Linux ≥ 5.6) in one call, or,
+/// where that is missing or filtered, one O_NOFOLLOW `openat` per component.
+func openDirectoryBeneath(_ directoryFD: Int32, _ path: String) -> Int32 {
+  // struct open_how { u64 flags, mode, resolve }; RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH.
+  var how: (UInt64, UInt64, UInt64) = (UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, 0x02 | 0x04 | 0x08)
+  if let syscall = GlibcExtras.syscall {
+    let fd = path.withCString { name in
+      withUnsafeMutablePointer(to: &how) { how in
+        syscall(437, Int(directoryFD), Int(bitPattern: name), Int(bitPattern: how), 24)  // openat2
+      }
+    }
+    if fd >= 0 { return Int32(fd) }
+    if errno != ENOSYS && errno != EPERM { return -1 }
+  }
+  return openDirectoryByComponents(directoryFD, path)
+}
+
+/// `openDirectoryBeneath` for kernels without `openat2`: no component may be a symlink or `..`.
+func openDirectoryByComponents(_ directoryFD: Int32, _ path: String) -> Int32 {
+  var fd = openat(directoryFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+  for component in path.split(separator: "/") where fd >= 0 {
+    if component == ".." {
+      Glibc.close(fd)
+      return -1
+    }
+    let next = openat(fd, String(component), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    Glibc.close(fd)
+    fd = next
+  }
+  return fd
 }
 
 /// One snapshot walk: a queue of jobs served by the calling thread and, once the queue holds
@@ -2076,9 +2137,8 @@ final class OpenDirectory: @unchecked Sendable {  // immutable
 final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guarded by `mutex`
   enum Job {
     case list(OpenDirectory)  // read the names: queue the subdirectories and batches of the rest
-    /// Open a subdirectory and list it. Opening only now keeps the descriptors held to the
-    /// directories with queued work, however wide the tree.
-    case descend(OpenDirectory, into: String)
+    /// Open a subdirectory (by its path from an anchor) and list it.
+    case descend(from: OpenDirectory, path: String, prefix: String)
     case stamp(OpenDirectory, batch: Int, names: ArraySlice<String>)  // fstatat a batch of names
   }
 
@@ -2131,7 +2191,8 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     while let job = next() {
       switch job {
       case .list(let directory): list(directory)
-      case .descend(let parent, let name): if let child = parent.open(name) { list(child) }
+      case .descend(let anchor, let path, let prefix):
+        if let child = anchor.openBeneath(path, prefix: prefix) { list(child) }
       case .stamp(let directory, let batch, let names): mine.append(stamp(names, in: directory, batch: batch))
       }
       pthread_mutex_lock(mutex)
@@ -2191,7 +2252,7 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
       let name = entryName(entry)
       if name == "." || name == ".." { continue }
       if entry.pointee.d_type == UInt8(DT_DIR) {
-        jobs.append(.descend(directory, into: name))
+        jobs.append(directory.descend(into: name))
       } else {
         names.append(name)
       }
@@ -2211,7 +2272,7 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
       var info = stat()
       guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
       if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
-        subdirectories.append(.descend(directory, into: name))
+        subdirectories.append(directory.descend(into: name))
         continue
       }
       let stamp = FileStamp(
@@ -2326,7 +2387,7 @@ enum GlibcExtras {
   typealias PRLimit = @convention(c) (pid_t, Int32, UnsafePointer<rlimit>?, UnsafeMutablePointer<rlimit>?) -> Int32
   /// `syscall(2)` and `prctl(2)` are variadic, which Swift cannot call; these fixed-arity views
   /// pass integer arguments in the same registers on x86_64 and aarch64.
-  typealias Syscall = @convention(c) (Int, Int, Int, Int) -> Int
+  typealias Syscall = @convention(c) (Int, Int, Int, Int, Int) -> Int
   typealias PRCtl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
 
   #if hasFeature(Extern)
@@ -2336,7 +2397,7 @@ enum GlibcExtras {
     static let addCloseFrom: AddCloseFrom? = linkedAddCloseFrom
     static let prlimit: PRLimit? = linkedPRLimit
     /// `pidfd_open(2)` by number (434 on every architecture): glibc < 2.36 has no wrapper.
-    static let pidfdOpen: PIDFDOpen? = { pid, flags in Int32(truncatingIfNeeded: linkedSyscall(434, Int(pid), Int(flags), 0)) }
+    static let pidfdOpen: PIDFDOpen? = { pid, flags in Int32(truncatingIfNeeded: linkedSyscall(434, Int(pid), Int(flags), 0, 0)) }
   #else
     static let syscall: Syscall? = lookup("syscall")
     static let prctl: PRCtl? = lookup("prctl")
@@ -2356,7 +2417,7 @@ enum GlibcExtras {
 }
 
 #if hasFeature(Extern)
-  @_extern(c, "syscall") func linkedSyscall(_ number: Int, _ a: Int, _ b: Int, _ c: Int) -> Int
+  @_extern(c, "syscall") func linkedSyscall(_ number: Int, _ a: Int, _ b: Int, _ c: Int, _ d: Int) -> Int
   @_extern(c, "prctl") func linkedPRCtl(_ option: Int32, _ a: UInt, _ b: UInt, _ c: UInt, _ d: UInt) -> Int32
   @_extern(c, "pipe2") func linkedPipe2(_ fds: UnsafeMutablePointer<Int32>?, _ flags: Int32) -> Int32
   @_extern(c, "posix_spawn_file_actions_addclosefrom_np")
@@ -2376,7 +2437,7 @@ enum Landlock {
   static let setNoNewPrivileges: Int32 = 38  // PR_SET_NO_NEW_PRIVS
 
   /// The kernel's Landlock ABI version, 0 when Landlock is unavailable.
-  static let abi: Int = GlibcExtras.syscall.map { max(0, $0(createRuleset, 0, 0, versionFlag)) } ?? 0
+  static let abi: Int = GlibcExtras.syscall.map { max(0, $0(createRuleset, 0, 0, versionFlag, 0)) } ?? 0
   static var scopesAbstractSockets: Bool { abi >= 6 }
 
   /// Confines the calling thread (and what it spawns) so abstract unix sockets created outside
@@ -2389,13 +2450,13 @@ enum Landlock {
     }
     var attribute: (UInt64, UInt64, UInt64) = (0, 0, scopeAbstractUnixSocket)  // fs, net, scoped
     let ruleset = withUnsafeBytes(of: &attribute) { raw in
-      syscall(createRuleset, Int(bitPattern: raw.baseAddress), raw.count, 0)
+      syscall(createRuleset, Int(bitPattern: raw.baseAddress), raw.count, 0, 0)
     }
     guard ruleset >= 0 else {
       throw .layerUnavailable(layer: "landlock scope", reason: "landlock_create_ruleset: \(String(cString: strerror(errno)))", relax: "report this")
     }
     defer { close(Int32(ruleset)) }
-    guard prctl(setNoNewPrivileges, 1, 0, 0, 0) == 0, syscall(restrictSelf, ruleset, 0, 0) == 0 else {
+    guard prctl(setNoNewPrivileges, 1, 0, 0, 0) == 0, syscall(restrictSelf, ruleset, 0, 0, 0) == 0 else {
       throw .layerUnavailable(layer: "landlock scope", reason: "landlock_restrict_self: \(String(cString: strerror(errno)))", relax: "report this")
     }
   }

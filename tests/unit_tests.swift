@@ -402,16 +402,35 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   t.expect(changes.changed == ["flat/650", "flat/new1", "flat/new2", "tree/b/deep/new", "tree/e/f7"], "large snapshot: changes found in the middle of long listings", "\(changes.changed)")
   let removedDirectory = (1...120).map { "tree/d/deep/g\($0)" } + (1...120).map { "tree/d/f\($0)" }
   t.expect(changes.deleted == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
-  // 1,500 subdirectories under a 256-descriptor limit: the walk opens them as it goes.
+  // 1,500 subdirectories under a 32-descriptor limit: the walk opens them as it goes.
   shell("cd '\(base)' && rm -rf flat tree && mkdir wide && cd wide && seq 1 1500 | xargs mkdir && for d in 1 750 1500; do touch $d/file; done")
   var limit = rlimit()
   getrlimit(ResourceLimit.openFiles, &limit)
   var low = limit
-  low.rlim_cur = 256
+  low.rlim_cur = 32
   setrlimit(ResourceLimit.openFiles, &low)
   let wide = try? workspace.snapshot()
   setrlimit(ResourceLimit.openFiles, &limit)
-  t.expect(wide?.entries.keys.sorted() == ["wide/1/file", "wide/1500/file", "wide/750/file"], "large snapshot: 1,500 subdirectories walked within 256 descriptors", "\(wide?.entries.keys.sorted() ?? [])")
+  t.expect(wide?.entries.keys.sorted() == ["wide/1/file", "wide/1500/file", "wide/750/file"], "large snapshot: 1,500 subdirectories walked within 32 descriptors", "\(wide?.entries.keys.sorted() ?? [])")
+  // 1,200 levels, each with a side branch holding a file: the path passes openat2's PATH_MAX,
+  // and holding every parent open while its side branch waits would need 1,200 descriptors.
+  // Names differ per level, so the listing order (and which branch waits) does too.
+  shell("cd '\(base)' && rm -rf wide && mkdir deep && cd deep && /usr/bin/python3 -c 'import os\nfor i in range(1200):\n    for side in (\"s%da\" % i, \"s%db\" % i):\n        os.mkdir(side); open(side + \"/f\", \"w\").close()\n    os.mkdir(\"n%d\" % i); os.chdir(\"n%d\" % i)'")
+  setrlimit(ResourceLimit.openFiles, &low)
+  let deep = try? workspace.snapshot()
+  setrlimit(ResourceLimit.openFiles, &limit)
+  let deepest = "deep/" + (0..<1199).map { "n\($0)/" }.joined() + "s1199b/f"
+  t.expect(deep?.entries.count == 2400 && deep?.entries[deepest] != nil, "large snapshot: 1,200 levels with side branches walked within 32 descriptors", "\(deep?.entries.count ?? 0) found")
+  // Opening below a directory refuses symlinks in any component and '..', with and without openat2.
+  shell("cd '\(base)' && mkdir -p real/sub && ln -s real link")
+  let top = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+  for (name, open) in [("openat2", openDirectoryBeneath), ("per component", openDirectoryByComponents)] {
+    let good = open(top, "real/sub")
+    let results = [good, open(top, "link/sub"), open(top, "link"), open(top, "../\(base.split(separator: "/").last!)/real")]
+    t.expect(results[0] >= 0 && results[1...].allSatisfy { $0 < 0 }, "snapshot: opening beneath (\(name)) refuses symlinks and escapes", "\(results)")
+    for fd in results where fd >= 0 { close(fd) }
+  }
+  close(top)
   shell("rm -rf '\(base)'")
 }
 
