@@ -2028,9 +2028,10 @@ struct DirectorySnapshot {
 
   /// Walks the tree under `directoryFD` (which it takes over and closes).
   ///
-  /// Subdirectories are opened with O_NOFOLLOW relative to their parent, and everything
-  /// else is only `fstatat`-ed without following links, so a planted symlink, FIFO or
-  /// device is recorded, never followed or opened. Unreadable subdirectories are skipped.
+  /// Subdirectories are opened beneath the top with no symlink in any component (see
+  /// `OpenDirectory`), and everything else is only `fstatat`-ed without following links, so a
+  /// planted symlink, FIFO or device is recorded, never followed or opened. Unreadable
+  /// subdirectories are skipped.
   /// The walk costs one `fstatat` per entry; a tree bigger than one batch is shared with a
   /// second thread (see `SnapshotWalk`).
   init(directoryFD: Int32) {
