@@ -56,6 +56,7 @@ lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift sandbox_extra_tests.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -enable-experimental-feature Extern sandbox.swift sandbox_extra_tests.swift
+	$(SWIFTC) -typecheck $(SWIFTFLAGS) -swift-version 6 -D SANDBOX_LIBRARY sandbox.swift  # library users in Swift 6 mode
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift
 	@if swift format --version >/dev/null 2>&1; then \

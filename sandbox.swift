@@ -3190,7 +3190,7 @@ func makeSelfTestContext(for sandbox: Sandbox) throws(SandboxError) -> SelfTestC
   close(fd)
   return SelfTestContext(
     config: sandbox.config, venvRoot: sandbox.venv.root, basePrefix: sandbox.venv.basePrefix ?? "",
-    hostHostname: String(cString: name), hostPID: getpid(),
+    hostHostname: stringUpToNUL(name), hostPID: getpid(),
     hostIPCNamespace: readLink("/proc/self/ns/ipc") ?? "", callerDirectory: cwd,
     callerHome: environmentValue("HOME") ?? "", hostMarker: marker, hostPort: 0)
 }
@@ -3240,7 +3240,12 @@ func openAbstractListener(name: String) throws(SandboxError) -> Int32 {
 func makeTemporaryDirectory(prefix: String) throws(SandboxError) -> String {
   var template = Array("\(temporaryDirectory())/\(prefix)XXXXXX".utf8CString)
   guard mkdtemp(&template) != nil else { throw .system(call: "mkdtemp", path: temporaryDirectory(), errno: errno) }
-  return String(cString: template)
+  return stringUpToNUL(template)
+}
+
+/// The text of a NUL-terminated C buffer.
+func stringUpToNUL(_ buffer: [CChar]) -> String {
+  String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func lastLine(of text: String) -> String {
