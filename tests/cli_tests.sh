@@ -99,6 +99,17 @@ check "json: --env reaches the payload, host variables do not" test "$(json_fiel
 out=$(run --print-bwrap-argv --code 1 2>/dev/null)
 check "debug: --print-bwrap-argv prints the bwrap command line" test -n "$(grep -x -- --unshare-pid <<<"$out")"
 
+# The binary is position independent: two runs map it at different addresses (ASLR kept).
+base_of_run() {
+  "$SB" run --no-apparmor --venv "$VENV" --code 'import time; time.sleep(1)' >/dev/null 2>&1 &
+  local pid=$!
+  sleep 0.3
+  head -c 12 "/proc/$pid/maps" 2>/dev/null
+  wait "$pid"
+}
+first=$(base_of_run) second=$(base_of_run)
+check "binary: loaded at a randomized address ($first, $second)" test -n "$first" -a "$first" != "$second"
+
 # Limits from the command line.
 usage_case "a negative limit" run --no-apparmor --venv "$VENV" --memory-mb -5 --code 1
 usage_case "a non-numeric limit" run --no-apparmor --venv "$VENV" --cpu-seconds soon --code 1
