@@ -11,7 +11,7 @@ VENV       ?= $(CURDIR)/tests/build/venv
 build: sandbox
 
 # The CLI is a static PIE: no shared libraries to load and bind at each start (`sandbox --help`
-# takes ~1.4 ms instead of ~2.7 ms with -static-stdlib), yet its base address is still randomized.
+# takes 1.1–1.4 ms instead of 1.8–2.7 ms with -static-stdlib), yet its base address is still randomized.
 # lld (shipped with the toolchain) can link a static PIE, gold cannot. Extern links glibc's
 # _GNU_SOURCE functions directly: a static binary has no symbol table for dlsym. The plain
 # build line (`swiftc -O -parse-as-library sandbox.swift -o sandbox`) works too; tests/build/sandbox-base is built that way.
