@@ -2248,21 +2248,21 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
       return
     }
     var names: [String] = []
-    var jobs: [Job] = []
+    var queued: [Job] = []
     while let entry = readdir(stream) {
       let name = entryName(entry)
       if name == "." || name == ".." { continue }
       if entry.pointee.d_type == UInt8(DT_DIR) {
-        jobs.append(directory.descend(into: name))
+        queued.append(directory.descend(into: name))
       } else {
         names.append(name)
       }
     }
     closedir(stream)
     for start in stride(from: 0, to: names.count, by: Self.batchSize) {
-      jobs.append(.stamp(directory, batch: start / Self.batchSize, names: names[start..<min(start + Self.batchSize, names.count)]))
+      queued.append(.stamp(directory, batch: start / Self.batchSize, names: names[start..<min(start + Self.batchSize, names.count)]))
     }
-    add(jobs)
+    add(queued)
   }
 
   private func stamp(_ names: ArraySlice<String>, in directory: OpenDirectory, batch: Int) -> Found {
