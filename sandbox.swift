@@ -303,7 +303,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .layerUnavailable(let layer, let reason, _): return "the \(layer) layer cannot be applied: \(reason)"
     case .system(let call, let path, let code):
       let target = path.map { " '\($0)'" } ?? ""
-      return "\(call)\(target): \(String(cString: strerror(code))) (errno \(code))"
+      return "\(call)\(target): \(errnoText(code)) (errno \(code))"
     case .sandboxSetupFailed(let message): return "bubblewrap could not set up the sandbox: \(message)"
     case .selfTestGateClosed(let reason): return "refusing to run: \(reason)"
     }
@@ -401,9 +401,7 @@ public struct Sandbox: Sendable {
     if case .profile(let name) = config.appArmor {
       // Never fall back silently: a requested layer either applies or the run is refused.
       if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
-      let profile = try makeAppArmorProfile(
-        name: name, venv: venv, interpreter: resolvedPath(venv.python) ?? venv.python, host: host.layout,
-        bwrapPath: host.bwrapPath, support: AppArmorSupport.current, isDirectory: isDirectory)
+      let profile = try makeAppArmorProfile(name: name, venv: venv, host: host)
       let installedPath = "\(AppArmorPaths.profileDirectory)/\(name)"
       guard let installed = readSmallFile(installedPath) else {
         throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: false)
@@ -576,10 +574,7 @@ public struct Sandbox: Sendable {
 /// Checks that an AppArmor profile name cannot inject anything into profile syntax or paths.
 /// - Throws: `SandboxError.invalidProfileName`.
 func validateProfileName(_ name: String) throws(SandboxError) {
-  let allowed = name.utf8.allSatisfy { byte in
-    (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-      || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
-  }
+  let allowed = name.utf8.allSatisfy { isASCIIWordByte($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
   guard allowed, !name.isEmpty, name.utf8.count <= 128, name != ".", name != ".." else {
     throw .invalidProfileName(name)
   }
@@ -602,10 +597,12 @@ func makePayloadEnvironment(venvRoot: String, extra: [String: String]) throws(Sa
 
 func isEnvironmentName(_ name: String) -> Bool {
   guard let first = name.utf8.first, !(first >= 0x30 && first <= 0x39) else { return false }
-  return name.utf8.allSatisfy { byte in
-    (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-      || byte == UInt8(ascii: "_")
-  }
+  return name.utf8.allSatisfy(isASCIIWordByte)
+}
+
+/// [A-Za-z0-9_]
+func isASCIIWordByte(_ byte: UInt8) -> Bool {
+  (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || byte == UInt8(ascii: "_")
 }
 
 /// Checks that `/mnt/REL` is a plain path under /mnt (no host access); returns REL.
@@ -680,16 +677,17 @@ func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
   if let bytes = limits.fileSizeBytes { wanted.append((ResourceLimit.fileSize, "RLIMIT_FSIZE", bytes, bytes)) }
   if let count = limits.maxProcesses { wanted.append((ResourceLimit.processes, "RLIMIT_NPROC", count, count)) }
   for limit in wanted {
+    func refused() -> SandboxError {
+      .layerUnavailable(
+        layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(errnoText(errno))",
+        relax: "report this: the sandbox's own process refused its limits")
+    }
     var current = rlimit()
     var value = rlimit()
-    guard prlimit(pid, limit.resource, nil, &current) == 0 else {
-      throw .layerUnavailable(layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(String(cString: strerror(errno)))", relax: "report this: the sandbox's own process refused its limits")
-    }
+    guard prlimit(pid, limit.resource, nil, &current) == 0 else { throw refused() }
     value.rlim_max = min(rlim_t(max(0, limit.hard)), current.rlim_max)
     value.rlim_cur = min(rlim_t(max(0, limit.soft)), value.rlim_max)
-    guard prlimit(pid, limit.resource, &value, nil) == 0 else {
-      throw .layerUnavailable(layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(String(cString: strerror(errno)))", relax: "report this: the sandbox's own process refused its limits")
-    }
+    guard prlimit(pid, limit.resource, &value, nil) == 0 else { throw refused() }
   }
 }
 
@@ -738,7 +736,7 @@ struct HostFacts: Sendable {
     guard let bwrap = findExecutable("bwrap") else { throw .bwrapNotFound }
     var version: String? = nil
     if checkingVersion {
-      let found = try readBwrapVersion(bwrap)
+      let found = try readVersion(of: bwrap)  // "bubblewrap 0.8.0"
       guard let numbers = parseVersion(found), !numbers.lexicographicallyPrecedes(minimumBwrap) else {
         throw .bwrapTooOld(found: found, required: minimumVersionText)
       }
@@ -748,13 +746,6 @@ struct HostFacts: Sendable {
     return HostFacts(
       bwrapPath: bwrap, bwrapVersion: version, layout: HostLayout.probe(),
       appArmorAbsenceReason: appArmorAbsenceReason())
-  }
-
-  static func readBwrapVersion(_ bwrap: String) throws(SandboxError) -> String {
-    let outcome = try spawnAndCollect(
-      SpawnRequest(executable: bwrap, arguments: ["--version"], environment: [], timeout: .seconds(10)))
-    let text = firstLine(of: outcome.stdout)  // "bubblewrap 0.8.0"
-    return text.split(separator: " ").last.map(String.init) ?? text
   }
 
   /// Explains, from the kernel's sysctls, why bwrap could not create a user namespace.
@@ -1179,10 +1170,8 @@ struct AppArmorSupport: Sendable, Equatable {
 
   static func probe() -> AppArmorSupport {
     var version: String? = nil
-    if let parser = findExecutable("apparmor_parser"),
-      let outcome = try? spawnAndCollect(SpawnRequest(executable: parser, arguments: ["--version"], environment: [], timeout: .seconds(10)))
-    {
-      version = firstLine(of: outcome.stdout).split(separator: " ").last.map(String.init)  // "AppArmor parser version 3.0.8"
+    if let parser = findExecutable("apparmor_parser") {
+      version = try? readVersion(of: parser)  // "AppArmor parser version 3.0.8"
     }
     return AppArmorSupport(
       parserVersion: version, kernelMediatesUserns: exists("\(AppArmorPaths.features)/namespaces/userns_create"))
@@ -1212,6 +1201,13 @@ func appArmorPath(_ path: String) throws(SandboxError) -> String {
     throw .unsafeAppArmorPath(path: path)
   }
   return path.contains(" ") ? "\"\(path)\"" : path
+}
+
+/// The profile for this venv on this host (what `Sandbox` compares the installed one with).
+func makeAppArmorProfile(name: String, venv: VenvLayout, host: HostFacts) throws(SandboxError) -> String {
+  try makeAppArmorProfile(
+    name: name, venv: venv, interpreter: resolvedPath(venv.python) ?? venv.python, host: host.layout,
+    bwrapPath: host.bwrapPath, support: AppArmorSupport.current, isDirectory: isDirectory)
 }
 
 /// Generates the profile that confines bwrap's setup and the payload for this venv.
@@ -1420,6 +1416,14 @@ enum AppArmorProfileState: Equatable {
   case complain
   case other(String)
 
+  init(mode: String) {
+    switch mode {
+    case "enforce": self = .enforce
+    case "complain": self = .complain
+    default: self = .other(mode)
+    }
+  }
+
   /// Reads the profile's mode from `policy/profiles/*/{name,mode}` (readable by every user),
   /// else from the root-only listing `profiles` (lines "NAME (MODE)").
   static func read(_ name: String) -> AppArmorProfileState {
@@ -1431,21 +1435,12 @@ enum AppArmorProfileState: Equatable {
         guard entry.hasPrefix("\(name)."), readSmallFile("\(policy)/\(entry)/name")?.trimmed == name,
           let mode = readSmallFile("\(policy)/\(entry)/mode")?.trimmed
         else { continue }
-        switch mode {
-        case "enforce": return .enforce
-        case "complain": return .complain
-        default: return .other(mode)
-        }
+        return AppArmorProfileState(mode: mode)
       }
     }
     guard let listing = readSmallFile(AppArmorPaths.loadedProfiles, limit: 16 << 20) else { return .notLoaded }
     for line in listing.split(separator: "\n") where line.hasPrefix("\(name) (") {
-      let mode = line.dropFirst(name.count + 2).prefix { $0 != ")" }
-      switch mode {
-      case "enforce": return .enforce
-      case "complain": return .complain
-      default: return .other(String(mode))
-      }
+      return AppArmorProfileState(mode: String(line.dropFirst(name.count + 2).prefix { $0 != ")" }))
     }
     return .notLoaded
   }
@@ -2454,11 +2449,11 @@ enum Landlock {
       syscall(createRuleset, Int(bitPattern: raw.baseAddress), raw.count, 0, 0)
     }
     guard ruleset >= 0 else {
-      throw .layerUnavailable(layer: "landlock scope", reason: "landlock_create_ruleset: \(String(cString: strerror(errno)))", relax: "report this")
+      throw .layerUnavailable(layer: "landlock scope", reason: "landlock_create_ruleset: \(errnoText(errno))", relax: "report this")
     }
     defer { close(Int32(ruleset)) }
     guard prctl(setNoNewPrivileges, 1, 0, 0, 0) == 0, syscall(restrictSelf, ruleset, 0, 0, 0) == 0 else {
-      throw .layerUnavailable(layer: "landlock scope", reason: "landlock_restrict_self: \(String(cString: strerror(errno)))", relax: "report this")
+      throw .layerUnavailable(layer: "landlock scope", reason: "landlock_restrict_self: \(errnoText(errno))", relax: "report this")
     }
   }
 }
@@ -2525,6 +2520,9 @@ func millisecondsUntil(_ deadline: ContinuousClock.Instant) -> Int32 {
   let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
   return Int32(clamping: milliseconds)
 }
+
+/// `strerror(3)`: the message for an errno value.
+func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
 /// `realpath(3)`: the absolute path with every symlink and `..` resolved, or nil.
 func resolvedPath(_ path: String) -> String? {
@@ -2605,6 +2603,14 @@ func findExecutable(_ name: String) -> String? {
     if access(candidate, X_OK) == 0 && !isDirectory(candidate) { return candidate }
   }
   return nil
+}
+
+/// The last word of the first line `executable --version` prints.
+func readVersion(of executable: String) throws(SandboxError) -> String {
+  let outcome = try spawnAndCollect(
+    SpawnRequest(executable: executable, arguments: ["--version"], environment: [], timeout: .seconds(10)))
+  let text = firstLine(of: outcome.stdout)
+  return text.split(separator: " ").last.map(String.init) ?? text
 }
 
 /// "0.8.0" → [0, 8, 0]; nil when a part is not a number.
@@ -3662,7 +3668,12 @@ func runPayloadCommand(_ options: CommandLineOptions) throws(SandboxError) -> In
     return 124
   }
   if let limit = result.limitHit { printError("note: the run hit the \(limit.rawValue) limit") }
-  return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
+  return exitStatus(of: result)
+}
+
+/// The CLI's exit status for a payload's return code: a signal N becomes 128+N, as in a shell.
+func exitStatus(of result: SandboxResult) -> Int32 {
+  result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
 }
 
 /// `--interactive`: a sandboxed REPL on the user's terminal, through a pty of our own.
@@ -3690,7 +3701,7 @@ func runInteractiveCommand(_ options: CommandLineOptions) throws(SandboxError) -
     defer { close(slave) }
     result = try sandbox.runInteractive(terminal: TerminalRelay(master: master, slave: slave, input: 0, output: 1))
   }
-  return result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
+  return exitStatus(of: result)
 }
 
 /// `--print-apparmor-profile`: the profile this venv needs, on any kernel (nothing is checked
@@ -3703,10 +3714,7 @@ func printProfileCommand(_ options: CommandLineOptions) throws(SandboxError) -> 
   try validateProfileName(name)
   let venv = try VenvLayout(venvPath: config.venvPath)
   let host = try HostFacts.probe(checkingVersion: false)
-  printOut(
-    try makeAppArmorProfile(
-      name: name, venv: venv, interpreter: resolvedPath(venv.python) ?? venv.python, host: host.layout,
-      bwrapPath: host.bwrapPath, support: AppArmorSupport.current, isDirectory: isDirectory), terminator: "")
+  printOut(try makeAppArmorProfile(name: name, venv: venv, host: host), terminator: "")
   return 0
 }
 
