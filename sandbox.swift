@@ -701,8 +701,7 @@ func classifyLimitHit(_ outcome: SpawnOutcome, limits: SandboxLimits) -> Sandbox
     // SIGXCPU is the soft limit. SIGKILL is the hard limit (soft + 2 s) only if enough wall time
     // passed for some process to burn that much CPU on this many cores: bwrap's pid 1 does not
     // pass its children's CPU time up, so wall time is the evidence left.
-    let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-    let enoughTime = outcome.duration * cores >= .seconds(seconds + 2)
+    let enoughTime = outcome.duration * onlineProcessors >= .seconds(seconds + 2)
     if code == -SIGXCPU || (code == -SIGKILL && enoughTime) { return .cpu }
   }
   if code == -SIGXFSZ { return .fileSize }
@@ -2146,7 +2145,7 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
   }
 
   static let batchSize = 256
-  static let usesHelper = sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1
+  static let usesHelper = onlineProcessors > 1
   private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
   private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
   private var jobs: [Job]
@@ -2520,6 +2519,9 @@ func millisecondsUntil(_ deadline: ContinuousClock.Instant) -> Int32 {
   let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
   return Int32(clamping: milliseconds)
 }
+
+/// Online CPUs, read once (`sysconf` reads /sys on every call).
+let onlineProcessors = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
 /// `strerror(3)`: the message for an errno value.
 func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
