@@ -327,9 +327,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .appArmorProfileNotInstalled(let name, _, _):
       return "install the profile printed above with the commands shown, then run again (profile name: \(name))"
     case .appArmorProfileDiffers(let name, _):
-      return "regenerate /etc/apparmor.d/\(name) from the tool's output and reload it, or pass --ignore-profile-diffs if the differences are yours"
+      return "regenerate \(AppArmorPaths.profileDirectory)/\(name) from the tool's output and reload it, or pass --ignore-profile-diffs if the differences are yours"
     case .appArmorProfileNotEnforcing(let name, _):
-      return "sudo aa-enforce /etc/apparmor.d/\(name)"
+      return "sudo aa-enforce \(AppArmorPaths.profileDirectory)/\(name)"
     case .unsafeAppArmorPath: return "move the venv (and its base interpreter) to a path without those characters"
     case .aaExecNotFound: return "install it: apt-get install apparmor"
     case .sandboxSetupFailed(let message):
@@ -772,7 +772,7 @@ struct HostFacts: Sendable {
       return "this kernel has no AppArmor (/sys/module/apparmor is missing; active LSMs do not include apparmor)"
     }
     if enabled.trimmed != "Y" { return "AppArmor is built in but disabled (apparmor=0 or another major LSM)" }
-    if !isDirectory("/sys/kernel/security/apparmor") {
+    if !isDirectory(AppArmorPaths.securityfs) {
       return "securityfs is not mounted at /sys/kernel/security, so profiles cannot be checked"
     }
     return nil
@@ -1180,8 +1180,8 @@ struct AppArmorSupport: Sendable, Equatable {
 /// Where AppArmor keeps things on the host.
 enum AppArmorPaths {
   static let securityfs = "/sys/kernel/security/apparmor"
-  static let features = "/sys/kernel/security/apparmor/features"
-  static let loadedProfiles = "/sys/kernel/security/apparmor/profiles"
+  static let features = "\(securityfs)/features"
+  static let loadedProfiles = "\(securityfs)/profiles"
   static let profileDirectory = "/etc/apparmor.d"
 }
 
@@ -1456,7 +1456,10 @@ func makeUnifiedDiff(old: String, new: String, oldName: String, newName: String)
       table[i][j] = a[i] == b[j] ? table[i + 1][j + 1] + 1 : max(table[i + 1][j], table[i][j + 1])
     }
   }
-  enum Line { case same(String), removed(String), added(String) }
+  enum Line {
+    case same(String), removed(String), added(String)
+    var isChange: Bool { if case .same = self { false } else { true } }
+  }
   var lines: [Line] = []
   var (i, j) = (0, 0)
   while i < a.count || j < b.count {
@@ -1473,11 +1476,11 @@ func makeUnifiedDiff(old: String, new: String, oldName: String, newName: String)
   var oldLine = 1
   var newLine = 1
   while index < lines.count {
-    guard let firstChange = lines[index...].firstIndex(where: { if case .same = $0 { false } else { true } }) else { break }
-    var start = max(index, firstChange - 3)
+    guard let firstChange = lines[index...].firstIndex(where: \.isChange) else { break }
+    let start = max(index, firstChange - 3)
     var end = firstChange
     while end < lines.count {  // extend while changes are within 6 lines of each other
-      let next = lines[end...].firstIndex(where: { if case .same = $0 { false } else { true } }) ?? lines.count
+      let next = lines[end...].firstIndex(where: \.isChange) ?? lines.count
       if next == lines.count || next - end > 6 { break }
       end = next + 1
     }
@@ -1496,12 +1499,10 @@ func makeUnifiedDiff(old: String, new: String, oldName: String, newName: String)
     output += "@@ -\(oldLine),\(oldCount) +\(newLine),\(newCount) @@\n" + body
     oldLine += oldCount
     newLine += newCount
-    start = end
     index = end
   }
   return output
 }
-
 
 // MARK: - Process spawning
 
@@ -1781,15 +1782,13 @@ func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutco
     if terminalInput >= 0 { fds.append(pollfd(fd: terminalInput, events: Int16(POLLIN), revents: 0)) }
     if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
     if terminalMaster >= 0 { fds.append(pollfd(fd: terminalMaster, events: Int16(POLLIN), revents: 0)) }
-    var waitMilliseconds: Int32 = deadline.map { millisecondsUntil($0) } ?? -1
+    var waitMilliseconds: Int32 = deadline.map { millisecondsUntil($0) } ?? -1  // -1: no limit
+    func wakeWithin(_ milliseconds: Int32) {
+      waitMilliseconds = waitMilliseconds < 0 ? milliseconds : min(waitMilliseconds, milliseconds)
+    }
     let exitIsInvisible = pidFD < 0 && stdoutFD < 0 && stderrFD < 0
-    if exitIsInvisible {  // no pidfd (kernel < 5.3): only a short tick notices the exit
-      waitMilliseconds = waitMilliseconds < 0 ? 5 : min(waitMilliseconds, 5)
-    }
-    if diskBaseline != nil && !diskExceeded {  // the disk watch's tick
-      let untilCheck = millisecondsUntil(nextDiskCheck)
-      waitMilliseconds = waitMilliseconds < 0 ? untilCheck : min(waitMilliseconds, untilCheck)
-    }
+    if exitIsInvisible { wakeWithin(5) }  // no pidfd (kernel < 5.3): only a short tick notices the exit
+    if diskBaseline != nil && !diskExceeded { wakeWithin(millisecondsUntil(nextDiskCheck)) }  // the disk watch's tick
     let ready = poll(&fds, nfds_t(fds.count), waitMilliseconds)
     if ready < 0 && errno != EINTR { throw .system(call: "poll", path: nil, errno: errno) }
     if let limit = deadline, ContinuousClock.now >= limit {
@@ -1960,7 +1959,7 @@ struct Workspace {
         path: path,
         reason: "is the temp dir itself; binding all of \(tempReal) would hand the payload every other program's temp files and sockets")
     }
-    guard tempReal != "/", real.hasPrefix(tempReal == "/" ? "/" : "\(tempReal)/") else {
+    guard tempReal != "/", real.hasPrefix("\(tempReal)/") else {
       throw .invalidMountDirectory(
         path: path,
         reason: "resolves to '\(real)', which is not below the temp dir '\(tempReal)' ($TMPDIR or /tmp); only a directory there may be bound writable")
@@ -1999,7 +1998,7 @@ struct Workspace {
 /// What identifies a version of a file: a payload can reset mtime with utime, never ctime.
 struct FileStamp: Equatable {
   var type: UInt32
-  var mode: UInt32 = 0
+  var mode: UInt32
   var size: Int64
   var modified: Int64
   var changed: Int64
@@ -2016,9 +2015,7 @@ struct DirectorySnapshot {
   /// Each directory's entries in `readdir` order, by the directory's relative path ("" is the top).
   /// Two walks of an unchanged directory list it in the same order, so a diff can pair entries
   /// by position and hash only what moved.
-  var directories: [String: [Entry]] = [:]
-
-  init(directories: [String: [Entry]]) { self.directories = directories }
+  var directories: [String: [Entry]]
 
   /// Walks the tree under `directoryFD` (which it takes over and closes).
   ///
@@ -2071,16 +2068,12 @@ final class OpenDirectory: @unchecked Sendable {  // immutable
   }
   deinit { Glibc.close(fd) }
 
-  /// Where the subdirectory `name` is opened from, and by which path.
-  func route(to name: String) -> (anchor: OpenDirectory, path: String) {
-    if let anchor { return (anchor, "\(pathFromAnchor)/\(name)") }
-    return (self, name)
-  }
-
-  /// The job that walks the subdirectory `name`.
+  /// The job that walks the subdirectory `name`: opened from this directory's anchor, or from
+  /// this directory when it is one.
   func descend(into name: String) -> SnapshotWalk.Job {
-    let (anchor, path) = route(to: name)
-    return .descend(from: anchor, path: path, prefix: relativePath(prefix, name))
+    let prefix = relativePath(self.prefix, name)
+    if let anchor { return .descend(from: anchor, path: "\(pathFromAnchor)/\(name)", prefix: prefix) }
+    return .descend(from: self, path: name, prefix: prefix)
   }
 
   /// Opens `path` below this directory without following any symlink; nil if it cannot be read.
