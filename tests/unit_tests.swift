@@ -382,6 +382,17 @@ func testSnapshots(_ t: inout Tally, temp: String) {
   t.expect(unchanged == WorkspaceChanges(), "snapshot: no change gives empty lists")
 }
 
+/// A snapshot taken while this process may hold only 32 descriptors.
+func snapshotWithin32Descriptors(_ workspace: Workspace) -> DirectorySnapshot? {
+  var limit = rlimit()
+  getrlimit(ResourceLimit.openFiles, &limit)
+  var low = limit
+  low.rlim_cur = 32
+  setrlimit(ResourceLimit.openFiles, &low)
+  defer { setrlimit(ResourceLimit.openFiles, &limit) }
+  return try? workspace.snapshot()
+}
+
 /// A tree big enough for the walk's batches and helper thread, changed in the middle of
 /// directory listings, so the diff's by-name fallback is exercised as well as its in-order pairing.
 func testLargeSnapshots(_ t: inout Tally, temp: String) {
@@ -404,21 +415,13 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   t.expect(changes.deleted == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
   // 1,500 subdirectories under a 32-descriptor limit: the walk opens them as it goes.
   shell("cd '\(base)' && rm -rf flat tree && mkdir wide && cd wide && seq 1 1500 | xargs mkdir && for d in 1 750 1500; do touch $d/file; done")
-  var limit = rlimit()
-  getrlimit(ResourceLimit.openFiles, &limit)
-  var low = limit
-  low.rlim_cur = 32
-  setrlimit(ResourceLimit.openFiles, &low)
-  let wide = try? workspace.snapshot()
-  setrlimit(ResourceLimit.openFiles, &limit)
+  let wide = snapshotWithin32Descriptors(workspace)
   t.expect(wide?.entries.keys.sorted() == ["wide/1/file", "wide/1500/file", "wide/750/file"], "large snapshot: 1,500 subdirectories walked within 32 descriptors", "\(wide?.entries.keys.sorted() ?? [])")
   // 1,200 levels, each with a side branch holding a file: the path passes openat2's PATH_MAX,
   // and holding every parent open while its side branch waits would need 1,200 descriptors.
   // Names differ per level, so the listing order (and which branch waits) does too.
   shell("cd '\(base)' && rm -rf wide && mkdir deep && cd deep && /usr/bin/python3 -c 'import os\nfor i in range(1200):\n    for side in (\"s%da\" % i, \"s%db\" % i):\n        os.mkdir(side); open(side + \"/f\", \"w\").close()\n    os.mkdir(\"n%d\" % i); os.chdir(\"n%d\" % i)'")
-  setrlimit(ResourceLimit.openFiles, &low)
-  let deep = try? workspace.snapshot()
-  setrlimit(ResourceLimit.openFiles, &limit)
+  let deep = snapshotWithin32Descriptors(workspace)
   let deepest = "deep/" + (0..<1199).map { "n\($0)/" }.joined() + "s1199b/f"
   t.expect(deep?.entries.count == 2400 && deep?.entries[deepest] != nil, "large snapshot: 1,200 levels with side branches walked within 32 descriptors", "\(deep?.entries.count ?? 0) found")
   // Opening below a directory refuses symlinks in any component and '..', with and without openat2.
