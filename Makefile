@@ -25,9 +25,11 @@ $(BUILD)/sandbox-base: sandbox.swift
 	@mkdir -p $(BUILD)
 	$(SWIFTC) -O $(SWIFTFLAGS) sandbox.swift -o $@
 
-$(BUILD)/unit_tests: sandbox.swift tests/unit_tests.swift
+UNIT_SOURCES := sandbox.swift tests/unit_tests.swift tests/lifecycle_tests.swift
+
+$(BUILD)/unit_tests: $(UNIT_SOURCES)
 	@mkdir -p $(BUILD)
-	$(SWIFTC) $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift -o $@
+	$(SWIFTC) $(SWIFTFLAGS) -D SANDBOX_LIBRARY $(UNIT_SOURCES) -o $@
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +59,7 @@ lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift sandbox_extra_tests.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -enable-experimental-feature Extern sandbox.swift sandbox_extra_tests.swift
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -swift-version 6 -D SANDBOX_LIBRARY sandbox.swift  # library users in Swift 6 mode
-	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift
+	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY $(UNIT_SOURCES)
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift
 	@if swift format --version >/dev/null 2>&1; then \
 	  notes=$$(swift format lint --strict sandbox.swift sandbox_extra_tests.swift 2>&1 | grep -c ': error:'); \

@@ -139,13 +139,33 @@ public struct SandboxLimits: Sendable, Equatable {
   public var mountDirectoryBytes: Int?
   /// Free space that must remain on the mount dir's filesystem (the run is killed below it).
   public static let diskReserveBytes = 256 << 20
+  /// Entries (files and directories) one snapshot of the mount dir may hold; past it the
+  /// snapshot stops recording and the result says `changesTruncated`. Bounds the host's memory
+  /// whatever the payload builds; set-id clearing still covers the whole tree.
+  public var trackedEntries: Int
+  /// Bytes of names one snapshot may hold (the same rule as `trackedEntries`).
+  public var trackedBytes: Int
+  /// Entries `changedPaths` and `deletedPaths` each list at most (the smallest paths in byte order).
+  public var reportedChanges: Int
+  /// Bytes of paths each of those lists holds at most.
+  public var reportedChangeBytes: Int
+  /// How long the host may spend clearing set-id bits in a tree its snapshot could not cover;
+  /// past it the clean-up is reported incomplete and the mount dir is closed (mode 000).
+  public var cleanupTimeLimit: Duration
 
   /// Creates limits; see each property for what it bounds. Core dumps are always off.
   public init(
     outputLimitBytes: Int = 16 << 20, cpuSeconds: Int? = 300, memoryBytes: Int? = 4 << 30,
     fileSizeBytes: Int? = 1 << 30, maxProcesses: Int? = nil, openFiles: Int = 1024,
-    tmpfsBytes: Int = 512 << 20, mountDirectoryBytes: Int? = 1 << 30
+    tmpfsBytes: Int = 512 << 20, mountDirectoryBytes: Int? = 1 << 30,
+    trackedEntries: Int = 100_000, trackedBytes: Int = 16 << 20, reportedChanges: Int = 10_000,
+    reportedChangeBytes: Int = 1 << 20, cleanupTimeLimit: Duration = .seconds(30)
   ) {
+    self.trackedEntries = trackedEntries
+    self.trackedBytes = trackedBytes
+    self.reportedChanges = reportedChanges
+    self.reportedChangeBytes = reportedChangeBytes
+    self.cleanupTimeLimit = cleanupTimeLimit
     self.mountDirectoryBytes = mountDirectoryBytes
     self.outputLimitBytes = outputLimitBytes
     self.cpuSeconds = cpuSeconds
@@ -195,16 +215,30 @@ public struct SandboxResult: Sendable, Equatable {
   public var cancelled: Bool
   /// Whether stdout or stderr was cut at `outputLimitBytes`.
   public var outputTruncated: Bool
-  /// Wall-clock time from spawn to reap.
+  /// Wall-clock time from spawn until every process of the sandbox was gone.
   public var duration: Duration
-  /// Files created or modified under the mount directory, relative to it, sorted.
-  public var changedFiles: [String]
-  /// Files removed from the mount directory, relative to it, sorted.
-  public var deletedFiles: [String]
+  /// Every entry (not directory) created or modified under the mount directory: its path
+  /// relative to it, as the exact bytes of its names, sorted bytewise. Nothing is dropped or
+  /// merged, whatever the names hold; at most `SandboxLimits.reportedChanges` (see `changesTruncated`).
+  public var changedPaths: [[UInt8]]
+  /// Every entry removed from the mount directory, as `changedPaths` lists them.
+  public var deletedPaths: [[UInt8]]
+  /// The change lists are incomplete: a cap on what the host holds or reports was reached.
+  public var changesTruncated: Bool
+  /// Why the host could not finish its work on the mount dir (a process of the sandbox did not
+  /// die in time, a set-id bit could not be cleared, the sweep ran out of time), or nil. The
+  /// mount dir (and its private parent, when `SandboxMountDirectory` made it) is then mode 000.
+  public var cleanupIncomplete: String?
   /// The limit that ended the run, when one did.
   public var limitHit: SandboxLimitHit?
   /// The protection layers that were active for this run.
   public var layers: [String]
+
+  /// `changedPaths` whose bytes are valid UTF-8, as text (the JSON's `changed_files`); the
+  /// others appear only in `changedPaths`.
+  public var changedFiles: [String] { changedPaths.compactMap(validUTF8) }
+  /// `deletedPaths` whose bytes are valid UTF-8, as text; the others appear only in `deletedPaths`.
+  public var deletedFiles: [String] { deletedPaths.compactMap(validUTF8) }
 
   /// Stdout as text; invalid UTF-8 becomes U+FFFD.
   public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
@@ -212,6 +246,71 @@ public struct SandboxResult: Sendable, Equatable {
   public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
   /// Whether the payload exited with status 0 on its own.
   public var isSuccess: Bool { returnCode == 0 && !timedOut && !cancelled }
+}
+
+/// A file the payload left, as `Sandbox.readOutput` read it.
+public struct SandboxOutputFile: Sendable, Equatable {
+  /// The first bytes of the file, at most the limit asked for.
+  public var bytes: [UInt8]
+  /// The file's size when it was opened.
+  public var size: Int
+  /// Whether `bytes` stops at the limit.
+  public var truncated: Bool
+}
+
+// MARK: - Public API: mount directories
+
+/// A fresh mount directory for one run, removed again whatever the payload leaves in it.
+///
+/// It is `TMPDIR/sandbox-XXXXXX/mnt`: a child of a private parent (mode 0700, owned by the
+/// caller). The payload owns the bind root and may open it to everyone (`chmod 777 /mnt`), but
+/// nobody else can pass the parent, so nothing it plants is within another local user's reach.
+/// `remove()` (or deinit) deletes the tree without following what the payload made: symlinks,
+/// FIFOs, mode-000 directories. Read what the payload left with `readOutput`, never by path.
+public final class SandboxMountDirectory: @unchecked Sendable {  // immutable after init
+  /// The directory to pass as `mountDirectory`.
+  public let path: String
+  /// The private parent (mode 0700).
+  public let parent: String
+
+  /// Creates the parent and the mount directory in the temp dir.
+  /// - Throws: `SandboxError.system` when the temp dir refuses (with its path).
+  public init(prefix: String = "sandbox-") throws(SandboxError) {
+    parent = try makeTemporaryDirectory(prefix: prefix)
+    path = "\(parent)/mnt"
+    guard mkdir(path, 0o700) == 0 else {
+      let code = errno
+      rmdir(parent)
+      throw .system(call: "mkdir", path: path, errno: code)
+    }
+    MountDirectoryRegistry.add(parent: parent, mountDirectory: path)
+  }
+
+  deinit { remove() }
+
+  /// Reads a file the payload left (`relativePath` inside the mount dir); see `Sandbox.readOutput`.
+  public func readOutput(_ relativePath: String, limit: Int = 16 << 20) throws(SandboxError) -> SandboxOutputFile {
+    try readOutputFile(mountDirectory: path, path: relativePath, limit: limit)
+  }
+
+  /// Deletes the mount directory and its parent, whatever is in them; safe to call twice.
+  public func remove() {
+    removeTree(parent)
+    MountDirectoryRegistry.remove(parent: parent)
+  }
+}
+
+/// The private parents `SandboxMountDirectory` made in this process, so that a run can close
+/// one when it must seal a mount dir.
+enum MountDirectoryRegistry {
+  private static let lock = PThreadMutex()
+  nonisolated(unsafe) private static var parents: [String: String] = [:]  // mount dir → parent; guarded by `lock`
+
+  static func add(parent: String, mountDirectory: String) {
+    lock.withLock { parents[resolvedPath(mountDirectory) ?? mountDirectory] = parent }
+  }
+  static func remove(parent: String) { lock.withLock { parents = parents.filter { $0.value != parent } } }
+  static func privateParent(of mountDirectory: String) -> String? { lock.withLock { parents[mountDirectory] } }
 }
 
 // MARK: - Errors
@@ -254,8 +353,10 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case appArmorProfileNotEnforcing(name: String, mode: String)
   /// A path the profile must name contains characters AppArmor treats as syntax.
   case unsafeAppArmorPath(path: String)
-  /// `aa-exec` is missing.
-  case aaExecNotFound
+  /// `setpriv` (util-linux) is missing: it starts bwrap under the AppArmor profile.
+  case setprivNotFound
+  /// The kernel or /proc lacks what the lifecycle guarantee needs (pidfds, seccomp counters).
+  case lifecycleUnavailable(reason: String)
   /// The C library lacks a function the spawner needs.
   case glibcTooOld(function: String)
   /// A requested protection layer cannot be applied here (fail closed).
@@ -267,6 +368,10 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case sandboxSetupFailed(message: String)
   /// The self-test gate is closed: the suite has not passed on this host.
   case selfTestGateClosed(reason: String)
+  /// The run was cancelled before it started (its Task already was): nothing was spawned.
+  case runCancelled
+  /// A file the payload left cannot be read safely (see `Sandbox.readOutput`).
+  case outputUnreadable(path: String, reason: String)
 
   public var description: String {
     switch self {
@@ -298,7 +403,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return "AppArmor profile '\(name)' is loaded in \(mode) mode, which logs but does not protect"
     case .unsafeAppArmorPath(let path):
       return "the path '\(printable(path))' contains characters AppArmor treats as pattern syntax (* ? [ ] { } ^ \" \\ # ,)"
-    case .aaExecNotFound: return "aa-exec is not installed or not on PATH"
+    case .setprivNotFound: return "setpriv (util-linux) is not installed or not on PATH"
+    case .lifecycleUnavailable(let reason):
+      return "the sandbox cannot guarantee that a run ends with every one of its processes: \(reason)"
     case .glibcTooOld(let function): return "the C library has no \(function) (glibc 2.34 or newer is needed)"
     case .layerUnavailable(let layer, let reason, _): return "the \(layer) layer cannot be applied: \(reason)"
     case .system(let call, let path, let code):
@@ -306,6 +413,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return "\(call)\(target): \(errnoText(code)) (errno \(code))"
     case .sandboxSetupFailed(let message): return "bubblewrap could not set up the sandbox: \(message)"
     case .selfTestGateClosed(let reason): return "refusing to run: \(reason)"
+    case .runCancelled: return "the run was cancelled before it started; nothing was spawned"
+    case .outputUnreadable(let path, let reason): return "output '\(printable(path))' cannot be read safely: \(reason)"
     }
   }
 
@@ -331,7 +440,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .appArmorProfileNotEnforcing(let name, _):
       return "sudo aa-enforce \(AppArmorPaths.profileDirectory)/\(name)"
     case .unsafeAppArmorPath: return "move the venv (and its base interpreter) to a path without those characters"
-    case .aaExecNotFound: return "install it: apt-get install apparmor"
+    case .setprivNotFound: return "install it: apt-get install util-linux"
+    case .lifecycleUnavailable: return "run on Linux 5.9 or newer with /proc mounted"
     case .sandboxSetupFailed(let message):
       if message.contains("uid map") || message.contains("Permission denied") || message.contains("namespace") {
         return "the kernel refused an operation bwrap needs: with AppArmor on, dmesg | grep 'apparmor=\"DENIED\"' shows what the profile blocked; on Ubuntu 24.04 see kernel.apparmor_restrict_unprivileged_userns"
@@ -349,7 +459,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName,
       .invalidEnvironment, .invalidMountDirectory, .invalidScriptPath, .invalidTimeout,
       .appArmorUnavailable, .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing,
-      .unsafeAppArmorPath, .aaExecNotFound, .layerUnavailable:
+      .unsafeAppArmorPath, .setprivNotFound, .layerUnavailable:
       return true
     default: return false
     }
@@ -364,7 +474,8 @@ public struct Sandbox: Sendable {
   public let config: SandboxConfig
   let venv: VenvLayout
   let host: HostFacts
-  /// What runs bwrap: `aa-exec -p NAME --` when AppArmor is on, nothing otherwise.
+  /// What runs bwrap: `setpriv --pdeathsig KILL --apparmor-profile NAME --` when AppArmor is on,
+  /// nothing otherwise (the reaper covers the launcher's early life either way).
   let launcher: [String]
   /// Warnings the caller should show (e.g. an installed profile that differs, ignored on request).
   public let warnings: [String]
@@ -417,8 +528,10 @@ public struct Sandbox: Sendable {
       case .complain: throw .appArmorProfileNotEnforcing(name: name, mode: "complain")
       case .other(let mode): throw .appArmorProfileNotEnforcing(name: name, mode: mode)
       }
-      guard let aaExec = findExecutable("aa-exec") else { throw .aaExecNotFound }
-      launcher = [aaExec, "-p", name, "--"]  // one profile for bwrap's setup and the payload
+      // setpriv sets the profile for its exec of bwrap (as aa-exec would) and arms the
+      // parent-death signal before bwrap runs at all: one profile for bwrap's setup and the payload.
+      guard let setpriv = findExecutable("setpriv") else { throw .setprivNotFound }
+      launcher = [setpriv, "--pdeathsig", "KILL", "--apparmor-profile", name, "--"]
     }
     self.config = config
     self.venv = venv
@@ -457,6 +570,7 @@ public struct Sandbox: Sendable {
     stdin: [UInt8] = [], environment: [String: String] = [:]
   ) async throws(SandboxError) -> SandboxResult {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
+    if Task.isCancelled { throw .runCancelled }  // nothing is spawned for a Task cancelled already
     let cancellation = try CancellationSignal()
     let outcome: Result<SandboxResult, SandboxError> = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
@@ -490,63 +604,90 @@ public struct Sandbox: Sendable {
       environment: ["TERM": environmentValue("TERM") ?? "xterm"], cancellation: nil, terminal: terminal)
   }
 
+  /// The run behind every public `run`: checks, snapshot, bwrap until every process of the
+  /// sandbox is gone, then the host's work on the mount dir (whatever the outcome), then the
+  /// verdict. A failure before the payload was told to start is bwrap's, and an error; anything
+  /// after it is the payload's, and a result.
   func run(
     _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
     environment: [String: String], cancellation: CancellationSignal?, terminal: TerminalRelay? = nil
   ) throws(SandboxError) -> SandboxResult {
+    if let timeout, timeout <= .zero { throw .invalidTimeout("\(timeout)") }  // nothing is spawned
     let payloadEnvironment = try makePayloadEnvironment(venvRoot: venv.root, extra: environment)
     let workspace = try mountDirectory.map { (path) throws(SandboxError) in try Workspace(path: path) }
     defer { workspace?.close() }
-    var excluded: String? = nil
+    var excluded: [UInt8]? = nil
     if case .script(let sandboxPath) = payload {
-      excluded = try checkScript(sandboxPath, in: workspace)  // a clear error beats python's
+      excluded = Array(try checkScript(sandboxPath, in: workspace).utf8)  // a clear error beats python's
     }
-    let before = try workspace?.snapshot()  // taken before the child can write
-    let invocation = makeBwrapInvocation(makePlan(payload, workspace: workspace, environment: payloadEnvironment))
     let limits = config.limits
-    let request = SpawnRequest(
-        executable: launcher.first ?? host.bwrapPath,
-        arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
-        environment: [], stdin: stdin, inheritedInputs: invocation.inputs, timeout: timeout,
-        outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal,
-        diskWatch: workspace.flatMap { workspace in
-          limits.mountDirectoryBytes.map { (workspace.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
-        },
-        onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) })
-    let outcome: SpawnOutcome
+    let before = try workspace?.snapshot(limits: limits)  // taken before the child can write
+    let invocation = makeBwrapInvocation(makePlan(payload, workspace: workspace, environment: payloadEnvironment))
+    let launch = SandboxLaunch(
+      executable: launcher.first ?? host.bwrapPath,
+      arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
+      inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout, outputLimitBytes: limits.outputLimitBytes,
+      cancellation: cancellation, terminal: terminal,
+      diskWatch: workspace.flatMap { workspace in
+        limits.mountDirectoryBytes.map { (workspace.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
+      })
+    let exit: SandboxExit
     if scopesAbstractSockets {
-      // Landlock and no_new_privs are per thread: spawn from a thread of our own.
-      let result: Result<SpawnOutcome, SandboxError> = onFreshThread {
+      // Landlock and no_new_privs are per thread: spawn from a thread of our own, which also
+      // lives exactly as long as the run (the launcher's parent-death signal follows it).
+      let outcome: Result<SandboxExit, SandboxError> = onFreshThread {
         do throws(SandboxError) {
           try Landlock.restrictThreadToOwnAbstractSockets()
-          return .success(try spawnAndCollect(request))
+          return .success(try superviseSandbox(launch))
         } catch {
           return .failure(error)
         }
       }
-      outcome = try result.get()
+      exit = try outcome.get()
     } else {
-      outcome = try spawnAndCollect(request)
+      exit = try superviseSandbox(launch)
     }
-    if outcome.looksLikeSetupFailure {
-      let message = firstLine(of: outcome.stderr)
-      if message.contains("Unknown option") {
-        throw .bwrapTooOld(found: "\(host.bwrapVersion ?? "an older version") (\(message))", required: HostFacts.minimumVersionText)
-      }
-      throw .sandboxSetupFailed(message: message)
-    }
+    // The host's work on the mount dir: only once nothing of the sandbox is left, always then.
     var changes = WorkspaceChanges()
+    var cleanupProblem = exit.leftover
     if let workspace, let before {
-      let after = try workspace.snapshot()
-      workspace.clearSetIDBits(after)  // the host will own, and may run, what the payload left
-      changes = makeWorkspaceChanges(before: before, after: after, excluding: excluded)
+      if exit.allGone {
+        (changes, cleanupProblem) = workspace.finishRun(before: before, excluding: excluded, limits: limits)
+      } else {
+        workspace.seal()  // fail closed: no host work on a tree something may still change
+      }
+    }
+    if !exit.started && (exit.stop == nil || exit.stop == .setup) {
+      throw setupFailure(exit)
     }
     return SandboxResult(
-      returnCode: outcome.status.returnCode, stdout: outcome.stdout, stderr: outcome.stderr,
-      timedOut: outcome.timedOut, cancelled: outcome.cancelled,
-      outputTruncated: outcome.outputTruncated, duration: outcome.duration,
-      changedFiles: changes.changed, deletedFiles: changes.deleted,
-      limitHit: classifyLimitHit(outcome, limits: limits), layers: activeLayers)
+      returnCode: exit.started ? (exit.status?.returnCode ?? -SIGKILL) : -SIGKILL, stdout: exit.stdout,
+      stderr: exit.stderr, timedOut: exit.stop == .timeout, cancelled: exit.stop == .cancelled,
+      outputTruncated: exit.outputTruncated, duration: exit.duration, changedPaths: changes.changed,
+      deletedPaths: changes.deleted, changesTruncated: changes.truncated, cleanupIncomplete: cleanupProblem,
+      limitHit: classifyLimitHit(exit, limits: limits), layers: activeLayers)
+  }
+
+  /// The error for a run that ended before its payload was told to start. Only bwrap can have
+  /// written to stderr by then (the gate prints nothing), so its first line is bwrap's message.
+  func setupFailure(_ exit: SandboxExit) -> SandboxError {
+    if let error = exit.setupError { return error }
+    let message = firstLine(of: exit.stderr)
+    if message.contains("Unknown option") {
+      return .bwrapTooOld(found: "\(host.bwrapVersion ?? "an older version") (\(message))", required: HostFacts.minimumVersionText)
+    }
+    if !message.isEmpty { return .sandboxSetupFailed(message: message) }
+    let status = exit.status.map { "\($0)" } ?? "an unknown status"
+    return .sandboxSetupFailed(message: exit.leftover ?? "bwrap ended with \(status) before the payload started")
+  }
+
+  /// Reads a file the payload left in a mount dir, safely: `path` is relative to the mount dir
+  /// and is resolved beneath it with no symlink (or /proc magic link) in any component; only a
+  /// regular file is read, without blocking, at most `limit` bytes. Never read what a payload
+  /// left by path with ordinary file APIs: it may have made it a symlink to a host file, or a FIFO.
+  /// - Throws: `SandboxError.outputUnreadable` naming why (a symlink, a FIFO, missing, …).
+  public static func readOutput(mountDirectory: String, path: String, limit: Int = 16 << 20) throws(SandboxError) -> SandboxOutputFile {
+    try readOutputFile(mountDirectory: mountDirectory, path: path, limit: limit)
   }
 
   /// With the network on, host abstract unix sockets are closed off where Landlock can scope them.
@@ -567,7 +708,8 @@ public struct Sandbox: Sendable {
       host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
       mountDirectoryFD: workspace?.pathFD, payload: payload, environment: environment,
       tmpfsBytes: config.limits.tmpfsBytes,
-      seccompProgram: config.seccompEnabled ? SeccompFilter.program(networkEnabled: config.networkEnabled) : nil)
+      // `init` refused a requested filter this architecture has none of.
+      seccompProgram: config.seccompEnabled ? SeccompFilter.program(networkEnabled: config.networkEnabled) ?? SeccompFilter.allowAll : SeccompFilter.allowAll)
   }
 }
 
@@ -661,10 +803,9 @@ struct VenvLayout: Sendable, Equatable {
   }
 }
 
-/// Sets the run's rlimits on the sandbox's first process, before it starts the payload.
-///
-/// Every process of the payload inherits them. A limit above what the caller may grant is
-/// clamped to the caller's own hard limit (never raised).
+/// Sets the run's rlimits on the gate process (`Bootstrap`), once bwrap's setup is over and
+/// before any payload code runs; every process of the payload inherits them. A limit above
+/// what the caller may grant is clamped to the caller's own hard limit (never raised).
 /// - Throws: `SandboxError.layerUnavailable` when a limit cannot be set (fail closed).
 func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
   guard let prlimit = GlibcExtras.prlimit else { throw .glibcTooOld(function: "prlimit") }
@@ -672,7 +813,7 @@ func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
     (ResourceLimit.core, "RLIMIT_CORE", 0, 0),  // a crash must not write a core file past every limit
     (ResourceLimit.openFiles, "RLIMIT_NOFILE", limits.openFiles, limits.openFiles),
   ]
-  if let seconds = limits.cpuSeconds { wanted.append((ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }
+  if let seconds = limits.cpuSeconds { wanted.append((ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }  // SIGXCPU, then SIGKILL
   if let bytes = limits.memoryBytes { wanted.append((ResourceLimit.data, "RLIMIT_DATA", bytes, bytes)) }
   if let bytes = limits.fileSizeBytes { wanted.append((ResourceLimit.fileSize, "RLIMIT_FSIZE", bytes, bytes)) }
   if let count = limits.maxProcesses { wanted.append((ResourceLimit.processes, "RLIMIT_NPROC", count, count)) }
@@ -680,7 +821,7 @@ func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
     func refused() -> SandboxError {
       .layerUnavailable(
         layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(errnoText(errno))",
-        relax: "report this: the sandbox's own process refused its limits")
+        relax: "report this: the sandbox's first process refused its limits")
     }
     var current = rlimit()
     var value = rlimit()
@@ -692,11 +833,14 @@ func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
 }
 
 /// Tells which limit ended a run, from how it ended and what it last printed.
-func classifyLimitHit(_ outcome: SpawnOutcome, limits: SandboxLimits) -> SandboxLimitHit? {
-  if outcome.timedOut { return .timeout }
-  if outcome.cancelled { return .cancelled }
-  if outcome.diskExceeded { return .disk }
-  let code = outcome.status.returnCode
+func classifyLimitHit(_ outcome: SandboxExit, limits: SandboxLimits) -> SandboxLimitHit? {
+  switch outcome.stop {
+  case .timeout: return .timeout
+  case .cancelled: return .cancelled
+  case .disk: return .disk
+  case .setup, nil: break
+  }
+  guard let code = outcome.status?.returnCode else { return nil }
   if let seconds = limits.cpuSeconds {
     // SIGXCPU is the soft limit. SIGKILL is the hard limit (soft + 2 s) only if enough wall time
     // passed for some process to burn that much CPU on this many cores: bwrap's pid 1 does not
@@ -787,6 +931,8 @@ struct HostLayout: Sendable, Equatable {
   var procMasks: [Mount]
   /// Readable /etc files and dirs that exist here (certificates, users, groups).
   var etcMounts: [Mount]
+  /// The shell that holds the payload at the gate.
+  var bootstrap: Bootstrap = Bootstrap(shell: "/usr/bin/dash", envCommand: nil)
 
   static func probe() -> HostLayout {
     var system: [Mount] = []
@@ -803,7 +949,7 @@ struct HostLayout: Sendable, Equatable {
       Layout.maskedProcFiles.filter { exists($0) }.map { .maskFile($0) }
       + Layout.maskedProcDirectories.filter { isDirectory($0) }.map { .maskDirectory($0) }
     let etc = Layout.exposedEtc.filter { exists($0) }.map { Mount.readOnly($0) }
-    return HostLayout(systemMounts: system, procMasks: masks, etcMounts: etc)
+    return HostLayout(systemMounts: system, procMasks: masks, etcMounts: etc, bootstrap: Bootstrap.probe())
   }
 }
 
@@ -852,6 +998,57 @@ enum Layout {
     """
 }
 
+/// The sandbox's first process after bwrap's pid 1: a POSIX shell that waits at the gate,
+/// then becomes the payload's interpreter.
+///
+/// `dash -c 'printf R >&3 && read -r go <&3 && [ "$go" = GO ] && exec "$0" "$@" 3<&-' PYTHON SCRIPT`
+/// says "R" on the channel (fd 3), and runs `PYTHON SCRIPT` only on the host's "GO": the host
+/// sends it after setting the rlimits on this process (`prlimit`, after bwrap's setup is over)
+/// and checking bwrap's pid 1 is armed (see `superviseSandbox`). End of file — the host died, or
+/// stopped the run — makes `read` fail: nothing runs. The shell forks nothing (`printf`, `read`
+/// and `[` are built in) and adds nothing to the environment but `PWD`, which bwrap already
+/// set; the payload starts exactly as `python SCRIPT`, with no frame of ours.
+struct Bootstrap: Sendable, Equatable {
+  /// The shell: dash, which adds nothing to the environment it passes on. A host without dash
+  /// gets `/bin/sh` (bash on Fedora or Arch), whose `exec` exports `SHLVL=0`: `env -u SHLVL`
+  /// takes it out again, at the cost of one more exec.
+  var shell: String
+  var envCommand: String?
+
+  /// The channel is fd 3 in bwrap and in the gate (dash redirects single-digit fds only).
+  static let channelFD: Int32 = 3
+  static let go = "GO\n"
+
+  /// The gate for this host: dash when the system dirs have it.
+  static func probe() -> Bootstrap {
+    for dash in ["/usr/bin/dash", "/bin/dash"] where access(dash, X_OK) == 0 { return Bootstrap(shell: dash, envCommand: nil) }
+    return Bootstrap(shell: "/bin/sh", envCommand: findExecutable("env") ?? "/usr/bin/env")
+  }
+
+  /// The command bwrap runs: the gate, then `python script`.
+  func command(python: String, script: String) -> [String] {
+    let fd = Self.channelFD
+    let start = envCommand.map { "exec \($0) -u SHLVL \"$0\" \"$@\"" } ?? "exec \"$0\" \"$@\""
+    return [shell, "-c", "printf R >&\(fd) && read -r go <&\(fd) && [ \"$go\" = GO ] && \(start) \(fd)<&-", python, script]
+  }
+}
+
+/// What bwrap itself reports, parsed (its protocol, not ours).
+enum Bwrap {
+  /// The number after `"KEY":` in bwrap's `--json-status-fd` report (`{ "child-pid": 42, … }`,
+  /// later `{ "exit-code": 0 }`), once a character after its digits shows it is complete.
+  static func parseNumber(after key: String, in report: [UInt8]) -> pid_t? {
+    let needle = Array("\"\(key)\":".utf8)
+    guard report.count >= needle.count,
+      let at = (0...(report.count - needle.count)).first(where: { report[$0..<($0 + needle.count)].elementsEqual(needle) })
+    else { return nil }
+    let value = report[(at + needle.count)...].drop { $0 == UInt8(ascii: " ") }
+    let digits = value.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    guard !digits.isEmpty, digits.count < 10, value.count > digits.count else { return nil }
+    return pid_t(String(decoding: digits, as: UTF8.self))
+  }
+}
+
 /// One entry of the sandbox's filesystem, rendered as bwrap arguments.
 enum Mount: Sendable, Equatable {
   case readOnly(String)                                  // --ro-bind P P
@@ -891,8 +1088,9 @@ struct RunPlan {
   var payload: SandboxPayload
   var environment: [(String, String)]
   var tmpfsBytes: Int
-  /// The seccomp program (`--seccomp`), or nil when that layer is relaxed.
-  var seccompProgram: [UInt8]?
+  /// The seccomp program (`--seccomp`); `SeccompFilter.allowAll` when that layer is relaxed
+  /// (the host watches pid 1 load a filter to know it is armed, see `superviseSandbox`).
+  var seccompProgram: [UInt8]
 }
 
 /// A bwrap command line plus the descriptors it names, which become fds 3, 4, … in bwrap.
@@ -909,7 +1107,7 @@ struct BwrapInvocation {
 /// mounts come before the binds that live inside them, masks come after /proc, and the
 /// root is made read-only last, once every mount point has been created.
 func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
-  var inputs: [ChildInput] = []
+  var inputs: [ChildInput] = [.channel]  // fd 3: the gate's channel (see `Bootstrap`)
   func childFD(for input: ChildInput) -> Int32 {
     inputs.append(input)
     return Int32(2 + inputs.count)
@@ -936,13 +1134,13 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
   }
   mounts.append(.readOnly(plan.venv.root))                      // interpreter and packages
   if let prefix = plan.venv.basePrefix { mounts.append(.readOnly(prefix)) }  // pyenv/uv base
-  var command = [plan.venv.python]
+  let script: String
   switch plan.payload {
   case .code(let source):
     mounts.append(.data(fd: childFD(for: .bytes(Array(source.utf8))), sandboxPath: Layout.codePath))
-    command.append(Layout.codePath)
+    script = Layout.codePath
   case .script(let path):
-    command.append(path)
+    script = path
   }
   mounts.append(.remountReadOnly("/"))                          // nothing else is writable
 
@@ -960,14 +1158,13 @@ func makeBwrapInvocation(_ plan: RunPlan) -> BwrapInvocation {
     "--clearenv",
   ]
   for (name, value) in plan.environment { arguments += ["--setenv", name, value] }
-  // Startup handshake: bwrap reports its pid 1 on --info-fd, then waits on --block-fd (after
-  // every mount, before the payload starts) while the spawner sets the rlimits on that pid.
-  arguments += ["--info-fd", String(childFD(for: .startupReport)), "--block-fd", String(childFD(for: .startupGate))]
-  if let program = plan.seccompProgram {
-    arguments += ["--seccomp", String(childFD(for: .bytes(program)))]  // loaded just before the payload
-  }
+  // Start-up handshake (see `superviseSandbox`): bwrap reports its pid 1 and, later, the
+  // payload's exit on --json-status-fd. fd 3 is not bwrap's: it passes through to the gate,
+  // which says "ready" there and waits for the host's "go".
+  arguments += ["--json-status-fd", String(childFD(for: .report))]
+  arguments += ["--seccomp", String(childFD(for: .bytes(plan.seccompProgram)))]  // loaded just before the payload
   for mount in mounts { arguments += mount.bwrapArguments }
-  arguments += ["--chdir", Layout.mountPoint, "--"] + command
+  arguments += ["--chdir", Layout.mountPoint, "--"] + plan.host.bootstrap.command(python: plan.venv.python, script: script)
   return BwrapInvocation(arguments: arguments, inputs: inputs, mounts: mounts)
 }
 
@@ -990,8 +1187,9 @@ struct BPFInstruction: Equatable {
 /// The seccomp filter bwrap loads just before the payload starts (`--seccomp`), built here
 /// without libseccomp. Denied calls fail with the errno a well-behaved program expects
 /// (ENOSYS where libc or libraries fall back, e.g. clone3 and io_uring); a call made through
-/// another architecture's entry point (ia32 on x86_64, or any foreign ABI) kills the process,
-/// and x32 system call numbers are refused, so no 32-bit door bypasses the rules.
+/// another architecture's entry point (ia32 on x86_64, or any foreign ABI) kills the process;
+/// x32 numbers and every number above the highest reviewed one fail with ENOSYS, so no 32-bit
+/// door and no call a newer kernel adds is open until it has been reviewed here.
 enum SeccompFilter {
   static let allow: UInt32 = 0x7fff_0000       // SECCOMP_RET_ALLOW
   static let killProcess: UInt32 = 0x8000_0000 // SECCOMP_RET_KILL_PROCESS
@@ -1001,8 +1199,11 @@ enum SeccompFilter {
   enum Architecture: String, CaseIterable {
     case x86_64, aarch64
     var auditArch: UInt32 { self == .x86_64 ? 0xC000_003E : 0xC000_00B7 }
-    /// x32 calls set this bit in the number (`__X32_SYSCALL_BIT`).
-    var x32Bit: UInt32? { self == .x86_64 ? 0x4000_0000 : nil }
+    /// The highest system call number reviewed for this table: 469 (`file_setattr`, Linux 6.17)
+    /// on both. Since 451 (`cachestat`) the numbers are shared; of 451–469 only
+    /// `lsm_set_self_attr` and `open_tree_attr` are denied (below); `fchmodat2` and `mseal`,
+    /// which glibc 2.41 uses, are allowed. x32 numbers (bit 30) lie above it too.
+    var highestReviewed: UInt32 { 469 }
     static var native: Architecture? {
       #if arch(x86_64)
         return .x86_64
@@ -1014,7 +1215,7 @@ enum SeccompFilter {
     }
   }
 
-  /// A denied system call: its numbers (`<asm/unistd.h>`) and the errno it returns.
+  /// A system call: its numbers (`<asm/unistd.h>`) and the errno it returns when refused.
   struct Rule {
     let name: String
     let x86_64: UInt32?
@@ -1023,112 +1224,187 @@ enum SeccompFilter {
     func number(_ architecture: Architecture) -> UInt32? { architecture == .x86_64 ? x86_64 : aarch64 }
   }
 
-  static let deniedCalls: [Rule] = [
-    Rule(name: "add_key", x86_64: 248, aarch64: 217, errno: EPERM),         // kernel keyring:
-    Rule(name: "keyctl", x86_64: 250, aarch64: 219, errno: EPERM),          // the caller's session
-    Rule(name: "request_key", x86_64: 249, aarch64: 218, errno: EPERM),     // keyring stays out of reach
-    Rule(name: "ptrace", x86_64: 101, aarch64: 117, errno: EPERM),
-    Rule(name: "process_vm_readv", x86_64: 310, aarch64: 270, errno: EPERM),
-    Rule(name: "process_vm_writev", x86_64: 311, aarch64: 271, errno: EPERM),
-    Rule(name: "perf_event_open", x86_64: 298, aarch64: 241, errno: EPERM),
-    Rule(name: "bpf", x86_64: 321, aarch64: 280, errno: EPERM),
-    Rule(name: "userfaultfd", x86_64: 323, aarch64: 282, errno: EPERM),
-    Rule(name: "io_uring_setup", x86_64: 425, aarch64: 425, errno: ENOSYS),
-    Rule(name: "io_uring_enter", x86_64: 426, aarch64: 426, errno: ENOSYS),
-    Rule(name: "io_uring_register", x86_64: 427, aarch64: 427, errno: ENOSYS),
-    Rule(name: "kexec_load", x86_64: 246, aarch64: 104, errno: EPERM),
-    Rule(name: "kexec_file_load", x86_64: 320, aarch64: 294, errno: EPERM),
-    Rule(name: "init_module", x86_64: 175, aarch64: 105, errno: EPERM),
-    Rule(name: "finit_module", x86_64: 313, aarch64: 273, errno: EPERM),
-    Rule(name: "delete_module", x86_64: 176, aarch64: 106, errno: EPERM),
-    Rule(name: "swapon", x86_64: 167, aarch64: 224, errno: EPERM),
-    Rule(name: "swapoff", x86_64: 168, aarch64: 225, errno: EPERM),
-    Rule(name: "reboot", x86_64: 169, aarch64: 142, errno: EPERM),
-    Rule(name: "syslog", x86_64: 103, aarch64: 116, errno: EPERM),
-    Rule(name: "acct", x86_64: 163, aarch64: 89, errno: EPERM),
-    Rule(name: "quotactl", x86_64: 179, aarch64: 60, errno: EPERM),
-    Rule(name: "quotactl_fd", x86_64: 443, aarch64: 443, errno: EPERM),
-    Rule(name: "uselib", x86_64: 134, aarch64: nil, errno: EPERM),
-    Rule(name: "lookup_dcookie", x86_64: 212, aarch64: 18, errno: EPERM),
-    Rule(name: "iopl", x86_64: 172, aarch64: nil, errno: EPERM),
-    Rule(name: "ioperm", x86_64: 173, aarch64: nil, errno: EPERM),
-    Rule(name: "name_to_handle_at", x86_64: 303, aarch64: 264, errno: EPERM),
-    Rule(name: "open_by_handle_at", x86_64: 304, aarch64: 265, errno: EPERM),
-    Rule(name: "fanotify_init", x86_64: 300, aarch64: 262, errno: EPERM),
-    Rule(name: "mount", x86_64: 165, aarch64: 40, errno: EPERM),
-    Rule(name: "umount2", x86_64: 166, aarch64: 39, errno: EPERM),
-    Rule(name: "pivot_root", x86_64: 155, aarch64: 41, errno: EPERM),
-    Rule(name: "chroot", x86_64: 161, aarch64: 51, errno: EPERM),
-    Rule(name: "unshare", x86_64: 272, aarch64: 97, errno: EPERM),
-    Rule(name: "setns", x86_64: 308, aarch64: 268, errno: EPERM),
-    Rule(name: "move_pages", x86_64: 279, aarch64: 239, errno: EPERM),
-    Rule(name: "mbind", x86_64: 237, aarch64: 235, errno: EPERM),
-    Rule(name: "migrate_pages", x86_64: 256, aarch64: 238, errno: EPERM),
-    Rule(name: "set_mempolicy", x86_64: 238, aarch64: 237, errno: EPERM),
-    Rule(name: "set_mempolicy_home_node", x86_64: 450, aarch64: 450, errno: EPERM),
-    Rule(name: "clone3", x86_64: 435, aarch64: 435, errno: ENOSYS),         // flags live in memory BPF
-    Rule(name: "open_tree", x86_64: 428, aarch64: 428, errno: ENOSYS),      // cannot read: ENOSYS makes
-    Rule(name: "move_mount", x86_64: 429, aarch64: 429, errno: ENOSYS),     // glibc fall back to clone;
-    Rule(name: "fsopen", x86_64: 430, aarch64: 430, errno: ENOSYS),         // the new mount API gets the
-    Rule(name: "fsconfig", x86_64: 431, aarch64: 431, errno: ENOSYS),       // same answer as on an
-    Rule(name: "fsmount", x86_64: 432, aarch64: 432, errno: ENOSYS),        // older kernel
-    Rule(name: "fspick", x86_64: 433, aarch64: 433, errno: ENOSYS),
-    Rule(name: "mount_setattr", x86_64: 442, aarch64: 442, errno: ENOSYS),
-  ]
+  /// Calls refused outright, by group, with the reason for each group.
+  static let deniedCalls: [Rule] =
+    // Kernel keyring: the caller's session keyring stays out of reach.
+    [
+      Rule(name: "add_key", x86_64: 248, aarch64: 217, errno: EPERM),
+      Rule(name: "keyctl", x86_64: 250, aarch64: 219, errno: EPERM),
+      Rule(name: "request_key", x86_64: 249, aarch64: 218, errno: EPERM),
+    ]
+    // Tracing and reaching into other processes: pid 1 holds bwrap's status eventfd, which
+    // pidfd_getfd would hand over (a forged exit); ptrace and process_vm_* read or write memory.
+    + [
+      Rule(name: "ptrace", x86_64: 101, aarch64: 117, errno: EPERM),
+      Rule(name: "process_vm_readv", x86_64: 310, aarch64: 270, errno: EPERM),
+      Rule(name: "process_vm_writev", x86_64: 311, aarch64: 271, errno: EPERM),
+      Rule(name: "pidfd_getfd", x86_64: 438, aarch64: 438, errno: EPERM),
+      Rule(name: "perf_event_open", x86_64: 298, aarch64: 241, errno: EPERM),
+    ]
+    // Kernel attack surface that programs do not need: BPF, userfaultfd (race widening), io_uring.
+    + [
+      Rule(name: "bpf", x86_64: 321, aarch64: 280, errno: EPERM),
+      Rule(name: "userfaultfd", x86_64: 323, aarch64: 282, errno: EPERM),
+      Rule(name: "io_uring_setup", x86_64: 425, aarch64: 425, errno: ENOSYS),
+      Rule(name: "io_uring_enter", x86_64: 426, aarch64: 426, errno: ENOSYS),
+      Rule(name: "io_uring_register", x86_64: 427, aarch64: 427, errno: ENOSYS),
+    ]
+    // Administration of the machine: kernels, modules, swap, reboot, logs, accounting, quotas, I/O ports.
+    + [
+      Rule(name: "kexec_load", x86_64: 246, aarch64: 104, errno: EPERM),
+      Rule(name: "kexec_file_load", x86_64: 320, aarch64: 294, errno: EPERM),
+      Rule(name: "init_module", x86_64: 175, aarch64: 105, errno: EPERM),
+      Rule(name: "finit_module", x86_64: 313, aarch64: 273, errno: EPERM),
+      Rule(name: "delete_module", x86_64: 176, aarch64: 106, errno: EPERM),
+      Rule(name: "swapon", x86_64: 167, aarch64: 224, errno: EPERM),
+      Rule(name: "swapoff", x86_64: 168, aarch64: 225, errno: EPERM),
+      Rule(name: "reboot", x86_64: 169, aarch64: 142, errno: EPERM),
+      Rule(name: "syslog", x86_64: 103, aarch64: 116, errno: EPERM),
+      Rule(name: "acct", x86_64: 163, aarch64: 89, errno: EPERM),
+      Rule(name: "quotactl", x86_64: 179, aarch64: 60, errno: EPERM),
+      Rule(name: "quotactl_fd", x86_64: 443, aarch64: 443, errno: EPERM),
+      Rule(name: "uselib", x86_64: 134, aarch64: nil, errno: EPERM),
+      Rule(name: "lookup_dcookie", x86_64: 212, aarch64: 18, errno: EPERM),
+      Rule(name: "iopl", x86_64: 172, aarch64: nil, errno: EPERM),
+      Rule(name: "ioperm", x86_64: 173, aarch64: nil, errno: EPERM),
+      Rule(name: "lsm_set_self_attr", x86_64: 460, aarch64: 460, errno: EPERM),
+    ]
+    // Files by handle and filesystem-wide notification: both bypass the path-based view.
+    + [
+      Rule(name: "name_to_handle_at", x86_64: 303, aarch64: 264, errno: EPERM),
+      Rule(name: "open_by_handle_at", x86_64: 304, aarch64: 265, errno: EPERM),
+      Rule(name: "fanotify_init", x86_64: 300, aarch64: 262, errno: EPERM),
+    ]
+    // Mounts and namespaces: the filesystem view and the namespaces are bwrap's, once.
+    + [
+      Rule(name: "mount", x86_64: 165, aarch64: 40, errno: EPERM),
+      Rule(name: "umount2", x86_64: 166, aarch64: 39, errno: EPERM),
+      Rule(name: "pivot_root", x86_64: 155, aarch64: 41, errno: EPERM),
+      Rule(name: "chroot", x86_64: 161, aarch64: 51, errno: EPERM),
+      Rule(name: "unshare", x86_64: 272, aarch64: 97, errno: EPERM),
+      Rule(name: "setns", x86_64: 308, aarch64: 268, errno: EPERM),
+    ]
+    // NUMA placement: moves other processes' memory; nothing in the sandbox needs it.
+    + [
+      Rule(name: "move_pages", x86_64: 279, aarch64: 239, errno: EPERM),
+      Rule(name: "mbind", x86_64: 237, aarch64: 235, errno: EPERM),
+      Rule(name: "migrate_pages", x86_64: 256, aarch64: 238, errno: EPERM),
+      Rule(name: "set_mempolicy", x86_64: 238, aarch64: 237, errno: EPERM),
+      Rule(name: "set_mempolicy_home_node", x86_64: 450, aarch64: 450, errno: EPERM),
+    ]
+    // clone3's flags live in memory BPF cannot read, and the new mount API: ENOSYS, as on an
+    // older kernel, makes glibc and libraries fall back (to clone, whose flags are checked below).
+    + [
+      Rule(name: "clone3", x86_64: 435, aarch64: 435, errno: ENOSYS),
+      Rule(name: "open_tree", x86_64: 428, aarch64: 428, errno: ENOSYS),
+      Rule(name: "move_mount", x86_64: 429, aarch64: 429, errno: ENOSYS),
+      Rule(name: "fsopen", x86_64: 430, aarch64: 430, errno: ENOSYS),
+      Rule(name: "fsconfig", x86_64: 431, aarch64: 431, errno: ENOSYS),
+      Rule(name: "fsmount", x86_64: 432, aarch64: 432, errno: ENOSYS),
+      Rule(name: "fspick", x86_64: 433, aarch64: 433, errno: ENOSYS),
+      Rule(name: "mount_setattr", x86_64: 442, aarch64: 442, errno: ENOSYS),
+      Rule(name: "open_tree_attr", x86_64: 467, aarch64: 467, errno: ENOSYS),
+    ]
 
-  static let socketCall = Rule(name: "socket", x86_64: 41, aarch64: 198, errno: EAFNOSUPPORT)
-  static let cloneCall = Rule(name: "clone", x86_64: 56, aarch64: 220, errno: EPERM)
-  static let ioctlCall = Rule(name: "ioctl", x86_64: 16, aarch64: 29, errno: EPERM)
-  static let personalityCall = Rule(name: "personality", x86_64: 135, aarch64: 92, errno: EPERM)
+  /// A condition on one argument of a call (its low 32 bits, as the kernel reads an `int`).
+  enum Condition {
+    case isOneOf([UInt32])
+    case isNoneOf([UInt32])
+    case hasNoneOfBits(UInt32)
+  }
+
+  /// A call that is allowed only when every condition on its arguments holds; otherwise it
+  /// fails with the rule's errno.
+  struct ArgumentRule {
+    let call: Rule
+    let conditions: [(argument: UInt32, condition: Condition)]
+    let why: String
+  }
+
   /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
   static let cloneNamespaceFlags: UInt32 = 0x7E02_0000
-  /// TIOCSTI and TIOCLINUX: only the low 32 bits of the request are compared, as the kernel does.
+  /// TIOCSTI and TIOCLINUX.
   static let deniedIoctls: [UInt32] = [0x5412, 0x541C]
   /// AF_UNIX, AF_NETLINK, and AF_INET/AF_INET6 only while the network is on.
   static func allowedSocketFamilies(networkEnabled: Bool) -> [UInt32] {
     networkEnabled ? [1, 2, 10, 16] : [1, 16]
   }
+  static let socketCall = Rule(name: "socket", x86_64: 41, aarch64: 198, errno: EAFNOSUPPORT)
 
-  /// Builds the program: check the architecture, then each rule in turn, else allow.
-  static func makeProgram(for architecture: Architecture, networkEnabled: Bool) -> [BPFInstruction] {
-    var program: [BPFInstruction] = [
-      .load(offset: 4),  // seccomp_data.arch
-      .jumpIfEqual(architecture.auditArch, 1, 0),
-      .ret(killProcess),
-      .load(offset: 0),  // seccomp_data.nr
+  static func argumentRules(networkEnabled: Bool) -> [ArgumentRule] {
+    [
+      ArgumentRule(
+        call: socketCall, conditions: [(0, .isOneOf(allowedSocketFamilies(networkEnabled: networkEnabled)))],
+        why: "no raw, packet or vsock sockets; no IP while the network is off"),
+      ArgumentRule(
+        call: Rule(name: "clone", x86_64: 56, aarch64: 220, errno: EPERM), conditions: [(0, .hasNoneOfBits(cloneNamespaceFlags))],
+        why: "fork and threads, but no new namespaces"),
+      ArgumentRule(
+        call: Rule(name: "ioctl", x86_64: 16, aarch64: 29, errno: EPERM), conditions: [(1, .isNoneOf(deniedIoctls))],
+        why: "no typing into a terminal (TIOCSTI) or console tricks (TIOCLINUX)"),
+      ArgumentRule(
+        call: Rule(name: "personality", x86_64: 135, aarch64: 92, errno: EPERM), conditions: [(0, .isOneOf([0, 0xFFFF_FFFF]))],
+        why: "only PER_LINUX or a query: no READ_IMPLIES_EXEC or ADDR_NO_RANDOMIZE"),
+      // Scheduling of anything but the caller itself (pid 0): a payload could otherwise demote
+      // bwrap's pid 1, which must run to tear the sandbox down. A process naming its own pid
+      // explicitly gets EPERM too, since BPF cannot tell its pid.
+      ArgumentRule(
+        call: Rule(name: "sched_setscheduler", x86_64: 144, aarch64: 119, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+        why: "only the caller's own policy"),
+      ArgumentRule(
+        call: Rule(name: "sched_setattr", x86_64: 314, aarch64: 274, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+        why: "only the caller's own attributes"),
+      ArgumentRule(
+        call: Rule(name: "sched_setaffinity", x86_64: 203, aarch64: 122, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+        why: "only the caller's own CPUs"),
+      ArgumentRule(
+        call: Rule(name: "setpriority", x86_64: 141, aarch64: 140, errno: EPERM),
+        conditions: [(0, .isOneOf([0])), (1, .isOneOf([0]))],
+        why: "only PRIO_PROCESS of the caller (PRIO_PGRP and PRIO_USER would reach pid 1)"),
     ]
-    if let x32 = architecture.x32Bit {
-      program += [.jumpIfAtLeast(x32, 0, 1), .ret(fail(ENOSYS))]
-    }
+  }
+
+  /// Builds the program: check the architecture and the number's range, then each rule in
+  /// turn, else allow. Jumps are resolved from labels, never counted by hand.
+  static func makeProgram(for architecture: Architecture, networkEnabled: Bool) -> [BPFInstruction] {
+    var program = BPFAssembler()
+    program.emit(.load(offset: 4))  // seccomp_data.arch
+    program.emit(.jumpIfEqual(architecture.auditArch, 1, 0))
+    program.emit(.ret(killProcess))
+    program.emit(.load(offset: 0))  // seccomp_data.nr
+    program.emit(.jumpIfAtLeast(architecture.highestReviewed + 1, 0, 1))
+    program.emit(.ret(fail(ENOSYS)))
     for rule in deniedCalls {
       guard let number = rule.number(architecture) else { continue }
-      program += [.jumpIfEqual(number, 0, 1), .ret(fail(rule.errno))]
+      program.emit(.jumpIfEqual(number, 0, 1))
+      program.emit(.ret(fail(rule.errno)))
     }
-    // socket(domain, …): args[0] at offset 16 (low half on little-endian).
-    let families = allowedSocketFamilies(networkEnabled: networkEnabled)
-    program.append(.jumpIfEqual(socketCall.number(architecture) ?? 0, 0, UInt8(families.count + 3)))
-    program.append(.load(offset: 16))
-    for (index, family) in families.enumerated() {
-      program.append(.jumpIfEqual(family, UInt8(families.count - index), 0))
+    for rule in argumentRules(networkEnabled: networkEnabled) {
+      guard let number = rule.call.number(architecture) else { continue }
+      let next = program.label()
+      let refuse = program.label()
+      program.jump(ifEqual: number, else: next)
+      for (argument, condition) in rule.conditions {
+        program.emit(.load(offset: 16 + 8 * argument))  // seccomp_data.args[i], low half (little-endian)
+        switch condition {
+        case .isOneOf(let values):
+          let holds = program.label()
+          for value in values { program.jump(ifEqual: value, to: holds) }
+          program.jump(to: refuse)
+          program.place(holds)
+        case .isNoneOf(let values):
+          for value in values { program.jump(ifEqual: value, to: refuse) }
+        case .hasNoneOfBits(let mask):
+          program.jump(ifAnyBit: mask, to: refuse)
+        }
+      }
+      program.emit(.ret(allow))
+      program.place(refuse)
+      program.emit(.ret(fail(rule.call.errno)))
+      program.place(next)  // reached only from the number test: the accumulator still holds nr
     }
-    program += [.ret(fail(socketCall.errno)), .ret(allow)]
-    // clone(flags, …): no new namespaces.
-    program += [
-      .jumpIfEqual(cloneCall.number(architecture) ?? 0, 0, 4), .load(offset: 16),
-      .jumpIfAnyBit(cloneNamespaceFlags, 0, 1), .ret(fail(cloneCall.errno)), .ret(allow),
-    ]
-    // ioctl(fd, request, …): args[1] at offset 24.
-    program += [
-      .jumpIfEqual(ioctlCall.number(architecture) ?? 0, 0, 5), .load(offset: 24),
-      .jumpIfEqual(deniedIoctls[0], 2, 0), .jumpIfEqual(deniedIoctls[1], 1, 0), .ret(allow), .ret(fail(ioctlCall.errno)),
-    ]
-    // personality(persona): only PER_LINUX (0) and the query (0xffffffff).
-    program += [
-      .jumpIfEqual(personalityCall.number(architecture) ?? 0, 0, 5), .load(offset: 16),
-      .jumpIfEqual(0, 2, 0), .jumpIfEqual(0xFFFF_FFFF, 1, 0), .ret(fail(personalityCall.errno)), .ret(allow),
-    ]
-    program.append(.ret(allow))
-    return program
+    program.emit(.ret(allow))
+    return program.assembled()
   }
 
   /// The program as bytes for bwrap (`struct sock_filter`, native byte order).
@@ -1145,10 +1421,59 @@ enum SeccompFilter {
 
   private static let networkOnProgram = Architecture.native.map { encode(makeProgram(for: $0, networkEnabled: true)) }
   private static let networkOffProgram = Architecture.native.map { encode(makeProgram(for: $0, networkEnabled: false)) }
+  /// The program of a relaxed layer (`--no-seccomp`): it allows everything, and exists so that
+  /// bwrap's pid 1 still visibly loads a filter once it is armed (see `superviseSandbox`).
+  static let allowAll = encode([.ret(allow)])
 
   /// This machine's encoded program, built once per process; nil on an unsupported architecture.
   static func program(networkEnabled: Bool) -> [UInt8]? {
     networkEnabled ? networkOnProgram : networkOffProgram
+  }
+}
+
+/// A classic-BPF program under construction, with forward jumps to labels.
+struct BPFAssembler {
+  typealias Label = Int
+  private var instructions: [BPFInstruction] = []
+  private var targets: [Int?] = []  // label → instruction index
+  private var fixups: [(at: Int, label: Label, onTrue: Bool)] = []
+
+  mutating func emit(_ instruction: BPFInstruction) { instructions.append(instruction) }
+  mutating func label() -> Label {
+    targets.append(nil)
+    return targets.count - 1
+  }
+  mutating func place(_ label: Label) { targets[label] = instructions.count }
+
+  /// Falls through when the accumulator equals `value`, else jumps to `label`.
+  mutating func jump(ifEqual value: UInt32, else label: Label) {
+    fixups.append((instructions.count, label, false))
+    emit(.jumpIfEqual(value, 0, 0))
+  }
+  mutating func jump(ifEqual value: UInt32, to label: Label) {
+    fixups.append((instructions.count, label, true))
+    emit(.jumpIfEqual(value, 0, 0))
+  }
+  mutating func jump(ifAnyBit mask: UInt32, to label: Label) {
+    fixups.append((instructions.count, label, true))
+    emit(.jumpIfAnyBit(mask, 0, 0))
+  }
+  /// An unconditional jump, as `jeq 0` with both branches to `label`.
+  mutating func jump(to label: Label) {
+    fixups.append((instructions.count, label, true))
+    fixups.append((instructions.count, label, false))
+    emit(.jumpIfEqual(0, 0, 0))
+  }
+
+  /// The program with every jump resolved (forward, within 255 instructions, as BPF requires).
+  func assembled() -> [BPFInstruction] {
+    var program = instructions
+    for fixup in fixups {
+      // A label is always placed after its jumps here; a wrong offset would fail the golden tests.
+      let offset = UInt8(clamping: (targets[fixup.label] ?? fixup.at + 1) - fixup.at - 1)
+      if fixup.onTrue { program[fixup.at].jumpIfTrue = offset } else { program[fixup.at].jumpIfFalse = offset }
+    }
+    return program
   }
 }
 
@@ -1250,7 +1575,7 @@ func makeAppArmorRules(
   var rules: [AppArmorRule] = [
     AppArmorRule(rule: "include <abstractions/base>", why: "libc, the dynamic loader, locales"),
     // bwrap building the sandbox (verified in enforce mode: bwrap 0.8, apparmor 3.0.8, Linux 6.1)
-    AppArmorRule(rule: "\(bwrap) mr,", why: "bwrap itself, started by aa-exec under this profile"),
+    AppArmorRule(rule: "\(bwrap) mr,", why: "bwrap itself, started by setpriv under this profile"),
     AppArmorRule(rule: "capability sys_admin,", why: "bwrap: new namespaces, mount, pivot_root (inside its user namespace)"),
     AppArmorRule(rule: "capability net_admin,", why: "bwrap: bring up lo in a new network namespace"),
     AppArmorRule(rule: "capability setpcap,", why: "bwrap --cap-drop ALL drops the bounding set (as root)"),
@@ -1279,7 +1604,7 @@ func makeAppArmorRules(
     makeBwrapInvocation(
       RunPlan(
         host: host, venv: venv, networkEnabled: false, mountDirectoryFD: fd, payload: .code(""), environment: [],
-        tmpfsBytes: 1, seccompProgram: nil)
+        tmpfsBytes: 1, seccompProgram: [])
     ).mounts
   }
   var seen: Set<String> = Set(rules.map(\.rule))
@@ -1296,6 +1621,7 @@ func makeAppArmorRules(
     AppArmorRule(rule: "signal (send, receive) peer=\(name),", why: "processes inside the sandbox signal each other"),
     AppArmorRule(rule: "ptrace (read, readby) peer=\(name),", why: "reading /proc of the sandbox's own processes; nothing outside"),
     // The payload (bwrap sets no_new_privs, so every exec stays in this profile: ix)
+    AppArmorRule(rule: "\(try appArmorPath(host.bootstrap.shell)) ix,", why: "the gate: a shell that waits for the host's go, then runs the interpreter"),
     AppArmorRule(rule: "\(python) ix,", why: "the venv's interpreter (bin/python resolves here)"),
     AppArmorRule(rule: "/usr/** mr,", why: "system libraries and the standard library, read-only"),
     AppArmorRule(rule: "/usr/bin/* ix,", why: "subprocesses the payload may run (sh, coreutils)"),
@@ -1506,38 +1832,245 @@ func makeUnifiedDiff(old: String, new: String, oldName: String, newName: String)
 
 // MARK: - Process spawning
 
-/// A descriptor handed to the child.
+/// A descriptor handed to the child as one of its fds 3, 4, ….
 enum ChildInput {
-  /// Bytes we feed through a socket (generated files, code, the seccomp program).
+  /// Bytes we feed through a one-way socket (generated files, code, the seccomp program).
   case bytes([UInt8])
   /// A descriptor we hold (the mount directory).
   case descriptor(Int32)
-  /// A pipe the child writes its startup report to (bwrap --info-fd: `"child-pid": N`).
-  case startupReport
-  /// A pipe the child waits on (bwrap --block-fd); written once `onChildStarted` returns.
-  case startupGate
+  /// A pipe the child writes and we read (bwrap's `--json-status-fd`).
+  case report
+  /// One end of a socket pair whose other end we keep (the bootstrap's ready/go channel).
+  case channel
 }
 
-/// What to spawn and how to feed and bound it.
-struct SpawnRequest {
-  var executable: String
-  /// Arguments after argv[0].
-  var arguments: [String]
-  var environment: [String]
-  var stdin: [UInt8] = []
-  /// Become fds 3, 4, … in the child, in order; every other descriptor is closed.
-  var inheritedInputs: [ChildInput] = []
-  var timeout: Duration? = nil
-  var outputLimitBytes: Int = .max
-  var cancellation: CancellationSignal? = nil
-  /// When set, the child's fds 0–2 are this pty's slave and the loop relays the terminal.
-  var terminal: TerminalRelay? = nil
-  /// Watches a filesystem while the child runs: kill it when usage grows past `budget` bytes
-  /// or free space falls under `reserve` (checked with fstatvfs every 50 ms).
-  var diskWatch: (fd: Int32, budget: Int64, reserve: Int64)? = nil
-  /// Called with the pid from the startup report, before the startup gate opens; when it
-  /// throws, the child is killed and `spawnAndCollect` rethrows once it has been reaped.
-  var onChildStarted: ((pid_t) throws(SandboxError) -> Void)? = nil
+/// A child process, held by a pidfd so that it is watched and signalled without pid reuse.
+struct SpawnedChild {
+  let pid: pid_t
+  /// -1 when the child was gone before its pidfd could be opened (SIGCHLD ignored: the kernel
+  /// reaped it, and its pid may belong to someone else already).
+  let pidFD: Int32
+}
+
+/// The only place that calls posix_spawn, waitpid and pidfd_send_signal. Knows nothing of bwrap.
+enum Spawner {
+  /// Spawns `executable` with `descriptors[N]` as its fd N and every other descriptor closed,
+  /// default signal dispositions and an empty signal mask.
+  ///
+  /// - Parameter processGroup: the group to join (0: a new one of its own; nil: ours).
+  /// - Throws: `SandboxError.system` when the spawn fails, `.lifecycleUnavailable` without pidfds.
+  static func spawn(
+    _ executable: String, arguments: [String], environment: [String], descriptors: [Int32], processGroup: pid_t? = nil
+  ) throws(SandboxError) -> SpawnedChild {
+    guard let addCloseFrom = GlibcExtras.addCloseFrom else {
+      throw .glibcTooOld(function: "posix_spawn_file_actions_addclosefrom_np")
+    }
+    guard let pidfdOpen = GlibcExtras.pidfdOpen else { throw .glibcTooOld(function: "pidfd_open") }
+    // dup2 runs in order, so a source numbered like an earlier target would be clobbered:
+    // move every such source above the highest target first.
+    var sources = descriptors
+    var moved: [Int32] = []
+    defer { for fd in moved { close(fd) } }
+    let firstFree = Int32(sources.count)
+    for (index, fd) in sources.enumerated() where fd < firstFree {
+      let copy = try check("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, firstFree) }
+      moved.append(copy)
+      sources[index] = copy
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for (target, source) in sources.enumerated() {
+      try checkSpawn("posix_spawn_file_actions_adddup2") { posix_spawn_file_actions_adddup2(&actions, source, Int32(target)) }
+    }
+    try checkSpawn("posix_spawn_file_actions_addclosefrom_np") { addCloseFrom(&actions, firstFree) }
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    var allSignals = sigset_t()
+    sigfillset(&allSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    posix_spawnattr_setsigdefault(&attributes, &allSignals)
+    var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+    if let processGroup {
+      posix_spawnattr_setpgroup(&attributes, processGroup)
+      flags |= POSIX_SPAWN_SETPGROUP
+    }
+    posix_spawnattr_setflags(&attributes, Int16(flags))
+    var pid: pid_t = 0
+    try withCStrings([executable] + arguments) { argv throws(SandboxError) in
+      try withCStrings(environment) { envp throws(SandboxError) in
+        try checkSpawn("posix_spawn", path: executable) { posix_spawn(&pid, executable, &actions, &attributes, argv, envp) }
+      }
+    }
+    let pidFD = pidfdOpen(pid, 0)
+    if pidFD < 0 {
+      if errno == ENOSYS { throw .lifecycleUnavailable(reason: "the kernel has no pidfd_open (Linux 5.3 or newer is needed)") }
+      return SpawnedChild(pid: pid, pidFD: -1)  // already reaped by the kernel (SIGCHLD ignored)
+    }
+    // With SIGCHLD ignored the pid may have been reaped and reused before pidfd_open: the
+    // process behind the pidfd must still be our child.
+    guard ProcessStatus.read(pid)?.parent == getpid(), !hasExited(pidFD) else {
+      close(pidFD)
+      return SpawnedChild(pid: pid, pidFD: -1)
+    }
+    return SpawnedChild(pid: pid, pidFD: pidFD)
+  }
+
+  /// Sends `signal` through a pidfd (`pidfd_send_signal(2)`): never to a pid that was reused.
+  @discardableResult
+  static func send(_ signal: Int32, to pidFD: Int32) -> Bool {
+    guard pidFD >= 0, let syscall = GlibcExtras.syscall else { return false }
+    return syscall(424, Int(pidFD), Int(signal), 0, 0) == 0
+  }
+
+  /// Collects the exit status of our exited child; nil when the kernel reaped it already
+  /// (SIGCHLD ignored, or another waiter took it).
+  static func reap(_ child: SpawnedChild) -> ExitStatus? {
+    var raw: Int32 = 0
+    while true {
+      let result = waitpid(child.pid, &raw, WNOHANG)
+      if result == child.pid { return ExitStatus(waitStatus: raw) }
+      if result == -1 && errno == EINTR { continue }
+      return nil
+    }
+  }
+
+  /// Whether the process behind `pidFD` has exited (its pidfd is readable).
+  static func hasExited(_ pidFD: Int32) -> Bool {
+    var entry = pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)
+    return poll(&entry, 1, 0) == 1
+  }
+}
+
+/// A `poll(2)` loop over descriptors and deadlines. It only dispatches: what a descriptor
+/// means is the business of whoever watches it.
+final class EventLoop {
+  typealias Handler = (_ revents: Int16) -> Void
+  private var watched: [(fd: Int32, events: Int16, handler: Handler)] = []
+  private var timers: [(id: Int, at: ContinuousClock.Instant, handler: () -> Void)] = []
+  private var nextTimer = 0
+  /// One read buffer for every reader of this loop.
+  var buffer = [UInt8](repeating: 0, count: 1 << 16)
+
+  func watch(_ fd: Int32, events: Int16, _ handler: @escaping Handler) {
+    watched.append((fd, events, handler))
+  }
+
+  func unwatch(_ fd: Int32) { watched.removeAll { $0.fd == fd } }
+
+  @discardableResult
+  func at(_ instant: ContinuousClock.Instant, _ handler: @escaping () -> Void) -> Int {
+    nextTimer += 1
+    timers.append((nextTimer, instant, handler))
+    return nextTimer
+  }
+
+  func cancel(timer id: Int) { timers.removeAll { $0.id == id } }
+
+  /// Polls and dispatches until `finished()` holds (or nothing is left to wait for).
+  /// - Throws: `SandboxError.system` when poll fails.
+  func run(until finished: () -> Bool) throws(SandboxError) {
+    while !finished() {
+      guard !watched.isEmpty || !timers.isEmpty else { return }
+      var fds = watched.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
+      let wait = timers.map { millisecondsUntil($0.at) }.min() ?? -1
+      if poll(&fds, nfds_t(fds.count), wait) < 0 && errno != EINTR {
+        throw .system(call: "poll", path: nil, errno: errno)
+      }
+      let now = ContinuousClock.now
+      for timer in timers where timer.at <= now {
+        cancel(timer: timer.id)
+        timer.handler()
+      }
+      for entry in fds where entry.revents != 0 {
+        // An earlier handler of this round may have unwatched it.
+        watched.first { $0.fd == entry.fd }?.handler(entry.revents)
+      }
+    }
+  }
+
+  /// Reads what `fd` has now into `output`, keeping at most `limit` bytes of it (the rest is
+  /// read and dropped, and `truncated` set); false at EOF or on a read error.
+  func drain(_ fd: Int32, into output: inout [UInt8], limit: Int, truncated: inout Bool) -> Bool {
+    while true {
+      let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if count > 0 {
+        let room = max(0, limit - output.count)
+        if count > room { truncated = true }
+        output.append(contentsOf: buffer[0..<min(count, room)])
+        if count < buffer.count { return true }
+        continue
+      }
+      if count == 0 { return false }
+      if errno == EINTR { continue }
+      return errno == EAGAIN
+    }
+  }
+}
+
+/// Standard output or error of a child: read as it comes, capped.
+final class OutputCapture {
+  private(set) var fd: Int32
+  var bytes: [UInt8] = []
+  var truncated = false
+  let limit: Int
+
+  init(fd: Int32, limit: Int) {
+    self.fd = fd
+    self.limit = limit
+    _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+  }
+  deinit { if fd >= 0 { close(fd) } }
+
+  func attach(to loop: EventLoop) {
+    loop.watch(fd, events: Int16(POLLIN)) { [unowned self, unowned loop] _ in
+      if !loop.drain(fd, into: &bytes, limit: limit, truncated: &truncated) { finish(loop) }
+    }
+  }
+
+  /// Takes what is left once every writer is gone.
+  func finish(_ loop: EventLoop) {
+    guard fd >= 0 else { return }
+    _ = loop.drain(fd, into: &bytes, limit: limit, truncated: &truncated)
+    loop.unwatch(fd)
+    close(fd)
+    fd = -1
+  }
+}
+
+/// Bytes for a child, sent through a socket as it reads them (a socket, so a reader that
+/// went away gives EPIPE, never SIGPIPE).
+final class InputFeed {
+  private var fd: Int32
+  private let bytes: [UInt8]
+  private var offset = 0
+
+  init(fd: Int32, bytes: [UInt8]) {
+    self.fd = fd
+    self.bytes = bytes
+    _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+  }
+  deinit { if fd >= 0 { close(fd) } }
+
+  func attach(to loop: EventLoop) {
+    guard !bytes.isEmpty else { return finish(loop) }
+    loop.watch(fd, events: Int16(POLLOUT)) { [unowned self, unowned loop] _ in
+      let sent = bytes.withUnsafeBytes { raw in
+        send(fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
+      }
+      if sent > 0 { offset += sent }
+      if (sent < 0 && errno != EAGAIN && errno != EINTR) || offset == bytes.count { finish(loop) }
+    }
+  }
+
+  private func finish(_ loop: EventLoop) {
+    loop.unwatch(fd)
+    close(fd)
+    fd = -1
+  }
 }
 
 /// A pseudo-terminal between the user's terminal and an interactive payload.
@@ -1550,24 +2083,31 @@ struct TerminalRelay {
   var input: Int32
   /// Where the payload's terminal output goes.
   var output: Int32
-}
 
-/// How a spawned process ended and what it printed.
-struct SpawnOutcome {
-  var status: ExitStatus
-  var stdout: [UInt8]
-  var stderr: [UInt8]
-  var timedOut: Bool
-  var cancelled: Bool
-  var outputTruncated: Bool
-  var duration: Duration
-  /// The disk watch killed the child.
-  var diskExceeded = false
+  /// Relays keystrokes to the pty and its output to the user's terminal.
+  func attach(to loop: EventLoop) {
+    _ = fcntl(master, F_SETFL, O_NONBLOCK)
+    let relay = self
+    loop.watch(input, events: Int16(POLLIN)) { [unowned loop] _ in
+      let count = loop.buffer.withUnsafeMutableBytes { read(relay.input, $0.baseAddress, $0.count) }
+      if count > 0 {
+        // Blocking on a full pty is fine: the payload is reading its terminal.
+        _ = fcntl(relay.master, F_SETFL, 0)
+        writeAll(relay.master, Array(loop.buffer[0..<count]))
+        _ = fcntl(relay.master, F_SETFL, O_NONBLOCK)
+      } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+        loop.unwatch(relay.input)  // the user's terminal hit EOF
+      }
+    }
+    loop.watch(master, events: Int16(POLLIN)) { [unowned loop] _ in relay.show(loop) }
+  }
 
-  /// bwrap reports its own setup failures as exit 1 with a "bwrap: " message and no payload
-  /// output. A payload that imitates this only turns its own result into an error.
-  var looksLikeSetupFailure: Bool {
-    !timedOut && !cancelled && status == .exited(1) && stdout.isEmpty && stderr.starts(with: Array("bwrap: ".utf8))
+  /// Copies what the pty has to the user's terminal; unwatches it once every slave is closed (EIO).
+  func show(_ loop: EventLoop) {
+    var shown: [UInt8] = []
+    var ignored = false
+    if !loop.drain(master, into: &shown, limit: .max, truncated: &ignored) { loop.unwatch(master) }
+    writeAll(output, shown)
   }
 }
 
@@ -1592,7 +2132,7 @@ enum ExitStatus: Equatable {
   }
 }
 
-/// Lets another thread stop a run: `fire()` wakes the run's poll loop, which kills the child.
+/// Lets another thread stop a run: `fire()` wakes the run's poll loop, which kills the sandbox.
 final class CancellationSignal: @unchecked Sendable {
   private let readFD: Int32
   private let writeFD: Int32
@@ -1617,288 +2157,68 @@ final class CancellationSignal: @unchecked Sendable {
   }
 }
 
-/// Spawns `request.executable` with posix_spawn and collects its output until it exits.
-///
-/// Stdout and stderr are read concurrently with one `poll` loop while stdin and the inherited
-/// inputs are written, so no amount of output on either stream deadlocks. On timeout or
-/// cancellation the child gets SIGKILL and the partial output is still returned. The child
-/// gets a default signal disposition, an empty signal mask, fds 0–2 plus the requested
-/// inputs, and nothing else.
+/// A command to run to completion (tool versions, the parser in tests): no sandbox involved.
+struct SpawnRequest {
+  var executable: String
+  /// Arguments after argv[0].
+  var arguments: [String]
+  var environment: [String]
+  var stdin: [UInt8] = []
+  var timeout: Duration? = nil
+  var outputLimitBytes: Int = 16 << 20
+}
+
+/// How a command of `spawnAndCollect` ended and what it printed.
+struct SpawnOutcome {
+  var status: ExitStatus?
+  var stdout: [UInt8]
+  var stderr: [UInt8]
+  var timedOut: Bool
+}
+
+/// Runs a command with posix_spawn and collects its output until it exits (SIGKILL at the
+/// timeout). Both streams are read concurrently, so no amount of output deadlocks.
 /// - Throws: `SandboxError.system` when a pipe cannot be made or the spawn fails.
 func spawnAndCollect(_ request: SpawnRequest) throws(SandboxError) -> SpawnOutcome {
-  guard let addCloseFrom = GlibcExtras.addCloseFrom else {
-    throw .glibcTooOld(function: "posix_spawn_file_actions_addclosefrom_np")
+  let input = try makeSocketPair()
+  let output = try makePipe()
+  let errors = try makePipe()
+  let child: SpawnedChild
+  do {
+    defer { for fd in [input.child, output.write, errors.write] { close(fd) } }
+    child = try Spawner.spawn(
+      request.executable, arguments: request.arguments, environment: request.environment,
+      descriptors: [input.child, output.write, errors.write])
+  } catch {
+    for fd in [input.parent, output.read, errors.read] { close(fd) }
+    throw error
   }
-  var owned: [Int32] = []  // every descriptor we opened; closed on every path out
-  defer { for fd in owned { close(fd) } }
-  func closeOwned(_ fd: Int32) {
-    if let index = owned.firstIndex(of: fd) { owned.remove(at: index) }
-    close(fd)
-  }
-
-  // Child fd N gets sources[N]; writers are parent ends with bytes still to send.
-  var sources: [Int32] = []
-  var writers: [(fd: Int32, bytes: [UInt8], offset: Int)] = []
-  func addFedInput(_ bytes: [UInt8]) throws(SandboxError) {
-    let ends = try makeSocketPair()  // a socket, so a closed reader gives EPIPE, not SIGPIPE
-    owned += [ends.parent, ends.child]
-    sources.append(ends.child)
-    writers.append((ends.parent, bytes, 0))
-  }
-  var stdoutFD: Int32 = -1
-  var stderrFD: Int32 = -1
-  if let terminal = request.terminal {
-    sources = [terminal.slave, terminal.slave, terminal.slave]
-  } else {
-    try addFedInput(request.stdin)
-    let stdoutPipe = try makePipe()
-    owned += [stdoutPipe.read, stdoutPipe.write]
-    let stderrPipe = try makePipe()
-    owned += [stderrPipe.read, stderrPipe.write]
-    sources += [stdoutPipe.write, stderrPipe.write]
-    (stdoutFD, stderrFD) = (stdoutPipe.read, stderrPipe.read)
-  }
-  var reportFD: Int32 = -1  // parent ends of the startup handshake
-  var gateFD: Int32 = -1
-  for input in request.inheritedInputs {
-    switch input {
-    case .bytes(let bytes): try addFedInput(bytes)
-    case .descriptor(let fd): sources.append(fd)
-    case .startupReport:
-      let ends = try makePipe()
-      owned += [ends.read, ends.write]
-      sources.append(ends.write)
-      reportFD = ends.read
-    case .startupGate:
-      let ends = try makePipe()
-      owned += [ends.read, ends.write]
-      sources.append(ends.read)
-      gateFD = ends.write
-    }
-  }
-  // dup2 runs in order, so a source numbered like an earlier target would be clobbered:
-  // move every source above the highest target first.
-  let firstFree = Int32(sources.count)
-  for (index, fd) in sources.enumerated() where fd < firstFree {
-    let moved = try check("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, firstFree) }
-    owned.append(moved)
-    sources[index] = moved
-  }
-
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  for (target, source) in sources.enumerated() {
-    try checkSpawn("posix_spawn_file_actions_adddup2") {
-      posix_spawn_file_actions_adddup2(&actions, source, Int32(target))
-    }
-  }
-  try checkSpawn("posix_spawn_file_actions_addclosefrom_np") { addCloseFrom(&actions, firstFree) }
-  var attributes = posix_spawnattr_t()
-  posix_spawnattr_init(&attributes)
-  defer { posix_spawnattr_destroy(&attributes) }
-  var noSignals = sigset_t()
-  sigemptyset(&noSignals)
-  var allSignals = sigset_t()
-  sigfillset(&allSignals)
-  posix_spawnattr_setsigmask(&attributes, &noSignals)
-  posix_spawnattr_setsigdefault(&attributes, &allSignals)
-  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-  let argv = [request.executable] + request.arguments
-  var pid: pid_t = 0
-  let start = ContinuousClock.now
-  try withCStrings(argv) { argvPointers throws(SandboxError) in
-    try withCStrings(request.environment) { environmentPointers throws(SandboxError) in
-      try checkSpawn("posix_spawn", path: request.executable) {
-        posix_spawn(&pid, request.executable, &actions, &attributes, argvPointers, environmentPointers)
-      }
-    }
-  }
-  // The child holds its ends now; ours must go, or the reads below would never see EOF.
-  for fd in sources where owned.contains(fd) { closeOwned(fd) }
-  for fd in [stdoutFD, stderrFD, reportFD] + writers.map(\.fd) where fd >= 0 { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
-  var terminalInput = request.terminal?.input ?? -1   // -1 once the user's terminal hits EOF
-  var terminalMaster = request.terminal?.master ?? -1  // -1 once the payload's side is closed
-  if terminalMaster >= 0 { _ = fcntl(terminalMaster, F_SETFL, O_NONBLOCK) }
-  for index in writers.indices where writers[index].bytes.isEmpty {
-    closeOwned(writers[index].fd)
-    writers[index].fd = -1
-  }
-  let pidFD: Int32 = GlibcExtras.pidfdOpen.map { $0(pid, 0) } ?? -1
-  if pidFD >= 0 { owned.append(pidFD) }
-
-  var stdout: [UInt8] = []
-  var stderr: [UInt8] = []
-  var report: [UInt8] = []
-  var hookError: SandboxError? = nil
-  var truncated = false
+  defer { if child.pidFD >= 0 { close(child.pidFD) } }
+  let loop = EventLoop()
+  let feed = InputFeed(fd: input.parent, bytes: request.stdin)
+  let stdout = OutputCapture(fd: output.read, limit: request.outputLimitBytes)
+  let stderr = OutputCapture(fd: errors.read, limit: request.outputLimitBytes)
+  feed.attach(to: loop)
+  stdout.attach(to: loop)
+  stderr.attach(to: loop)
+  var exited = child.pidFD < 0
   var timedOut = false
-  var cancelled = false
-  var status: ExitStatus? = nil
-  var deadline = request.timeout.map { start + $0 }
-  var buffer = [UInt8](repeating: 0, count: 1 << 16)
-  var diskExceeded = false
-  let diskBaseline = request.diskWatch.flatMap { filesystemUsage($0.fd) }
-  var nextDiskCheck = start + .milliseconds(50)
-
-  /// Reads what is available; returns false at EOF or on a read error.
-  func drain(_ fd: Int32, into output: inout [UInt8]) -> Bool {
-    while true {
-      let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      if count > 0 {
-        let room = max(0, request.outputLimitBytes - output.count)
-        if count > room { truncated = true }
-        output.append(contentsOf: buffer[0..<min(count, room)])
-        if count < buffer.count { return true }
-        continue
-      }
-      if count == 0 { return false }
-      if errno == EINTR { continue }
-      return errno == EAGAIN
+  if !exited {
+    loop.watch(child.pidFD, events: Int16(POLLIN)) { [unowned loop] _ in
+      exited = true
+      loop.unwatch(child.pidFD)
     }
   }
-  func killChild() {
-    kill(pid, SIGKILL)  // bwrap's pid 1 gets SIGKILL through --die-with-parent; the pid namespace goes with it
-    deadline = nil
-  }
-  func reap(blocking: Bool) -> ExitStatus? {
-    var raw: Int32 = 0
-    while true {
-      let result = waitpid(pid, &raw, blocking ? 0 : WNOHANG)
-      if result == pid { return ExitStatus(waitStatus: raw) }
-      if result == -1 && errno == EINTR { continue }
-      return nil
-    }
-  }
-
-  while status == nil {
-    var fds: [pollfd] = []
-    if stdoutFD >= 0 { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
-    if stderrFD >= 0 { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
-    for writer in writers where writer.fd >= 0 { fds.append(pollfd(fd: writer.fd, events: Int16(POLLOUT), revents: 0)) }
-    if pidFD >= 0 { fds.append(pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)) }
-    if let signal = request.cancellation, !cancelled { fds.append(pollfd(fd: signal.fd, events: Int16(POLLIN), revents: 0)) }
-    if terminalInput >= 0 { fds.append(pollfd(fd: terminalInput, events: Int16(POLLIN), revents: 0)) }
-    if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
-    if terminalMaster >= 0 { fds.append(pollfd(fd: terminalMaster, events: Int16(POLLIN), revents: 0)) }
-    var waitMilliseconds: Int32 = deadline.map { millisecondsUntil($0) } ?? -1  // -1: no limit
-    func wakeWithin(_ milliseconds: Int32) {
-      waitMilliseconds = waitMilliseconds < 0 ? milliseconds : min(waitMilliseconds, milliseconds)
-    }
-    let exitIsInvisible = pidFD < 0 && stdoutFD < 0 && stderrFD < 0
-    if exitIsInvisible { wakeWithin(5) }  // no pidfd (kernel < 5.3): only a short tick notices the exit
-    if diskBaseline != nil && !diskExceeded { wakeWithin(millisecondsUntil(nextDiskCheck)) }  // the disk watch's tick
-    let ready = poll(&fds, nfds_t(fds.count), waitMilliseconds)
-    if ready < 0 && errno != EINTR { throw .system(call: "poll", path: nil, errno: errno) }
-    if let limit = deadline, ContinuousClock.now >= limit {
+  if let timeout = request.timeout {
+    loop.at(ContinuousClock.now + timeout) {
       timedOut = true
-      killChild()
-    }
-    if let watch = request.diskWatch, let baseline = diskBaseline, !diskExceeded, ContinuousClock.now >= nextDiskCheck {
-      nextDiskCheck = ContinuousClock.now + .milliseconds(50)
-      if let now = filesystemUsage(watch.fd), now.used - baseline.used > watch.budget || now.available < watch.reserve {
-        diskExceeded = true
-        killChild()
-      }
-    }
-    for entry in fds where entry.revents != 0 {
-      if entry.fd == stdoutFD {
-        if !drain(stdoutFD, into: &stdout) { closeOwned(stdoutFD); stdoutFD = -1 }
-      } else if entry.fd == stderrFD {
-        if !drain(stderrFD, into: &stderr) { closeOwned(stderrFD); stderrFD = -1 }
-      } else if entry.fd == pidFD {
-        status = reap(blocking: false)
-      } else if entry.fd == reportFD {
-        // bwrap writes the report in pieces (the pid, then namespace ids): read it to EOF,
-        // or its next write would die of SIGPIPE.
-        let open = drain(reportFD, into: &report)
-        if gateFD >= 0, let childPID = parseChildPID(report) {
-          do throws(SandboxError) {
-            try request.onChildStarted?(childPID)
-            writeAll(gateFD, [1])  // the payload may start now
-          } catch {
-            hookError = error
-            killChild()
-          }
-          closeOwned(gateFD)
-          gateFD = -1
-        }
-        if !open {
-          closeOwned(reportFD)
-          reportFD = -1
-        }
-      } else if entry.fd == terminalInput {
-        let count = buffer.withUnsafeMutableBytes { read(terminalInput, $0.baseAddress, $0.count) }
-        if count > 0 {
-          // Blocking on a full pty is fine: the payload is reading its terminal.
-          _ = fcntl(terminalMaster, F_SETFL, 0)
-          writeAll(terminalMaster, Array(buffer[0..<count]))
-          _ = fcntl(terminalMaster, F_SETFL, O_NONBLOCK)
-        } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
-          terminalInput = -1
-        }
-      } else if entry.fd == terminalMaster {
-        var shown: [UInt8] = []
-        if !drain(terminalMaster, into: &shown) { terminalMaster = -1 }  // EIO: every slave fd is closed
-        if let output = request.terminal?.output { writeAll(output, shown) }
-      } else if let signal = request.cancellation, entry.fd == signal.fd {
-        cancelled = true
-        killChild()
-      } else if let index = writers.firstIndex(where: { $0.fd == entry.fd }) {
-        let writer = writers[index]
-        let sent = writer.bytes.withUnsafeBytes { bytes in
-          send(writer.fd, bytes.baseAddress! + writer.offset, min(bytes.count - writer.offset, 1 << 16),  // non-empty: emptied writers were closed
-            Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-        }
-        if sent > 0 { writers[index].offset += sent }
-        let failed = sent < 0 && errno != EAGAIN && errno != EINTR  // reader gone: drop the rest
-        if failed || writers[index].offset == writer.bytes.count {
-          closeOwned(writer.fd)
-          writers[index].fd = -1
-        }
-      }
-    }
-    if exitIsInvisible || (pidFD < 0 && deadline == nil && (timedOut || cancelled)) {
-      status = reap(blocking: timedOut || cancelled)
+      Spawner.send(SIGKILL, to: child.pidFD)
     }
   }
-  // The pid namespace is gone, so whatever is still in the pipes is all there will be.
-  if stdoutFD >= 0 { _ = drain(stdoutFD, into: &stdout) }
-  if stderrFD >= 0 { _ = drain(stderrFD, into: &stderr) }
-  if terminalMaster >= 0, let output = request.terminal?.output {
-    var shown: [UInt8] = []
-    _ = drain(terminalMaster, into: &shown)
-    writeAll(output, shown)
-  }
-  if let hookError { throw hookError }
-  return SpawnOutcome(
-    status: status ?? .signaled(SIGKILL), stdout: stdout, stderr: stderr, timedOut: timedOut,
-    cancelled: cancelled, outputTruncated: truncated, duration: ContinuousClock.now - start,
-    diskExceeded: diskExceeded)
-}
-
-/// Bytes used and available (to unprivileged users) on the filesystem holding `fd` (`fstatvfs`).
-func filesystemUsage(_ fd: Int32) -> (used: Int64, available: Int64)? {
-  var info = statvfs()
-  guard fstatvfs(fd, &info) == 0 else { return nil }
-  let unit = Int64(info.f_frsize)
-  return ((Int64(info.f_blocks) - Int64(info.f_bfree)) * unit, Int64(info.f_bavail) * unit)
-}
-
-/// Finds N in bwrap's `{ "child-pid": N }` once the number is complete.
-func parseChildPID(_ report: [UInt8]) -> pid_t? {
-  let key = Array("\"child-pid\":".utf8)
-  guard report.count >= key.count,
-    let at = (0...(report.count - key.count)).first(where: { report[$0..<($0 + key.count)].elementsEqual(key) })
-  else { return nil }
-  let value = report[(at + key.count)...].drop { $0 == UInt8(ascii: " ") }
-  let digits = value.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-  // A character after the digits shows the number is complete.
-  guard !digits.isEmpty, value.count > digits.count, let pid = pid_t(String(decoding: digits, as: UTF8.self)), pid > 0 else {
-    return nil
-  }
-  return pid
+  try loop.run { exited }  // what the pipes hold at exit is drained below
+  stdout.finish(loop)
+  stderr.finish(loop)
+  return SpawnOutcome(status: Spawner.reap(child), stdout: stdout.bytes, stderr: stderr.bytes, timedOut: timedOut)
 }
 
 /// Starts a detached thread running `body`.
@@ -1934,14 +2254,504 @@ func launchThread(_ body: @escaping () -> Void) -> pthread_t? {
   return thread
 }
 
+// MARK: - The sandbox's lifecycle
+
+/// Why the host ended a run before the payload did.
+enum StopReason: Equatable {
+  case timeout, cancelled, disk
+  /// The start-up handshake failed (a limit could not be set, pid 1 did not arm in time).
+  case setup
+}
+
+/// What one bwrap run needs from the host: the command line, its inputs, and its bounds.
+struct SandboxLaunch {
+  var executable: String
+  var arguments: [String]
+  /// Become fds 3, 4, … of bwrap, in order (see `makeBwrapInvocation`).
+  var inputs: [ChildInput]
+  /// Set on the gate process before it may start the payload (see `Bootstrap`).
+  var limits: SandboxLimits
+  var stdin: [UInt8] = []
+  var timeout: Duration? = nil
+  var outputLimitBytes: Int = .max
+  var cancellation: CancellationSignal? = nil
+  /// When set, bwrap's fds 0–2 are this pty's slave and the loop relays the terminal.
+  var terminal: TerminalRelay? = nil
+  /// Kills the run when the filesystem holding `fd` grows past `budget` bytes or keeps less
+  /// than `reserve` free (checked with fstatvfs every 50 ms).
+  var diskWatch: (fd: Int32, budget: Int64, reserve: Int64)? = nil
+}
+
+/// How a sandbox ended, as the host saw it.
+struct SandboxExit {
+  /// bwrap's exit status, which is the payload's; nil when neither waitpid nor bwrap's report gave one.
+  var status: ExitStatus?
+  var stdout: [UInt8]
+  var stderr: [UInt8]
+  var outputTruncated: Bool
+  var duration: Duration
+  /// The gate was told "GO": payload code may have run. Until then a failure is bwrap's.
+  var started: Bool
+  /// Why the host ended the run, if it did.
+  var stop: StopReason?
+  /// Why the start-up handshake failed (`stop == .setup`).
+  var setupError: SandboxError?
+  /// Every process of the sandbox is gone; when false, `leftover` says why and no host work may
+  /// touch the mount dir.
+  var allGone: Bool
+  var leftover: String?
+}
+
+/// How long the host waits for a sandbox to vanish once it has been killed.
+let teardownBound: Duration = .seconds(10)
+/// How long bwrap may take to report its pid 1 (it does so within milliseconds).
+let handshakeBound: Duration = .seconds(10)
+/// How long pid 1 may take to arm itself once the gate is up (it is armed before the gate's
+/// shell has even started, in practice).
+let armingBound: Duration = .seconds(5)
+
+/// Runs one bwrap to the end: until every process of the sandbox is gone.
+///
+/// The order of events, and why the host trusts each:
+/// 1. bwrap's launcher (our child, in the reaper's process group: see `Reaper`) creates the
+///    namespaces, arms its own parent-death signal and reports pid 1 on `--json-status-fd`.
+///    Nothing from the sandbox can write there.
+/// 2. We open a pidfd on that pid and check its fdinfo says `NSpid: X 1`: it is the init of a
+///    new pid namespace (and not a reused pid). From now on every way out sends it SIGKILL.
+/// 3. pid 1 builds the mounts, forks the gate (`Bootstrap`), arms its parent-death signal, then
+///    loads the seccomp filter (bubblewrap.c `do_init`: `handle_die_with_parent` comes before
+///    `seccomp_programs_apply`). The gate says "R" on its channel and waits.
+/// 4. On "R", pid 1's only child is the gate: we open a pidfd on it, check it (`NSpid: Y 2`,
+///    parent pid 1), set the rlimits on it with `prlimit` (bwrap's setup is over), and send "GO"
+///    only when pid 1's status shows that filter (so it is armed) and its parent is still our
+///    launcher (so it armed against the launcher, not an orphan's new parent). If this process
+///    dies before "GO", the channel closes and nothing starts; after it, the parent-death
+///    signals take the launcher and pid 1 down, and the reaper catches what is left.
+/// 5. The run ends when pid 1's pidfd is readable. A pid namespace's init does not count as
+///    exited until the kernel has killed and reaped every other process of the namespace
+///    (kernel/exit.c: `exit_notify` → `forget_original_parent` → `find_child_reaper` →
+///    `zap_pid_ns_processes`, which waits until `pid_allocated` falls back to the init's own;
+///    `pidfd_poll` reports an exit only once `exit_state` is set, after that). bwrap's own
+///    reports (its eventfd, its exit status) can be reached from inside and never decide the end.
+/// - Throws: `SandboxError` when the host cannot spawn; what happens inside is in the result.
+func superviseSandbox(_ launch: SandboxLaunch) throws(SandboxError) -> SandboxExit {
+  let reaper = try Reaper.shared.enter()
+  var launcherMayHaveLeftPidOne = false
+  defer { Reaper.shared.leave(reaper, stuck: launcherMayHaveLeftPidOne) }
+  let inherited = try SeccompState.ofThisThread()
+
+  // bwrap's descriptors: 0 stdin, 1 stdout, 2 stderr (or the pty), then the inputs in order.
+  var childFDs: [Int32] = []
+  var childEnds: [Int32] = []
+  var feeds: [InputFeed] = []
+  var stdout: OutputCapture? = nil
+  var stderr: OutputCapture? = nil
+  var reportFD: Int32 = -1
+  var channelFD: Int32 = -1
+  defer {
+    if reportFD >= 0 { close(reportFD) }
+    if channelFD >= 0 { close(channelFD) }
+  }
+  // Ours to close once bwrap holds them (our copies would hide EOF), or on the way out.
+  defer { for fd in childEnds { close(fd) } }
+  do {
+    func feed(_ bytes: [UInt8]) throws(SandboxError) {
+      let ends = try makeSocketPair()
+      feeds.append(InputFeed(fd: ends.parent, bytes: bytes))
+      childFDs.append(ends.child)
+      childEnds.append(ends.child)
+    }
+    func pipeFromChild() throws(SandboxError) -> Int32 {
+      let pipe = try makePipe()
+      childFDs.append(pipe.write)
+      childEnds.append(pipe.write)
+      return pipe.read
+    }
+    if let terminal = launch.terminal {
+      childFDs = [terminal.slave, terminal.slave, terminal.slave]
+    } else {
+      try feed(launch.stdin)
+      stdout = OutputCapture(fd: try pipeFromChild(), limit: launch.outputLimitBytes)
+      stderr = OutputCapture(fd: try pipeFromChild(), limit: launch.outputLimitBytes)
+    }
+    for input in launch.inputs {
+      switch input {
+      case .bytes(let bytes): try feed(bytes)
+      case .descriptor(let fd): childFDs.append(fd)
+      case .report: reportFD = try pipeFromChild()
+      case .channel:
+        let pair = try makeSocketPair(bothWays: true)
+        channelFD = pair.parent
+        childFDs.append(pair.child)
+        childEnds.append(pair.child)
+      }
+    }
+  }
+  let start = ContinuousClock.now
+  let launcher = try Spawner.spawn(
+    launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs, processGroup: reaper.pid)
+  for fd in childEnds { close(fd) }
+  childEnds = []
+  defer { if launcher.pidFD >= 0 { close(launcher.pidFD) } }
+
+  let loop = EventLoop()
+  for feed in feeds { feed.attach(to: loop) }
+  stdout?.attach(to: loop)
+  stderr?.attach(to: loop)
+  launch.terminal?.attach(to: loop)
+
+  var launcherExited = launcher.pidFD < 0
+  var launcherStatus: ExitStatus? = nil
+  var report: [UInt8] = []
+  var pidOne: SpawnedChild? = nil
+  var pidOneGone = false
+  var gate: SpawnedChild? = nil
+  var ready = false
+  var started = false
+  var stop: StopReason? = nil
+  var setupError: SandboxError? = nil
+  var leftover: String? = nil
+  var tearingDown = false
+  var abandoned = false  // the teardown bound passed with processes left
+  defer { if let gate, gate.pidFD >= 0 { close(gate.pidFD) } }
+  defer { if let pidOne, pidOne.pidFD >= 0 { close(pidOne.pidFD) } }
+
+  func closeChannel() {
+    guard channelFD >= 0 else { return }
+    loop.unwatch(channelFD)
+    close(channelFD)
+    channelFD = -1
+  }
+  /// Kills the sandbox: pid 1 gets SIGKILL (now, or as soon as it is known), the gate EOF.
+  func killSandbox() {
+    closeChannel()
+    if let pidOne, !pidOneGone { Spawner.send(SIGKILL, to: pidOne.pidFD) }
+    guard !tearingDown else { return }
+    tearingDown = true
+    loop.at(ContinuousClock.now + teardownBound) { abandoned = true }
+  }
+  /// Ends the run early for `reason`, unless the payload has already ended it.
+  func halt(_ reason: StopReason) {
+    if stop == nil && !launcherExited { stop = reason }
+    killSandbox()
+  }
+  func failSetup(_ error: SandboxError) {
+    setupError = setupError ?? error
+    halt(.setup)
+  }
+  /// Step 4: the gate process, limited, then "GO" once pid 1 is armed (retried every millisecond).
+  func openGate(deadline: ContinuousClock.Instant) {
+    guard ready, !started, stop == nil, let pidOne, !pidOneGone, channelFD >= 0 else { return }
+    if gate == nil {
+      guard let child = ProcessStatus.onlyChild(of: pidOne.pid), let pidfdOpen = GlibcExtras.pidfdOpen else {
+        return failSetup(.sandboxSetupFailed(message: "the gate process under bwrap's pid 1 could not be found"))
+      }
+      let fd = pidfdOpen(child, 0)
+      let found = SpawnedChild(pid: child, pidFD: fd)
+      gate = found
+      guard fd >= 0, ProcessStatus.namespacePIDs(ofPidFD: fd).last == 2, ProcessStatus.read(child)?.parent == pidOne.pid,
+        !Spawner.hasExited(fd)
+      else { return failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 has a child that is not the gate")) }
+      do throws(SandboxError) {
+        try applyLimits(launch.limits, to: child)  // bwrap's setup is over: only the gate is limited
+      } catch {
+        return failSetup(error)
+      }
+    }
+    let status = ProcessStatus.read(pidOne.pid)
+    guard !Spawner.hasExited(pidOne.pidFD), let status, status.parent == launcher.pid else {
+      return failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 lost its launcher before the payload could start"))
+    }
+    if status.seccompFilters.map({ $0 > inherited.filters }) ?? (inherited.mode == 0 && status.seccompMode == 2) {
+      sendAll(channelFD, Array(Bootstrap.go.utf8))
+      started = true
+      closeChannel()
+    } else if ContinuousClock.now >= deadline {
+      failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 did not arm its parent-death signal within \(armingBound) (its seccomp filter is the sign)"))
+    } else {
+      loop.at(ContinuousClock.now + .milliseconds(1)) { openGate(deadline: deadline) }
+    }
+  }
+  /// Step 2: pid 1, as soon as bwrap reports it.
+  func adoptPidOne() {
+    guard pidOne == nil, let pid = Bwrap.parseNumber(after: "child-pid", in: report), pid > 0,
+      let pidfdOpen = GlibcExtras.pidfdOpen
+    else { return }
+    let fd = pidfdOpen(pid, 0)
+    guard fd >= 0 else {
+      pidOne = SpawnedChild(pid: pid, pidFD: -1)
+      pidOneGone = true  // gone already, and its namespace with it
+      return
+    }
+    guard ProcessStatus.namespacePIDs(ofPidFD: fd) == [pid, 1] else {
+      close(fd)
+      launcherMayHaveLeftPidOne = true
+      leftover = "bwrap reported pid \(pid), which is not the init of a new pid namespace"
+      return failSetup(.sandboxSetupFailed(message: leftover ?? ""))
+    }
+    pidOne = SpawnedChild(pid: pid, pidFD: fd)
+    loop.watch(fd, events: Int16(POLLIN)) { [unowned loop] _ in
+      pidOneGone = true
+      loop.unwatch(fd)
+    }
+    if tearingDown { Spawner.send(SIGKILL, to: fd) } else { openGate(deadline: ContinuousClock.now + armingBound) }
+  }
+  func readReport() {
+    guard reportFD >= 0 else { return }
+    var ignored = false
+    let open = loop.drain(reportFD, into: &report, limit: 1 << 16, truncated: &ignored)
+    adoptPidOne()
+    if !open {
+      loop.unwatch(reportFD)
+      close(reportFD)
+      reportFD = -1
+    }
+  }
+  if reportFD >= 0 {
+    _ = fcntl(reportFD, F_SETFL, O_NONBLOCK)
+    loop.watch(reportFD, events: Int16(POLLIN)) { _ in readReport() }
+  }
+  if channelFD >= 0 {
+    _ = fcntl(channelFD, F_SETFL, O_NONBLOCK)
+    var said: [UInt8] = []
+    loop.watch(channelFD, events: Int16(POLLIN)) { [unowned loop] _ in
+      var ignored = false
+      let open = loop.drain(channelFD, into: &said, limit: 16, truncated: &ignored)
+      if said.first == UInt8(ascii: "R") && !ready {
+        ready = true
+        openGate(deadline: ContinuousClock.now + armingBound)
+      }
+      if !open { closeChannel() }
+    }
+  }
+  if launcher.pidFD >= 0 {
+    loop.watch(launcher.pidFD, events: Int16(POLLIN)) { [unowned loop] _ in
+      launcherExited = true
+      loop.unwatch(launcher.pidFD)
+      launcherStatus = Spawner.reap(launcher)
+      readReport()  // a report written just before the exit
+      if pidOne == nil { launcherMayHaveLeftPidOne = true }  // it died before reporting pid 1 (or never made one)
+      killSandbox()  // the payload's main process ended (or bwrap failed): the rest goes with pid 1
+    }
+  }
+  if let timeout = launch.timeout { loop.at(start + timeout) { halt(.timeout) } }
+  if let cancellation = launch.cancellation {
+    loop.watch(cancellation.fd, events: Int16(POLLIN)) { [unowned loop] _ in
+      loop.unwatch(cancellation.fd)
+      halt(.cancelled)
+    }
+  }
+  if let watch = launch.diskWatch, let baseline = filesystemUsage(watch.fd) {
+    func check() {
+      guard stop == nil, !launcherExited else { return }
+      if let now = filesystemUsage(watch.fd), now.used - baseline.used > watch.budget || now.available < watch.reserve {
+        return halt(.disk)
+      }
+      loop.at(ContinuousClock.now + .milliseconds(50)) { check() }
+    }
+    loop.at(start + .milliseconds(50)) { check() }
+  }
+  loop.at(start + handshakeBound) {
+    guard pidOne == nil, !launcherExited else { return }
+    // bwrap never reported its pid 1: kill the launcher (its pid 1, if any, is the reaper's).
+    launcherMayHaveLeftPidOne = true
+    leftover = "bwrap did not report its pid 1 within \(handshakeBound)"
+    Spawner.send(SIGKILL, to: launcher.pidFD)
+    killSandbox()
+  }
+
+  try loop.run { abandoned || (launcherExited && (pidOne == nil || pidOneGone)) }
+  if abandoned {
+    leftover = leftover ?? "processes of the sandbox were still alive \(teardownBound) after SIGKILL"
+  }
+  // Once every writer is gone, what is in the pipes is all there will be.
+  stdout?.finish(loop)
+  stderr?.finish(loop)
+  if let terminal = launch.terminal { terminal.show(loop) }
+  let reported = Bwrap.parseNumber(after: "exit-code", in: report).map { ExitStatus.exited($0) }
+  return SandboxExit(
+    status: launcherStatus ?? reported, stdout: stdout?.bytes ?? [], stderr: stderr?.bytes ?? [],
+    outputTruncated: (stdout?.truncated ?? false) || (stderr?.truncated ?? false),
+    duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
+    allGone: !abandoned && leftover == nil, leftover: leftover)
+}
+
+/// Bytes used and available (to unprivileged users) on the filesystem holding `fd` (`fstatvfs`).
+func filesystemUsage(_ fd: Int32) -> (used: Int64, available: Int64)? {
+  var info = statvfs()
+  guard fstatvfs(fd, &info) == 0 else { return nil }
+  let unit = Int64(info.f_frsize)
+  return ((Int64(info.f_blocks) - Int64(info.f_bfree)) * unit, Int64(info.f_bavail) * unit)
+}
+
+/// Kills every sandbox launcher of this process when the process dies, however it dies.
+///
+/// bwrap's pid 1 waits on an eventfd that only its launcher writes, right after it is cloned:
+/// if the launcher dies in that window (its parent-death signal fires when this process is
+/// killed), pid 1 blocks forever, with no parent-death signal of its own yet. A process killed
+/// with SIGKILL runs no code, so the cleanup must live elsewhere: every launcher starts in the
+/// process group of one `sh` per generation that reads a pipe only this process writes. When
+/// this process dies the pipe closes and `sh` kills its whole group: the launchers, and pid 1s
+/// still in their launcher's group (bwrap's `--new-session` moves pid 1 out later, after the
+/// window, when it no longer waits on the launcher).
+final class Reaper: @unchecked Sendable {  // every mutable field is guarded by `mutex`
+  static let shared = Reaper()
+
+  /// One `sh` and the runs started in its group.
+  final class Generation {
+    let pid: pid_t
+    let pidFD: Int32
+    let lifeline: Int32
+    var runs = 0
+    var retired = false
+    init(pid: pid_t, pidFD: Int32, lifeline: Int32) {
+      self.pid = pid
+      self.pidFD = pidFD
+      self.lifeline = lifeline
+    }
+  }
+
+  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  private var current: Generation? = nil
+
+  private init() { pthread_mutex_init(mutex, nil) }
+
+  /// The generation a new run starts in (spawned on first use, or when the last one died).
+  func enter() throws(SandboxError) -> Generation {
+    pthread_mutex_lock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    if let generation = current, !Spawner.hasExited(generation.pidFD) {
+      generation.runs += 1
+      return generation
+    }
+    if let dead = current { retire(dead) }
+    let lifeline = try makePipe()
+    let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+    defer {
+      close(lifeline.read)
+      if null >= 0 { close(null) }
+    }
+    let child = try Spawner.spawn(
+      "/bin/sh", arguments: ["-c", "read -r _; kill -s KILL 0"], environment: [],
+      descriptors: [lifeline.read, null, null], processGroup: 0)
+    guard child.pidFD >= 0 else {
+      close(lifeline.write)
+      throw .lifecycleUnavailable(reason: "the reaper process (/bin/sh) exited at once")
+    }
+    let generation = Generation(pid: child.pid, pidFD: child.pidFD, lifeline: lifeline.write)
+    generation.runs = 1
+    current = generation
+    return generation
+  }
+
+  /// Ends a run's use of its generation. `stuck`: its launcher died before its pid 1 was
+  /// known, so a pid 1 may be blocked in the group; the generation is retired, and killed once
+  /// its other runs are over.
+  func leave(_ generation: Generation, stuck: Bool) {
+    pthread_mutex_lock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    generation.runs -= 1
+    if stuck { retire(generation) }
+    if generation.retired && generation.runs == 0 { finish(generation) }
+  }
+
+  private func retire(_ generation: Generation) {
+    generation.retired = true
+    if current === generation { current = nil }
+    if generation.runs == 0 { finish(generation) }
+  }
+
+  /// Closes the lifeline: `sh` kills its group (only leftovers by now) and itself.
+  private func finish(_ generation: Generation) {
+    guard generation.runs == 0, generation.lifeline >= 0 else { return }
+    close(generation.lifeline)
+    var entry = pollfd(fd: generation.pidFD, events: Int16(POLLIN), revents: 0)
+    _ = poll(&entry, 1, 1000)
+    _ = Spawner.reap(SpawnedChild(pid: generation.pid, pidFD: generation.pidFD))
+    close(generation.pidFD)
+  }
+}
+
+/// Facts `/proc/PID/status` gives about a process.
+struct ProcessStatus {
+  var parent: pid_t
+  var seccompMode: Int
+  /// `Seccomp_filters` (Linux ≥ 5.9), nil on older kernels.
+  var seccompFilters: Int?
+
+  /// Reads `/proc/PID/status` (or `/proc/thread-self/status` for pid 0).
+  static func read(_ pid: pid_t) -> ProcessStatus? {
+    guard let text = readSmallFile(pid == 0 ? "/proc/thread-self/status" : "/proc/\(pid)/status", limit: 16 << 10) else { return nil }
+    var status = ProcessStatus(parent: -1, seccompMode: -1, seccompFilters: nil)
+    for line in text.split(separator: "\n") {
+      let parts = line.split(separator: "\t", omittingEmptySubsequences: true)
+      guard parts.count == 2, let value = Int(String(parts[1]).trimmed) else { continue }
+      switch parts[0] {
+      case "PPid:": status.parent = pid_t(truncatingIfNeeded: value)
+      case "Seccomp:": status.seccompMode = value
+      case "Seccomp_filters:": status.seccompFilters = value
+      default: break
+      }
+    }
+    return status.parent >= 0 ? status : nil
+  }
+
+  /// The one child of `pid` (`/proc/PID/task/PID/children`, or a scan of /proc where the kernel
+  /// lacks that file); nil when it has none or several.
+  static func onlyChild(of pid: pid_t) -> pid_t? {
+    var children: [pid_t] = []
+    if let listed = readSmallFile("/proc/\(pid)/task/\(pid)/children", limit: 4096) {
+      children = listed.split(separator: " ").compactMap { pid_t(String($0).trimmed) }
+    } else if let proc = opendir("/proc") {
+      defer { closedir(proc) }
+      while let entry = readdir(proc) {
+        if let candidate = pid_t(entryName(entry)), read(candidate)?.parent == pid { children.append(candidate) }
+      }
+    }
+    return children.count == 1 ? children[0] : nil
+  }
+
+  /// The `NSpid` line of a pidfd's fdinfo: the process's pid in each pid namespace, outermost first.
+  static func namespacePIDs(ofPidFD fd: Int32) -> [pid_t] {
+    guard let text = readSmallFile("/proc/self/fdinfo/\(fd)", limit: 4096),
+      let line = text.split(separator: "\n").first(where: { $0.hasPrefix("NSpid:") })
+    else { return [] }
+    return line.dropFirst(6).split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { pid_t($0) }
+  }
+}
+
+/// The seccomp state of the calling thread, which a spawned process inherits.
+struct SeccompState {
+  var mode: Int
+  var filters: Int
+
+  /// Reads it from `/proc/thread-self/status`.
+  /// - Throws: `SandboxError.lifecycleUnavailable` when /proc cannot tell.
+  static func ofThisThread() throws(SandboxError) -> SeccompState {
+    guard let status = ProcessStatus.read(0) else {
+      throw .lifecycleUnavailable(reason: "/proc/thread-self/status cannot be read (is /proc mounted?)")
+    }
+    if let filters = status.seccompFilters { return SeccompState(mode: status.seccompMode, filters: filters) }
+    guard status.seccompMode == 0 else {
+      throw .lifecycleUnavailable(
+        reason: "this process already runs under seccomp and the kernel (older than 5.9) does not count filters, so bwrap's pid 1 cannot be seen arming itself")
+    }
+    return SeccompState(mode: 0, filters: 0)
+  }
+}
+
 // MARK: - Workspace changes
 
-/// A validated mount directory, held open so that the bind and both snapshots see the same one.
+/// A validated mount directory, held open so that the bind, both snapshots and the clean-up
+/// after the run all see the same one. Names below it are bytes: nothing is re-derived from a
+/// decoded string, and no host-side operation on it goes by path.
 struct Workspace {
   /// The real path (no symlinks, no `..`), strictly below the temp dir.
   let hostPath: String
   /// An O_PATH descriptor of that directory, opened without following symlinks.
   let pathFD: Int32
+  /// Its permission bits before the run (the payload owns the bind root and may change them).
+  let mode: mode_t
 
   /// Resolves and checks `path`, then opens it.
   /// - Throws: `SandboxError.invalidMountDirectory` naming what is wrong.
@@ -1967,32 +2777,71 @@ struct Workspace {
     let fd = open(real, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     guard fd >= 0 else { throw .system(call: "open", path: real, errno: errno) }
     // A component swapped for a symlink between realpath and open would show up here.
-    guard readLink("/proc/self/fd/\(fd)") == real else {
+    var info = stat()
+    guard readLink("/proc/self/fd/\(fd)") == real, fstat(fd, &info) == 0 else {
       Glibc.close(fd)
       throw .invalidMountDirectory(path: path, reason: "changed while it was being checked")
     }
     hostPath = real
     pathFD = fd
+    mode = info.st_mode & 0o7777
   }
 
   func close() { _ = Glibc.close(pathFD) }
 
-  /// Clears setuid and setgid bits on regular files the payload left (it is dead by now, so
-  /// nothing can swap the paths recorded by `lstat` for links).
-  func clearSetIDBits(_ snapshot: DirectorySnapshot) {
-    for (directory, listed) in snapshot.directories {
-      for entry in listed where entry.stamp.type == S_IFREG && entry.stamp.mode & (S_ISUID | S_ISGID) != 0 {
-        fchmodat(pathFD, relativePath(directory, entry.name), entry.stamp.mode & ~(S_ISUID | S_ISGID), 0)
-      }
-    }
-  }
-
-  /// Records every entry below the directory, with `lstat` semantics only.
-  func snapshot() throws(SandboxError) -> DirectorySnapshot {
+  /// Records every entry below the directory, with `lstat` semantics only, within the caps.
+  func snapshot(limits: SandboxLimits = SandboxLimits(), clearingSetID: Bool = false) throws(SandboxError) -> DirectorySnapshot {
     let fd = openat(pathFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard fd >= 0 else { throw .system(call: "openat", path: hostPath, errno: errno) }
-    return DirectorySnapshot(directoryFD: fd)
+    return DirectorySnapshot(directoryFD: fd, limits: limits, clearingSetID: clearingSetID)
   }
+
+  /// The host's work on the mount dir once every process of the sandbox is gone: the
+  /// after-snapshot (clearing set-id bits as it goes), a full sweep when that walk could not
+  /// cover the tree, the bind root's own mode put back, and the changes within the caps.
+  /// Returns the changes and, when the clean-up is incomplete, why (the dir is then sealed).
+  func finishRun(before: DirectorySnapshot, excluding: [UInt8]?, limits: SandboxLimits) -> (WorkspaceChanges, String?) {
+    var problems: [String] = []
+    var after = DirectorySnapshot(directories: [:])
+    do throws(SandboxError) {
+      after = try snapshot(limits: limits, clearingSetID: true)
+    } catch {
+      problems.append(error.description)
+    }
+    problems += after.problems
+    if after.truncated || after.unread > 0 || !problems.isEmpty {
+      // The walk stopped at a cap or met directories it could not read: the sweep covers all.
+      problems = SetIDSweep.run(root: pathFD, deadline: ContinuousClock.now + limits.cleanupTimeLimit)
+    }
+    if let problem = restoreMode() { problems.append(problem) }
+    var changes = makeWorkspaceChanges(before: before, after: after, excluding: excluding, limits: limits)
+    changes.truncated = changes.truncated || before.truncated || after.truncated
+    guard let first = problems.first else { return (changes, nil) }
+    seal()
+    return (changes, problems.count == 1 ? first : "\(first) (and \(problems.count - 1) more)")
+  }
+
+  /// Puts back the bind root's permission bits, which the payload may have changed
+  /// (`chmod 777 /mnt`); through the descriptor, never by path.
+  func restoreMode() -> String? {
+    var info = stat()
+    guard fstat(pathFD, &info) == 0 else { return "fstat of the mount dir: \(errnoText(errno))" }
+    guard info.st_mode & 0o7777 != mode else { return nil }
+    return changeMode(ofPathFD: pathFD, to: mode).map { "restoring the mount dir's mode: \($0)" }
+  }
+
+  /// Closes the mount dir to everyone (mode 000), and its private parent when the library made
+  /// it: what the payload left there is not known to be safe.
+  func seal() {
+    _ = changeMode(ofPathFD: pathFD, to: 0)
+    if let parent = MountDirectoryRegistry.privateParent(of: hostPath) { chmod(parent, 0) }
+  }
+}
+
+/// Changes the mode of the inode behind an O_PATH descriptor through its `/proc/self/fd` magic
+/// link, which names exactly that inode (no path is resolved again); nil on success.
+func changeMode(ofPathFD fd: Int32, to mode: mode_t) -> String? {
+  chmod("/proc/self/fd/\(fd)", mode) == 0 ? nil : errnoText(errno)
 }
 
 /// What identifies a version of a file: a payload can reset mtime with utime, never ctime.
@@ -2003,45 +2852,69 @@ struct FileStamp: Equatable {
   var modified: Int64
   var changed: Int64
   var inode: UInt64
+
+  init(_ info: stat) {
+    type = info.st_mode & S_IFMT
+    mode = info.st_mode & 0o7777
+    size = Int64(info.st_size)
+    modified = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+    changed = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
+    inode = UInt64(info.st_ino)
+  }
 }
 
 /// Every non-directory entry below a directory, grouped by the directory they are in.
 struct DirectorySnapshot {
   struct Entry: Equatable {
-    var name: String
+    /// The exact bytes of the name.
+    var name: [UInt8]
     var stamp: FileStamp
   }
 
-  /// Each directory's entries in `readdir` order, by the directory's relative path ("" is the top).
+  /// Each directory's entries in `readdir` order, by the directory's relative path (empty: the top).
   /// Two walks of an unchanged directory list it in the same order, so a diff can pair entries
   /// by position and hash only what moved.
-  var directories: [String: [Entry]]
+  var directories: [[UInt8]: [Entry]]
+  /// A cap (`trackedEntries`, `trackedBytes`) was hit: what lies beyond it is not recorded.
+  var truncated = false
+  /// Directories that could not be opened (e.g. mode 000 for an unprivileged caller).
+  var unread = 0
+  /// Set-id bits the walk found and could not clear (after-run walks only).
+  var problems: [String] = []
 
   /// Walks the tree under `directoryFD` (which it takes over and closes).
   ///
   /// Subdirectories are opened beneath the top with no symlink in any component (see
   /// `OpenDirectory`), and everything else is only `fstatat`-ed without following links, so a
-  /// planted symlink, FIFO or device is recorded, never followed or opened. Unreadable
-  /// subdirectories are skipped.
-  /// The walk costs one `fstatat` per entry; a tree bigger than one batch is shared with a
-  /// second thread (see `SnapshotWalk`).
-  init(directoryFD: Int32) {
-    directories = SnapshotWalk(root: OpenDirectory(fd: directoryFD, prefix: "")).run()
+  /// planted symlink, FIFO or device is recorded, never followed or opened. With
+  /// `clearingSetID`, setuid and setgid bits of files and directories are cleared as they are
+  /// found (see `clearSetID`). The walk costs one `fstatat` per entry; a tree bigger than one
+  /// batch is shared with a second thread (see `SnapshotWalk`).
+  init(directoryFD: Int32, limits: SandboxLimits = SandboxLimits(), clearingSetID: Bool = false) {
+    let walk = SnapshotWalk(
+      root: OpenDirectory(fd: directoryFD, prefix: []), entryLimit: limits.trackedEntries,
+      byteLimit: limits.trackedBytes, clearingSetID: clearingSetID)
+    directories = walk.run()
+    truncated = walk.truncated
+    unread = walk.unread
+    problems = walk.problems
   }
 
-  /// Every entry by its relative path.
+  init(directories: [[UInt8]: [Entry]]) { self.directories = directories }
+
+  /// Every entry by its relative path, as text (invalid UTF-8 replaced): for tests and tools.
   var entries: [String: FileStamp] {
     var all: [String: FileStamp] = [:]
     for (directory, listed) in directories {
-      for entry in listed { all[relativePath(directory, entry.name)] = entry.stamp }
+      for entry in listed { all[String(decoding: relativePath(directory, entry.name), as: UTF8.self)] = entry.stamp }
     }
     return all
   }
 }
 
-/// `name` inside the relative directory `directory` ("" is the top).
-func relativePath(_ directory: String, _ name: String) -> String {
-  directory.isEmpty ? name : "\(directory)/\(name)"
+/// `name` inside the relative directory `directory` (empty: the top).
+func relativePath(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
+  directory.isEmpty ? name : directory + [UInt8(ascii: "/")] + name
 }
 
 /// A directory open for the walk, shared by the jobs that read it and closed after the last.
@@ -2052,15 +2925,15 @@ func relativePath(_ directory: String, _ name: String) -> String {
 /// anchor grows long becomes the anchor for what is below it.
 final class OpenDirectory: @unchecked Sendable {  // immutable
   let fd: Int32
-  /// The path from the snapshot's top ("" for the top itself).
-  let prefix: String
+  /// The path from the snapshot's top (empty for the top itself).
+  let prefix: [UInt8]
   /// What subdirectories are opened from (nil: this directory), and this directory's path from it.
   let anchor: OpenDirectory?
-  let pathFromAnchor: String
+  let pathFromAnchor: [UInt8]
 
   static let anchorSpan = 2048  // bytes of path; openat2 takes up to PATH_MAX (4096)
 
-  init(fd: Int32, prefix: String, anchor: OpenDirectory? = nil, pathFromAnchor: String = "") {
+  init(fd: Int32, prefix: [UInt8], anchor: OpenDirectory? = nil, pathFromAnchor: [UInt8] = []) {
     self.fd = fd
     self.prefix = prefix
     self.anchor = anchor
@@ -2070,29 +2943,29 @@ final class OpenDirectory: @unchecked Sendable {  // immutable
 
   /// The job that walks the subdirectory `name`: opened from this directory's anchor, or from
   /// this directory when it is one.
-  func descend(into name: String) -> SnapshotWalk.Job {
+  func descend(into name: [UInt8]) -> SnapshotWalk.Job {
     let prefix = relativePath(self.prefix, name)
-    if let anchor { return .descend(from: anchor, path: "\(pathFromAnchor)/\(name)", prefix: prefix) }
+    if let anchor { return .descend(from: anchor, path: pathFromAnchor + [UInt8(ascii: "/")] + name, prefix: prefix) }
     return .descend(from: self, path: name, prefix: prefix)
   }
 
   /// Opens `path` below this directory without following any symlink; nil if it cannot be read.
-  func openBeneath(_ path: String, prefix: String) -> OpenDirectory? {
-    let child = openDirectoryBeneath(fd, path)
+  func openBeneath(_ path: [UInt8], prefix: [UInt8]) -> OpenDirectory? {
+    let child = openBeneathNoSymlinks(fd, path, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard child >= 0 else { return nil }
-    if path.utf8.count >= Self.anchorSpan { return OpenDirectory(fd: child, prefix: prefix) }
+    if path.count >= Self.anchorSpan { return OpenDirectory(fd: child, prefix: prefix) }
     return OpenDirectory(fd: child, prefix: prefix, anchor: self, pathFromAnchor: path)
   }
 }
 
-/// Opens the directory at the relative `path` below `directoryFD`, refusing symlinks in every
-/// component and any escape above `directoryFD`: `openat2(2)` (Linux ≥ 5.6) in one call, or,
-/// where that is missing or filtered, one O_NOFOLLOW `openat` per component.
-func openDirectoryBeneath(_ directoryFD: Int32, _ path: String) -> Int32 {
-  // struct open_how { u64 flags, mode, resolve }; RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH.
-  var how: (UInt64, UInt64, UInt64) = (UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, 0x02 | 0x04 | 0x08)
+/// Opens the relative `path` below `directoryFD`, refusing symlinks in every component and any
+/// escape above `directoryFD`: `openat2(2)` (Linux ≥ 5.6) with RESOLVE_BENEATH,
+/// RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS in one call or, where that is missing or
+/// filtered, one O_NOFOLLOW `openat` per component. Returns the descriptor or -1 (errno set).
+func openBeneathNoSymlinks(_ directoryFD: Int32, _ path: [UInt8], flags: Int32) -> Int32 {
+  var how: (UInt64, UInt64, UInt64) = (UInt64(flags | O_NOFOLLOW), 0, 0x02 | 0x04 | 0x08)  // struct open_how
   if let syscall = GlibcExtras.syscall {
-    let fd = path.withCString { name in
+    let fd = withCName(path) { name in
       withUnsafeMutablePointer(to: &how) { how in
         syscall(437, Int(directoryFD), Int(bitPattern: name), Int(bitPattern: how), 24)  // openat2
       }
@@ -2100,39 +2973,60 @@ func openDirectoryBeneath(_ directoryFD: Int32, _ path: String) -> Int32 {
     if fd >= 0 { return Int32(fd) }
     if errno != ENOSYS && errno != EPERM { return -1 }
   }
-  return openDirectoryByComponents(directoryFD, path)
+  return openBeneathByComponents(directoryFD, path, flags: flags)
 }
 
-/// `openDirectoryBeneath` for kernels without `openat2`: no component may be a symlink or `..`.
-func openDirectoryByComponents(_ directoryFD: Int32, _ path: String) -> Int32 {
+/// `openBeneathNoSymlinks` for kernels without `openat2`: no component may be a symlink or `..`.
+func openBeneathByComponents(_ directoryFD: Int32, _ path: [UInt8], flags: Int32) -> Int32 {
+  let components = path.split(separator: UInt8(ascii: "/")).map(Array.init)
+  guard !components.isEmpty, !components.contains([0x2e, 0x2e]) else {
+    errno = EXDEV
+    return -1
+  }
   var fd = openat(directoryFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-  for component in path.split(separator: "/") where fd >= 0 {
-    if component == ".." {
-      Glibc.close(fd)
-      return -1
-    }
-    let next = openat(fd, String(component), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+  for (index, component) in components.enumerated() where fd >= 0 {
+    let last = index == components.count - 1
+    let next = withCName(component) { openat(fd, $0, (last ? flags : O_RDONLY | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC) }
+    let code = errno
     Glibc.close(fd)
     fd = next
+    errno = code
   }
   return fd
+}
+
+/// Clears the setuid and setgid bits of `name` in `directoryFD`, which `fstatat` just showed
+/// as `expected`: opened with O_PATH and no symlink followed, checked to be that inode and of
+/// that type, then changed through its own descriptor. Returns a problem, or nil.
+func clearSetID(in directoryFD: Int32, name: [UInt8], expected: stat, path: @autoclosure () -> [UInt8]) -> String? {
+  let fd = withCName(name) { openat(directoryFD, $0, openPathOnly | O_NOFOLLOW | O_CLOEXEC) }
+  guard fd >= 0 else { return "opening '\(printable(path()))' to clear its set-id bits: \(errnoText(errno))" }
+  defer { Glibc.close(fd) }
+  var info = stat()
+  guard fstat(fd, &info) == 0, info.st_ino == expected.st_ino, info.st_dev == expected.st_dev,
+    info.st_mode & S_IFMT == expected.st_mode & S_IFMT
+  else { return "'\(printable(path()))' changed while its set-id bits were being cleared" }
+  return changeMode(ofPathFD: fd, to: info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)).map {
+    "clearing the set-id bits of '\(printable(path()))': \($0)"
+  }
 }
 
 /// One snapshot walk: a queue of jobs served by the calling thread and, once the queue holds
 /// more than one job and the machine has a second core, a helper thread. An `fstatat` costs
 /// about 1.3 µs on the development VM, so 10,000 files take ~15 ms on one thread and about half
-/// on two; four threads on its two cores were slower than two.
+/// on two; four threads on its two cores were slower than two. What it holds is capped: past
+/// `entryLimit` entries or `byteLimit` bytes of names it stops recording and queueing.
 final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guarded by `mutex`
   enum Job {
     case list(OpenDirectory)  // read the names: queue the subdirectories and batches of the rest
     /// Open a subdirectory (by its path from an anchor) and list it.
-    case descend(from: OpenDirectory, path: String, prefix: String)
-    case stamp(OpenDirectory, batch: Int, names: ArraySlice<String>)  // fstatat a batch of names
+    case descend(from: OpenDirectory, path: [UInt8], prefix: [UInt8])
+    case stamp(OpenDirectory, batch: Int, names: ArraySlice<[UInt8]>)  // fstatat a batch of names
   }
 
   /// A batch's entries, in the order its names were listed.
   struct Found {
-    var directory: String
+    var directory: [UInt8]
     var batch: Int
     var entries: [DirectorySnapshot.Entry]
   }
@@ -2146,9 +3040,20 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
   private var helpers = 0  // started and not yet finished
   private var helperTried = false
   private var found: [Found] = []
+  private let entryLimit: Int
+  private let byteLimit: Int
+  private let clearingSetID: Bool
+  private var entriesSeen = 0
+  private var bytesSeen = 0
+  private(set) var truncated = false
+  private(set) var unread = 0
+  private(set) var problems: [String] = []
 
-  init(root: OpenDirectory) {
+  init(root: OpenDirectory, entryLimit: Int, byteLimit: Int, clearingSetID: Bool) {
     jobs = [.list(root)]
+    self.entryLimit = entryLimit
+    self.byteLimit = byteLimit
+    self.clearingSetID = clearingSetID
     pthread_mutex_init(mutex, nil)
     pthread_cond_init(changed, nil)
   }
@@ -2161,12 +3066,12 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
   }
 
   /// Walks the whole tree and returns each directory's entries in listing order.
-  func run() -> [String: [DirectorySnapshot.Entry]] {
+  func run() -> [[UInt8]: [DirectorySnapshot.Entry]] {
     work()
     pthread_mutex_lock(mutex)
     while helpers > 0 { pthread_cond_wait(changed, mutex) }
     pthread_mutex_unlock(mutex)
-    var directories: [String: [DirectorySnapshot.Entry]] = [:]
+    var directories: [[UInt8]: [DirectorySnapshot.Entry]] = [:]
     for part in found.sorted(by: { $0.batch < $1.batch }) {
       directories[part.directory, default: []] += part.entries
     }
@@ -2180,7 +3085,11 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
       switch job {
       case .list(let directory): list(directory)
       case .descend(let anchor, let path, let prefix):
-        if let child = anchor.openBeneath(path, prefix: prefix) { list(child) }
+        if let child = anchor.openBeneath(path, prefix: prefix) {
+          list(child)
+        } else {
+          record { unread += 1 }
+        }
       case .stamp(let directory, let batch, let names): mine.append(stamp(names, in: directory, batch: batch))
       }
       pthread_mutex_lock(mutex)
@@ -2191,6 +3100,23 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     pthread_mutex_lock(mutex)
     found += mine
     pthread_mutex_unlock(mutex)
+  }
+
+  private func record(_ change: () -> Void) {
+    pthread_mutex_lock(mutex)
+    change()
+    pthread_mutex_unlock(mutex)
+  }
+
+  /// Counts `count` more entries with `bytes` of names; false once a cap is passed.
+  private func admit(_ count: Int, bytes: Int) -> Bool {
+    pthread_mutex_lock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    guard !truncated else { return false }
+    entriesSeen += count
+    bytesSeen += bytes
+    if entriesSeen > entryLimit || bytesSeen > byteLimit { truncated = true }
+    return !truncated
   }
 
   private func next() -> Job? {
@@ -2229,16 +3155,27 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
   }
 
   private func list(_ directory: OpenDirectory) {
+    if clearingSetID {
+      var info = stat()
+      if fstat(directory.fd, &info) == 0 && info.st_mode & (S_ISUID | S_ISGID) != 0 && !directory.prefix.isEmpty,
+        fchmod(directory.fd, info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)) != 0
+      {
+        let problem = "clearing the set-id bits of directory '\(printable(directory.prefix))': \(errnoText(errno))"
+        record { problems.append(problem) }
+      }
+    }
     let listFD = openat(directory.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)  // its own offset
     guard listFD >= 0, let stream = fdopendir(listFD) else {
       if listFD >= 0 { Glibc.close(listFD) }
+      record { unread += 1 }
       return
     }
-    var names: [String] = []
+    var names: [[UInt8]] = []
     var queued: [Job] = []
     while let entry = readdir(stream) {
-      let name = entryName(entry)
-      if name == "." || name == ".." { continue }
+      let name = entryBytes(entry)
+      if name == [0x2e] || name == [0x2e, 0x2e] { continue }
+      guard admit(1, bytes: name.count) else { break }
       if entry.pointee.d_type == UInt8(DT_DIR) {
         queued.append(directory.descend(into: name))
       } else {
@@ -2252,47 +3189,177 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     add(queued)
   }
 
-  private func stamp(_ names: ArraySlice<String>, in directory: OpenDirectory, batch: Int) -> Found {
+  private func stamp(_ names: ArraySlice<[UInt8]>, in directory: OpenDirectory, batch: Int) -> Found {
     var entries: [DirectorySnapshot.Entry] = []
     entries.reserveCapacity(names.count)
     var subdirectories: [Job] = []
+    var problems: [String] = []
     for name in names {
       var info = stat()
-      guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+      guard withCName(name, { fstatat(directory.fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
       if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
         subdirectories.append(directory.descend(into: name))
         continue
       }
-      let stamp = FileStamp(
-        type: info.st_mode & S_IFMT, mode: info.st_mode & 0o7777, size: Int64(info.st_size),
-        modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-        changed: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
-        inode: UInt64(info.st_ino))
-      entries.append(DirectorySnapshot.Entry(name: name, stamp: stamp))
+      if clearingSetID && info.st_mode & S_IFMT == S_IFREG && info.st_mode & (S_ISUID | S_ISGID) != 0 {
+        if let problem = clearSetID(in: directory.fd, name: name, expected: info, path: relativePath(directory.prefix, name)) {
+          problems.append(problem)
+        } else {
+          info.st_mode &= ~(S_ISUID | S_ISGID)  // the stamp the after-snapshot would see now
+        }
+      }
+      entries.append(DirectorySnapshot.Entry(name: name, stamp: FileStamp(info)))
     }
+    if !problems.isEmpty { record { self.problems += problems } }
     add(subdirectories)
     return Found(directory: directory.prefix, batch: batch, entries: entries)
   }
 }
 
-/// The name in a `readdir` entry (invalid UTF-8 becomes U+FFFD).
-func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
-  withUnsafeBytes(of: entry.pointee.d_name) { raw in
-    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+/// The set-id sweep of a whole tree, for when the after-run snapshot could not cover it (a cap,
+/// an unreadable directory): depth first, holding one directory descriptor at a time and a few
+/// numbers per level (O(depth) memory however wide the tree). Going down opens the child
+/// beneath its parent with no symlink followed; coming back reopens `..` and checks it is the
+/// directory it left, then resumes its listing where it stopped. A directory the caller cannot
+/// read (mode 000 left by the payload) is opened up for the sweep and put back after.
+enum SetIDSweep {
+  struct Level {
+    var fd: Int32
+    var device: dev_t
+    var inode: ino_t
+    /// Where the listing resumes (`telldir`), and the mode to put back when it was opened up.
+    var position: Int
+    var restore: mode_t?
+  }
+
+  /// Sweeps the tree under `root` (an O_PATH or regular directory descriptor, not taken over).
+  /// Returns the problems: bits that could not be cleared, or the deadline passed.
+  static func run(root: Int32, deadline: ContinuousClock.Instant) -> [String] {
+    var problems: [String] = []
+    let top = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard top >= 0 else { return ["opening the mount dir for the set-id sweep: \(errnoText(errno))"] }
+    var info = stat()
+    fstat(top, &info)
+    var stack = [Level(fd: top, device: info.st_dev, inode: info.st_ino, position: 0, restore: nil)]
+    var path: [[UInt8]] = []  // for messages only
+    var visited = 0
+    outer: while var level = stack.popLast() {
+      guard let stream = fdopendir(level.fd) else {
+        Glibc.close(level.fd)
+        problems.append("listing '\(printable(path.joinedPath))': \(errnoText(errno))")
+        break
+      }
+      if level.position != 0 { seekdir(stream, level.position) }
+      while let entry = readdir(stream) {
+        visited += 1
+        if visited % 1024 == 0 && ContinuousClock.now >= deadline {
+          closedir(stream)
+          for open in stack { Glibc.close(open.fd) }
+          problems.append("the set-id sweep did not finish within the clean-up time limit")
+          return problems
+        }
+        let name = entryBytes(entry)
+        if name == [0x2e] || name == [0x2e, 0x2e] { continue }
+        let fd = dirfd(stream)
+        var info = stat()
+        guard withCName(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
+        let type = info.st_mode & S_IFMT
+        guard type == S_IFREG || type == S_IFDIR else { continue }
+        if info.st_mode & (S_ISUID | S_ISGID) != 0,
+          let problem = clearSetID(in: fd, name: name, expected: info, path: (path + [name]).joinedPath)
+        {
+          problems.append(problem)
+        }
+        guard type == S_IFDIR else { continue }
+        // Down: open the child beneath this directory (no symlink), opening it up if it is closed to us.
+        var restore: mode_t? = nil
+        var child = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        if child < 0 && errno == EACCES && info.st_uid == geteuid() {
+          let handle = withCName(name) { openat(fd, $0, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+          var opened = stat()
+          if handle >= 0 && fstat(handle, &opened) == 0 && opened.st_ino == info.st_ino
+            && changeMode(ofPathFD: handle, to: (info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)) | 0o700) == nil
+          {
+            restore = info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)
+            child = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+          }
+          if handle >= 0 { Glibc.close(handle) }
+        }
+        guard child >= 0 else {
+          problems.append("entering '\(printable((path + [name]).joinedPath))' for the set-id sweep: \(errnoText(errno))")
+          continue
+        }
+        level.position = telldir(stream)
+        level.fd = -1  // closed with the stream below; reopened through the child's ".."
+        stack.append(level)
+        stack.append(Level(fd: child, device: info.st_dev, inode: info.st_ino, position: 0, restore: restore))
+        path.append(name)
+        closedir(stream)
+        continue outer
+      }
+      // Up: this directory is done. Reopen the parent through "..", check it, resume it.
+      let finished = dirfd(stream)
+      if let restore = level.restore, fchmod(finished, restore) != 0 {
+        problems.append("restoring the mode of '\(printable(path.joinedPath))': \(errnoText(errno))")
+      }
+      if var parent = stack.popLast() {
+        let fd = openat(finished, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        var parentInfo = stat()
+        guard fd >= 0, fstat(fd, &parentInfo) == 0, parentInfo.st_dev == parent.device, parentInfo.st_ino == parent.inode else {
+          if fd >= 0 { Glibc.close(fd) }
+          closedir(stream)
+          for open in stack where open.fd >= 0 { Glibc.close(open.fd) }
+          problems.append("the directory above '\(printable(path.joinedPath))' changed during the set-id sweep")
+          return problems
+        }
+        parent.fd = fd
+        stack.append(parent)
+        path.removeLast()
+      }
+      closedir(stream)
+    }
+    return problems
   }
 }
 
-/// Created-or-modified and removed files, as sorted relative paths.
+extension Array where Element == [UInt8] {
+  /// The components joined with "/".
+  fileprivate var joinedPath: [UInt8] {
+    var path: [UInt8] = []
+    for (index, component) in enumerated() {
+      if index > 0 { path.append(UInt8(ascii: "/")) }
+      path += component
+    }
+    return path
+  }
+}
+
+/// The name in a `readdir` entry: its exact bytes.
+func entryBytes(_ entry: UnsafeMutablePointer<dirent>) -> [UInt8] {
+  withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+}
+
+/// The name in a `readdir` entry as text (invalid UTF-8 becomes U+FFFD): for host files only.
+func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+  String(decoding: entryBytes(entry), as: UTF8.self)
+}
+
+/// Created-or-modified and removed entries, as sorted relative paths (exact bytes).
 struct WorkspaceChanges: Equatable {
-  var changed: [String] = []
-  var deleted: [String] = []
+  var changed: [[UInt8]] = []
+  var deleted: [[UInt8]] = []
+  /// The lists stop at a cap (`reportedChanges`, `reportedChangeBytes`) or a snapshot did.
+  var truncated = false
 }
 
 /// Compares two snapshots; `excluding` (the script that was run) is never reported.
 ///
 /// Entries are paired by position while both listings agree on the name, which is every entry
-/// of an unchanged directory; only the rest is matched by name.
-func makeWorkspaceChanges(before: DirectorySnapshot, after: DirectorySnapshot, excluding: String?) -> WorkspaceChanges {
+/// of an unchanged directory; only the rest is matched by name. At most `reportedChanges`
+/// entries and `reportedChangeBytes` bytes of paths are kept (the smallest, in byte order).
+func makeWorkspaceChanges(
+  before: DirectorySnapshot, after: DirectorySnapshot, excluding: [UInt8]?, limits: SandboxLimits = SandboxLimits()
+) -> WorkspaceChanges {
   var changes = WorkspaceChanges()
   for (directory, now) in after.directories {
     let then = before.directories[directory] ?? []
@@ -2301,45 +3368,149 @@ func makeWorkspaceChanges(before: DirectorySnapshot, after: DirectorySnapshot, e
       if now[paired].stamp != then[paired].stamp { changes.changed.append(relativePath(directory, now[paired].name)) }
       paired += 1
     }
-    var unpaired = [String: FileStamp](minimumCapacity: then.count - paired)
+    var unpaired = [[UInt8]: FileStamp](minimumCapacity: then.count - paired)
     for entry in then[paired...] { unpaired[entry.name] = entry.stamp }
     for entry in now[paired...] where unpaired.removeValue(forKey: entry.name) != entry.stamp {
       changes.changed.append(relativePath(directory, entry.name))
     }
-    changes.deleted += unpaired.keys.map { relativePath(directory, $0) }
+    if !after.truncated { changes.deleted += unpaired.keys.map { relativePath(directory, $0) } }
   }
-  for (directory, then) in before.directories where after.directories[directory] == nil {
-    changes.deleted += then.map { relativePath(directory, $0.name) }
+  if !after.truncated {  // a directory missing from a truncated snapshot may just not be reached
+    for (directory, then) in before.directories where after.directories[directory] == nil {
+      changes.deleted += then.map { relativePath(directory, $0.name) }
+    }
   }
-  changes.changed.removeAll { $0 == excluding }
-  changes.deleted.removeAll { $0 == excluding }
-  changes.changed.sort()
-  changes.deleted.sort()
+  if let excluding {
+    changes.changed.removeAll { $0 == excluding }
+    changes.deleted.removeAll { $0 == excluding }
+  }
+  func capped(_ paths: inout [[UInt8]]) {
+    paths.sort { $0.lexicographicallyPrecedes($1) }
+    var bytes = 0
+    let kept = paths.prefix { path in
+      bytes += path.count
+      return bytes <= limits.reportedChangeBytes
+    }.prefix(limits.reportedChanges)
+    if kept.count < paths.count {
+      paths = Array(kept)
+      changes.truncated = true
+    }
+  }
+  capped(&changes.changed)
+  capped(&changes.deleted)
   return changes
 }
 
-/// Removes a directory tree without following symlinks (a payload may have planted them).
-func removeTree(_ path: String) {
-  let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-  if fd >= 0 { removeContents(of: fd) }
-  rmdir(path)
+/// Reads a file the payload left in the mount dir, safely: beneath the mount dir with no
+/// symlink or magic link in any component, without blocking (O_NONBLOCK), regular files only,
+/// at most `limit` bytes. Opened with O_PATH first, so a FIFO or device is refused before it is
+/// ever opened for reading.
+/// - Throws: `SandboxError.outputUnreadable` naming why.
+func readOutputFile(mountDirectory: String, path: String, limit: Int) throws(SandboxError) -> SandboxOutputFile {
+  let relative = Array(path.utf8)
+  let parts = relative.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+  guard !relative.isEmpty, relative.first != UInt8(ascii: "/"), !relative.contains(0),
+    !parts.contains(where: { $0.isEmpty || $0.elementsEqual([0x2e]) || $0.elementsEqual([0x2e, 0x2e]) })
+  else { throw .outputUnreadable(path: path, reason: "must be a plain relative path inside the mount dir (no '..', '.', empty parts or leading '/')") }
+  let root = open(mountDirectory, openPathOnly | O_DIRECTORY | O_CLOEXEC)
+  guard root >= 0 else { throw .outputUnreadable(path: path, reason: "the mount dir '\(mountDirectory)': \(errnoText(errno))") }
+  defer { close(root) }
+  let handle = openBeneathNoSymlinks(root, relative, flags: openPathOnly)
+  guard handle >= 0 else {
+    let reason = errno == ELOOP || errno == EXDEV ? "a symlink, or a path that leaves the mount dir" : errnoText(errno)
+    throw .outputUnreadable(path: path, reason: reason)
+  }
+  defer { close(handle) }
+  var info = stat()
+  guard fstat(handle, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+    throw .outputUnreadable(path: path, reason: "not a regular file (a directory, FIFO, socket, device or symlink)")
+  }
+  let fd = open("/proc/self/fd/\(handle)", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+  guard fd >= 0 else { throw .outputUnreadable(path: path, reason: errnoText(errno)) }
+  defer { close(fd) }
+  var opened = stat()
+  guard fstat(fd, &opened) == 0, opened.st_ino == info.st_ino, opened.st_dev == info.st_dev else {
+    throw .outputUnreadable(path: path, reason: "changed while it was opened")
+  }
+  var bytes: [UInt8] = []
+  var truncated = false
+  do throws(SandboxError) {
+    truncated = try readAll(fd, into: &bytes, limit: limit)
+  } catch {
+    throw .outputUnreadable(path: path, reason: error.description)
+  }
+  return SandboxOutputFile(bytes: bytes, size: Int(opened.st_size), truncated: truncated)
 }
 
-private func removeContents(of fd: Int32) {
-  guard let directory = fdopendir(fd) else {
+/// Removes a directory tree whatever it holds: symlinks are unlinked, never followed; mode-000
+/// directories are opened up first; depth first with one descriptor at a time (see
+/// `SetIDSweep`). Returns whether the tree is gone.
+@discardableResult
+func removeTree(_ path: String) -> Bool {
+  let parentFD = open(parentDirectory(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+  guard parentFD >= 0 else { return false }
+  defer { close(parentFD) }
+  return removeEntry(in: parentFD, name: Array(path.utf8.split(separator: UInt8(ascii: "/")).last ?? []))
+}
+
+/// Opens the directory `name` in `parent` to empty it (its inode, reached without following a
+/// symlink), giving its owner full access first so that its entries can be listed and unlinked.
+private func openToEmpty(_ parent: Int32, _ name: [UInt8]) -> (fd: Int32, device: dev_t, inode: ino_t)? {
+  let handle = withCName(name) { openat(parent, $0, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+  guard handle >= 0 else { return nil }
+  defer { close(handle) }
+  var info = stat()
+  guard fstat(handle, &info) == 0 else { return nil }
+  if info.st_mode & 0o700 != 0o700 { _ = changeMode(ofPathFD: handle, to: 0o700) }
+  let fd = open("/proc/self/fd/\(handle)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+  return fd >= 0 ? (fd, info.st_dev, info.st_ino) : nil
+}
+
+/// Removes `name` in `directoryFD` and, for a directory, everything below it first. Going up
+/// reopens `..` and checks it is the directory it came from; names are kept per level, so
+/// memory is O(depth) and one descriptor is open at a time.
+func removeEntry(in directoryFD: Int32, name: [UInt8]) -> Bool {
+  if withCName(name, { unlinkat(directoryFD, $0, 0) }) == 0 || errno == ENOENT { return true }
+  guard let first = openToEmpty(directoryFD, name) else { return false }
+  var fd = first.fd
+  var trail: [(name: [UInt8], device: dev_t, inode: ino_t)] = [(name, first.device, first.inode)]
+  while true {
+    var entered = false
+    if let stream = fdopendir(dup(fd)) {
+      while let entry = readdir(stream) {
+        let child = entryBytes(entry)
+        if child == [0x2e] || child == [0x2e, 0x2e] { continue }
+        if withCName(child, { unlinkat(fd, $0, 0) }) == 0 || errno == ENOENT { continue }
+        guard let opened = openToEmpty(fd, child) else { continue }
+        close(fd)
+        fd = opened.fd
+        trail.append((child, opened.device, opened.inode))
+        entered = true
+        break
+      }
+      closedir(stream)
+    }
+    if entered { continue }
+    // Emptied (or holding what cannot go): up one level, and remove it there.
+    let leaving = trail.removeLast()
+    var parent = directoryFD
+    if let above = trail.last {
+      parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+      var info = stat()
+      guard parent >= 0, fstat(parent, &info) == 0, info.st_dev == above.device, info.st_ino == above.inode else {
+        if parent >= 0 { close(parent) }
+        close(fd)
+        return false
+      }
+    }
     close(fd)
-    return
-  }
-  defer { closedir(directory) }
-  var names: [String] = []
-  while let entry = readdir(directory) {
-    let name = entryName(entry)
-    if name != "." && name != ".." { names.append(name) }
-  }
-  for name in names where unlinkat(fd, name, 0) != 0 {
-    let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    if child >= 0 { removeContents(of: child) }
-    unlinkat(fd, name, AT_REMOVEDIR)
+    let removed = withCName(leaving.name) { unlinkat(parent, $0, AT_REMOVEDIR) } == 0
+    if trail.isEmpty { return removed }
+    guard removed else {
+      close(parent)
+      return false
+    }
+    fd = parent
   }
 }
 
@@ -2372,11 +3543,11 @@ enum GlibcExtras {
   typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
   typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
   typealias PIDFDOpen = @convention(c) (pid_t, UInt32) -> Int32
-  typealias PRLimit = @convention(c) (pid_t, Int32, UnsafePointer<rlimit>?, UnsafeMutablePointer<rlimit>?) -> Int32
   /// `syscall(2)` and `prctl(2)` are variadic, which Swift cannot call; these fixed-arity views
   /// pass integer arguments in the same registers on x86_64 and aarch64.
   typealias Syscall = @convention(c) (Int, Int, Int, Int, Int) -> Int
   typealias PRCtl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
+  typealias PRLimit = @convention(c) (pid_t, Int32, UnsafePointer<rlimit>?, UnsafeMutablePointer<rlimit>?) -> Int32
 
   #if hasFeature(Extern)
     static let syscall: Syscall? = linkedSyscall
@@ -2392,7 +3563,7 @@ enum GlibcExtras {
     static let pipe2: Pipe2? = lookup("pipe2")
     /// glibc ≥ 2.34.
     static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
-    /// `prlimit(2)`: sets another process's rlimits (here: the sandbox's pid 1).
+    /// `prlimit(2)`: sets another process's rlimits (here: the gate process of the sandbox).
     static let prlimit: PRLimit? = lookup("prlimit")
     /// glibc ≥ 2.36; without it the spawner notices a silent exit with a 5 ms tick.
     static let pidfdOpen: PIDFDOpen? = lookup("pidfd_open")
@@ -2485,15 +3656,78 @@ func makePipe() throws(SandboxError) -> (read: Int32, write: Int32) {
   return (ends[0], ends[1])
 }
 
-/// A close-on-exec stream socket pair: writes to it never raise SIGPIPE (MSG_NOSIGNAL).
-func makeSocketPair() throws(SandboxError) -> (parent: Int32, child: Int32) {
+/// A close-on-exec stream socket pair: our writes use MSG_NOSIGNAL, so a reader that went
+/// away gives EPIPE, never SIGPIPE. One-way (the child only reads) unless `bothWays`.
+func makeSocketPair(bothWays: Bool = false) throws(SandboxError) -> (parent: Int32, child: Int32) {
   var ends: [Int32] = [-1, -1]
   try check("socketpair") {
     socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends)
   }
-  shutdown(ends[0], Int32(SHUT_RD))  // one-way: the child only reads
-  shutdown(ends[1], Int32(SHUT_WR))
+  if !bothWays {
+    shutdown(ends[0], Int32(SHUT_RD))
+    shutdown(ends[1], Int32(SHUT_WR))
+  }
   return (ends[0], ends[1])
+}
+
+/// Sends all of `bytes` on a socket without ever raising SIGPIPE; false on error.
+@discardableResult
+func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+  var offset = 0
+  while offset < bytes.count {
+    let count = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }  // offset < count
+    if count < 0 && errno == EINTR { continue }
+    if count <= 0 { return false }
+    offset += count
+  }
+  return true
+}
+
+/// Reads `fd` to its end into `bytes`, keeping at most `limit` bytes (one more is read to tell);
+/// returns whether it stopped at the limit. The one blocking read loop (EINTR retried).
+/// - Throws: `SandboxError.system` on a read error.
+@discardableResult
+func readAll(_ fd: Int32, into bytes: inout [UInt8], limit: Int) throws(SandboxError) -> Bool {
+  var buffer = [UInt8](repeating: 0, count: 1 << 16)
+  while bytes.count <= limit {
+    let count = try check("read") {
+      Int32(truncatingIfNeeded: buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit + 1 - bytes.count)) })
+    }
+    if count == 0 { return false }
+    bytes += buffer[0..<Int(count)]
+  }
+  bytes.removeLast(bytes.count - limit)
+  return true
+}
+
+/// Calls `body` with `name` as a NUL-terminated C string, without a heap allocation.
+func withCName<Result>(_ name: [UInt8], _ body: (UnsafePointer<CChar>) -> Result) -> Result {
+  withUnsafeTemporaryAllocation(of: CChar.self, capacity: name.count + 1) { buffer in
+    for (index, byte) in name.enumerated() { buffer[index] = CChar(bitPattern: byte) }
+    buffer[name.count] = 0
+    return body(UnsafePointer(buffer.baseAddress!))  // capacity ≥ 1
+  }
+}
+
+/// The text of `bytes` when they are valid UTF-8, else nil (never a replacement character).
+func validUTF8(_ bytes: [UInt8]) -> String? {
+  String(validating: bytes, as: UTF8.self)
+}
+
+/// A pthread mutex at a stable address (allocated: Swift does not promise that a stored
+/// property's address stays put, so `&storedMutex` must not be handed to pthreads).
+final class PThreadMutex: @unchecked Sendable {
+  private let raw = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  init() { pthread_mutex_init(raw, nil) }
+  deinit {
+    pthread_mutex_destroy(raw)
+    raw.deallocate()
+  }
+  func withLock<Value>(_ body: () -> Value) -> Value {
+    pthread_mutex_lock(raw)
+    defer { pthread_mutex_unlock(raw) }
+    return body()
+  }
 }
 
 /// Calls `body` with a NULL-terminated C array of `strings`.
@@ -2533,20 +3767,14 @@ func readLink(_ path: String) -> String? {
   return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// Reads a small file (sysctls, pyvenv.cfg) whole; nil when it cannot be read.
+/// Reads a small host file (a sysctl, a /proc status, a profile) whole, at most `limit`
+/// bytes; nil when it cannot be read.
 func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
-  let fd = open(path, O_RDONLY | O_CLOEXEC)
+  let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
   guard fd >= 0 else { return nil }
   defer { close(fd) }
   var bytes: [UInt8] = []
-  var buffer = [UInt8](repeating: 0, count: 4096)
-  while bytes.count < limit {
-    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    if count < 0 && errno == EINTR { continue }
-    if count < 0 { return nil }
-    if count == 0 { break }
-    bytes += buffer[0..<count]
-  }
+  do throws(SandboxError) { try readAll(fd, into: &bytes, limit: limit) } catch { return nil }
   return String(decoding: bytes, as: UTF8.self)
 }
 
@@ -2619,6 +3847,9 @@ func firstLine(of bytes: [UInt8]) -> String {
   let line = bytes.prefix { $0 != UInt8(ascii: "\n") }
   return String(decoding: line, as: UTF8.self)
 }
+
+/// `printable` for the bytes of a path the payload named (invalid UTF-8 shown as U+FFFD).
+func printable(_ bytes: [UInt8]) -> String { printable(String(decoding: bytes, as: UTF8.self)) }
 
 /// Makes control characters visible in messages (a newline in a name must not forge a line).
 func printable(_ text: String) -> String {
@@ -3341,6 +4572,8 @@ struct CommandLineOptions: Equatable {
   var timeout: Duration?
   var environment: [String: String] = [:]
   var json = false
+  /// Files to read from the mount dir into the JSON (`--output`), relative to it.
+  var outputs: [String] = []
   var printBwrapArgv = false
   var noSeccomp = false
   var printAppArmorProfile = false
@@ -3354,7 +4587,7 @@ let usageText = """
          sandbox run [--venv PATH] [--apparmor-profile-name NAME | --no-apparmor]
                  [--enable-network | --disable-network]
                  [--code CODE | --script /mnt/REL.py]   (neither: the code is read from stdin)
-                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json]
+                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json [--output REL]...]
   limits (both modes; 0 turns one off):
                  [--cpu-seconds N] [--memory-mb N] [--max-file-mb N] [--max-processes N]
                  [--max-open-files N] [--tmpfs-mb N] [--max-mnt-mb N] [--max-output-bytes N] [--no-seccomp]
@@ -3375,7 +4608,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
     rest = rest.dropFirst()
   }
   var seen: Set<String> = []
-  let runOnly: Set<String> = ["--code", "--script", "--mnt-dir", "--timeout", "--env", "--json", "--print-bwrap-argv"]
+  let runOnly: Set<String> = ["--code", "--script", "--mnt-dir", "--timeout", "--env", "--json", "--print-bwrap-argv", "--output"]
   let selfTestOnly: Set<String> = ["--verbose", "--extra-tests", "--interactive", "--print-apparmor-profile"]
   while let argument = rest.popFirst() {
     var flag = argument
@@ -3389,7 +4622,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
       guard let next = rest.popFirst() else { throw .usage("\(flag) needs a value") }
       return next
     }
-    if flag != "--env" {
+    if flag != "--env" && flag != "--output" {
       guard seen.insert(flag).inserted else { throw .usage("\(flag) is given twice") }
     }
     if options.mode == .selfTest && runOnly.contains(flag) {
@@ -3399,7 +4632,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
       throw .usage("\(flag) belongs to the self-test mode (no subcommand)")
     }
     let takesValue: Set<String> = [
-      "--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env",
+      "--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env", "--output",
       "--cpu-seconds", "--memory-mb", "--max-file-mb", "--max-processes", "--max-open-files", "--tmpfs-mb",
       "--max-output-bytes", "--max-mnt-mb",
     ]
@@ -3435,6 +4668,7 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
       guard isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
       options.environment[name] = String(pair[pair.index(after: equals)...])
     case "--json": options.json = true
+    case "--output": options.outputs.append(try value())
     case "--print-bwrap-argv": options.printBwrapArgv = true
     case "--no-seccomp": options.noSeccomp = true
     case "--print-apparmor-profile": options.printAppArmorProfile = true
@@ -3458,6 +4692,9 @@ func parseCommandLine(_ arguments: [String]) throws(SandboxError) -> CommandLine
     }
   }
   if options.code != nil && options.script != nil { throw .usage("--code and --script contradict each other") }
+  if !options.outputs.isEmpty && (!options.json || options.mountDirectory == nil) {
+    throw .usage("--output returns files of the mount dir in the JSON: it needs --json and --mnt-dir")
+  }
   if options.noAppArmor && options.profile != nil {
     throw .usage("--apparmor-profile-name and --no-apparmor contradict each other")
   }
@@ -3498,8 +4735,26 @@ func makeConfig(_ options: CommandLineOptions, warn: (String) -> Void) throws(Sa
   return config
 }
 
+/// The version of the JSON `sandbox run --json` prints (`schema`): raised whenever fields are
+/// added; fields are never renamed or removed. 1: this layout (before it, the object had no
+/// `schema` and no `*_b64`, `changes_truncated`, `cleanup_incomplete` or `outputs`).
+let jsonSchema = 1
+
+/// One file of `--output`, as the JSON carries it.
+struct OutputReport {
+  var path: String
+  var file: SandboxOutputFile?
+  var error: String?
+}
+
 /// Renders a result as the single JSON object `sandbox run --json` prints.
-func makeJSON(_ result: SandboxResult) -> String {
+///
+/// Text fields hold valid UTF-8 for people; where the bytes are not valid UTF-8, they appear
+/// exactly, base64-encoded, in a parallel field: `stdout_b64` and `stderr_b64` (present only
+/// then), `b64` instead of `text` for an output file. A changed or deleted name that is valid
+/// UTF-8 appears in `changed_files`/`deleted_files`; one that is not, only in
+/// `changed_files_b64`/`deleted_files_b64`: every entry exactly once, in one of the two.
+func makeJSON(_ result: SandboxResult, outputs: [OutputReport] = []) -> String {
   func quoted(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
@@ -3521,28 +4776,62 @@ func makeJSON(_ result: SandboxResult) -> String {
     return out + "\""
   }
   func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }
+  func names(_ paths: [[UInt8]], _ key: String) -> String {
+    "\"\(key)\": \(list(paths.compactMap(validUTF8))), \"\(key)_b64\": \(list(paths.filter { validUTF8($0) == nil }.map(base64)))"
+  }
+  func stream(_ bytes: [UInt8], _ key: String) -> String {
+    "\"\(key)\": \(quoted(String(decoding: bytes, as: UTF8.self)))" + (validUTF8(bytes) == nil ? ", \"\(key)_b64\": \"\(base64(bytes))\"" : "")
+  }
   let (seconds, attoseconds) = result.duration.components
   let duration = Double(seconds) + Double(attoseconds) / 1e18
-  return """
-    {"returncode": \(result.returnCode), "stdout": \(quoted(result.stdoutText)), \
-    "stderr": \(quoted(result.stderrText)), "changed_files": \(list(result.changedFiles)), \
-    "deleted_files": \(list(result.deletedFiles)), "timed_out": \(result.timedOut), \
+  var json = """
+    {"schema": \(jsonSchema), "returncode": \(result.returnCode), \(stream(result.stdout, "stdout")), \
+    \(stream(result.stderr, "stderr")), \(names(result.changedPaths, "changed_files")), \
+    \(names(result.deletedPaths, "deleted_files")), "timed_out": \(result.timedOut), \
     "output_truncated": \(result.outputTruncated), "duration_seconds": \(duration), \
-    "limit_hit": \(result.limitHit.map { quoted($0.rawValue) } ?? "null"), "layers": \(list(result.layers))}
+    "limit_hit": \(result.limitHit.map { quoted($0.rawValue) } ?? "null"), "layers": \(list(result.layers)), \
+    "changes_truncated": \(result.changesTruncated), \
+    "cleanup_incomplete": \(result.cleanupIncomplete.map(quoted) ?? "null")
     """
+  if !outputs.isEmpty {
+    let items = outputs.map { output -> String in
+      var fields = ["\"path\": \(quoted(output.path))"]
+      if let file = output.file {
+        fields.append("\"size\": \(file.size)")
+        fields.append("\"truncated\": \(file.truncated)")
+        fields.append(validUTF8(file.bytes).map { "\"text\": \(quoted($0))" } ?? "\"b64\": \"\(base64(file.bytes))\"")
+      } else {
+        fields.append("\"error\": \(quoted(output.error ?? "unreadable"))")
+      }
+      return "{" + fields.joined(separator: ", ") + "}"
+    }
+    json += ", \"outputs\": [" + items.joined(separator: ", ") + "]"
+  }
+  return json + "}"
+}
+
+/// Standard base64 (RFC 4648, with padding).
+func base64(_ bytes: [UInt8]) -> String {
+  let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+  var out: [UInt8] = []
+  out.reserveCapacity((bytes.count + 2) / 3 * 4)
+  var index = 0
+  while index < bytes.count {
+    let chunk = bytes[index..<min(index + 3, bytes.count)]
+    let value = chunk.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (16 - 8 * UInt32($1.offset)) }
+    for position in 0..<4 {
+      out.append(position <= chunk.count ? alphabet[Int(value >> (18 - 6 * UInt32(position)) & 0x3f)] : UInt8(ascii: "="))
+    }
+    index += 3
+  }
+  return String(decoding: out, as: UTF8.self)
 }
 
 /// Reads all of standard input (the code, when neither --code nor --script is given).
 func readStandardInput() throws(SandboxError) -> [UInt8] {
   var bytes: [UInt8] = []
-  var buffer = [UInt8](repeating: 0, count: 1 << 16)
-  while true {
-    let count = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-    if count < 0 && errno == EINTR { continue }
-    if count < 0 { throw .system(call: "read", path: "stdin", errno: errno) }
-    if count == 0 { return bytes }
-    bytes += buffer[0..<count]
-  }
+  try readAll(0, into: &bytes, limit: .max - 1)
+  return bytes
 }
 
 func printError(_ line: String) {
@@ -3652,7 +4941,16 @@ func runPayloadCommand(_ options: CommandLineOptions) throws(SandboxError) -> In
     payload, mountDirectory: options.mountDirectory, timeout: options.timeout,
     environment: options.environment)
   if options.json {
-    printOut(makeJSON(result))
+    let outputs = options.outputs.map { path -> OutputReport in
+      do throws(SandboxError) {
+        let file = try Sandbox.readOutput(
+          mountDirectory: options.mountDirectory ?? "", path: path, limit: sandbox.config.limits.outputLimitBytes)
+        return OutputReport(path: path, file: file)
+      } catch {
+        return OutputReport(path: path, error: error.description)
+      }
+    }
+    printOut(makeJSON(result, outputs: outputs))
     return 0
   }
   writeAll(1, result.stdout)

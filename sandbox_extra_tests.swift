@@ -201,21 +201,69 @@ extension ExtraTests {
           if os.fork() == 0:
               os.setsid()
               if os.fork() == 0:
-                  while True:
-                      with open("/mnt/heartbeat", "a") as f:
-                          f.write("x")
-                      time.sleep(0.05)
+                  fd = os.open("/mnt/heartbeat", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                  while True:  # a tight loop: any life after the run shows at once
+                      os.write(fd, b"x")
               os._exit(0)
-          time.sleep(0.2)
-          print("STARTED")
+          deadline = time.monotonic() + 10
+          while time.monotonic() < deadline and not (os.path.exists("/mnt/heartbeat") and os.path.getsize("/mnt/heartbeat")):
+              time.sleep(0.001)
+          print("STARTED" if os.path.getsize("/mnt/heartbeat") else "NEVER_RAN")
           """,
         hostCheck: { _, directory in
-          let path = "\(directory)/heartbeat"
-          let first = readSmallFile(path)?.count ?? 0
-          usleep(300_000)
-          let second = readSmallFile(path)?.count ?? 0
-          return second > first ? "the grandchild kept writing after the run returned" : nil
+          // The run has returned: the heartbeat must have started, and must never grow again.
+          func size() -> Int {
+            var info = stat()
+            return lstat("\(directory)/heartbeat", &info) == 0 ? Int(info.st_size) : 0
+          }
+          let first = size()
+          guard first > 0 else { return "the grandchild never ran, so its death proves nothing" }
+          for _ in 0..<50 {
+            usleep(2_000)
+            if size() != first { return "the grandchild kept writing after the run returned" }
+          }
+          return nil
         }),
+      SelfTest(
+        "scheduling calls reach only the caller itself (pid 1 cannot be demoted)", layer: .seccomp, expect: "CONFINED",
+        python: """
+          import os
+          reached = []
+          for name, call in (
+              ("sched_setscheduler(1)", lambda: os.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0))),
+              ("setpriority(PROCESS, 1)", lambda: os.setpriority(os.PRIO_PROCESS, 1, 19)),
+              ("setpriority(PGRP, 0)", lambda: os.setpriority(os.PRIO_PGRP, 0, 19)),
+              ("setpriority(USER, 0)", lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+              ("sched_setaffinity(1)", lambda: os.sched_setaffinity(1, {0})),
+          ):
+              try:
+                  call()
+                  reached.append(name)
+              except OSError as e:
+                  if e.errno != 1:
+                      reached.append(f"{name}:{e.errno}")
+          try:  # control: the caller itself, named as 0, still may
+              os.setpriority(os.PRIO_PROCESS, 0, 5)
+              os.sched_setaffinity(0, os.sched_getaffinity(0))
+          except OSError as e:
+              reached.append(f"self refused {e.errno}")
+          print("REACHED " + " ".join(reached) if reached else "CONFINED")
+          """,
+        skipReason: seccompRelaxed),
+      SelfTest(
+        "system calls newer than the filter's table fail with ENOSYS", layer: .seccomp, expect: "ENOSYS",
+        python: """
+          import ctypes
+          libc = ctypes.CDLL(None, use_errno=True)
+          libc.syscall.restype = ctypes.c_long
+          bad = []
+          for number in ({HIGHEST} + 1, {HIGHEST} + 30, 1000):
+              ctypes.set_errno(0)
+              if libc.syscall(number, 0, 0, 0) != -1 or ctypes.get_errno() != 38:
+                  bad.append(f"{number}:{ctypes.get_errno()}")
+          print("OPEN " + " ".join(bad) if bad else "ENOSYS")
+          """.replacing("{HIGHEST}", with: String(SeccompFilter.Architecture.native?.highestReviewed ?? 0)),
+        skipReason: seccompRelaxed),
     ]
   }
 }

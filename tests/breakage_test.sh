@@ -38,6 +38,33 @@ WRAPPER
     grep -E "^(not ok|[0-9]+ passed)" <<<"$out" | sed 's/^/#   /'
   fi
 }
+# refused NAME EXPECTED_MESSAGE TRANSFORM: the suite must stop with exit 125 and the message.
+refused() {
+  local name=$1 expected=$2 transform=$3
+  local dir="$WORK/$(echo "$name" | tr -c 'a-z0-9' '-')"
+  mkdir -p "$dir"
+  cat > "$dir/bwrap" <<WRAPPER
+#!/bin/bash
+args=("\$@")
+environment=()
+if [ "\${args[0]}" != "--version" ]; then
+$transform
+fi
+exec env -i "\${environment[@]}" $REAL_BWRAP "\${args[@]}"
+WRAPPER
+  chmod +x "$dir/bwrap"
+  local out rc
+  out=$(cd /tmp && PATH="$dir:$PATH" "$SB" --no-apparmor --venv "$VENV" 2>&1); rc=$?
+  if [ "$rc" = 125 ] && grep -q "$expected" <<<"$out"; then
+    passed=$((passed + 1)); echo "ok - breakage refused: $name ($expected)"
+  else
+    failed=$((failed + 1)); echo "not ok - breakage NOT refused: $name (exit $rc)"
+    tail -n 3 <<<"$out" | sed 's/^/#   /'
+  fi
+}
+replace_command() {  # bash that runs the interpreter directly instead of the gate (the last 5 arguments)
+  echo 'n=${#args[@]}; args=("${args[@]:0:$((n - 5))}" "${args[$((n - 2))]}" "${args[$((n - 1))]}")'
+}
 drop() {  # bash that removes every occurrence of flag $1 (and its $2 following values)
   echo "new=(); i=0; while [ \$i -lt \${#args[@]} ]; do if [ \"\${args[\$i]}\" = '$1' ]; then i=\$((i + 1 + ${2:-0})); continue; fi; new+=(\"\${args[\$i]}\"); i=\$((i + 1)); done; args=(\"\${new[@]}\")"
 }
@@ -53,22 +80,27 @@ insert_first() {  # bash that puts the given arguments first
 }
 
 breakage "the host's /etc bound whole" "" "/etc holds only the documented files" "$(insert_first --ro-bind /etc /etc)"
-breakage "no pid namespace" "" "/proc shows only the sandbox's processes" "$(drop --unshare-pid)"
 breakage "no --clearenv, launcher environment holds a secret" "" "the environment holds only the allowlisted variables" \
   "environment+=(HOST_SECRET=leaked); $(drop --clearenv)"
 breakage "the host's /tmp bound instead of a private tmpfs" "" "/tmp is private" "$(insert_before_chdir --bind /tmp /tmp)"
 breakage "no network namespace with --disable-network" "--disable-network" "network off: only the loopback interface exists" "$(drop --unshare-net)"
 breakage "/proc left writable" "" "/proc/sys and /proc/sysrq-trigger are not writable" "$(replace_pair --remount-ro /proc)"
 breakage "no uts namespace" "" "the hostname is the sandbox's own" "$(drop --unshare-uts) ; $(drop --hostname 1)"
-breakage "no --disable-userns (and no seccomp)" "" "a nested user namespace cannot be created" "$(drop --disable-userns) ; $(drop --assert-userns-disabled) ; $(drop --seccomp 1)"
+breakage "no --disable-userns (seccomp relaxed, so only bwrap's option stood in the way)" "--no-seccomp" "a nested user namespace cannot be created" "$(drop --disable-userns) ; $(drop --assert-userns-disabled)"
 if [ "$(id -u)" = 0 ]; then
   breakage "capabilities kept (root caller)" "" "the payload holds no capabilities" "$(drop --cap-drop 1)"
 else
   echo "ok - breakage: capabilities kept # SKIP bwrap drops capabilities for unprivileged callers anyway"
 fi
 breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 20</dev/null"
-breakage "the seccomp filter dropped" "" "seccomp: every denied system call fails with its errno" "$(drop --seccomp 1)"
-breakage "the startup handshake skipped (no rlimits)" "" "core dumps are off and open files are capped" "$(drop --block-fd 1) ; $(drop --info-fd 1)"
+breakage "the seccomp filter replaced by a permissive one" "" "seccomp: every denied system call fails with its errno" \
+  'for i in "${!args[@]}"; do if [ "${args[$i]}" = --seccomp ]; then exec 20< <(printf "\x06\x00\x00\x00\x00\x00\xff\x7f"); args[$((i + 1))]=20; fi; done'
+# Breakages of the start-up handshake stop every run before the payload starts (exit 125): the
+# host never says "go" to a sandbox it cannot verify.
+refused "the gate removed (the payload would start at once, without limits)" "before the payload started" "$(replace_command)"
+refused "the seccomp filter dropped (pid 1 never shows it armed)" "did not arm its parent-death signal" "$(drop --seccomp 1)"
+refused "bwrap's status report dropped (pid 1 unknown)" "did not report its pid 1" "$(drop --json-status-fd 1)"
+refused "no pid namespace (the reported pid is no namespace's init)" "not the init of a new pid namespace" "$(drop --unshare-pid)"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

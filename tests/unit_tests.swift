@@ -1,6 +1,6 @@
 // Unit, golden and end-to-end tests of the sandbox library.
 //
-// Built with: swiftc -parse-as-library -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift
+// Built with: swiftc -parse-as-library -D SANDBOX_LIBRARY sandbox.swift tests/unit_tests.swift tests/lifecycle_tests.swift
 // Run with:   SANDBOX_TEST_VENV=/path/to/venv tests/build/unit_tests
 // Ends with the line "N passed, N failed, N skipped".
 
@@ -54,6 +54,12 @@ func shellOutput(_ command: String) -> String {
   return String(decoding: bytes, as: UTF8.self)
 }
 
+extension WorkspaceChanges {
+  /// The lists as text, for comparing with literals (the names in these tests are ASCII).
+  var changedText: [String] { changed.map { String(decoding: $0, as: UTF8.self) } }
+  var deletedText: [String] { deleted.map { String(decoding: $0, as: UTF8.self) } }
+}
+
 func writeFile(_ path: String, _ text: String) {
   let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
   guard fd >= 0 else { return }
@@ -66,7 +72,8 @@ func writeFile(_ path: String, _ text: String) {
 let goldenLayout = HostLayout(
   systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
   procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
-  etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group")])
+  etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group")],
+  bootstrap: Bootstrap(shell: "/usr/bin/dash", envCommand: nil))
 let goldenVenv = VenvLayout(root: "/opt/venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
 
 func goldenArguments(network: Bool) -> [String] {
@@ -75,16 +82,18 @@ func goldenArguments(network: Bool) -> [String] {
   expected += [
     "--disable-userns", "--assert-userns-disabled", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
     "--hostname", "sandbox", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/opt/venv/bin:/usr/bin",
-    "--info-fd", "7", "--block-fd", "8", "--seccomp", "9",
+    "--json-status-fd", "8", "--seccomp", "9",
     "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
     "--ro-bind", "/etc/passwd", "/etc/passwd", "--ro-bind", "/etc/group", "/etc/group",
-    "--ro-bind-data", "3", "/etc/resolv.conf", "--ro-bind-data", "4", "/etc/hosts",
+    "--ro-bind-data", "4", "/etc/resolv.conf", "--ro-bind-data", "5", "/etc/hosts",
     "--proc", "/proc", "--ro-bind", "/dev/null", "/proc/kcore", "--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi",
     "--remount-ro", "/proc", "--dev", "/dev", "--size", "1048576", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-    "--size", "1048576", "--tmpfs", "/tmp", "--bind-fd", "5", "/mnt", "--ro-bind", "/opt/venv", "/opt/venv",
+    "--size", "1048576", "--tmpfs", "/tmp", "--bind-fd", "6", "/mnt", "--ro-bind", "/opt/venv", "/opt/venv",
     "--ro-bind", "/home/u/.pyenv/versions/3.12.1", "/home/u/.pyenv/versions/3.12.1",
-    "--ro-bind-data", "6", "/run/sandbox/main.py", "--remount-ro", "/",
-    "--chdir", "/mnt", "--", "/opt/venv/bin/python", "/run/sandbox/main.py",
+    "--ro-bind-data", "7", "/run/sandbox/main.py", "--remount-ro", "/",
+    "--chdir", "/mnt", "--", "/usr/bin/dash", "-c",
+    #"printf R >&3 && read -r go <&3 && [ "$go" = GO ] && exec "$0" "$@" 3<&-"#,
+    "/opt/venv/bin/python", "/run/sandbox/main.py",
   ]
   return expected
 }
@@ -101,28 +110,33 @@ func testGolden(_ t: inout Tally) {
     t.expect(
       invocation.arguments == expected, "golden: bwrap argv, network \(network ? "on" : "off")",
       "first difference at \(firstDifference.map { "\($0.offset): got \($0.element.0), want \($0.element.1)" } ?? "length \(invocation.arguments.count) vs \(expected.count)")")
-    // Inputs line up with the fds named on the command line: 3 resolv.conf, 4 hosts, 5 mount dir, 6 code.
+    // Inputs line up with the fds named on the command line: 3 the gate's channel, 4 resolv.conf,
+    // 5 hosts, 6 mount dir, 7 code, 8 bwrap's status report, 9 seccomp.
     var shape: [String] = []
     for input in invocation.inputs {
       switch input {
       case .bytes(let bytes): shape.append(String(decoding: bytes.prefix(9), as: UTF8.self))
       case .descriptor(let fd): shape.append("fd \(fd)")
-      case .startupReport: shape.append("report")
-      case .startupGate: shape.append("gate")
+      case .report: shape.append("report")
+      case .channel: shape.append("channel")
       }
     }
     t.expect(
-      shape == ["# Written", "127.0.0.1", "fd 42", "print(1)", "report", "gate", "\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}"],
-      "golden: child fds 3-9 carry resolv.conf, hosts, mount dir, code, startup report and gate, seccomp", "\(shape)")
+      shape == ["channel", "# Written", "127.0.0.1", "fd 42", "print(1)", "report", "\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}"],
+      "golden: child fds 3-9 carry the gate's channel, resolv.conf, hosts, mount dir, code, bwrap's report, seccomp", "\(shape)")
   }
   let script = makeBwrapInvocation(
     RunPlan(host: goldenLayout, venv: VenvLayout(root: "/v", basePrefix: nil), networkEnabled: true, mountDirectoryFD: nil,
-      payload: .script(sandboxPath: "/mnt/job.py"), environment: [], tmpfsBytes: 4096, seccompProgram: nil))
-  t.expect(script.arguments.suffix(3) == ["--", "/v/bin/python", "/mnt/job.py"], "golden: a script runs by its sandbox path")
+      payload: .script(sandboxPath: "/mnt/job.py"), environment: [], tmpfsBytes: 4096, seccompProgram: SeccompFilter.allowAll))
+  t.expect(script.arguments.suffix(2) == ["/v/bin/python", "/mnt/job.py"], "golden: a script runs by its sandbox path, behind the gate")
   t.expect(
     !script.arguments.contains("--bind-fd") && script.arguments.joined(separator: " ").contains("--size 4096 --tmpfs /mnt")
-      && !script.arguments.contains("--seccomp"),
-    "golden: without a mount dir, /mnt is a sized tmpfs; a relaxed seccomp layer adds no --seccomp")
+      && script.arguments.contains("--seccomp"),
+    "golden: without a mount dir, /mnt is a sized tmpfs; a relaxed seccomp layer still loads a (permissive) filter, pid 1's armed sign")
+  let bash = Bootstrap(shell: "/bin/sh", envCommand: "/usr/bin/env").command(python: "/v/bin/python", script: "/mnt/a.py")
+  t.expect(
+    bash == ["/bin/sh", "-c", #"printf R >&3 && read -r go <&3 && [ "$go" = GO ] && exec /usr/bin/env -u SHLVL "$0" "$@" 3<&-"#, "/v/bin/python", "/mnt/a.py"],
+    "golden: without dash, the gate runs /bin/sh and takes bash's SHLVL out again", "\(bash)")
   t.expect(!script.arguments.contains("--unshare-net"), "golden: network on shares the host network namespace")
 }
 
@@ -167,6 +181,9 @@ func testSeccomp(_ t: inout Tally) {
       func action(_ number: UInt32?, _ args: [UInt64] = []) -> UInt32 {
         evaluateFilter(program, arch: arch, number: number ?? 0xFFFF, args: args)
       }
+      func rule(_ name: String) -> UInt32? {
+        SeccompFilter.argumentRules(networkEnabled: network).first { $0.call.name == name }?.call.number(architecture)
+      }
       t.expect(program.count < 4096 && program.allSatisfy { [0x20, 0x15, 0x35, 0x45, 0x06].contains($0.code) }, "\(label): a valid program (\(program.count) instructions)")
       // Decode: sweep every call number with zeroed arguments and collect what is not allowed.
       var denied: [UInt32: UInt32] = [:]
@@ -174,9 +191,12 @@ func testSeccomp(_ t: inout Tally) {
       var expected: [UInt32: UInt32] = [:]
       for rule in SeccompFilter.deniedCalls { if let number = rule.number(architecture) { expected[number] = SeccompFilter.fail(rule.errno) } }
       expected[SeccompFilter.socketCall.number(architecture)!] = SeccompFilter.fail(EAFNOSUPPORT)  // socket(AF_UNSPEC)
-      t.expect(denied == expected, "\(label): decoded, exactly the denied calls fail, each with its errno",
+      for number in (architecture.highestReviewed + 1)..<600 { expected[number] = SeccompFilter.fail(ENOSYS) }
+      t.expect(denied == expected, "\(label): decoded, exactly the denied calls fail, each with its errno, and every number above \(architecture.highestReviewed) gets ENOSYS",
         "extra: \(denied.keys.filter { expected[$0] == nil }.sorted()), missing: \(expected.keys.filter { denied[$0] == nil }.sorted())")
-      
+      t.expect(action(438) == SeccompFilter.fail(EPERM) && action(467) == SeccompFilter.fail(ENOSYS), "\(label): pidfd_getfd (EPERM) and open_tree_attr (ENOSYS) are refused")
+      t.expect(action(452) == SeccompFilter.allow && action(462) == SeccompFilter.allow && action(469) == SeccompFilter.allow, "\(label): fchmodat2 and mseal (glibc 2.41) and file_setattr, the highest reviewed call, are allowed")
+      t.expect(action(470) == SeccompFilter.fail(ENOSYS) && action(0x3FFF_FFFF) == SeccompFilter.fail(ENOSYS), "\(label): a call newer than the table gets ENOSYS")
       t.expect(evaluateFilter(program, arch: 0x4000_0003, number: 0) == SeccompFilter.killProcess, "\(label): an ia32 call is killed")
       t.expect(evaluateFilter(program, arch: 0xC000_0028, number: 0) == SeccompFilter.killProcess, "\(label): another architecture's call is killed")
       if architecture == .x86_64 {
@@ -186,17 +206,29 @@ func testSeccomp(_ t: inout Tally) {
       for (family, allowed) in [(1, true), (16, true), (2, network), (10, network), (17, false), (40, false), (0x1_0000_0001, true)] as [(UInt64, Bool)] {
         t.expect((action(socket, [family]) == SeccompFilter.allow) == allowed, "\(label): socket family \(family) \(allowed ? "allowed" : "refused")")
       }
-      let clone = SeccompFilter.cloneCall.number(architecture)
+      let clone = rule("clone")
       t.expect(action(clone, [0x11]) == SeccompFilter.allow && action(clone, [0x3D0F00]) == SeccompFilter.allow, "\(label): clone for fork and threads is allowed")
       t.expect(action(clone, [0x1000_0011]) == SeccompFilter.fail(EPERM) && action(clone, [0x4000_0000]) == SeccompFilter.fail(EPERM), "\(label): clone with CLONE_NEWUSER or CLONE_NEWNET is refused")
-      let ioctl = SeccompFilter.ioctlCall.number(architecture)
+      let ioctl = rule("ioctl")
       t.expect(action(ioctl, [0, 0x5401]) == SeccompFilter.allow, "\(label): ioctl TCGETS is allowed")
       t.expect(
         action(ioctl, [0, 0x5412]) == SeccompFilter.fail(EPERM) && action(ioctl, [0, 0xDEAD_0000_5412]) == SeccompFilter.fail(EPERM)
           && action(ioctl, [0, 0x541C]) == SeccompFilter.fail(EPERM),
         "\(label): ioctl TIOCSTI (also with high bits set) and TIOCLINUX are refused")
-      let personality = SeccompFilter.personalityCall.number(architecture)
+      let personality = rule("personality")
       t.expect(action(personality, [0]) == SeccompFilter.allow && action(personality, [0xFFFF_FFFF]) == SeccompFilter.allow && action(personality, [0x0040000]) == SeccompFilter.fail(EPERM), "\(label): personality only queries or sets PER_LINUX")
+      for name in ["sched_setscheduler", "sched_setattr", "sched_setaffinity"] {
+        let number = rule(name)
+        t.expect(
+          action(number, [0, 5]) == SeccompFilter.allow && action(number, [1, 5]) == SeccompFilter.fail(EPERM)
+            && action(number, [0x1_0000_0000]) == SeccompFilter.allow && action(number, [2]) == SeccompFilter.fail(EPERM),
+          "\(label): \(name) only for the caller itself (pid 0), never for pid 1 or another")
+      }
+      let priority = rule("setpriority")
+      t.expect(
+        action(priority, [0, 0, 10]) == SeccompFilter.allow && action(priority, [0, 1, 19]) == SeccompFilter.fail(EPERM)
+          && action(priority, [1, 0, 19]) == SeccompFilter.fail(EPERM) && action(priority, [2, 0, 19]) == SeccompFilter.fail(EPERM),
+        "\(label): setpriority only PRIO_PROCESS of the caller (not of pid 1, a process group or a user)")
     }
   }
   let program = SeccompFilter.makeProgram(for: .x86_64, networkEnabled: true)
@@ -207,6 +239,7 @@ func testSeccomp(_ t: inout Tally) {
     decoded.append(BPFInstruction(code: UInt16(b[0] | b[1] << 8), jumpIfTrue: UInt8(b[2]), jumpIfFalse: UInt8(b[3]), k: b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24))
   }
   t.expect(bytes.count == program.count * 8 && decoded == program, "seccomp: the encoded bytes decode back to the program")
+  t.expect(evaluateFilter([.ret(SeccompFilter.allow)], arch: 0, number: 101) == SeccompFilter.allow && SeccompFilter.allowAll.count == 8, "seccomp: the relaxed layer's program allows everything")
 }
 
 // MARK: - Golden: the AppArmor profile
@@ -248,7 +281,7 @@ func testAppArmor(_ t: inout Tally, temp: String) {
     t.expect(profile.contains("\n  \(interpreter) ix,\n") && profile.contains("flags=(attach_disconnected)"), "apparmor: \(file) runs the interpreter with ix, under attach_disconnected")
     // Every mount of the table has its rule: the profile is derived from the same table as the argv.
     for fd in [Int32(3), nil] {
-      let mounts = makeBwrapInvocation(RunPlan(host: layout, venv: venv, networkEnabled: true, mountDirectoryFD: fd, payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: nil)).mounts
+      let mounts = makeBwrapInvocation(RunPlan(host: layout, venv: venv, networkEnabled: true, mountDirectoryFD: fd, payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])).mounts
       let missing = mounts.filter { mount in
         guard let rules = try? appArmorMountRules(mount, isDirectory: { directories.contains($0) }) else { return true }
         return !rules.allSatisfy { profile.contains("\n  \($0.rule)\n") }
@@ -371,12 +404,12 @@ func testSnapshots(_ t: inout Tally, temp: String) {
   let expectedChanged = ["dir/new", "fifo", "link", "modify", "touched"]
   let rootSeesLocked = getuid() == 0  // root reads a mode-000 directory anyway
   t.expect(
-    changes.changed == (rootSeesLocked ? ["dir/new", "fifo", "link", "locked/x", "modify", "touched"] : expectedChanged),
-    "snapshot: created, modified, mtime-reset, symlink and FIFO entries are changed files", "\(changes.changed)")
-  t.expect(changes.deleted == ["dir/deeper/old", "remove"], "snapshot: removals are deleted files", "\(changes.deleted)")
+    changes.changedText == (rootSeesLocked ? ["dir/new", "fifo", "link", "locked/x", "modify", "touched"] : expectedChanged),
+    "snapshot: created, modified, mtime-reset, symlink and FIFO entries are changed files", "\(changes.changedText)")
+  t.expect(changes.deletedText == ["dir/deeper/old", "remove"], "snapshot: removals are deleted files", "\(changes.deletedText)")
   t.expect(after.entries["link"]?.type == S_IFLNK, "snapshot: a symlink is recorded as a link, never followed")
-  let excluded = makeWorkspaceChanges(before: before, after: after, excluding: "modify")
-  t.expect(!excluded.changed.contains("modify"), "snapshot: the script that ran is excluded")
+  let excluded = makeWorkspaceChanges(before: before, after: after, excluding: Array("modify".utf8))
+  t.expect(!excluded.changedText.contains("modify"), "snapshot: the script that ran is excluded")
   shell("chmod 700 '\(base)/locked'; rm -rf '\(base)'")
   let unchanged = makeWorkspaceChanges(before: before, after: before, excluding: nil)
   t.expect(unchanged == WorkspaceChanges(), "snapshot: no change gives empty lists")
@@ -410,9 +443,9 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   shell("cd '\(base)' && rm flat/700 flat/1 tree/c/deep/g5 && echo x > flat/650 && echo y > tree/e/f7 && touch flat/new1 flat/new2 tree/b/deep/new && rm -r tree/d")
   guard let after = try? workspace.snapshot() else { return t.expect(false, "large snapshot: second snapshot") }
   let changes = makeWorkspaceChanges(before: before, after: after, excluding: nil)
-  t.expect(changes.changed == ["flat/650", "flat/new1", "flat/new2", "tree/b/deep/new", "tree/e/f7"], "large snapshot: changes found in the middle of long listings", "\(changes.changed)")
+  t.expect(changes.changedText == ["flat/650", "flat/new1", "flat/new2", "tree/b/deep/new", "tree/e/f7"], "large snapshot: changes found in the middle of long listings", "\(changes.changedText)")
   let removedDirectory = (1...120).map { "tree/d/deep/g\($0)" } + (1...120).map { "tree/d/f\($0)" }
-  t.expect(changes.deleted == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
+  t.expect(changes.deletedText == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
   // 1,500 subdirectories under a 32-descriptor limit: the walk opens them as it goes.
   shell("cd '\(base)' && rm -rf flat tree && mkdir wide && cd wide && seq 1 1500 | xargs mkdir && for d in 1 750 1500; do touch $d/file; done")
   let wide = snapshotWithin32Descriptors(workspace)
@@ -427,9 +460,10 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   // Opening below a directory refuses symlinks in any component and '..', with and without openat2.
   shell("cd '\(base)' && mkdir -p real/sub && ln -s real link")
   let top = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-  for (name, open) in [("openat2", openDirectoryBeneath), ("per component", openDirectoryByComponents)] {
-    let good = open(top, "real/sub")
-    let results = [good, open(top, "link/sub"), open(top, "link"), open(top, "../\(base.split(separator: "/").last!)/real")]
+  for (name, open) in [("openat2", openBeneathNoSymlinks), ("per component", openBeneathByComponents)] {
+    func opened(_ path: String) -> Int32 { open(top, Array(path.utf8), O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+    let good = opened("real/sub")
+    let results = [good, opened("link/sub"), opened("link"), opened("../\(base.split(separator: "/").last!)/real")]
     t.expect(results[0] >= 0 && results[1...].allSatisfy { $0 < 0 }, "snapshot: opening beneath (\(name)) refuses symlinks and escapes", "\(results)")
     for fd in results where fd >= 0 { close(fd) }
   }
@@ -445,12 +479,19 @@ func testPureHelpers(_ t: inout Tally) {
   t.expect(ExitStatus(waitStatus: 137 << 8).returnCode == -9, "exit status: bwrap's 128+9 is -9")
   let result = SandboxResult(
     returnCode: -9, stdout: [0x61, 0xff, 0x0a], stderr: Array("q\"\\\u{1}".utf8), timedOut: true, cancelled: false,
-    outputTruncated: false, duration: .milliseconds(1500), changedFiles: ["a b"], deletedFiles: [], limitHit: .timeout,
+    outputTruncated: false, duration: .milliseconds(1500), changedPaths: [Array("a b".utf8), [0xff], [0xfe]],
+    deletedPaths: [Array("\u{FFFD}".utf8)], changesTruncated: true, cleanupIncomplete: nil, limitHit: .timeout,
     layers: ["namespaces", "seccomp"])
-  let json = makeJSON(result)
+  let json = makeJSON(result, outputs: [
+    OutputReport(path: "o.txt", file: SandboxOutputFile(bytes: Array("hi".utf8), size: 2, truncated: false)),
+    OutputReport(path: "o.bin", file: SandboxOutputFile(bytes: [0, 0xff], size: 9, truncated: true)),
+    OutputReport(path: "gone", error: "missing"),
+  ])
   t.expect(
-    json == #"{"returncode": -9, "stdout": "a\#u{FFFD}\n", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "deleted_files": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"]}"#,
-    "json: escaping, invalid UTF-8 replaced, fixed keys", json)
+    json == #"{"schema": 1, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
+    "json: schema, escaping, exact bytes in *_b64 fields (each name in one list), outputs", json)
+  t.expect(result.changedFiles == ["a b"] && result.deletedFiles == ["\u{FFFD}"], "result: changedFiles lists the names that are valid UTF-8, changedPaths all of them")
+  t.expect(["", "f", "fo", "foo", "foob", "fooba", "foobar"].map { base64(Array($0.utf8)) } == ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"], "base64: the RFC 4648 test vectors")
   func parses(_ arguments: [String]) -> Bool { (try? parseCommandLine(arguments)) != nil }
   t.expect(parses(["run", "--no-apparmor", "--venv", "/v", "--code", "print(1)", "--env", "A=1", "--env", "B=2=3", "--timeout", "2.5", "--json"]), "cli: a full run command parses")
   for (arguments, why) in [
@@ -468,8 +509,9 @@ func testPureHelpers(_ t: inout Tally) {
     ("{\"child-pid\": -3}", nil), ("{\"child-pid\": 0}", nil), ("{\"child\": 5}", nil), ("", nil),
   ]
   for (report, expected) in reports {
-    t.expect(parseChildPID(Array(report.utf8)) == expected, "bwrap info: child pid of \(report.debugDescription) is \(expected.map(String.init) ?? "none")")
+    t.expect(Bwrap.parseNumber(after: "child-pid", in: Array(report.utf8)).flatMap { $0 > 0 ? $0 : nil } == expected, "bwrap report: child pid of \(report.debugDescription) is \(expected.map(String.init) ?? "none")")
   }
+  t.expect(Bwrap.parseNumber(after: "exit-code", in: Array("{ \"child-pid\": 5 }\n{ \"exit-code\": 137 }\n".utf8)) == 137, "bwrap report: the exit code follows the child pid")
   t.expect([" \tY\n", "Y", "\n\n", "a b \r\n"].map(\.trimmed) == ["Y", "Y", "", "a b"], "trimmed: ASCII white space goes from both ends only")
 }
 
@@ -749,6 +791,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
 @main
 enum UnitTests {
   static func main() async {
+    if CommandLine.arguments.dropFirst().first == "--host-death-victim" { await runHostDeathVictim(CommandLine.arguments) }
     var tally = Tally()
     let temp = temporaryDirectory()
     testGolden(&tally)
@@ -760,6 +803,7 @@ enum UnitTests {
     testPureHelpers(&tally)
     if let venv = environmentValue("SANDBOX_TEST_VENV"), !venv.isEmpty {
       await testEndToEnd(&tally, venv: venv, temp: temp)
+      await testLifecycle(&tally, venv: venv, temp: temp)
     } else {
       tally.skip("e2e: runs against real bwrap", "SANDBOX_TEST_VENV is not set")
     }

@@ -6,7 +6,7 @@ include <tunables/global>
 profile sandbox_golden flags=(attach_disconnected) {
   # libc, the dynamic loader, locales
   include <abstractions/base>
-  # bwrap itself, started by aa-exec under this profile
+  # bwrap itself, started by setpriv under this profile
   /usr/bin/bwrap mr,
   # bwrap: new namespaces, mount, pivot_root (inside its user namespace)
   capability sys_admin,
@@ -176,6 +176,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   signal (send, receive) peer=sandbox_golden,
   # reading /proc of the sandbox's own processes; nothing outside
   ptrace (read, readby) peer=sandbox_golden,
+  # the gate: a shell that waits for the host's go, then runs the interpreter
+  /usr/bin/dash ix,
   # the venv's interpreter (bin/python resolves here)
   /home/u/.pyenv/versions/3.12.1/bin/python3.12 ix,
   # system libraries and the standard library, read-only
