@@ -7,15 +7,21 @@
 // when the network is off), no capabilities, no_new_privs, no nested user namespaces, a seccomp
 // filter, rlimits set before the payload starts, a scrubbed environment and no inherited
 // descriptors. One host directory below the system temp dir may be bound read-write at /mnt;
-// the files the payload creates, changes or deletes there are reported back.
+// the files the payload creates, changes or deletes there are reported back (names as bytes).
+// A run ends only when every process of the sandbox is gone (a pidfd on bwrap's pid 1), and the
+// payload starts only on the host's "GO", after its limits are set; if the host dies at any
+// moment, nothing of the sandbox outlives it (see "The sandbox's lifecycle"). Only then does the
+// host touch /mnt, and never by path.
 //
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
 // kernel is shared), network exfiltration and host loopback access while the network is on
-// (the default; host abstract unix sockets are closed where Landlock ABI ≥ 6 allows), filling the filesystem behind /mnt with many files, fork bombs
-// by root callers (RLIMIT_NPROC does not bind root), and — with `--no-apparmor`, the only
+// (the default; host abstract unix sockets are closed where Landlock ABI ≥ 6 allows), fork bombs
+// by root callers (RLIMIT_NPROC does not bind root), a disk filled past the mount dir's budget
+// by what a payload writes within the watch's 50 ms tick, and — with `--no-apparmor`, the only
 // choice on kernels without AppArmor — what the AppArmor profile adds. With a profile, every
-// run starts as `aa-exec -p NAME -- bwrap …`, so one enforce-mode profile, generated for the
-// venv from the same mount table, confines bwrap's setup and the payload.
+// run starts as `setpriv --pdeathsig KILL --apparmor-profile NAME -- bwrap …`, so one
+// enforce-mode profile, generated for the venv from the same mount table, confines bwrap's
+// setup and the payload.
 //
 // Build:  swiftc -O -parse-as-library sandbox.swift [sandbox_extra_tests.swift] -o sandbox
 // Embed:  add this file to your target and pass `-D SANDBOX_LIBRARY` to drop the entry point.
@@ -23,7 +29,7 @@
 // Usage:  sandbox [--venv PATH --apparmor-profile-name NAME | --venv PATH --no-apparmor]
 //                 [--enable-network | --disable-network] [--verbose] [--extra-tests]
 //         sandbox run [same config flags] [--code CODE | --script /mnt/REL.py]
-//                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json]
+//                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json [--output REL]...]
 //
 // Exit status:
 //   sandbox (self-tests)     0 every test passed, 1 a test failed, 2 usage or configuration
@@ -36,8 +42,9 @@
 //
 // Sections, in the order a run flows:
 //   Public API: configuration · Public API: results · Errors · Sandbox (one run) ·
-//   Host preflight · bwrap command line · seccomp filter · AppArmor · Process spawning · Workspace changes ·
-//   Glibc helpers · Self-tests: suite · Self-tests: runner · Extension point · Command line
+//   Host preflight · bwrap command line · seccomp filter · AppArmor · Process spawning ·
+//   The sandbox's lifecycle · Workspace changes · Glibc helpers · Self-tests: suite ·
+//   Self-tests: runner · Extension point · Command line
 
 #if canImport(Glibc)
   import Glibc
@@ -2335,9 +2342,9 @@ let armingBound: Duration = .seconds(5)
 ///    reports (its eventfd, its exit status) can be reached from inside and never decide the end.
 /// - Throws: `SandboxError` when the host cannot spawn; what happens inside is in the result.
 func superviseSandbox(_ launch: SandboxLaunch) throws(SandboxError) -> SandboxExit {
-  let reaper = try Reaper.shared.enter()
+  var reaper: Reaper.Generation? = try Reaper.shared.enter()
   var launcherMayHaveLeftPidOne = false
-  defer { Reaper.shared.leave(reaper, stuck: launcherMayHaveLeftPidOne) }
+  defer { if let reaper { Reaper.shared.leave(reaper, stuck: launcherMayHaveLeftPidOne) } }
   let inherited = try SeccompState.ofThisThread()
 
   // bwrap's descriptors: 0 stdin, 1 stdout, 2 stderr (or the pty), then the inputs in order.
@@ -2388,8 +2395,21 @@ func superviseSandbox(_ launch: SandboxLaunch) throws(SandboxError) -> SandboxEx
     }
   }
   let start = ContinuousClock.now
-  let launcher = try Spawner.spawn(
-    launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs, processGroup: reaper.pid)
+  let launcher: SpawnedChild
+  do {
+    launcher = try Spawner.spawn(
+      launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs, processGroup: reaper?.pid)
+  } catch {
+    // The reaper's group is gone (it died) or out of reach (this process changed its session):
+    // once more, with a new reaper.
+    guard case .system(_, _, let code) = error, code == EPERM || code == ESRCH, let stale = reaper else { throw error }
+    Reaper.shared.leave(stale, stuck: true)
+    reaper = nil
+    let fresh = try Reaper.shared.enter()
+    reaper = fresh
+    launcher = try Spawner.spawn(
+      launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs, processGroup: fresh.pid)
+  }
   for fd in childEnds { close(fd) }
   childEnds = []
   defer { if launcher.pidFD >= 0 { close(launcher.pidFD) } }
@@ -2493,6 +2513,7 @@ func superviseSandbox(_ launch: SandboxLaunch) throws(SandboxError) -> SandboxEx
     loop.watch(fd, events: Int16(POLLIN)) { [unowned loop] _ in
       pidOneGone = true
       loop.unwatch(fd)
+      killSandbox()  // the namespace is gone; the launcher follows within the bound, or we stop waiting
     }
     if tearingDown { Spawner.send(SIGKILL, to: fd) } else { openGate(deadline: ContinuousClock.now + armingBound) }
   }
@@ -2560,7 +2581,11 @@ func superviseSandbox(_ launch: SandboxLaunch) throws(SandboxError) -> SandboxEx
     killSandbox()
   }
 
-  try loop.run { abandoned || (launcherExited && (pidOne == nil || pidOneGone)) }
+  let ended = { launcherExited && (pidOne == nil || pidOneGone) }
+  try loop.run { abandoned || ended() }
+  if !abandoned && !ended() {
+    leftover = leftover ?? "the host lost track of the sandbox's processes"  // fail closed: never a false "all gone"
+  }
   if abandoned {
     leftover = leftover ?? "processes of the sandbox were still alive \(teardownBound) after SIGKILL"
   }
@@ -3384,20 +3409,21 @@ func makeWorkspaceChanges(
     changes.changed.removeAll { $0 == excluding }
     changes.deleted.removeAll { $0 == excluding }
   }
-  func capped(_ paths: inout [[UInt8]]) {
+  /// Sorts `paths` and keeps what fits the caps; returns whether some were left out.
+  func capped(_ paths: inout [[UInt8]]) -> Bool {
     paths.sort { $0.lexicographicallyPrecedes($1) }
     var bytes = 0
     let kept = paths.prefix { path in
       bytes += path.count
       return bytes <= limits.reportedChangeBytes
     }.prefix(limits.reportedChanges)
-    if kept.count < paths.count {
-      paths = Array(kept)
-      changes.truncated = true
-    }
+    guard kept.count < paths.count else { return false }
+    paths = Array(kept)
+    return true
   }
-  capped(&changes.changed)
-  capped(&changes.deleted)
+  let changedCut = capped(&changes.changed)
+  let deletedCut = capped(&changes.deleted)
+  changes.truncated = changedCut || deletedCut
   return changes
 }
 

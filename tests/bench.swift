@@ -3,11 +3,13 @@
 // Built with: swiftc -O -parse-as-library -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift
 // Run with:   tests/build/bench VENV SANDBOX_BINARY [RESULTS_JSON]   (SANDBOX_BENCH_RUNS=N, default 40)
 //
-// For payload print('hello'), per network mode, in one interleaved loop (A B C D A B C D …):
+// For payload print('hello'), per network mode, in one interleaved loop (A B C D E A B C D E …):
 //   bare    venv/bin/python -c …, spawned directly;
-//   bwrap   bwrap with exactly the argv and descriptors `Sandbox.run` builds, spawned directly
-//           through the same spawner, including the startup handshake that sets the rlimits
-//           (so the only difference to `api` is the sandbox's own work);
+//   ungated bwrap with the same argv but the interpreter started directly (no gate), ended
+//           when bwrap's launcher exits, as before the lifecycle guarantee: what it costs;
+//   bwrap   bwrap with exactly the argv and descriptors `Sandbox.run` builds, run through the
+//           same lifecycle (gate, prlimit, pid 1's pidfd), so the only difference to `api` is
+//           the sandbox's own work (validation, snapshots, result);
 //   cli     `sandbox run --code …`, the whole process;
 //   api     `Sandbox.run` in this process; and `async` with 4 concurrent tasks (wall time / 4).
 // Plus: change tracking alone with 10, 1,000 and 10,000 files (two snapshots and a diff), a
@@ -15,6 +17,13 @@
 // It never fails on a slow machine: it reports.
 
 import Glibc
+
+/// CPU seconds this process used so far (every thread, no children).
+func processCPUSeconds() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
 
 func milliseconds(_ duration: Duration) -> Double {
   let (seconds, attoseconds) = duration.components
@@ -71,6 +80,48 @@ func spawnOrDie(_ request: SpawnRequest) -> SpawnOutcome {
     print("bench: \(error.description)")
     exit(1)
   }
+}
+
+func superviseOrDie(_ launch: SandboxLaunch) {
+  do throws(SandboxError) {
+    let exit = try superviseSandbox(launch)
+    if exit.status != .exited(0) || !exit.started || !exit.allGone { print("bench: raw bwrap failed: \(String(decoding: exit.stderr, as: UTF8.self))"); Glibc.exit(1) }
+  } catch {
+    print("bench: \(error.description)")
+    Glibc.exit(1)
+  }
+}
+
+/// bwrap with `arguments` (the gate already replaced by the interpreter), its inputs fed, and
+/// done when its launcher exits: the lifecycle before it had a guarantee.
+func runUngated(_ bwrap: String, _ arguments: [String], _ inputs: [ChildInput]) {
+  var childFDs: [Int32] = []
+  var parentFDs: [Int32] = []
+  var feeds: [(Int32, [UInt8])] = []
+  let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+  childFDs = [null, null, null]
+  for input in inputs {
+    switch input {
+    case .bytes(let bytes):
+      guard let pair = try? makeSocketPair() else { exit(1) }
+      childFDs.append(pair.child)
+      parentFDs.append(pair.child)
+      feeds.append((pair.parent, bytes))
+    case .descriptor(let fd): childFDs.append(fd)
+    case .report, .channel: childFDs.append(null)
+    }
+  }
+  guard let child = try? Spawner.spawn(bwrap, arguments: arguments, environment: [], descriptors: childFDs) else { exit(1) }
+  for fd in parentFDs { close(fd) }
+  for (fd, bytes) in feeds {
+    sendAll(fd, bytes)
+    close(fd)
+  }
+  var entry = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
+  _ = poll(&entry, 1, -1)
+  _ = Spawner.reap(child)
+  close(child.pidFD)
+  close(null)
 }
 
 func runOrDie(_ sandbox: Sandbox, _ code: String, mount: String? = nil) {
@@ -134,23 +185,24 @@ enum Bench {
       let invocation = makeBwrapInvocation(sandbox.makePlan(.code(code), workspace: nil, environment: environment))
       let limits = sandbox.config.limits
       let bare = SpawnRequest(executable: sandbox.venv.python, arguments: ["-c", code], environment: [])
-      let raw = SpawnRequest(
-        executable: sandbox.host.bwrapPath, arguments: invocation.arguments, environment: [],
-        inheritedInputs: invocation.inputs,
-        onChildStarted: { (pid) throws(SandboxError) in try applyLimits(limits, to: pid) })  // bwrap waits for its gate
+      let raw = SandboxLaunch(executable: sandbox.host.bwrapPath, arguments: invocation.arguments, inputs: invocation.inputs, limits: limits)
+      let gate = sandbox.host.layout.bootstrap.command(python: sandbox.venv.python, script: Layout.codePath)
+      let ungated = Array(invocation.arguments.dropLast(gate.count)) + [sandbox.venv.python, Layout.codePath]
       let cli = SpawnRequest(
         executable: binary,
         arguments: ["run", "--no-apparmor", "--venv", venv, network ? "--enable-network" : "--disable-network", "--code", code],
         environment: ["PATH=/usr/bin:/bin"])
       for _ in 0..<3 {  // warm caches
         _ = spawnOrDie(bare)
-        _ = spawnOrDie(raw)
+        superviseOrDie(raw)
+        runUngated(sandbox.host.bwrapPath, ungated, invocation.inputs)
         runOrDie(sandbox, code)
       }
-      var samples: [String: [Double]] = ["bare": [], "bwrap": [], "cli": [], "api": [], "async": []]
+      var samples: [String: [Double]] = ["bare": [], "ungated": [], "bwrap": [], "cli": [], "api": [], "async": []]
       for _ in 0..<runs {
         samples["bare"]!.append(measure { _ = spawnOrDie(bare) })
-        samples["bwrap"]!.append(measure { _ = spawnOrDie(raw) })
+        samples["ungated"]!.append(measure { runUngated(sandbox.host.bwrapPath, ungated, invocation.inputs) })
+        samples["bwrap"]!.append(measure { superviseOrDie(raw) })
         samples["cli"]!.append(measure { _ = spawnOrDie(cli) })
         samples["api"]!.append(measure { runOrDie(sandbox, code) })
       }
@@ -164,7 +216,8 @@ enum Bench {
       let bareMedian = percentile(samples["bare"]!, 0.5)
       let bwrapMedian = percentile(samples["bwrap"]!, 0.5)
       for (key, title) in [
-        ("bare", "bare python"), ("bwrap", "raw bwrap, same argv"), ("cli", "sandbox run (CLI)"),
+        ("bare", "bare python"), ("ungated", "bwrap, no gate, ends with its launcher"), ("bwrap", "raw bwrap, same argv and lifecycle"),
+        ("cli", "sandbox run (CLI)"),
         ("api", "Sandbox.run (in-process)"), ("async", "async, 4 concurrent (wall/4)"),
       ] {
         let median = percentile(samples[key]!, 0.5)
@@ -197,7 +250,7 @@ enum Bench {
       var sandboxRates: [Double] = []
       var ratios: [Double] = []
       for _ in 0..<5 {
-        let rawRate = await throughput { _ = spawnOrDie(raw) }
+        let rawRate = await throughput { superviseOrDie(raw) }
         let sandboxRate = await throughput { runOrDie(sandbox, code) }
         rawRates.append(rawRate)
         sandboxRates.append(sandboxRate)
@@ -252,6 +305,36 @@ enum Bench {
         rows.append(Row(name: "Sandbox.run with 10000 files in /mnt", median: percentile(whole, 0.5), p90: percentile(whole, 0.9), unit: "ms"))
         json.append("{\"variant\": \"api_with_10000_files\", \"median_ms\": \(percentile(whole, 0.5)), \"p90_ms\": \(percentile(whole, 0.9))}")
       }
+    }
+
+    // A hostile tree: the payload leaves 100,000 hard links with 206-byte names (and a setuid
+    // bit behind them). What the host spends on it (this process's CPU: the post-run walk, the
+    // set-id sweep, the diff) and its peak memory; the caps keep both bounded.
+    if let sandbox, let mount = try? SandboxMountDirectory(prefix: "sandbox-bench-") {
+      let links = """
+        import os
+        open("/mnt/target", "w").close()
+        os.chmod("/mnt/target", 0o4755)
+        for i in range(100000):
+            os.link("/mnt/target", "/mnt/%06d" % i + "L" * 200)
+        """
+      let reset = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)  // "5" resets VmHWM
+      if reset >= 0 {
+        writeAll(reset, Array("5".utf8))
+        close(reset)
+      }
+      let cpuBefore = processCPUSeconds()
+      let started = ContinuousClock.now
+      let result = try? await sandbox.run(.code(links), mountDirectory: mount.path, timeout: .seconds(600))
+      let wall = milliseconds(ContinuousClock.now - started) / 1000
+      let cpu = processCPUSeconds() - cpuBefore
+      let peak = Double(readSmallFile("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?
+        .split(separator: " ").dropFirst().first.flatMap { Double(String($0)) } ?? -1) / 1024
+      let cleared = (try? Sandbox.readOutput(mountDirectory: mount.path, path: "target")) != nil
+      rows.append(Row(name: "100,000 hard links: host CPU for the whole run", median: cpu, p90: .nan, unit: "s"))
+      rows.append(Row(name: "100,000 hard links: peak RSS of this process", median: peak, p90: .nan, unit: "MiB"))
+      json.append("{\"variant\": \"hostile_tree_100k_links\", \"host_cpu_seconds\": \(cpu), \"wall_seconds\": \(wall), \"peak_rss_mib\": \(peak), \"listed\": \(result?.changedPaths.count ?? -1), \"changes_truncated\": \(result?.changesTruncated ?? false), \"cleanup_incomplete\": \(result?.cleanupIncomplete == nil ? "null" : "true"), \"target_readable\": \(cleared)}")
+      mount.remove()
     }
 
     print("\(padded("measurement", 58)) \(padded("median", 9)) \(padded("p90", 9)) \(padded("unit", 7)) \(padded("x bare", 7)) x bwrap")

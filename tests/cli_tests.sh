@@ -32,6 +32,9 @@ usage_case "a profile with --no-apparmor" run --no-apparmor --apparmor-profile-n
 usage_case "--script outside /mnt" run --no-apparmor --venv "$VENV" --script /etc/passwd
 usage_case "--script through .." run --no-apparmor --venv "$VENV" --script /mnt/../etc/passwd
 usage_case "a bad timeout" run --no-apparmor --venv "$VENV" --timeout -3 --code 1
+usage_case "a zero timeout" run --no-apparmor --venv "$VENV" --timeout 0 --code 1
+usage_case "--output without --json" run --no-apparmor --venv "$VENV" --mnt-dir "$TMP" --output a --code 1
+usage_case "--output without --mnt-dir" run --no-apparmor --venv "$VENV" --json --output a --code 1
 usage_case "--env without =" run --no-apparmor --venv "$VENV" --env FOO --code 1
 usage_case "a run flag without 'run'" --no-apparmor --venv "$VENV" --json
 usage_case "a malformed profile name" run --venv "$VENV" --apparmor-profile-name 'x{y' --code 1
@@ -155,6 +158,46 @@ out=$(PATH="$TMP/oldbwrap:$PATH" "$SB" --no-apparmor --venv "$VENV" 2>&1); rc=$?
 check "old bwrap: the self-test mode refuses it, naming the version" test "$rc" = 125 -a -n "$(grep '0.6.1 is too old' <<<"$out")"
 out=$(PATH="$TMP/oldbwrap:$PATH" run --code 'print("ran")' 2>&1); rc=$?
 check "old bwrap: sandbox run refuses it before anything runs" test "$rc" = 125 -a -n "$(grep 'too old' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+
+# bwrap's setup never runs under the payload's limits: 2 MiB of code under a 1 MiB file limit.
+out=$(python3 -c 'print("x = " + repr("a" * (2 << 20)) + "\nprint(len(x))")' | run --max-file-mb 1 2>/dev/null); rc=$?
+check "limits: --max-file-mb 1 with 2 MiB of code (from stdin) starts and runs" test "$rc" = 0 -a "$out" = 2097152
+
+# Names are bytes: one that is not UTF-8 appears only in changed_files_b64, exactly once.
+NAMES=$TMP/names; mkdir "$NAMES"
+out=$(run --json --mnt-dir "$NAMES" --code 'import os, sys
+for name in (b"\xff", b"\xfe", "\ufffd".encode(), b"plain"): open(b"/mnt/" + name, "w").close()
+sys.stdout.buffer.write(b"\x00\xff\n")' 2>/dev/null)
+check "json: a name that is not UTF-8 is only in changed_files_b64, as its exact bytes; U+FFFD itself is text" python3 -c '
+import base64, json, sys
+d = json.loads(sys.argv[1])
+assert d["schema"] == 1 and sorted(d["changed_files"]) == ["plain", "\ufffd"], d
+assert sorted(base64.b64decode(x) for x in d["changed_files_b64"]) == [b"\xfe", b"\xff"], d
+assert base64.b64decode(d["stdout_b64"]) == b"\x00\xff\n" and d["changes_truncated"] is False and d["cleanup_incomplete"] is None, d' "$out"
+rm -rf "$NAMES"
+
+# --output: chosen files of the mount dir in the JSON, read safely.
+OUT=$TMP/outputs; mkdir "$OUT"; echo "host secret" > "$TMP/secret"
+out=$(run --json --mnt-dir "$OUT" --output out.txt --output bin --output link --output fifo --output none --code "import os
+open('/mnt/out.txt', 'w').write('result\n'); open('/mnt/bin', 'wb').write(bytes(range(256)))
+os.symlink('$TMP/secret', '/mnt/link'); os.mkfifo('/mnt/fifo')" 2>/dev/null)
+check "json --output: text, exact bytes as b64, and symlinks, FIFOs and missing files refused without blocking" python3 -c '
+import base64, json, sys
+d = {o["path"]: o for o in json.loads(sys.argv[1])["outputs"]}
+assert d["out.txt"]["text"] == "result\n" and base64.b64decode(d["bin"]["b64"]) == bytes(range(256)), d
+assert all("error" in d[p] and "text" not in d[p] for p in ("link", "fifo", "none")), d' "$out"
+rm -rf "$OUT"
+
+# A parent that ignores SIGCHLD (inherited across exec): no hang, statuses and timeouts kept.
+ignoring() { timeout 30 python3 -c 'import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])' "$@"; }
+ignoring "$SB" run --no-apparmor --venv "$VENV" --code 'import sys; sys.exit(5)' >/dev/null 2>&1; rc=$?
+check "SIGCHLD ignored: the payload's exit status comes back (5)" test "$rc" = 5
+start=$(date +%s%N)
+ignoring "$SB" run --no-apparmor --venv "$VENV" --timeout 0.5 --code 'import time; time.sleep(20)' >/dev/null 2>&1; rc=$?
+elapsed=$(( ($(date +%s%N) - start) / 1000000 ))
+check "SIGCHLD ignored: a timeout still exits 124, promptly (${elapsed} ms)" test "$rc" = 124 -a "$elapsed" -lt 10000
+out=$(ignoring "$SB" run --no-apparmor --venv "$VENV" --json --code 'print("ok")' 2>/dev/null)
+check "SIGCHLD ignored: --json reports the run" test "$(json_field stdout <<<"$out")" = '"ok\n"'
 
 # Self-test mode flags.
 out=$("$SB" --help); rc=$?

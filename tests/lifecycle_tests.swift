@@ -176,7 +176,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     pidfd = libc.syscall(434, 1, 0)
     taken = [n for n in range(64) if libc.syscall(438, pidfd, n, 0) >= 0]
     errors = {ctypes.get_errno()}
-    print("TAKEN", taken) if taken else print("REFUSED", errors)
+    print("TAKEN" if taken else "REFUSED", taken or errors, flush=True)
     time.sleep(0.3)
     os._exit(3)
     """)
@@ -264,9 +264,9 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     mount.remove()
     t.expect(!exists(parent) && exists("\(canary)/keep"), "mount dir helper: removes mode-000 dirs, FIFOs, 300 levels and symlinks (never their targets)")
     shell("rm -rf '\(canary)'")
-    t.expect(
-      sizeAndMode((try? SandboxMountDirectory())?.parent ?? "/")?.mode == 0o700,
-      "mount dir helper: the private parent is mode 0700")
+    let fresh = try? SandboxMountDirectory()
+    t.expect(sizeAndMode(fresh?.parent ?? "/")?.mode == 0o700, "mount dir helper: the private parent is mode 0700")
+    fresh?.remove()
   }
 
   // 10. Zero or negative timeouts, and a Task cancelled before run: nothing is spawned.

@@ -6,7 +6,8 @@
 # 3. the built-in suites (base + extended) in both network modes, with a Debian venv and,
 #    when pyenv is installed, a pyenv venv whose base interpreter lives under a home dir;
 # 4. --extra-tests on a build without the companion; --interactive through tmux; breakage
-#    tests (a fake bwrap damages the command line, the suites must catch it);
+#    tests (a fake bwrap damages the command line, the suites must catch it); host death
+#    (the host SIGKILLed at random moments, library and CLI);
 # 5. as root: the AppArmor enforcement tests in a VM with an AppArmor kernel;
 # 6. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
 #    default sandboxci), with a venv whose base interpreter lives in that user's home.
@@ -57,6 +58,8 @@ part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && ec
 part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
 suites "Debian venv" "$VENV" ./sandbox
 part "breakage tests: the suites catch deliberately broken sandboxes" tests/breakage_test.sh ./sandbox "$VENV"
+part "host death: the host SIGKILLed at random moments leaves no process of its runs" \
+  tests/host_death_test.py ./sandbox "$BUILD/unit_tests" "$VENV"
 if command -v tmux >/dev/null; then
   part "--interactive through a real terminal (tmux)" tests/interactive_test.sh ./sandbox "$VENV"
 else
@@ -106,7 +109,7 @@ if [ "$(id -u)" = 0 ]; then
     # interpreter lives in the user's home, as with pyenv or uv.
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
-    cp ./sandbox "$BUILD/unit_tests" tests/cli_tests.sh "$STAGE/"
+    cp ./sandbox "$BUILD/unit_tests" tests/cli_tests.sh tests/host_death_test.py "$STAGE/"
     cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
@@ -125,6 +128,7 @@ if [ "$(id -u)" = 0 ]; then
     as_user() { (cd /tmp && runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$USER_HOME" TMPDIR=/tmp "$@"); }
     part "library end-to-end tests as $TEST_USER" as_user env SANDBOX_TEST_VENV="$STAGE/venv" SANDBOX_GOLDEN_DIR="$STAGE/golden" "$STAGE/unit_tests"
     part "command-line tests as $TEST_USER" as_user "$STAGE/cli_tests.sh" "$STAGE/sandbox" "$STAGE/venv"
+    part "host death as $TEST_USER" as_user "$STAGE/host_death_test.py" "$STAGE/sandbox" "$STAGE/unit_tests" "$STAGE/venv"
     suites "as $TEST_USER, Debian venv" "$STAGE/venv" as_user "$STAGE/sandbox"
     suites "as $TEST_USER, base interpreter in $PREFIX" "$STAGE/venv-home" as_user "$STAGE/sandbox"
     rm -rf "$STAGE"
