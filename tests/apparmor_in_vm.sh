@@ -50,6 +50,36 @@ check "audit: the profile denied running /usr/sbin/nologin (bwrap's namespaces a
   bash -c "grep 'apparmor=\"DENIED\"' '$T/dmesg' | grep 'profile=\"$NAME\"' | grep -q 'nologin'"
 grep 'apparmor="DENIED"' "$T/dmesg" | grep -v -e environ -e nologin | head -n 5 | sed 's/^/#   other denial: /'
 
+# The lifecycle under enforcement, scaled down (the VM is ~10x slower): a daemon writing to /mnt
+# in a tight loop is never seen after the run returns; a host SIGKILLed at random moments leaves
+# nothing behind, and no payload reports running without its limits.
+D=$(mktemp -d /tmp/sandbox-vm-race-XXXXXX)
+grew=0
+for i in $(seq 1 20); do
+  rm -f "$D/beat"
+  "$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --mnt-dir "$D" --code '
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        fd = os.open("/mnt/beat", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        while True:
+            os.write(fd, b"x")
+    os._exit(0)
+while not os.path.exists("/mnt/beat"):
+    time.sleep(0.001)
+' >/dev/null 2>&1
+  a=$(stat -c %s "$D/beat" 2>/dev/null || echo 0); sleep 0.05; b=$(stat -c %s "$D/beat" 2>/dev/null || echo 0)
+  { [ "$a" = 0 ] || [ "$a" != "$b" ]; } && grew=$((grew + 1))
+done
+rm -rf "$D"
+check "lifecycle under the profile: a tight-loop daemon is never seen writing after run returns (20 runs)" test "$grew" = 0
+if [ -x "$PWD/tests/build/unit_tests" ]; then
+  SANDBOX_PROFILE=$NAME python3 tests/host_death_test.py "$SB" "$PWD/tests/build/unit_tests" "$VENV" 20 >"$T/death" 2>&1; rc=$?
+  check "lifecycle under the profile: 20 host SIGKILLs (library and CLI) leave nothing, limits always set" test "$rc" = 0
+  show_failures "$T/death"
+fi
+
 # An unprivileged user, with a venv of its own (its own profile).
 if id "$TEST_USER" >/dev/null 2>&1; then
   STAGE=$(mktemp -d /var/tmp/sandbox-aa-XXXXXX)

@@ -2,6 +2,7 @@
 """Host death: kill the host process with SIGKILL at random moments into its runs.
 
 Usage: tests/host_death_test.py SANDBOX_BINARY UNIT_TESTS_BINARY VENV [KILLS]
+       (SANDBOX_PROFILE=NAME: runs under that loaded AppArmor profile instead of --no-apparmor)
 
 For the library (unit_tests --host-death-victim, several runs in flight per host) and for the
 CLI (`sandbox run`), KILLS times each (default 200): half of the kills land early in start-up
@@ -16,6 +17,7 @@ import os, random, shutil, signal, subprocess, sys, tempfile, time
 
 SANDBOX, UNIT, VENV = sys.argv[1:4]
 KILLS = int(sys.argv[4]) if len(sys.argv) > 4 else 200
+PROFILE = os.environ.get("SANDBOX_PROFILE", "")
 PARALLEL = 10
 REPORTER = (
     "import os, random, resource, time\n"
@@ -78,10 +80,11 @@ def reaper_groups():
 def host(kind, tag, base):
     environment = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
     if kind == "library":
-        command = [UNIT, "--host-death-victim", VENV, base, tag, "4", REPORTER]
+        command = [UNIT, "--host-death-victim", VENV, base, tag, "4", REPORTER, PROFILE or "-"]
     else:
         os.makedirs(f"{base}/run0", exist_ok=True)
-        command = [SANDBOX, "run", "--no-apparmor", "--venv", VENV, "--mnt-dir", f"{base}/run0", "--timeout", "2.5",
+        layer = ["--apparmor-profile-name", PROFILE] if PROFILE else ["--no-apparmor"]
+        command = [SANDBOX, "run", *layer, "--venv", VENV, "--mnt-dir", f"{base}/run0", "--timeout", "2.5",
                    "--cpu-seconds", "77", "--max-open-files", "77", "--env", f"SANDBOX_DEATH_TAG={tag}", "--code", REPORTER]
     return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

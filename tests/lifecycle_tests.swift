@@ -323,17 +323,19 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 }
 
-/// `unit_tests --host-death-victim VENV MOUNT_BASE TAG COUNT CODE`: starts COUNT runs of CODE
-/// at once (limits: 77 CPU seconds, 77 open files) and waits; tests/host_death_test.py kills
-/// this process at a random moment and checks what is left.
+/// `unit_tests --host-death-victim VENV MOUNT_BASE TAG COUNT CODE PROFILE|-`: starts COUNT runs
+/// of CODE at once (limits: 77 CPU seconds, 77 open files; under the AppArmor PROFILE unless
+/// "-") and waits; tests/host_death_test.py kills this process at a random moment and checks
+/// what is left.
 func runHostDeathVictim(_ arguments: [String]) async -> Never {
-  guard arguments.count == 7, let count = Int(arguments[5]) else {
-    print("usage: unit_tests --host-death-victim VENV MOUNT_BASE TAG COUNT CODE")
+  guard arguments.count == 8, let count = Int(arguments[5]) else {
+    print("usage: unit_tests --host-death-victim VENV MOUNT_BASE TAG COUNT CODE PROFILE|-")
     exit(2)
   }
   let (venv, base, tag, code) = (arguments[2], arguments[3], arguments[4], arguments[6])
+  let appArmor: SandboxConfig.AppArmor = arguments[7] == "-" ? .disabled : .profile(arguments[7])
   guard let sandbox = try? Sandbox(config: SandboxConfig(
-    venvPath: venv, appArmor: .disabled, limits: SandboxLimits(cpuSeconds: 77, openFiles: 77)))
+    venvPath: venv, appArmor: appArmor, limits: SandboxLimits(cpuSeconds: 77, openFiles: 77)))
   else { exit(3) }
   await withTaskGroup(of: Void.self) { group in
     for index in 0..<count {
