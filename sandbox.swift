@@ -434,7 +434,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .venvNotFound, .venvHasNoPython:
       return "create one with 'python3 -m venv PATH' and pass that path"
     case .invalidMountDirectory:
-      return "pass a fresh directory below the temp dir, e.g. one made with mkdtemp(3) or 'mktemp -d'"
+      return "pass a fresh directory inside a private one below the temp dir: d=$(mktemp -d) && mkdir \"$d/mnt\", then --mnt-dir \"$d/mnt\" (the payload owns the directory it gets; its parent keeps everyone else out)"
     case .invalidScriptPath: return "copy the script into the mount directory and pass it as /mnt/NAME.py"
     case .bwrapNotFound, .bwrapTooOld: return "install it: apt-get install bubblewrap (Debian 12 ships 0.8.0)"
     case .userNamespacesUnavailable(_, let fix): return fix
@@ -1320,12 +1320,21 @@ enum SeccompFilter {
     case hasNoneOfBits(UInt32)
   }
 
-  /// A call that is allowed only when every condition on its arguments holds; otherwise it
-  /// fails with the rule's errno.
+  /// A call that is allowed only when every condition of one of its alternatives holds on its
+  /// arguments; otherwise it fails with the rule's errno.
   struct ArgumentRule {
     let call: Rule
-    let conditions: [(argument: UInt32, condition: Condition)]
+    let alternatives: [[(argument: UInt32, condition: Condition)]]
     let why: String
+
+    init(call: Rule, conditions: [(argument: UInt32, condition: Condition)], why: String) {
+      self.init(call: call, alternatives: [conditions], why: why)
+    }
+    init(call: Rule, alternatives: [[(argument: UInt32, condition: Condition)]], why: String) {
+      self.call = call
+      self.alternatives = alternatives
+      self.why = why
+    }
   }
 
   /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
@@ -1368,6 +1377,17 @@ enum SeccompFilter {
         call: Rule(name: "setpriority", x86_64: 141, aarch64: 140, errno: EPERM),
         conditions: [(0, .isOneOf([0])), (1, .isOneOf([0]))],
         why: "only PRIO_PROCESS of the caller (PRIO_PGRP and PRIO_USER would reach pid 1)"),
+      ArgumentRule(
+        call: Rule(name: "sched_setparam", x86_64: 142, aarch64: 118, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+        why: "only the caller's own parameters"),
+      ArgumentRule(
+        call: Rule(name: "ioprio_set", x86_64: 251, aarch64: 30, errno: EPERM),
+        conditions: [(0, .isOneOf([1])), (1, .isOneOf([0]))],
+        why: "only IOPRIO_WHO_PROCESS of the caller (a process group or user would reach pid 1)"),
+      ArgumentRule(
+        call: Rule(name: "prlimit64", x86_64: 302, aarch64: 261, errno: EPERM),
+        alternatives: [[(0, .isOneOf([0]))], [(2, .isOneOf([0]))]],
+        why: "setting limits only of the caller itself (pid 0); reading another's (new = NULL) stays allowed"),
     ]
   }
 
@@ -1391,21 +1411,25 @@ enum SeccompFilter {
       let next = program.label()
       let refuse = program.label()
       program.jump(ifEqual: number, else: next)
-      for (argument, condition) in rule.conditions {
-        program.emit(.load(offset: 16 + 8 * argument))  // seccomp_data.args[i], low half (little-endian)
-        switch condition {
-        case .isOneOf(let values):
-          let holds = program.label()
-          for value in values { program.jump(ifEqual: value, to: holds) }
-          program.jump(to: refuse)
-          program.place(holds)
-        case .isNoneOf(let values):
-          for value in values { program.jump(ifEqual: value, to: refuse) }
-        case .hasNoneOfBits(let mask):
-          program.jump(ifAnyBit: mask, to: refuse)
+      for (index, conditions) in rule.alternatives.enumerated() {
+        let fails = index == rule.alternatives.count - 1 ? refuse : program.label()  // try the next alternative
+        for (argument, condition) in conditions {
+          program.emit(.load(offset: 16 + 8 * argument))  // seccomp_data.args[i], low half (little-endian)
+          switch condition {
+          case .isOneOf(let values):
+            let holds = program.label()
+            for value in values { program.jump(ifEqual: value, to: holds) }
+            program.jump(to: fails)
+            program.place(holds)
+          case .isNoneOf(let values):
+            for value in values { program.jump(ifEqual: value, to: fails) }
+          case .hasNoneOfBits(let mask):
+            program.jump(ifAnyBit: mask, to: fails)
+          }
         }
+        program.emit(.ret(allow))
+        if fails != refuse { program.place(fails) }
       }
-      program.emit(.ret(allow))
       program.place(refuse)
       program.emit(.ret(fail(rule.call.errno)))
       program.place(next)  // reached only from the number test: the accumulator still holds nr
@@ -2827,6 +2851,8 @@ struct Workspace {
   /// Returns the changes and, when the clean-up is incomplete, why (the dir is then sealed).
   func finishRun(before: DirectorySnapshot, excluding: [UInt8]?, limits: SandboxLimits) -> (WorkspaceChanges, String?) {
     var problems: [String] = []
+    // First the bind root's own mode: the payload may have made it unreadable or unsearchable.
+    if let problem = restoreMode() { problems.append(problem) }
     var after = DirectorySnapshot(directories: [:])
     do throws(SandboxError) {
       after = try snapshot(limits: limits, clearingSetID: true)
@@ -2838,7 +2864,6 @@ struct Workspace {
       // The walk stopped at a cap or met directories it could not read: the sweep covers all.
       problems = SetIDSweep.run(root: pathFD, deadline: ContinuousClock.now + limits.cleanupTimeLimit)
     }
-    if let problem = restoreMode() { problems.append(problem) }
     var changes = makeWorkspaceChanges(before: before, after: after, excluding: excluding, limits: limits)
     changes.truncated = changes.truncated || before.truncated || after.truncated
     guard let first = problems.first else { return (changes, nil) }
@@ -3133,7 +3158,7 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     pthread_mutex_unlock(mutex)
   }
 
-  /// Counts `count` more entries with `bytes` of names; false once a cap is passed.
+  /// Counts `count` more entries with `bytes` of paths; false once a cap is passed.
   private func admit(_ count: Int, bytes: Int) -> Bool {
     pthread_mutex_lock(mutex)
     defer { pthread_mutex_unlock(mutex) }
@@ -3200,7 +3225,9 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     while let entry = readdir(stream) {
       let name = entryBytes(entry)
       if name == [0x2e] || name == [0x2e, 0x2e] { continue }
-      guard admit(1, bytes: name.count) else { break }
+      // Charged at what the snapshot stores: the full relative path (a subdirectory's becomes
+      // its children's prefix), so a deep chain of long names cannot cost the host O(depth²).
+      guard admit(1, bytes: directory.prefix.count + 1 + name.count) else { break }
       if entry.pointee.d_type == UInt8(DT_DIR) {
         queued.append(directory.descend(into: name))
       } else {
@@ -3219,9 +3246,13 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
     entries.reserveCapacity(names.count)
     var subdirectories: [Job] = []
     var problems: [String] = []
+    var unstamped = 0
     for name in names {
       var info = stat()
-      guard withCName(name, { fstatat(directory.fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
+      guard withCName(name, { fstatat(directory.fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+        if errno != ENOENT { unstamped += 1 }  // e.g. a directory its owner may read but not search
+        continue
+      }
       if info.st_mode & S_IFMT == S_IFDIR {  // a filesystem without d_type
         subdirectories.append(directory.descend(into: name))
         continue
@@ -3235,113 +3266,159 @@ final class SnapshotWalk: @unchecked Sendable {  // every mutable field is guard
       }
       entries.append(DirectorySnapshot.Entry(name: name, stamp: FileStamp(info)))
     }
-    if !problems.isEmpty { record { self.problems += problems } }
+    if !problems.isEmpty || unstamped > 0 {
+      record {
+        self.problems += problems
+        unread += unstamped
+      }
+    }
     add(subdirectories)
     return Found(directory: directory.prefix, batch: batch, entries: entries)
   }
 }
 
+/// Up to `limit` names (at most `byteLimit` bytes) of the directory `fd`, from `position` (0:
+/// the start; otherwise a `telldir` cookie, valid across opens of the same directory), without
+/// "." and ".."; with the position after the last and whether the listing ended. One
+/// `getdents64` fills glibc's buffer, so a batch costs about one call however wide the directory.
+func readDirectoryBatch(_ fd: Int32, from position: Int, limit: Int = 256, byteLimit: Int = 32 << 10)
+  -> (names: [[UInt8]], next: Int, atEnd: Bool)?
+{
+  let copy = dup(fd)
+  guard copy >= 0, let stream = fdopendir(copy) else {
+    if copy >= 0 { Glibc.close(copy) }
+    return nil
+  }
+  defer { closedir(stream) }
+  if position != 0 { seekdir(stream, position) }
+  var names: [[UInt8]] = []
+  var bytes = 0
+  while names.count < limit && bytes < byteLimit {
+    guard let entry = readdir(stream) else { return (names, 0, true) }
+    let name = entryBytes(entry)
+    if name == [0x2e] || name == [0x2e, 0x2e] { continue }
+    names.append(name)
+    bytes += name.count
+  }
+  return (names, telldir(stream), false)
+}
+
 /// The set-id sweep of a whole tree, for when the after-run snapshot could not cover it (a cap,
-/// an unreadable directory): depth first, holding one directory descriptor at a time and a few
-/// numbers per level (O(depth) memory however wide the tree). Going down opens the child
-/// beneath its parent with no symlink followed; coming back reopens `..` and checks it is the
-/// directory it left, then resumes its listing where it stopped. A directory the caller cannot
-/// read (mode 000 left by the payload) is opened up for the sweep and put back after.
+/// an unreadable directory): depth first, holding one directory descriptor at a time and, per
+/// level, where its listing stopped and a bounded batch of subdirectory names (O(depth) memory
+/// however wide the tree). Going down opens the child beneath its parent with no symlink
+/// followed; coming back reopens `..` and checks it is the directory it left. A directory the
+/// caller owns but may not read or search (mode 000 left by the payload) is opened up for the
+/// sweep and put back after.
 enum SetIDSweep {
   struct Level {
     var fd: Int32
     var device: dev_t
     var inode: ino_t
-    /// Where the listing resumes (`telldir`), and the mode to put back when it was opened up.
-    var position: Int
-    var restore: mode_t?
+    /// Where the listing resumes, subdirectories found and not yet entered, and whether it ended.
+    var position: Int = 0
+    var pending: [[UInt8]] = []
+    var atEnd = false
+    /// The mode to put back when the sweep opened the directory up.
+    var restore: mode_t? = nil
   }
 
   /// Sweeps the tree under `root` (an O_PATH or regular directory descriptor, not taken over).
-  /// Returns the problems: bits that could not be cleared, or the deadline passed.
+  /// Returns the problems: bits that could not be cleared, entries that could not be examined,
+  /// or the deadline passed.
   static func run(root: Int32, deadline: ContinuousClock.Instant) -> [String] {
     var problems: [String] = []
     let top = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard top >= 0 else { return ["opening the mount dir for the set-id sweep: \(errnoText(errno))"] }
     var info = stat()
     fstat(top, &info)
-    var stack = [Level(fd: top, device: info.st_dev, inode: info.st_ino, position: 0, restore: nil)]
+    var stack = [Level(fd: top, device: info.st_dev, inode: info.st_ino)]
     var path: [[UInt8]] = []  // for messages only
-    var visited = 0
-    outer: while var level = stack.popLast() {
-      guard let stream = fdopendir(level.fd) else {
-        Glibc.close(level.fd)
-        problems.append("listing '\(printable(path.joinedPath))': \(errnoText(errno))")
-        break
-      }
-      if level.position != 0 { seekdir(stream, level.position) }
-      while let entry = readdir(stream) {
-        visited += 1
-        if visited % 1024 == 0 && ContinuousClock.now >= deadline {
-          closedir(stream)
-          for open in stack { Glibc.close(open.fd) }
-          problems.append("the set-id sweep did not finish within the clean-up time limit")
-          return problems
+    func abandon(_ problem: String) -> [String] {
+      for level in stack where level.fd >= 0 { Glibc.close(level.fd) }
+      return problems + [problem]
+    }
+    while let current = stack.last {
+      let fd = current.fd
+      if ContinuousClock.now >= deadline { return abandon("the set-id sweep did not finish within the clean-up time limit") }
+      // A batch of this directory: clear what is set-id, remember its subdirectories.
+      if current.pending.isEmpty && !current.atEnd {
+        guard let batch = readDirectoryBatch(fd, from: current.position) else {
+          return abandon("listing '\(printable(path.joinedPath))' in the set-id sweep: \(errnoText(errno))")
         }
-        let name = entryBytes(entry)
-        if name == [0x2e] || name == [0x2e, 0x2e] { continue }
-        let fd = dirfd(stream)
-        var info = stat()
-        guard withCName(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
-        let type = info.st_mode & S_IFMT
-        guard type == S_IFREG || type == S_IFDIR else { continue }
-        if info.st_mode & (S_ISUID | S_ISGID) != 0,
-          let problem = clearSetID(in: fd, name: name, expected: info, path: (path + [name]).joinedPath)
-        {
-          problems.append(problem)
-        }
-        guard type == S_IFDIR else { continue }
-        // Down: open the child beneath this directory (no symlink), opening it up if it is closed to us.
-        var restore: mode_t? = nil
-        var child = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        if child < 0 && errno == EACCES && info.st_uid == geteuid() {
-          let handle = withCName(name) { openat(fd, $0, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-          var opened = stat()
-          if handle >= 0 && fstat(handle, &opened) == 0 && opened.st_ino == info.st_ino
-            && changeMode(ofPathFD: handle, to: (info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)) | 0o700) == nil
-          {
-            restore = info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)
-            child = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        var subdirectories: [[UInt8]] = []
+        for name in batch.names {
+          var info = stat()
+          guard withCName(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            if errno != ENOENT {  // what cannot be examined cannot be known clear: fail closed
+              problems.append("examining '\(printable((path + [name]).joinedPath))' in the set-id sweep: \(errnoText(errno))")
+            }
+            continue
           }
-          if handle >= 0 { Glibc.close(handle) }
+          let type = info.st_mode & S_IFMT
+          guard type == S_IFREG || type == S_IFDIR else { continue }
+          if info.st_mode & (S_ISUID | S_ISGID) != 0,
+            let problem = clearSetID(in: fd, name: name, expected: info, path: (path + [name]).joinedPath)
+          {
+            problems.append(problem)
+          }
+          if type == S_IFDIR { subdirectories.append(name) }
         }
-        guard child >= 0 else {
-          problems.append("entering '\(printable((path + [name]).joinedPath))' for the set-id sweep: \(errnoText(errno))")
+        stack[stack.count - 1].pending = subdirectories
+        stack[stack.count - 1].position = batch.next
+        stack[stack.count - 1].atEnd = batch.atEnd
+        continue
+      }
+      // Down: open the next subdirectory beneath this directory (no symlink followed). One of
+      // ours that its owner may not both read and search (mode 000, 0401, 0100, …) is opened up
+      // and put back when it is done (root reads and searches everything anyway).
+      if !current.pending.isEmpty {
+        let name = stack[stack.count - 1].pending.removeFirst()
+        let handle = withCName(name) { openat(fd, $0, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        var info = stat()
+        guard handle >= 0, fstat(handle, &info) == 0 else {
+          if handle >= 0 { Glibc.close(handle) }
+          if errno != ENOENT { problems.append("entering '\(printable((path + [name]).joinedPath))' for the set-id sweep: \(errnoText(errno))") }
           continue
         }
-        level.position = telldir(stream)
-        level.fd = -1  // closed with the stream below; reopened through the child's ".."
-        stack.append(level)
-        stack.append(Level(fd: child, device: info.st_dev, inode: info.st_ino, position: 0, restore: restore))
-        path.append(name)
-        closedir(stream)
-        continue outer
-      }
-      // Up: this directory is done. Reopen the parent through "..", check it, resume it.
-      let finished = dirfd(stream)
-      if let restore = level.restore, fchmod(finished, restore) != 0 {
-        problems.append("restoring the mode of '\(printable(path.joinedPath))': \(errnoText(errno))")
-      }
-      if var parent = stack.popLast() {
-        let fd = openat(finished, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        var parentInfo = stat()
-        guard fd >= 0, fstat(fd, &parentInfo) == 0, parentInfo.st_dev == parent.device, parentInfo.st_ino == parent.inode else {
-          if fd >= 0 { Glibc.close(fd) }
-          closedir(stream)
-          for open in stack where open.fd >= 0 { Glibc.close(open.fd) }
-          problems.append("the directory above '\(printable(path.joinedPath))' changed during the set-id sweep")
-          return problems
+        var restore: mode_t? = nil
+        let kept = info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)
+        if geteuid() != 0 && info.st_uid == geteuid() && kept & 0o500 != 0o500 && changeMode(ofPathFD: handle, to: kept | 0o500) == nil {
+          restore = kept
         }
-        parent.fd = fd
-        stack.append(parent)
+        let child = open("/proc/self/fd/\(handle)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)  // exactly that inode
+        let code = errno
+        if child < 0, let restore { _ = changeMode(ofPathFD: handle, to: restore) }
+        Glibc.close(handle)
+        guard child >= 0 else {
+          problems.append("entering '\(printable((path + [name]).joinedPath))' for the set-id sweep: \(errnoText(code))")
+          continue
+        }
+        Glibc.close(fd)
+        stack[stack.count - 1].fd = -1  // reopened through the child's ".." on the way back
+        stack.append(Level(fd: child, device: info.st_dev, inode: info.st_ino, restore: restore))
+        path.append(name)
+        continue
+      }
+      // Up: this directory is done. Reopen the parent through ".." (while this one is still
+      // searchable), check it, put this one's mode back.
+      stack.removeLast()
+      if let parent = stack.last {
+        let parentFD = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        var parentInfo = stat()
+        guard parentFD >= 0, fstat(parentFD, &parentInfo) == 0, parentInfo.st_dev == parent.device, parentInfo.st_ino == parent.inode else {
+          if parentFD >= 0 { Glibc.close(parentFD) }
+          if let restore = current.restore { fchmod(fd, restore) }
+          Glibc.close(fd)
+          return abandon("the directory above '\(printable(path.joinedPath))' changed during the set-id sweep")
+        }
+        stack[stack.count - 1].fd = parentFD
         path.removeLast()
       }
-      closedir(stream)
+      if let restore = current.restore, fchmod(fd, restore) != 0 {
+        problems.append("restoring the mode of '\(printable(path.joinedPath))': \(errnoText(errno))")
+      }
+      Glibc.close(fd)
     }
     return problems
   }
@@ -3492,32 +3569,60 @@ private func openToEmpty(_ parent: Int32, _ name: [UInt8]) -> (fd: Int32, device
   return fd >= 0 ? (fd, info.st_dev, info.st_ino) : nil
 }
 
-/// Removes `name` in `directoryFD` and, for a directory, everything below it first. Going up
-/// reopens `..` and checks it is the directory it came from; names are kept per level, so
-/// memory is O(depth) and one descriptor is open at a time.
+/// Removes `name` in `directoryFD` and, for a directory, everything below it first, depth
+/// first in batches (see `readDirectoryBatch`): one descriptor open at a time, each level's
+/// name, position and a bounded batch of subdirectories kept (O(depth) memory). Going up
+/// reopens `..` and checks it is the directory it came from. A listing resumed after deletions
+/// may skip entries on some filesystems, so a directory is removed only after a pass from its
+/// start finds nothing left (or nothing more it can remove).
 func removeEntry(in directoryFD: Int32, name: [UInt8]) -> Bool {
   if withCName(name, { unlinkat(directoryFD, $0, 0) }) == 0 || errno == ENOENT { return true }
+  struct Level {
+    var name: [UInt8]
+    var device: dev_t
+    var inode: ino_t
+    var position = 0
+    var pending: [[UInt8]] = []
+    var atEnd = false
+    var sawEntries = false  // since the current pass from the start began
+    var stuck = false  // met something it can neither unlink nor enter
+  }
   guard let first = openToEmpty(directoryFD, name) else { return false }
   var fd = first.fd
-  var trail: [(name: [UInt8], device: dev_t, inode: ino_t)] = [(name, first.device, first.inode)]
+  var trail = [Level(name: name, device: first.device, inode: first.inode)]
   while true {
-    var entered = false
-    if let stream = fdopendir(dup(fd)) {
-      while let entry = readdir(stream) {
-        let child = entryBytes(entry)
-        if child == [0x2e] || child == [0x2e, 0x2e] { continue }
+    let top = trail.count - 1
+    if trail[top].pending.isEmpty && !trail[top].atEnd {
+      guard let batch = readDirectoryBatch(fd, from: trail[top].position) else { break }
+      for child in batch.names {
+        trail[top].sawEntries = true
         if withCName(child, { unlinkat(fd, $0, 0) }) == 0 || errno == ENOENT { continue }
-        guard let opened = openToEmpty(fd, child) else { continue }
-        close(fd)
-        fd = opened.fd
-        trail.append((child, opened.device, opened.inode))
-        entered = true
-        break
+        trail[top].pending.append(child)
       }
-      closedir(stream)
+      trail[top].position = batch.next
+      trail[top].atEnd = batch.atEnd
+      continue
     }
-    if entered { continue }
-    // Emptied (or holding what cannot go): up one level, and remove it there.
+    if !trail[top].pending.isEmpty {
+      let child = trail[top].pending.removeFirst()
+      guard let opened = openToEmpty(fd, child) else {
+        trail[top].stuck = true
+        continue
+      }
+      close(fd)
+      fd = opened.fd
+      trail.append(Level(name: child, device: opened.device, inode: opened.inode))
+      continue
+    }
+    // The listing ended. Once more from the start, unless that pass found nothing (empty) or
+    // met what cannot go.
+    if trail[top].sawEntries && !trail[top].stuck {
+      trail[top].position = 0
+      trail[top].atEnd = false
+      trail[top].sawEntries = false
+      continue
+    }
+    // Up one level, and remove this directory there.
     let leaving = trail.removeLast()
     var parent = directoryFD
     if let above = trail.last {
@@ -3532,12 +3637,11 @@ func removeEntry(in directoryFD: Int32, name: [UInt8]) -> Bool {
     close(fd)
     let removed = withCName(leaving.name) { unlinkat(parent, $0, AT_REMOVEDIR) } == 0
     if trail.isEmpty { return removed }
-    guard removed else {
-      close(parent)
-      return false
-    }
+    if !removed { trail[trail.count - 1].stuck = true }
     fd = parent
   }
+  close(fd)
+  return false
 }
 
 // MARK: - Glibc helpers

@@ -235,6 +235,8 @@ extension ExtraTests {
               ("setpriority(PGRP, 0)", lambda: os.setpriority(os.PRIO_PGRP, 0, 19)),
               ("setpriority(USER, 0)", lambda: os.setpriority(os.PRIO_USER, 0, 19)),
               ("sched_setaffinity(1)", lambda: os.sched_setaffinity(1, {0})),
+              ("sched_setparam(1)", lambda: os.sched_setparam(1, os.sched_param(0))),
+              ("prlimit(1, NOFILE)", lambda: __import__("resource").prlimit(1, __import__("resource").RLIMIT_NOFILE, (3, 3))),
           ):
               try:
                   call()
@@ -242,9 +244,12 @@ extension ExtraTests {
               except OSError as e:
                   if e.errno != 1:
                       reached.append(f"{name}:{e.errno}")
-          try:  # control: the caller itself, named as 0, still may
+          try:  # control: the caller itself, named as 0, still may; and reading pid 1's limits
               os.setpriority(os.PRIO_PROCESS, 0, 5)
               os.sched_setaffinity(0, os.sched_getaffinity(0))
+              import resource
+              resource.prlimit(1, resource.RLIMIT_NOFILE)
+              resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
           except OSError as e:
               reached.append(f"self refused {e.errno}")
           print("REACHED " + " ".join(reached) if reached else "CONFINED")

@@ -337,6 +337,25 @@ enum Bench {
       mount.remove()
     }
 
+    // Removing what a payload left: 20,000 subdirectories, SandboxMountDirectory.remove()
+    // against rm -rf on the same filesystem, alternating.
+    var helperTimes: [Double] = []
+    var rmTimes: [Double] = []
+    for round in 0..<4 {
+      guard let mount = try? SandboxMountDirectory(prefix: "sandbox-bench-") else { break }
+      for index in 0..<20_000 { mkdir("\(mount.path)/d\(index)", 0o755) }
+      if round % 2 == 0 {
+        helperTimes.append(measure { mount.remove() })
+      } else {
+        let command = SpawnRequest(executable: "/bin/rm", arguments: ["-rf", mount.parent], environment: [])
+        rmTimes.append(measure { _ = spawnOrDie(command) })
+        mount.remove()
+      }
+    }
+    rows.append(Row(name: "remove 20,000 dirs: SandboxMountDirectory.remove", median: percentile(helperTimes, 0.5), p90: .nan, unit: "ms"))
+    rows.append(Row(name: "remove 20,000 dirs: rm -rf", median: percentile(rmTimes, 0.5), p90: .nan, unit: "ms"))
+    json.append("{\"variant\": \"remove_20000_dirs\", \"helper_ms\": \(percentile(helperTimes, 0.5)), \"rm_rf_ms\": \(percentile(rmTimes, 0.5))}")
+
     print("\(padded("measurement", 58)) \(padded("median", 9)) \(padded("p90", 9)) \(padded("unit", 7)) \(padded("x bare", 7)) x bwrap")
     for row in rows {
       print("\(padded(row.name, 58)) \(padded(format(row.median), 9)) \(padded(format(row.p90), 9)) \(padded(row.unit, 7)) \(padded(row.versusBare.map { format($0) } ?? "", 7)) \(row.versusBwrap.map { format($0, 3) } ?? "")")

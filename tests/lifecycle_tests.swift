@@ -206,6 +206,57 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     mount.remove()
   }
 
+  // 7b. A deep chain of long names: what the host holds grows with the caps, not with depth².
+  if let mount = freshMount() {
+    let reset = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)  // "5": VmHWM starts again from here
+    if reset >= 0 {
+      writeAll(reset, Array("5".utf8))
+      close(reset)
+    }
+    let chain = payload(sandbox, """
+      import os, shutil
+      fd = os.open("/mnt", os.O_RDONLY | os.O_DIRECTORY)
+      for i in range(2000):
+          os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+          os.mkdir("d" * 255, dir_fd=fd)
+          child = os.open("d" * 255, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+          os.close(fd)
+          fd = child
+      os.close(os.open("deepest", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+      os.chmod("deepest", 0o4755, dir_fd=fd)
+      """, mount: mount.path, timeout: .seconds(120))
+    let peak = (readSmallFile("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+      .flatMap { Int(String($0.split(separator: " ").dropFirst().first ?? "")) } ?? -1
+    let left = shellOutput("find '\(mount.path)' -name deepest -perm -4000 2>/dev/null | wc -l").trimmed
+    t.expect(
+      chain?.changesTruncated == true && chain?.cleanupIncomplete == nil && left == "0" && peak > 0 && peak < 200 << 10,
+      "lifecycle: a chain of 2,000 directories with 255-byte names is bounded by the caps (peak RSS \(peak >> 10) MiB), and the setuid file at its bottom is cleared",
+      "truncated \(String(describing: chain?.changesTruncated)), incomplete \(chain?.cleanupIncomplete ?? "no"), setuid left \(left)")
+    mount.remove()
+  }
+
+  // 7c. Set-id files in directories their owner may not read or search (an unprivileged
+  //     caller's own directories, mode 0401, 0100, 000): opened up for the sweep, cleared.
+  if getuid() == 0 {
+    t.skip("lifecycle: set-id files in directories closed to their owner are cleared", "root reads and searches every directory anyway")
+  } else if let mount = freshMount() {
+    let hidden = payload(sandbox, """
+      import os
+      for mode in (0o401, 0o100, 0o000, 0o001):
+          d = "/mnt/d%o" % mode
+          os.mkdir(d)
+          open(d + "/tool", "w").close()
+          os.chmod(d + "/tool", 0o6755)
+          os.chmod(d, mode)
+      """, mount: mount.path)
+    let left = shellOutput("chmod -R u+rx '\(mount.path)' 2>/dev/null; find '\(mount.path)' -perm /6000 -type f | wc -l").trimmed
+    t.expect(
+      hidden?.cleanupIncomplete == nil && left == "0",
+      "lifecycle: set-id files in directories closed to their owner (0401, 0100, 000, 001) are cleared",
+      "left \(left), incomplete: \(hidden?.cleanupIncomplete ?? "no")")
+    mount.remove()
+  }
+
   // 8. Outputs are read safely: beneath the mount dir, regular files only, never blocking.
   if let mount = freshMount() {
     let canary = "\(temp)/sandbox-output-canary-\(getpid())"

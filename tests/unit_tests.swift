@@ -191,6 +191,7 @@ func testSeccomp(_ t: inout Tally) {
       var expected: [UInt32: UInt32] = [:]
       for rule in SeccompFilter.deniedCalls { if let number = rule.number(architecture) { expected[number] = SeccompFilter.fail(rule.errno) } }
       expected[SeccompFilter.socketCall.number(architecture)!] = SeccompFilter.fail(EAFNOSUPPORT)  // socket(AF_UNSPEC)
+      expected[rule("ioprio_set")!] = SeccompFilter.fail(EPERM)  // ioprio_set(0, 0): "which" 0 is no IOPRIO_WHO_PROCESS
       for number in (architecture.highestReviewed + 1)..<600 { expected[number] = SeccompFilter.fail(ENOSYS) }
       t.expect(denied == expected, "\(label): decoded, exactly the denied calls fail, each with its errno, and every number above \(architecture.highestReviewed) gets ENOSYS",
         "extra: \(denied.keys.filter { expected[$0] == nil }.sorted()), missing: \(expected.keys.filter { denied[$0] == nil }.sorted())")
@@ -224,6 +225,18 @@ func testSeccomp(_ t: inout Tally) {
             && action(number, [0x1_0000_0000]) == SeccompFilter.allow && action(number, [2]) == SeccompFilter.fail(EPERM),
           "\(label): \(name) only for the caller itself (pid 0), never for pid 1 or another")
       }
+      let param = rule("sched_setparam")
+      t.expect(action(param, [0, 5]) == SeccompFilter.allow && action(param, [1, 5]) == SeccompFilter.fail(EPERM), "\(label): sched_setparam only for the caller itself")
+      let ioprio = rule("ioprio_set")
+      t.expect(
+        action(ioprio, [1, 0, 0x6000]) == SeccompFilter.allow && action(ioprio, [1, 1, 0x6000]) == SeccompFilter.fail(EPERM)
+          && action(ioprio, [2, 0, 0x6000]) == SeccompFilter.fail(EPERM) && action(ioprio, [3, 0, 0x6000]) == SeccompFilter.fail(EPERM),
+        "\(label): ioprio_set only IOPRIO_WHO_PROCESS of the caller (not pid 1, a process group or a user)")
+      let prlimit = rule("prlimit64")
+      t.expect(
+        action(prlimit, [0, 7, 0x1000, 0]) == SeccompFilter.allow && action(prlimit, [1, 7, 0, 0x1000]) == SeccompFilter.allow
+          && action(prlimit, [1, 7, 0x1000, 0]) == SeccompFilter.fail(EPERM),
+        "\(label): prlimit64 sets only the caller's own limits; reading another's stays allowed")
       let priority = rule("setpriority")
       t.expect(
         action(priority, [0, 0, 10]) == SeccompFilter.allow && action(priority, [0, 1, 19]) == SeccompFilter.fail(EPERM)
@@ -415,7 +428,8 @@ func testSnapshots(_ t: inout Tally, temp: String) {
   t.expect(unchanged == WorkspaceChanges(), "snapshot: no change gives empty lists")
 }
 
-/// A snapshot taken while this process may hold only 32 descriptors.
+/// A snapshot taken while this process may hold only 32 descriptors (caps raised: these trees
+/// test descriptors, not the caps).
 func snapshotWithin32Descriptors(_ workspace: Workspace) -> DirectorySnapshot? {
   var limit = rlimit()
   getrlimit(ResourceLimit.openFiles, &limit)
@@ -423,7 +437,7 @@ func snapshotWithin32Descriptors(_ workspace: Workspace) -> DirectorySnapshot? {
   low.rlim_cur = 32
   setrlimit(ResourceLimit.openFiles, &low)
   defer { setrlimit(ResourceLimit.openFiles, &limit) }
-  return try? workspace.snapshot()
+  return try? workspace.snapshot(limits: SandboxLimits(trackedEntries: 1 << 20, trackedBytes: 1 << 30))
 }
 
 /// A tree big enough for the walk's batches and helper thread, changed in the middle of
