@@ -7,16 +7,16 @@
 import Glibc
 
 /// Skips a seccomp probe when the caller relaxed that layer.
-let seccompRelaxed: @Sendable (SelfTestContext) -> String? = { context in
+private let seccompRelaxed: @Sendable (SelfTestContext) -> String? = { context in
   context.config.seccompEnabled ? nil : "the seccomp layer is relaxed (--no-seccomp)"
 }
 
 /// keyctl's number on this architecture, from the filter's own table.
-let keyctlNumber: UInt32 = SeccompFilter.Architecture.native.flatMap { architecture in
-  SeccompFilter.deniedCalls.first { $0.name == "keyctl" }?.number(architecture)
+private let keyctlNumber: UInt32 = Sandbox.Seccomp.Filter.Architecture.native.flatMap { architecture in
+  Sandbox.Seccomp.Filter.deniedCalls.first { $0.name == "keyctl" }?.number(architecture)
 } ?? 0
 
-extension ExtraTests {
+extension Sandbox.ExtraTests {
   static var extendedSuite: [SelfTest]? {
     [
       SelfTest(
@@ -267,7 +267,7 @@ extension ExtraTests {
               if libc.syscall(number, 0, 0, 0) != -1 or ctypes.get_errno() != 38:
                   bad.append(f"{number}:{ctypes.get_errno()}")
           print("OPEN " + " ".join(bad) if bad else "ENOSYS")
-          """.replacing("{HIGHEST}", with: String(SeccompFilter.Architecture.native?.highestReviewed ?? 0)),
+          """.replacing("{HIGHEST}", with: String(Sandbox.Seccomp.Filter.Architecture.native?.highestReviewed ?? 0)),
         skipReason: seccompRelaxed),
     ]
   }

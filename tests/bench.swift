@@ -68,9 +68,9 @@ struct Row {
   var versusBwrap: Double?
 }
 
-func spawnOrDie(_ request: SpawnRequest) -> SpawnOutcome {
+func spawnOrDie(_ request: Sandbox.Spawner.Request) -> Sandbox.Spawner.Outcome {
   do throws(SandboxError) {
-    let outcome = try spawnAndCollect(request)
+    let outcome = try Sandbox.Spawner.runToCompletion(request)
     if outcome.status != .exited(0) {
       print("bench: \(request.executable) failed: \(String(decoding: outcome.stderr, as: UTF8.self))")
       exit(1)
@@ -82,9 +82,9 @@ func spawnOrDie(_ request: SpawnRequest) -> SpawnOutcome {
   }
 }
 
-func superviseOrDie(_ launch: SandboxLaunch) {
+func superviseOrDie(_ launch: Sandbox.Lifecycle.Launch) {
   do throws(SandboxError) {
-    let exit = try superviseSandbox(launch)
+    let exit = try Sandbox.Lifecycle.supervise(launch)
     if exit.status != .exited(0) || !exit.started || !exit.allGone { print("bench: raw bwrap failed: \(String(decoding: exit.stderr, as: UTF8.self))"); Glibc.exit(1) }
   } catch {
     print("bench: \(error.description)")
@@ -94,7 +94,7 @@ func superviseOrDie(_ launch: SandboxLaunch) {
 
 /// bwrap with `arguments` (the gate already replaced by the interpreter), its inputs fed, and
 /// done when its launcher exits: the lifecycle before it had a guarantee.
-func runUngated(_ bwrap: String, _ arguments: [String], _ inputs: [ChildInput]) {
+func runUngated(_ bwrap: String, _ arguments: [String], _ inputs: [Sandbox.Spawner.ChildInput]) {
   var childFDs: [Int32] = []
   var parentFDs: [Int32] = []
   var feeds: [(Int32, [UInt8])] = []
@@ -103,7 +103,7 @@ func runUngated(_ bwrap: String, _ arguments: [String], _ inputs: [ChildInput]) 
   for input in inputs {
     switch input {
     case .bytes(let bytes):
-      guard let pair = try? makeSocketPair() else { exit(1) }
+      guard let pair = try? Sandbox.Sys.makeSocketPair() else { exit(1) }
       childFDs.append(pair.child)
       parentFDs.append(pair.child)
       feeds.append((pair.parent, bytes))
@@ -111,15 +111,15 @@ func runUngated(_ bwrap: String, _ arguments: [String], _ inputs: [ChildInput]) 
     case .report, .channel: childFDs.append(null)
     }
   }
-  guard let child = try? Spawner.spawn(bwrap, arguments: arguments, environment: [], descriptors: childFDs) else { exit(1) }
+  guard let child = try? Sandbox.Spawner.spawn(bwrap, arguments: arguments, environment: [], descriptors: childFDs) else { exit(1) }
   for fd in parentFDs { close(fd) }
   for (fd, bytes) in feeds {
-    sendAll(fd, bytes)
+    Sandbox.Sys.sendAll(fd, bytes)
     close(fd)
   }
   var entry = pollfd(fd: child.pidFD, events: Int16(POLLIN), revents: 0)
   _ = poll(&entry, 1, -1)
-  _ = Spawner.reap(child)
+  _ = Sandbox.Spawner.reap(child)
   close(child.pidFD)
   close(null)
 }
@@ -167,7 +167,7 @@ enum Bench {
     let venv = arguments[1]
     let binary = arguments[2]
     let resultsPath = arguments.count > 3 ? arguments[3] : "tests/bench-results.json"
-    let runs = Int(environmentValue("SANDBOX_BENCH_RUNS") ?? "") ?? 40
+    let runs = Int(Sandbox.Sys.environmentValue("SANDBOX_BENCH_RUNS") ?? "") ?? 40
     let code = "print('hello')"
     var rows: [Row] = []
     var json: [String] = []
@@ -181,14 +181,14 @@ enum Bench {
         print("bench: \(error.description)")
         exit(1)
       }
-      let environment = (try? makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: [:])) ?? []
-      let invocation = makeBwrapInvocation(sandbox.makePlan(.code(code), workspace: nil, environment: environment))
+      let environment = (try? Sandbox.Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: [:])) ?? []
+      let invocation = Sandbox.Bwrap.makeInvocation(sandbox.makePlan(.code(code), workspace: nil, environment: environment))
       let limits = sandbox.config.limits
-      let bare = SpawnRequest(executable: sandbox.venv.python, arguments: ["-c", code], environment: [])
-      let raw = SandboxLaunch(executable: sandbox.host.bwrapPath, arguments: invocation.arguments, inputs: invocation.inputs, limits: limits)
-      let gate = sandbox.host.layout.bootstrap.command(python: sandbox.venv.python, script: Layout.codePath)
-      let ungated = Array(invocation.arguments.dropLast(gate.count)) + [sandbox.venv.python, Layout.codePath]
-      let cli = SpawnRequest(
+      let bare = Sandbox.Spawner.Request(executable: sandbox.venv.python, arguments: ["-c", code], environment: [])
+      let raw = Sandbox.Lifecycle.Launch(executable: sandbox.host.bwrapPath, arguments: invocation.arguments, inputs: invocation.inputs, limits: limits)
+      let gate = sandbox.host.layout.bootstrap.command(python: sandbox.venv.python, script: Sandbox.Bwrap.Layout.codePath)
+      let ungated = Array(invocation.arguments.dropLast(gate.count)) + [sandbox.venv.python, Sandbox.Bwrap.Layout.codePath]
+      let cli = Sandbox.Spawner.Request(
         executable: binary,
         arguments: ["run", "--no-apparmor", "--venv", venv, network ? "--enable-network" : "--disable-network", "--code", code],
         environment: ["PATH=/usr/bin:/bin"])
@@ -236,7 +236,7 @@ enum Bench {
           for _ in 0..<2 {
             group.addTask {
               await withCheckedContinuation { continuation in
-                startThread {
+                Sandbox.Sys.startThread {
                   for _ in 0..<perWorker { body() }
                   continuation.resume()
                 }
@@ -267,15 +267,15 @@ enum Bench {
     // Change tracking alone: two snapshots and a diff, as one run does.
     let sandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled))
     for count in [10, 1_000, 10_000] {
-      guard let directory = try? makeTemporaryDirectory(prefix: "sandbox-bench-") else { exit(1) }
-      defer { removeTree(directory) }
+      guard let directory = try? Sandbox.Sys.makeTemporaryDirectory(prefix: "sandbox-bench-") else { exit(1) }
+      defer { Sandbox.Changes.removeTree(directory) }
       for index in 0..<count {
         let subdirectory = "\(directory)/d\(index / 500)"
         if index % 500 == 0 { mkdir(subdirectory, 0o755) }
         let fd = open("\(subdirectory)/f\(index)", O_WRONLY | O_CREAT, 0o644)
         if fd >= 0 { close(fd) }
       }
-      guard let workspace = try? Workspace(path: directory) else { exit(1) }
+      guard let workspace = try? Sandbox.Changes.OpenMountDirectory(path: directory) else { exit(1) }
       defer { workspace.close() }
       guard let before = try? workspace.snapshot() else { exit(1) }
       var single: [Double] = []
@@ -284,11 +284,11 @@ enum Bench {
       for _ in 0..<max(10, runs / 2) {
         single.append(measure {  // what happens after a run: one walk and the diff
           guard let after = try? workspace.snapshot() else { exit(1) }
-          _ = makeWorkspaceChanges(before: before, after: after, excluding: nil)
+          _ = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: nil)
         })
         both.append(measure {
           guard let first = try? workspace.snapshot(), let second = try? workspace.snapshot() else { exit(1) }
-          _ = makeWorkspaceChanges(before: first, after: second, excluding: nil)
+          _ = Sandbox.Changes.makeChangeList(before: first, after: second, excluding: nil)
         })
         floor.append(measure { walkWithoutBookkeeping(directory) })
       }
@@ -320,7 +320,7 @@ enum Bench {
         """
       let reset = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)  // "5" resets VmHWM
       if reset >= 0 {
-        writeAll(reset, Array("5".utf8))
+        Sandbox.Sys.writeAll(reset, Array("5".utf8))
         close(reset)
       }
       let cpuBefore = processCPUSeconds()
@@ -328,7 +328,7 @@ enum Bench {
       let result = try? await sandbox.run(.code(links), mountDirectory: mount.path, timeout: .seconds(600))
       let wall = milliseconds(ContinuousClock.now - started) / 1000
       let cpu = processCPUSeconds() - cpuBefore
-      let peak = Double(readSmallFile("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?
+      let peak = Double(Sandbox.Sys.readSmallFile("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?
         .split(separator: " ").dropFirst().first.flatMap { Double(String($0)) } ?? -1) / 1024
       let cleared = (try? Sandbox.readOutput(mountDirectory: mount.path, path: "target")) != nil
       rows.append(Row(name: "100,000 hard links: host CPU for the whole run", median: cpu, p90: .nan, unit: "s"))
@@ -347,7 +347,7 @@ enum Bench {
       if round % 2 == 0 {
         helperTimes.append(measure { mount.remove() })
       } else {
-        let command = SpawnRequest(executable: "/bin/rm", arguments: ["-rf", mount.parent], environment: [])
+        let command = Sandbox.Spawner.Request(executable: "/bin/rm", arguments: ["-rf", mount.parent], environment: [])
         rmTimes.append(measure { _ = spawnOrDie(command) })
         mount.remove()
       }
@@ -363,7 +363,7 @@ enum Bench {
     let document = "{\"runs\": \(runs), \"results\": [\n  " + json.joined(separator: ",\n  ") + "\n]}\n"
     let fd = open(resultsPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     if fd >= 0 {
-      writeAll(fd, Array(document.utf8))
+      Sandbox.Sys.writeAll(fd, Array(document.utf8))
       close(fd)
       print("results: \(resultsPath)")
     }

@@ -23,7 +23,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   guard let sandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled)),
     let offline = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, networkEnabled: false))
   else { return t.expect(false, "lifecycle: sandbox for \(venv)") }
-  let iterations = Int(environmentValue("SANDBOX_RACE_ITERATIONS") ?? "") ?? 200
+  let iterations = Int(Sandbox.Sys.environmentValue("SANDBOX_RACE_ITERATIONS") ?? "") ?? 200
 
   // 1. A daemon that tries to demote pid 1, writes in a tight loop and keeps re-setting a
   //    setuid bit, with both cores busy: never seen writing after `run` returns.
@@ -140,7 +140,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     for name in names {
       let path = Array(mount.path.utf8) + [UInt8(ascii: "/")] + name
       var info = stat()
-      if withCName(path, { lstat($0, &info) }) == 0 && info.st_mode & 0o6000 == 0 { cleared += 1 }
+      if Sandbox.Sys.withCName(path, { lstat($0, &info) }) == 0 && info.st_mode & 0o6000 == 0 { cleared += 1 }
     }
     t.expect(cleared == names.count, "lifecycle: the set-id bits of every such file are cleared", "\(cleared) of \(names.count)")
     mount.remove()
@@ -160,8 +160,8 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
       os.chmod("deep", 0o4755)
       os.chmod("/mnt", 0o777)
       """, mount: mount.path)
-    let found = deep?.changedPaths.first.map { validUTF8($0) ?? "" } ?? ""
-    let cleared = shellOutput("find '\(mount.path)' -name deep -perm -4000 | wc -l").trimmed
+    let found = deep?.changedPaths.first.map { Sandbox.Sys.validUTF8($0) ?? "" } ?? ""
+    let cleared = shellOutput("find '\(mount.path)' -name deep -perm -4000 | wc -l").trimmingWhitespace
     t.expect(found.hasSuffix("/deep") && found.utf8.count > 4096 && cleared == "0", "lifecycle: a setuid file at a path longer than PATH_MAX is found and cleared", "\(found.utf8.count) bytes, setuid left: \(cleared)")
     t.expect(sizeAndMode(mount.path)?.mode == 0o700, "lifecycle: chmod 777 /mnt by the payload is undone", String(sizeAndMode(mount.path)?.mode ?? 0, radix: 8))
     t.expect(deep?.cleanupIncomplete == nil, "lifecycle: ... and the clean-up is complete", deep?.cleanupIncomplete ?? "")
@@ -210,7 +210,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   if let mount = freshMount() {
     let reset = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)  // "5": VmHWM starts again from here
     if reset >= 0 {
-      writeAll(reset, Array("5".utf8))
+      Sandbox.Sys.writeAll(reset, Array("5".utf8))
       close(reset)
     }
     let chain = payload(sandbox, """
@@ -225,9 +225,9 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
       os.close(os.open("deepest", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
       os.chmod("deepest", 0o4755, dir_fd=fd)
       """, mount: mount.path, timeout: .seconds(120))
-    let peak = (readSmallFile("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+    let peak = (Sandbox.Sys.readSmallFile("/proc/self/status")?.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
       .flatMap { Int(String($0.split(separator: " ").dropFirst().first ?? "")) } ?? -1
-    let left = shellOutput("find '\(mount.path)' -name deepest -perm -4000 2>/dev/null | wc -l").trimmed
+    let left = shellOutput("find '\(mount.path)' -name deepest -perm -4000 2>/dev/null | wc -l").trimmingWhitespace
     t.expect(
       chain?.changesTruncated == true && chain?.cleanupIncomplete == nil && left == "0" && peak > 0 && peak < 200 << 10,
       "lifecycle: a chain of 2,000 directories with 255-byte names is bounded by the caps (peak RSS \(peak >> 10) MiB), and the setuid file at its bottom is cleared",
@@ -249,7 +249,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
           os.chmod(d + "/tool", 0o6755)
           os.chmod(d, mode)
       """, mount: mount.path)
-    let left = shellOutput("chmod -R u+rx '\(mount.path)' 2>/dev/null; find '\(mount.path)' -perm /6000 -type f | wc -l").trimmed
+    let left = shellOutput("chmod -R u+rx '\(mount.path)' 2>/dev/null; find '\(mount.path)' -perm /6000 -type f | wc -l").trimmingWhitespace
     t.expect(
       hidden?.cleanupIncomplete == nil && left == "0",
       "lifecycle: set-id files in directories closed to their owner (0401, 0100, 000, 001) are cleared",
@@ -289,7 +289,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
       refused.count == (getuid() == 0 ? 8 : 7) && ContinuousClock.now - started < .seconds(2),
       "outputs: symlinks (last or inner), FIFOs, directories, devices, escapes and missing files are refused without blocking", "\(refused)")
     mount.remove()
-    t.expect(readSmallFile(canary) == "host secret", "outputs: ... and removing the mount dir leaves the symlink's target alone")
+    t.expect(Sandbox.Sys.readSmallFile(canary) == "host secret", "outputs: ... and removing the mount dir leaves the symlink's target alone")
     unlink(canary)
   }
 
@@ -313,7 +313,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
       """, mount: mount.path)
     let parent = mount.parent
     mount.remove()
-    t.expect(!exists(parent) && exists("\(canary)/keep"), "mount dir helper: removes mode-000 dirs, FIFOs, 300 levels and symlinks (never their targets)")
+    t.expect(!Sandbox.Sys.exists(parent) && Sandbox.Sys.exists("\(canary)/keep"), "mount dir helper: removes mode-000 dirs, FIFOs, 300 levels and symlinks (never their targets)")
     shell("rm -rf '\(canary)'")
     let fresh = try? SandboxMountDirectory()
     t.expect(sizeAndMode(fresh?.parent ?? "/")?.mode == 0o700, "mount dir helper: the private parent is mode 0700")
@@ -339,14 +339,14 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     }
     let error = await task.value
     t.expect(error == .runCancelled, "lifecycle: a Task cancelled before run gets runCancelled", error?.description ?? "no error")
-    t.expect(!exists("\(mount.path)/ran"), "lifecycle: ... and neither spawned anything")
+    t.expect(!Sandbox.Sys.exists("\(mount.path)/ran"), "lifecycle: ... and neither spawned anything")
     // A tiny timeout ends the run before its payload could start: a result, and nothing ran.
     var early = 0
     for _ in 0..<20 {
       let result = payload(sandbox, "open('/mnt/ran', 'w')", mount: mount.path, timeout: .microseconds(200))
       if result?.timedOut == true && result?.stdout.isEmpty == true { early += 1 }
     }
-    t.expect(early == 20 && !exists("\(mount.path)/ran"), "lifecycle: a 0.2 ms timeout times out every run before the payload starts", "\(early) of 20")
+    t.expect(early == 20 && !Sandbox.Sys.exists("\(mount.path)/ran"), "lifecycle: a 0.2 ms timeout times out every run before the payload starts", "\(early) of 20")
     mount.remove()
   }
 

@@ -6,6 +6,16 @@
 
 import Glibc
 
+extension String {
+  /// The text without white space at either end (the tests' own: sandbox.swift's is fileprivate).
+  var trimmingWhitespace: String {
+    var text = Substring(self)
+    while let first = text.first, first.isWhitespace { text.removeFirst() }
+    while let last = text.last, last.isWhitespace { text.removeLast() }
+    return String(text)
+  }
+}
+
 struct Tally {
   var passed = 0
   var failed = 0
@@ -54,7 +64,7 @@ func shellOutput(_ command: String) -> String {
   return String(decoding: bytes, as: UTF8.self)
 }
 
-extension WorkspaceChanges {
+extension Sandbox.Changes.ChangeList {
   /// The lists as text, for comparing with literals (the names in these tests are ASCII).
   var changedText: [String] { changed.map { String(decoding: $0, as: UTF8.self) } }
   var deletedText: [String] { deleted.map { String(decoding: $0, as: UTF8.self) } }
@@ -63,18 +73,18 @@ extension WorkspaceChanges {
 func writeFile(_ path: String, _ text: String) {
   let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
   guard fd >= 0 else { return }
-  writeAll(fd, Array(text.utf8))
+  Sandbox.Sys.writeAll(fd, Array(text.utf8))
   close(fd)
 }
 
 // MARK: - Golden: the bwrap command line
 
-let goldenLayout = HostLayout(
+let goldenLayout = Sandbox.Preflight.HostLayout(
   systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
   procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
   etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group")],
-  bootstrap: Bootstrap(shell: "/usr/bin/dash", envCommand: nil))
-let goldenVenv = VenvLayout(root: "/opt/venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
+  bootstrap: Sandbox.Bwrap.Gate(shell: "/usr/bin/dash", envCommand: nil))
+let goldenVenv = Sandbox.Preflight.VenvLayout(root: "/opt/venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
 
 func goldenArguments(network: Bool) -> [String] {
   var expected = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -100,11 +110,11 @@ func goldenArguments(network: Bool) -> [String] {
 
 func testGolden(_ t: inout Tally) {
   for network in [false, true] {
-    let plan = RunPlan(
+    let plan = Sandbox.Bwrap.RunPlan(
       host: goldenLayout, venv: goldenVenv, networkEnabled: network, mountDirectoryFD: 42,
       payload: .code("print(1)"), environment: [("HOME", "/tmp"), ("PATH", "/opt/venv/bin:/usr/bin")],
       tmpfsBytes: 1 << 20, seccompProgram: [1, 2, 3, 4, 5, 6, 7, 8])
-    let invocation = makeBwrapInvocation(plan)
+    let invocation = Sandbox.Bwrap.makeInvocation(plan)
     let expected = goldenArguments(network: network)
     let firstDifference = zip(invocation.arguments, expected).enumerated().first { $0.element.0 != $0.element.1 }
     t.expect(
@@ -125,15 +135,15 @@ func testGolden(_ t: inout Tally) {
       shape == ["channel", "# Written", "127.0.0.1", "fd 42", "print(1)", "report", "\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}"],
       "golden: child fds 3-9 carry the gate's channel, resolv.conf, hosts, mount dir, code, bwrap's report, seccomp", "\(shape)")
   }
-  let script = makeBwrapInvocation(
-    RunPlan(host: goldenLayout, venv: VenvLayout(root: "/v", basePrefix: nil), networkEnabled: true, mountDirectoryFD: nil,
-      payload: .script(sandboxPath: "/mnt/job.py"), environment: [], tmpfsBytes: 4096, seccompProgram: SeccompFilter.allowAll))
+  let script = Sandbox.Bwrap.makeInvocation(
+    Sandbox.Bwrap.RunPlan(host: goldenLayout, venv: Sandbox.Preflight.VenvLayout(root: "/v", basePrefix: nil), networkEnabled: true, mountDirectoryFD: nil,
+      payload: .script(sandboxPath: "/mnt/job.py"), environment: [], tmpfsBytes: 4096, seccompProgram: Sandbox.Seccomp.Filter.allowAll))
   t.expect(script.arguments.suffix(2) == ["/v/bin/python", "/mnt/job.py"], "golden: a script runs by its sandbox path, behind the gate")
   t.expect(
     !script.arguments.contains("--bind-fd") && script.arguments.joined(separator: " ").contains("--size 4096 --tmpfs /mnt")
       && script.arguments.contains("--seccomp"),
     "golden: without a mount dir, /mnt is a sized tmpfs; a relaxed seccomp layer still loads a (permissive) filter, pid 1's armed sign")
-  let bash = Bootstrap(shell: "/bin/sh", envCommand: "/usr/bin/env").command(python: "/v/bin/python", script: "/mnt/a.py")
+  let bash = Sandbox.Bwrap.Gate(shell: "/bin/sh", envCommand: "/usr/bin/env").command(python: "/v/bin/python", script: "/mnt/a.py")
   t.expect(
     bash == ["/bin/sh", "-c", #"printf R >&3 && read -r go <&3 && [ "$go" = GO ] && exec /usr/bin/env -u SHLVL "$0" "$@" 3<&-"#, "/v/bin/python", "/mnt/a.py"],
     "golden: without dash, the gate runs /bin/sh and takes bash's SHLVL out again", "\(bash)")
@@ -143,7 +153,7 @@ func testGolden(_ t: inout Tally) {
 // MARK: - Golden: the seccomp program, decoded back into rules by a small BPF interpreter
 
 /// Runs a classic-BPF seccomp program on one system call; returns the action it takes.
-func evaluateFilter(_ program: [BPFInstruction], arch: UInt32, number: UInt32, args: [UInt64] = []) -> UInt32 {
+func evaluateFilter(_ program: [Sandbox.Seccomp.Instruction], arch: UInt32, number: UInt32, args: [UInt64] = []) -> UInt32 {
   var accumulator: UInt32 = 0
   var pc = 0
   func word(at offset: UInt32) -> UInt32 {
@@ -173,118 +183,118 @@ func evaluateFilter(_ program: [BPFInstruction], arch: UInt32, number: UInt32, a
 }
 
 func testSeccomp(_ t: inout Tally) {
-  for architecture in SeccompFilter.Architecture.allCases {
+  for architecture in Sandbox.Seccomp.Filter.Architecture.allCases {
     for network in [true, false] {
       let label = "seccomp \(architecture.rawValue), network \(network ? "on" : "off")"
-      let program = SeccompFilter.makeProgram(for: architecture, networkEnabled: network)
+      let program = Sandbox.Seccomp.Filter.makeProgram(for: architecture, networkEnabled: network)
       let arch = architecture.auditArch
       func action(_ number: UInt32?, _ args: [UInt64] = []) -> UInt32 {
         evaluateFilter(program, arch: arch, number: number ?? 0xFFFF, args: args)
       }
       func rule(_ name: String) -> UInt32? {
-        SeccompFilter.argumentRules(networkEnabled: network).first { $0.call.name == name }?.call.number(architecture)
+        Sandbox.Seccomp.Filter.argumentRules(networkEnabled: network).first { $0.call.name == name }?.call.number(architecture)
       }
       t.expect(program.count < 4096 && program.allSatisfy { [0x20, 0x15, 0x35, 0x45, 0x06].contains($0.code) }, "\(label): a valid program (\(program.count) instructions)")
       // Decode: sweep every call number with zeroed arguments and collect what is not allowed.
       var denied: [UInt32: UInt32] = [:]
-      for number in UInt32(0)..<600 where action(number) != SeccompFilter.allow { denied[number] = action(number) }
+      for number in UInt32(0)..<600 where action(number) != Sandbox.Seccomp.Filter.allow { denied[number] = action(number) }
       var expected: [UInt32: UInt32] = [:]
-      for rule in SeccompFilter.deniedCalls { if let number = rule.number(architecture) { expected[number] = SeccompFilter.fail(rule.errno) } }
-      expected[SeccompFilter.socketCall.number(architecture)!] = SeccompFilter.fail(EAFNOSUPPORT)  // socket(AF_UNSPEC)
-      expected[rule("ioprio_set")!] = SeccompFilter.fail(EPERM)  // ioprio_set(0, 0): "which" 0 is no IOPRIO_WHO_PROCESS
-      for number in (architecture.highestReviewed + 1)..<600 { expected[number] = SeccompFilter.fail(ENOSYS) }
+      for rule in Sandbox.Seccomp.Filter.deniedCalls { if let number = rule.number(architecture) { expected[number] = Sandbox.Seccomp.Filter.fail(rule.errno) } }
+      expected[Sandbox.Seccomp.Filter.socketCall.number(architecture)!] = Sandbox.Seccomp.Filter.fail(EAFNOSUPPORT)  // socket(AF_UNSPEC)
+      expected[rule("ioprio_set")!] = Sandbox.Seccomp.Filter.fail(EPERM)  // ioprio_set(0, 0): "which" 0 is no IOPRIO_WHO_PROCESS
+      for number in (architecture.highestReviewed + 1)..<600 { expected[number] = Sandbox.Seccomp.Filter.fail(ENOSYS) }
       t.expect(denied == expected, "\(label): decoded, exactly the denied calls fail, each with its errno, and every number above \(architecture.highestReviewed) gets ENOSYS",
         "extra: \(denied.keys.filter { expected[$0] == nil }.sorted()), missing: \(expected.keys.filter { denied[$0] == nil }.sorted())")
-      t.expect(action(438) == SeccompFilter.fail(EPERM) && action(467) == SeccompFilter.fail(ENOSYS), "\(label): pidfd_getfd (EPERM) and open_tree_attr (ENOSYS) are refused")
-      t.expect(action(452) == SeccompFilter.allow && action(462) == SeccompFilter.allow && action(469) == SeccompFilter.allow, "\(label): fchmodat2 and mseal (glibc 2.41) and file_setattr, the highest reviewed call, are allowed")
-      t.expect(action(470) == SeccompFilter.fail(ENOSYS) && action(0x3FFF_FFFF) == SeccompFilter.fail(ENOSYS), "\(label): a call newer than the table gets ENOSYS")
-      t.expect(evaluateFilter(program, arch: 0x4000_0003, number: 0) == SeccompFilter.killProcess, "\(label): an ia32 call is killed")
-      t.expect(evaluateFilter(program, arch: 0xC000_0028, number: 0) == SeccompFilter.killProcess, "\(label): another architecture's call is killed")
+      t.expect(action(438) == Sandbox.Seccomp.Filter.fail(EPERM) && action(467) == Sandbox.Seccomp.Filter.fail(ENOSYS), "\(label): pidfd_getfd (EPERM) and open_tree_attr (ENOSYS) are refused")
+      t.expect(action(452) == Sandbox.Seccomp.Filter.allow && action(462) == Sandbox.Seccomp.Filter.allow && action(469) == Sandbox.Seccomp.Filter.allow, "\(label): fchmodat2 and mseal (glibc 2.41) and file_setattr, the highest reviewed call, are allowed")
+      t.expect(action(470) == Sandbox.Seccomp.Filter.fail(ENOSYS) && action(0x3FFF_FFFF) == Sandbox.Seccomp.Filter.fail(ENOSYS), "\(label): a call newer than the table gets ENOSYS")
+      t.expect(evaluateFilter(program, arch: 0x4000_0003, number: 0) == Sandbox.Seccomp.Filter.killProcess, "\(label): an ia32 call is killed")
+      t.expect(evaluateFilter(program, arch: 0xC000_0028, number: 0) == Sandbox.Seccomp.Filter.killProcess, "\(label): another architecture's call is killed")
       if architecture == .x86_64 {
-        t.expect(action(0x4000_0000 + 1) == SeccompFilter.fail(ENOSYS), "\(label): an x32 call number is refused")
+        t.expect(action(0x4000_0000 + 1) == Sandbox.Seccomp.Filter.fail(ENOSYS), "\(label): an x32 call number is refused")
       }
-      let socket = SeccompFilter.socketCall.number(architecture)
+      let socket = Sandbox.Seccomp.Filter.socketCall.number(architecture)
       for (family, allowed) in [(1, true), (16, true), (2, network), (10, network), (17, false), (40, false), (0x1_0000_0001, true)] as [(UInt64, Bool)] {
-        t.expect((action(socket, [family]) == SeccompFilter.allow) == allowed, "\(label): socket family \(family) \(allowed ? "allowed" : "refused")")
+        t.expect((action(socket, [family]) == Sandbox.Seccomp.Filter.allow) == allowed, "\(label): socket family \(family) \(allowed ? "allowed" : "refused")")
       }
       let clone = rule("clone")
-      t.expect(action(clone, [0x11]) == SeccompFilter.allow && action(clone, [0x3D0F00]) == SeccompFilter.allow, "\(label): clone for fork and threads is allowed")
-      t.expect(action(clone, [0x1000_0011]) == SeccompFilter.fail(EPERM) && action(clone, [0x4000_0000]) == SeccompFilter.fail(EPERM), "\(label): clone with CLONE_NEWUSER or CLONE_NEWNET is refused")
+      t.expect(action(clone, [0x11]) == Sandbox.Seccomp.Filter.allow && action(clone, [0x3D0F00]) == Sandbox.Seccomp.Filter.allow, "\(label): clone for fork and threads is allowed")
+      t.expect(action(clone, [0x1000_0011]) == Sandbox.Seccomp.Filter.fail(EPERM) && action(clone, [0x4000_0000]) == Sandbox.Seccomp.Filter.fail(EPERM), "\(label): clone with CLONE_NEWUSER or CLONE_NEWNET is refused")
       let ioctl = rule("ioctl")
-      t.expect(action(ioctl, [0, 0x5401]) == SeccompFilter.allow, "\(label): ioctl TCGETS is allowed")
+      t.expect(action(ioctl, [0, 0x5401]) == Sandbox.Seccomp.Filter.allow, "\(label): ioctl TCGETS is allowed")
       t.expect(
-        action(ioctl, [0, 0x5412]) == SeccompFilter.fail(EPERM) && action(ioctl, [0, 0xDEAD_0000_5412]) == SeccompFilter.fail(EPERM)
-          && action(ioctl, [0, 0x541C]) == SeccompFilter.fail(EPERM),
+        action(ioctl, [0, 0x5412]) == Sandbox.Seccomp.Filter.fail(EPERM) && action(ioctl, [0, 0xDEAD_0000_5412]) == Sandbox.Seccomp.Filter.fail(EPERM)
+          && action(ioctl, [0, 0x541C]) == Sandbox.Seccomp.Filter.fail(EPERM),
         "\(label): ioctl TIOCSTI (also with high bits set) and TIOCLINUX are refused")
       let personality = rule("personality")
-      t.expect(action(personality, [0]) == SeccompFilter.allow && action(personality, [0xFFFF_FFFF]) == SeccompFilter.allow && action(personality, [0x0040000]) == SeccompFilter.fail(EPERM), "\(label): personality only queries or sets PER_LINUX")
+      t.expect(action(personality, [0]) == Sandbox.Seccomp.Filter.allow && action(personality, [0xFFFF_FFFF]) == Sandbox.Seccomp.Filter.allow && action(personality, [0x0040000]) == Sandbox.Seccomp.Filter.fail(EPERM), "\(label): personality only queries or sets PER_LINUX")
       for name in ["sched_setscheduler", "sched_setattr", "sched_setaffinity"] {
         let number = rule(name)
         t.expect(
-          action(number, [0, 5]) == SeccompFilter.allow && action(number, [1, 5]) == SeccompFilter.fail(EPERM)
-            && action(number, [0x1_0000_0000]) == SeccompFilter.allow && action(number, [2]) == SeccompFilter.fail(EPERM),
+          action(number, [0, 5]) == Sandbox.Seccomp.Filter.allow && action(number, [1, 5]) == Sandbox.Seccomp.Filter.fail(EPERM)
+            && action(number, [0x1_0000_0000]) == Sandbox.Seccomp.Filter.allow && action(number, [2]) == Sandbox.Seccomp.Filter.fail(EPERM),
           "\(label): \(name) only for the caller itself (pid 0), never for pid 1 or another")
       }
       let param = rule("sched_setparam")
-      t.expect(action(param, [0, 5]) == SeccompFilter.allow && action(param, [1, 5]) == SeccompFilter.fail(EPERM), "\(label): sched_setparam only for the caller itself")
+      t.expect(action(param, [0, 5]) == Sandbox.Seccomp.Filter.allow && action(param, [1, 5]) == Sandbox.Seccomp.Filter.fail(EPERM), "\(label): sched_setparam only for the caller itself")
       let ioprio = rule("ioprio_set")
       t.expect(
-        action(ioprio, [1, 0, 0x6000]) == SeccompFilter.allow && action(ioprio, [1, 1, 0x6000]) == SeccompFilter.fail(EPERM)
-          && action(ioprio, [2, 0, 0x6000]) == SeccompFilter.fail(EPERM) && action(ioprio, [3, 0, 0x6000]) == SeccompFilter.fail(EPERM),
+        action(ioprio, [1, 0, 0x6000]) == Sandbox.Seccomp.Filter.allow && action(ioprio, [1, 1, 0x6000]) == Sandbox.Seccomp.Filter.fail(EPERM)
+          && action(ioprio, [2, 0, 0x6000]) == Sandbox.Seccomp.Filter.fail(EPERM) && action(ioprio, [3, 0, 0x6000]) == Sandbox.Seccomp.Filter.fail(EPERM),
         "\(label): ioprio_set only IOPRIO_WHO_PROCESS of the caller (not pid 1, a process group or a user)")
       let prlimit = rule("prlimit64")
       t.expect(
-        action(prlimit, [0, 7, 0x1000, 0]) == SeccompFilter.allow && action(prlimit, [1, 7, 0, 0x1000]) == SeccompFilter.allow
-          && action(prlimit, [1, 7, 0x1000, 0]) == SeccompFilter.fail(EPERM),
+        action(prlimit, [0, 7, 0x1000, 0]) == Sandbox.Seccomp.Filter.allow && action(prlimit, [1, 7, 0, 0x1000]) == Sandbox.Seccomp.Filter.allow
+          && action(prlimit, [1, 7, 0x1000, 0]) == Sandbox.Seccomp.Filter.fail(EPERM),
         "\(label): prlimit64 sets only the caller's own limits; reading another's stays allowed")
       let priority = rule("setpriority")
       t.expect(
-        action(priority, [0, 0, 10]) == SeccompFilter.allow && action(priority, [0, 1, 19]) == SeccompFilter.fail(EPERM)
-          && action(priority, [1, 0, 19]) == SeccompFilter.fail(EPERM) && action(priority, [2, 0, 19]) == SeccompFilter.fail(EPERM),
+        action(priority, [0, 0, 10]) == Sandbox.Seccomp.Filter.allow && action(priority, [0, 1, 19]) == Sandbox.Seccomp.Filter.fail(EPERM)
+          && action(priority, [1, 0, 19]) == Sandbox.Seccomp.Filter.fail(EPERM) && action(priority, [2, 0, 19]) == Sandbox.Seccomp.Filter.fail(EPERM),
         "\(label): setpriority only PRIO_PROCESS of the caller (not of pid 1, a process group or a user)")
     }
   }
-  let program = SeccompFilter.makeProgram(for: .x86_64, networkEnabled: true)
-  let bytes = SeccompFilter.encode(program)
-  var decoded: [BPFInstruction] = []
+  let program = Sandbox.Seccomp.Filter.makeProgram(for: .x86_64, networkEnabled: true)
+  let bytes = Sandbox.Seccomp.Filter.encode(program)
+  var decoded: [Sandbox.Seccomp.Instruction] = []
   for start in stride(from: 0, to: bytes.count, by: 8) {
     let b = bytes[start..<start + 8].map(UInt32.init)
-    decoded.append(BPFInstruction(code: UInt16(b[0] | b[1] << 8), jumpIfTrue: UInt8(b[2]), jumpIfFalse: UInt8(b[3]), k: b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24))
+    decoded.append(Sandbox.Seccomp.Instruction(code: UInt16(b[0] | b[1] << 8), jumpIfTrue: UInt8(b[2]), jumpIfFalse: UInt8(b[3]), k: b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24))
   }
   t.expect(bytes.count == program.count * 8 && decoded == program, "seccomp: the encoded bytes decode back to the program")
-  t.expect(evaluateFilter([.ret(SeccompFilter.allow)], arch: 0, number: 101) == SeccompFilter.allow && SeccompFilter.allowAll.count == 8, "seccomp: the relaxed layer's program allows everything")
+  t.expect(evaluateFilter([.ret(Sandbox.Seccomp.Filter.allow)], arch: 0, number: 101) == Sandbox.Seccomp.Filter.allow && Sandbox.Seccomp.Filter.allowAll.count == 8, "seccomp: the relaxed layer's program allows everything")
 }
 
 // MARK: - Golden: the AppArmor profile
 
 /// Compares `text` with tests/golden/NAME; SANDBOX_UPDATE_GOLDEN=1 rewrites the file instead.
 func compareGolden(_ t: inout Tally, _ name: String, _ text: String) {
-  let directory = environmentValue("SANDBOX_GOLDEN_DIR") ?? "tests/golden"
+  let directory = Sandbox.Sys.environmentValue("SANDBOX_GOLDEN_DIR") ?? "tests/golden"
   let path = "\(directory)/\(name)"
-  if environmentValue("SANDBOX_UPDATE_GOLDEN") == "1" { writeFile(path, text) }
-  guard isDirectory(directory) else { return t.skip("golden: \(name)", "no golden directory at \(directory) (run from the project root or set SANDBOX_GOLDEN_DIR)") }
-  let expected = readSmallFile(path) ?? ""
-  t.expect(text == expected, "golden: \(name)", makeUnifiedDiff(old: expected, new: text, oldName: path, newName: "generated").split(separator: "\n").prefix(12).joined(separator: " | "))
+  if Sandbox.Sys.environmentValue("SANDBOX_UPDATE_GOLDEN") == "1" { writeFile(path, text) }
+  guard Sandbox.Sys.isDirectory(directory) else { return t.skip("golden: \(name)", "no golden directory at \(directory) (run from the project root or set SANDBOX_GOLDEN_DIR)") }
+  let expected = Sandbox.Sys.readSmallFile(path) ?? ""
+  t.expect(text == expected, "golden: \(name)", Sandbox.AppArmorProfile.makeUnifiedDiff(old: expected, new: text, oldName: path, newName: "generated").split(separator: "\n").prefix(12).joined(separator: " | "))
 }
 
 func testAppArmor(_ t: inout Tally, temp: String) {
-  let debianVenv = VenvLayout(root: "/srv/app/venv", basePrefix: nil)
-  let pyenvVenv = VenvLayout(root: "/home/u/project/.venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
-  let layout = HostLayout(
+  let debianVenv = Sandbox.Preflight.VenvLayout(root: "/srv/app/venv", basePrefix: nil)
+  let pyenvVenv = Sandbox.Preflight.VenvLayout(root: "/home/u/project/.venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
+  let layout = Sandbox.Preflight.HostLayout(
     systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
     procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
     etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group"), .readOnly("/etc/ssl/certs")])
   let directories: Set<String> = ["/usr", "/etc/ssl/certs"]
-  let abi3 = AppArmorSupport(parserVersion: "3.0.8", kernelMediatesUserns: false)
-  let abi4 = AppArmorSupport(parserVersion: "4.0.1", kernelMediatesUserns: true)
-  let cases: [(String, VenvLayout, String, AppArmorSupport)] = [
+  let abi3 = Sandbox.AppArmorProfile.Support(parserVersion: "3.0.8", kernelMediatesUserns: false)
+  let abi4 = Sandbox.AppArmorProfile.Support(parserVersion: "4.0.1", kernelMediatesUserns: true)
+  let cases: [(String, Sandbox.Preflight.VenvLayout, String, Sandbox.AppArmorProfile.Support)] = [
     ("apparmor-debian-abi3.profile", debianVenv, "/usr/bin/python3.11", abi3),
     ("apparmor-pyenv-abi3.profile", pyenvVenv, "/home/u/.pyenv/versions/3.12.1/bin/python3.12", abi3),
     ("apparmor-debian-abi4.profile", debianVenv, "/usr/bin/python3.11", abi4),
     ("apparmor-pyenv-abi4.profile", pyenvVenv, "/home/u/.pyenv/versions/3.12.1/bin/python3.12", abi4),
   ]
   for (file, venv, interpreter, support) in cases {
-    guard let profile = try? makeAppArmorProfile(
+    guard let profile = try? Sandbox.AppArmorProfile.makeProfile(
       name: "sandbox_golden", venv: venv, interpreter: interpreter, host: layout, bwrapPath: "/usr/bin/bwrap",
       support: support, isDirectory: { directories.contains($0) })
     else { t.expect(false, "golden: \(file) generates"); continue }
@@ -294,47 +304,47 @@ func testAppArmor(_ t: inout Tally, temp: String) {
     t.expect(profile.contains("\n  \(interpreter) ix,\n") && profile.contains("flags=(attach_disconnected)"), "apparmor: \(file) runs the interpreter with ix, under attach_disconnected")
     // Every mount of the table has its rule: the profile is derived from the same table as the argv.
     for fd in [Int32(3), nil] {
-      let mounts = makeBwrapInvocation(RunPlan(host: layout, venv: venv, networkEnabled: true, mountDirectoryFD: fd, payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])).mounts
+      let mounts = Sandbox.Bwrap.makeInvocation(Sandbox.Bwrap.RunPlan(host: layout, venv: venv, networkEnabled: true, mountDirectoryFD: fd, payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])).mounts
       let missing = mounts.filter { mount in
-        guard let rules = try? appArmorMountRules(mount, isDirectory: { directories.contains($0) }) else { return true }
+        guard let rules = try? Sandbox.AppArmorProfile.mountRules(mount, isDirectory: { directories.contains($0) }) else { return true }
         return !rules.allSatisfy { profile.contains("\n  \($0.rule)\n") }
       }
       t.expect(missing.isEmpty, "apparmor: \(file) has the rules of every mount (mount dir \(fd == nil ? "absent" : "present"))", "\(missing)")
     }
-    if !support.usesABI4, let parser = findExecutable("apparmor_parser") {
+    if !support.usesABI4, let parser = Sandbox.Sys.findExecutable("apparmor_parser") {
       let path = "\(temp)/\(file)"
       writeFile(path, profile)
-      let check = try? spawnAndCollect(SpawnRequest(executable: parser, arguments: ["-Q", "-K", "-T", path], environment: [], timeout: .seconds(30)))
+      let check = try? Sandbox.Spawner.runToCompletion(Sandbox.Spawner.Request(executable: parser, arguments: ["-Q", "-K", "-T", path], environment: [], timeout: .seconds(30)))
       t.expect(check?.status == .exited(0), "apparmor: \(file) passes apparmor_parser -Q -K -T", String(decoding: check?.stderr ?? [], as: UTF8.self))
       unlink(path)
     }
   }
   // Paths AppArmor treats as syntax are quoted or refused.
-  t.expect((try? appArmorPath("/srv/my venv")) == "\"/srv/my venv\"", "apparmor: a path with a space is quoted")
+  t.expect((try? Sandbox.AppArmorProfile.quotedPath("/srv/my venv")) == "\"/srv/my venv\"", "apparmor: a path with a space is quoted")
   for bad in ["/srv/v*", "/srv/v?", "/srv/[v]", "/srv/{a,b}", "/srv/v^", "/srv/v\"", "/srv/a\nb", "/srv/a#b"] {
-    t.expectError("apparmor: the path '\(printable(bad))' is refused", { if case .unsafeAppArmorPath = $0 { true } else { false } }) {
-      () throws(SandboxError) in _ = try appArmorPath(bad)
+    t.expectError("apparmor: the path '\(Sandbox.Sys.printable(bad))' is refused", { if case .unsafeAppArmorPath = $0 { true } else { false } }) {
+      () throws(SandboxError) in _ = try Sandbox.AppArmorProfile.quotedPath(bad)
     }
   }
-  let diff = makeUnifiedDiff(old: "a\nb\nc\nd\n", new: "a\nB\nc\nd\ne\n", oldName: "old", newName: "new")
+  let diff = Sandbox.AppArmorProfile.makeUnifiedDiff(old: "a\nb\nc\nd\n", new: "a\nB\nc\nd\ne\n", oldName: "old", newName: "new")
   t.expect(diff == "--- old\n+++ new\n@@ -1,5 +1,6 @@\n a\n-b\n+B\n c\n d\n+e\n \n", "apparmor: the unified diff marks removed and added lines", diff)
-  t.expect(makeUnifiedDiff(old: "same\n", new: "same\n", oldName: "a", newName: "b") == "--- a\n+++ b\n", "apparmor: identical texts give an empty diff")
+  t.expect(Sandbox.AppArmorProfile.makeUnifiedDiff(old: "same\n", new: "same\n", oldName: "a", newName: "b") == "--- a\n+++ b\n", "apparmor: identical texts give an empty diff")
 }
 
 // MARK: - Validation
 
 func testValidation(_ t: inout Tally, temp: String) {
   for name in ["my_sandbox_profile", "a-b.c", "X1"] {
-    t.expect((try? validateProfileName(name)) != nil, "profile name '\(name)' is accepted")
+    t.expect((try? Sandbox.Preflight.validateProfileName(name)) != nil, "profile name '\(name)' is accepted")
   }
   for name in ["a b", "a{b", "a\"b", "a\nb", "a/b", "", "..", "a}b", "a'b", "a,b", "a*b", String(repeating: "a", count: 200)] {
-    t.expectError("profile name '\(printable(name))' is refused", { if case .invalidProfileName = $0 { true } else { false } }) {
-      () throws(SandboxError) in try validateProfileName(name)
+    t.expectError("profile name '\(Sandbox.Sys.printable(name))' is refused", { if case .invalidProfileName = $0 { true } else { false } }) {
+      () throws(SandboxError) in try Sandbox.Preflight.validateProfileName(name)
     }
   }
   // Environment allowlist.
   do throws(SandboxError) {
-    let environment = try makePayloadEnvironment(venvRoot: "/v", extra: ["MY_VAR": "1", "HOME": "/mnt"])
+    let environment = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: "/v", extra: ["MY_VAR": "1", "HOME": "/mnt"])
     let names = environment.map(\.0)
     t.expect(names == ["HOME", "LANG", "MY_VAR", "PATH", "TMPDIR"], "environment: allowlist plus the caller's variables", "\(names)")
     t.expect(environment.first { $0.0 == "HOME" }?.1 == "/mnt", "environment: the caller may override HOME")
@@ -344,11 +354,11 @@ func testValidation(_ t: inout Tally, temp: String) {
   }
   for name in ["1A", "A=B", "A B", "", "Ä"] {
     t.expectError("environment: name '\(name)' is refused", { if case .invalidEnvironment = $0 { true } else { false } }) {
-      () throws(SandboxError) in _ = try makePayloadEnvironment(venvRoot: "/v", extra: [name: "x"])
+      () throws(SandboxError) in _ = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: "/v", extra: [name: "x"])
     }
   }
   t.expectError("environment: a NUL in a value is refused", { if case .invalidEnvironment = $0 { true } else { false } }) {
-    () throws(SandboxError) in _ = try makePayloadEnvironment(venvRoot: "/v", extra: ["A": "x\u{0}y"])
+    () throws(SandboxError) in _ = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: "/v", extra: ["A": "x\u{0}y"])
   }
 
   // Mount directory: below the temp dir after resolving symlinks and '..'.
@@ -360,8 +370,8 @@ func testValidation(_ t: inout Tally, temp: String) {
     ("\(base)/good/sub/..", "a path with '..' that stays below the temp dir"),
   ] {
     do throws(SandboxError) {
-      let workspace = try Workspace(path: path)
-      t.expect(workspace.hostPath == "\(resolvedPath(base) ?? "")/good", "mount dir: \(why) is accepted and resolved", workspace.hostPath)
+      let workspace = try Sandbox.Changes.OpenMountDirectory(path: path)
+      t.expect(workspace.hostPath == "\(Sandbox.Sys.resolvedPath(base) ?? "")/good", "mount dir: \(why) is accepted and resolved", workspace.hostPath)
       workspace.close()
     } catch {
       t.expect(false, "mount dir: \(why) is accepted", error.description)
@@ -372,12 +382,12 @@ func testValidation(_ t: inout Tally, temp: String) {
     ("\(base)/missing", "a nonexistent path"), ("\(base)/file", "a regular file"), (temp, "the temp dir itself"),
     ("/etc", "a path outside the temp dir"), ("/", "the root"),
   ] {
-    t.expectError("mount dir: \(why) is refused", isMountError) { () throws(SandboxError) in _ = try Workspace(path: path) }
+    t.expectError("mount dir: \(why) is refused", isMountError) { () throws(SandboxError) in _ = try Sandbox.Changes.OpenMountDirectory(path: path) }
   }
   // Script paths.
   for script in ["/mnt/../etc/passwd", "/etc/passwd", "/mnt/", "/mnt/a//b.py", "/mnt/./a.py", "mnt/a.py"] {
     t.expectError("script '\(script)' is refused", { if case .invalidScriptPath = $0 { true } else { false } }) {
-      () throws(SandboxError) in _ = try checkScript(script, in: nil)
+      () throws(SandboxError) in _ = try Sandbox.Preflight.checkScript(script, in: nil)
     }
   }
   // Configuration from the environment.
@@ -405,7 +415,7 @@ func testValidation(_ t: inout Tally, temp: String) {
 func testSnapshots(_ t: inout Tally, temp: String) {
   let base = "\(temp)/snapshot-test"
   shell("rm -rf '\(base)' && mkdir -p '\(base)/dir/deeper' && echo a > '\(base)/keep' && echo b > '\(base)/modify' && echo c > '\(base)/remove' && echo d > '\(base)/dir/deeper/old' && echo e > '\(base)/touched' && touch -d '2001-01-01' '\(base)/touched'")
-  guard let workspace = try? Workspace(path: base), let before = try? workspace.snapshot() else {
+  guard let workspace = try? Sandbox.Changes.OpenMountDirectory(path: base), let before = try? workspace.snapshot() else {
     return t.expect(false, "snapshot: set up")
   }
   defer { workspace.close() }
@@ -413,7 +423,7 @@ func testSnapshots(_ t: inout Tally, temp: String) {
   // Modify; delete; create a file, a symlink out, a FIFO; rewrite a file and reset its mtime.
   shell("echo bb > '\(base)/modify' && rm '\(base)/remove' '\(base)/dir/deeper/old' && echo n > '\(base)/dir/new' && ln -s /etc/shadow '\(base)/link' && mkfifo '\(base)/fifo' && echo E > '\(base)/touched' && touch -d '2001-01-01' '\(base)/touched' && mkdir '\(base)/locked' && echo x > '\(base)/locked/x' && chmod 000 '\(base)/locked'")
   guard let after = try? workspace.snapshot() else { return t.expect(false, "snapshot: second snapshot") }
-  let changes = makeWorkspaceChanges(before: before, after: after, excluding: nil)
+  let changes = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: nil)
   let expectedChanged = ["dir/new", "fifo", "link", "modify", "touched"]
   let rootSeesLocked = getuid() == 0  // root reads a mode-000 directory anyway
   t.expect(
@@ -421,22 +431,22 @@ func testSnapshots(_ t: inout Tally, temp: String) {
     "snapshot: created, modified, mtime-reset, symlink and FIFO entries are changed files", "\(changes.changedText)")
   t.expect(changes.deletedText == ["dir/deeper/old", "remove"], "snapshot: removals are deleted files", "\(changes.deletedText)")
   t.expect(after.entries["link"]?.type == S_IFLNK, "snapshot: a symlink is recorded as a link, never followed")
-  let excluded = makeWorkspaceChanges(before: before, after: after, excluding: Array("modify".utf8))
+  let excluded = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: Array("modify".utf8))
   t.expect(!excluded.changedText.contains("modify"), "snapshot: the script that ran is excluded")
   shell("chmod 700 '\(base)/locked'; rm -rf '\(base)'")
-  let unchanged = makeWorkspaceChanges(before: before, after: before, excluding: nil)
-  t.expect(unchanged == WorkspaceChanges(), "snapshot: no change gives empty lists")
+  let unchanged = Sandbox.Changes.makeChangeList(before: before, after: before, excluding: nil)
+  t.expect(unchanged == Sandbox.Changes.ChangeList(), "snapshot: no change gives empty lists")
 }
 
 /// A snapshot taken while this process may hold only 32 descriptors (caps raised: these trees
 /// test descriptors, not the caps).
-func snapshotWithin32Descriptors(_ workspace: Workspace) -> DirectorySnapshot? {
+func snapshotWithin32Descriptors(_ workspace: Sandbox.Changes.OpenMountDirectory) -> Sandbox.Changes.Snapshot? {
   var limit = rlimit()
-  getrlimit(ResourceLimit.openFiles, &limit)
+  getrlimit(Sandbox.Sys.ResourceLimit.openFiles, &limit)
   var low = limit
   low.rlim_cur = 32
-  setrlimit(ResourceLimit.openFiles, &low)
-  defer { setrlimit(ResourceLimit.openFiles, &limit) }
+  setrlimit(Sandbox.Sys.ResourceLimit.openFiles, &low)
+  defer { setrlimit(Sandbox.Sys.ResourceLimit.openFiles, &limit) }
   return try? workspace.snapshot(limits: SandboxLimits(trackedEntries: 1 << 20, trackedBytes: 1 << 30))
 }
 
@@ -446,7 +456,7 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   let base = "\(temp)/snapshot-large"
   // flat/ holds 1,300 files (6 batches); tree/a..e/deep each hold 120 files.
   shell("rm -rf '\(base)' && mkdir -p '\(base)/flat' && cd '\(base)/flat' && seq 1 1300 | xargs touch && for d in a b c d e; do mkdir -p \"../tree/$d/deep\" && (cd \"../tree/$d\" && seq 1 120 | sed 's/^/f/' | xargs touch && cd deep && seq 1 120 | sed 's/^/g/' | xargs touch); done")
-  guard let workspace = try? Workspace(path: base), let before = try? workspace.snapshot() else {
+  guard let workspace = try? Sandbox.Changes.OpenMountDirectory(path: base), let before = try? workspace.snapshot() else {
     return t.expect(false, "large snapshot: set up")
   }
   defer { workspace.close() }
@@ -456,7 +466,7 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   usleep(20_000)
   shell("cd '\(base)' && rm flat/700 flat/1 tree/c/deep/g5 && echo x > flat/650 && echo y > tree/e/f7 && touch flat/new1 flat/new2 tree/b/deep/new && rm -r tree/d")
   guard let after = try? workspace.snapshot() else { return t.expect(false, "large snapshot: second snapshot") }
-  let changes = makeWorkspaceChanges(before: before, after: after, excluding: nil)
+  let changes = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: nil)
   t.expect(changes.changedText == ["flat/650", "flat/new1", "flat/new2", "tree/b/deep/new", "tree/e/f7"], "large snapshot: changes found in the middle of long listings", "\(changes.changedText)")
   let removedDirectory = (1...120).map { "tree/d/deep/g\($0)" } + (1...120).map { "tree/d/f\($0)" }
   t.expect(changes.deletedText == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
@@ -474,7 +484,7 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   // Opening below a directory refuses symlinks in any component and '..', with and without openat2.
   shell("cd '\(base)' && mkdir -p real/sub && ln -s real link")
   let top = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-  for (name, open) in [("openat2", openBeneathNoSymlinks), ("per component", openBeneathByComponents)] {
+  for (name, open) in [("openat2", Sandbox.Changes.openBeneath), ("per component", Sandbox.Changes.openBeneathByComponents)] {
     func opened(_ path: String) -> Int32 { open(top, Array(path.utf8), O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
     let good = opened("real/sub")
     let results = [good, opened("link/sub"), opened("link"), opened("../\(base.split(separator: "/").last!)/real")]
@@ -488,25 +498,25 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
 // MARK: - Exit status, JSON, command line
 
 func testPureHelpers(_ t: inout Tally) {
-  t.expect(ExitStatus(waitStatus: 3 << 8).returnCode == 3, "exit status: exited 3 is 3")
-  t.expect(ExitStatus(waitStatus: 9).returnCode == -9, "exit status: SIGKILL is -9")
-  t.expect(ExitStatus(waitStatus: 137 << 8).returnCode == -9, "exit status: bwrap's 128+9 is -9")
+  t.expect(Sandbox.Spawner.ExitStatus(waitStatus: 3 << 8).returnCode == 3, "exit status: exited 3 is 3")
+  t.expect(Sandbox.Spawner.ExitStatus(waitStatus: 9).returnCode == -9, "exit status: SIGKILL is -9")
+  t.expect(Sandbox.Spawner.ExitStatus(waitStatus: 137 << 8).returnCode == -9, "exit status: bwrap's 128+9 is -9")
   let result = SandboxResult(
     returnCode: -9, stdout: [0x61, 0xff, 0x0a], stderr: Array("q\"\\\u{1}".utf8), timedOut: true, cancelled: false,
     outputTruncated: false, duration: .milliseconds(1500), changedPaths: [Array("a b".utf8), [0xff], [0xfe]],
     deletedPaths: [Array("\u{FFFD}".utf8)], changesTruncated: true, cleanupIncomplete: nil, limitHit: .timeout,
     layers: ["namespaces", "seccomp"])
-  let json = makeJSON(result, outputs: [
-    OutputReport(path: "o.txt", file: SandboxOutputFile(bytes: Array("hi".utf8), size: 2, truncated: false)),
-    OutputReport(path: "o.bin", file: SandboxOutputFile(bytes: [0, 0xff], size: 9, truncated: true)),
-    OutputReport(path: "gone", error: "missing"),
+  let json = Sandbox.CLI.makeJSON(result, outputs: [
+    Sandbox.CLI.OutputReport(path: "o.txt", file: SandboxOutputFile(bytes: Array("hi".utf8), size: 2, truncated: false)),
+    Sandbox.CLI.OutputReport(path: "o.bin", file: SandboxOutputFile(bytes: [0, 0xff], size: 9, truncated: true)),
+    Sandbox.CLI.OutputReport(path: "gone", error: "missing"),
   ])
   t.expect(
     json == #"{"schema": 1, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
     "json: schema, escaping, exact bytes in *_b64 fields (each name in one list), outputs", json)
   t.expect(result.changedFiles == ["a b"] && result.deletedFiles == ["\u{FFFD}"], "result: changedFiles lists the names that are valid UTF-8, changedPaths all of them")
-  t.expect(["", "f", "fo", "foo", "foob", "fooba", "foobar"].map { base64(Array($0.utf8)) } == ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"], "base64: the RFC 4648 test vectors")
-  func parses(_ arguments: [String]) -> Bool { (try? parseCommandLine(arguments)) != nil }
+  t.expect(["", "f", "fo", "foo", "foob", "fooba", "foobar"].map { Sandbox.Sys.base64(Array($0.utf8)) } == ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"], "base64: the RFC 4648 test vectors")
+  func parses(_ arguments: [String]) -> Bool { (try? Sandbox.CLI.parse(arguments)) != nil }
   t.expect(parses(["run", "--no-apparmor", "--venv", "/v", "--code", "print(1)", "--env", "A=1", "--env", "B=2=3", "--timeout", "2.5", "--json"]), "cli: a full run command parses")
   for (arguments, why) in [
     (["--bogus"], "an unknown flag"), (["run", "--code"], "a missing value"), (["run", "--code", "1", "--script", "/mnt/a.py"], "--code with --script"),
@@ -523,10 +533,10 @@ func testPureHelpers(_ t: inout Tally) {
     ("{\"child-pid\": -3}", nil), ("{\"child-pid\": 0}", nil), ("{\"child\": 5}", nil), ("", nil),
   ]
   for (report, expected) in reports {
-    t.expect(Bwrap.parseNumber(after: "child-pid", in: Array(report.utf8)).flatMap { $0 > 0 ? $0 : nil } == expected, "bwrap report: child pid of \(report.debugDescription) is \(expected.map(String.init) ?? "none")")
+    t.expect(Sandbox.Bwrap.Report.number(after: "child-pid", in: Array(report.utf8)).flatMap { $0 > 0 ? $0 : nil } == expected, "bwrap report: child pid of \(report.debugDescription) is \(expected.map(String.init) ?? "none")")
   }
-  t.expect(Bwrap.parseNumber(after: "exit-code", in: Array("{ \"child-pid\": 5 }\n{ \"exit-code\": 137 }\n".utf8)) == 137, "bwrap report: the exit code follows the child pid")
-  t.expect([" \tY\n", "Y", "\n\n", "a b \r\n"].map(\.trimmed) == ["Y", "Y", "", "a b"], "trimmed: ASCII white space goes from both ends only")
+  t.expect(Sandbox.Bwrap.Report.number(after: "exit-code", in: Array("{ \"child-pid\": 5 }\n{ \"exit-code\": 137 }\n".utf8)) == 137, "bwrap report: the exit code follows the child pid")
+  t.expect([" \tY\n", "Y", "\n\n", "a b \r\n"].map(Sandbox.Sys.trimmed) == ["Y", "Y", "", "a b"], "trimmed: ASCII white space goes from both ends only")
 }
 
 // MARK: - End to end, against real bwrap
@@ -550,7 +560,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     return t.expect(false, "e2e: sandbox for \(venv)", error.description)
   }
   t.expectError("e2e: asking for a profile on a kernel without AppArmor is refused, not ignored", {
-    if case .appArmorUnavailable = $0 { HostFacts.appArmorAbsenceReason() != nil } else if case .appArmorProfileNotInstalled = $0 { true } else { false }
+    if case .appArmorUnavailable = $0 { Sandbox.Preflight.HostFacts.appArmorAbsenceReason() != nil } else if case .appArmorProfileNotInstalled = $0 { true } else { false }
   }) { () throws(SandboxError) in _ = try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .profile("sandbox_test"))) }
 
   let hello = payload(sandbox, "print('hello from sandbox')")
@@ -575,7 +585,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     mount: mount)
   t.expect(written?.changedFiles == ["edit.txt", "out.txt", "sub/x"], "e2e: changed files are reported", "\(String(describing: written?.changedFiles)) \(written?.stderrText ?? "")")
   t.expect(written?.deletedFiles == ["gone.txt"], "e2e: deleted files are reported", "\(String(describing: written?.deletedFiles))")
-  t.expect(readSmallFile("\(mount)/out.txt") == "result\n", "e2e: the file written to /mnt is on the host")
+  t.expect(Sandbox.Sys.readSmallFile("\(mount)/out.txt") == "result\n", "e2e: the file written to /mnt is on the host")
 
   writeFile("\(mount)/code.py", "print('script ran')\nopen('/mnt/made.txt','w').write('m')\n")
   do throws(SandboxError) {
@@ -590,7 +600,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   t.expectError("e2e: a mount dir outside the temp dir is refused before running", { if case .invalidMountDirectory = $0 { true } else { false } }) {
     () throws(SandboxError) in _ = try sandbox.run(.code("open('/mnt/x','w')"), mountDirectory: "/var")
   }
-  t.expect(!exists("/var/x"), "e2e: ... and nothing was written")
+  t.expect(!Sandbox.Sys.exists("/var/x"), "e2e: ... and nothing was written")
 
   // Invisible and read-only.
   let hostOnly = "\(temp)/e2e-host-only-\(getpid())"
@@ -610,7 +620,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   unlink(hostOnly)
 
   // Network off: a listener on the host's loopback is unreachable; on: reachable (documented).
-  if let listener = try? openLoopbackListener() {
+  if let listener = try? Sandbox.SelfTests.openLoopbackListener() {
     let code = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', \(listener.port)), timeout=3); print('REACHED')\nexcept OSError as e: print('BLOCKED', e.errno)"
     t.expect(payload(offline, code)?.stdoutText.hasPrefix("BLOCKED") == true, "e2e: network off blocks a host TCP listener on 127.0.0.1")
     t.expect(payload(sandbox, code)?.stdoutText == "REACHED\n", "e2e: network on reaches it (the documented default)")
@@ -619,14 +629,14 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
 
   // Host abstract unix sockets: Landlock's scope (EPERM) with the network on, another
   // namespace (ECONNREFUSED) with it off; an unsandboxed process reaches the same socket.
-  if let listener = try? openAbstractListener(name: "sandbox-unit-\(getpid())") {
+  if let listener = try? Sandbox.SelfTests.openAbstractListener(name: "sandbox-unit-\(getpid())") {
     let probe = "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0sandbox-unit-\(getpid())'); print('REACHED')\nexcept OSError as e: print('BLOCKED', e.errno)"
-    let control = try? spawnAndCollect(SpawnRequest(executable: "/usr/bin/python3", arguments: ["-c", probe], environment: []))
+    let control = try? Sandbox.Spawner.runToCompletion(Sandbox.Spawner.Request(executable: "/usr/bin/python3", arguments: ["-c", probe], environment: []))
     t.expect(control.map { String(decoding: $0.stdout, as: UTF8.self) } == "REACHED\n", "abstract sockets: the host's listener is reachable outside the sandbox (control)")
-    if Landlock.scopesAbstractSockets {
-      t.expect(payload(sandbox, probe)?.stdoutText == "BLOCKED 1\n", "abstract sockets: network on, Landlock's scope refuses the host's listener (EPERM)")
+    if Sandbox.Landlock.scopesAbstractSockets {
+      t.expect(payload(sandbox, probe)?.stdoutText == "BLOCKED 1\n", "abstract sockets: network on, Sandbox.Landlock's scope refuses the host's listener (EPERM)")
     } else {
-      t.skip("abstract sockets: network on, Landlock's scope refuses the host's listener", "Landlock ABI \(Landlock.abi) < 6 on this kernel")
+      t.skip("abstract sockets: network on, Sandbox.Landlock's scope refuses the host's listener", "Sandbox.Landlock ABI \(Sandbox.Landlock.abi) < 6 on this kernel")
     }
     t.expect(payload(offline, probe)?.stdoutText == "BLOCKED 111\n", "abstract sockets: network off, the host's listener is in another namespace")
     close(listener)
@@ -661,9 +671,9 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
             open('/mnt/beat', 'a').write('x'); time.sleep(0.02)
     time.sleep(60)
     """, mount: daemonMount, timeout: .milliseconds(600))
-  let beats = readSmallFile("\(daemonMount)/beat")?.count ?? 0
+  let beats = Sandbox.Sys.readSmallFile("\(daemonMount)/beat")?.count ?? 0
   usleep(200_000)
-  t.expect(beats > 0 && readSmallFile("\(daemonMount)/beat")?.count == beats, "e2e: after a timeout no process of the payload remains", "beats \(beats)")
+  t.expect(beats > 0 && Sandbox.Sys.readSmallFile("\(daemonMount)/beat")?.count == beats, "e2e: after a timeout no process of the payload remains", "beats \(beats)")
 
   // Concurrency: runs in parallel see only their own /mnt.
   var directories: [String] = []
@@ -725,7 +735,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   }
   if let disk = limited(SandboxLimits(mountDirectoryBytes: 50 << 20)) {
     let flood = payload(disk, "for i in range(100):\n    open(f'/mnt/f{i}', 'wb').write(b'x' * (5 << 20))\nprint('wrote all')", mount: fileMount)
-    let written: Int64 = (try? Workspace(path: fileMount)).flatMap { workspace -> Int64? in
+    let written: Int64 = (try? Sandbox.Changes.OpenMountDirectory(path: fileMount)).flatMap { workspace -> Int64? in
       defer { workspace.close() }
       return try? workspace.snapshot().entries.values.reduce(Int64(0)) { $0 + $1.size }
     } ?? -1
@@ -807,7 +817,7 @@ enum UnitTests {
   static func main() async {
     if CommandLine.arguments.dropFirst().first == "--host-death-victim" { await runHostDeathVictim(CommandLine.arguments) }
     var tally = Tally()
-    let temp = temporaryDirectory()
+    let temp = Sandbox.Sys.temporaryDirectory()
     testGolden(&tally)
     testSeccomp(&tally)
     testAppArmor(&tally, temp: temp)
@@ -815,7 +825,7 @@ enum UnitTests {
     testSnapshots(&tally, temp: temp)
     testLargeSnapshots(&tally, temp: temp)
     testPureHelpers(&tally)
-    if let venv = environmentValue("SANDBOX_TEST_VENV"), !venv.isEmpty {
+    if let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV"), !venv.isEmpty {
       await testEndToEnd(&tally, venv: venv, temp: temp)
       await testLifecycle(&tally, venv: venv, temp: temp)
     } else {

@@ -7,7 +7,7 @@ import Glibc
 
 func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 func check(_ condition: Bool, path: String, _ message: String) { if !condition { printError("\(path): \(message)") } }
-func printError(_ text: String) { fputs(text + "\n", stderr) }
+func printError(_ text: String) { _ = (text + "\n").withCString { write(2, $0, strlen($0)) } }
 func run(_ command: String) -> Int32 { command.withCString { system($0) } }
 extension String { var trimmed: String { self } }
 struct Mount { var point: String }
