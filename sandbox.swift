@@ -343,13 +343,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case invalidScriptPath(path: String, reason: String)
   /// The timeout is not a positive number of seconds.
   case invalidTimeout(String)
-  // Host preflight (exit 125)
-  /// No `bwrap` executable on PATH.
-  case bwrapNotFound
-  /// The installed bwrap lacks options the sandbox relies on.
-  case bwrapTooOld(found: String, required: String)
-  /// The kernel will not create user namespaces for this user.
-  case userNamespacesUnavailable(reason: String, fix: String)
+  /// A file the payload left cannot be read safely (see `Sandbox.readOutput`).
+  case outputUnreadable(path: String, reason: String)
+  // AppArmor and layer configuration (exit 2: a setting or a profile to fix)
   /// AppArmor was requested but the kernel cannot apply it.
   case appArmorUnavailable(reason: String)
   /// The profile is not installed or not loaded; `profile` is what to install.
@@ -362,12 +358,19 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case unsafeAppArmorPath(path: String)
   /// `setpriv` (util-linux) is missing: it starts bwrap under the AppArmor profile.
   case setprivNotFound
+  /// A requested protection layer cannot be applied here (fail closed).
+  case layerUnavailable(layer: String, reason: String, relax: String)
+  // The host cannot run a sandbox (exit 125)
+  /// No `bwrap` executable on PATH.
+  case bwrapNotFound
+  /// The installed bwrap lacks options the sandbox relies on.
+  case bwrapTooOld(found: String, required: String)
+  /// The kernel will not create user namespaces for this user.
+  case userNamespacesUnavailable(reason: String, fix: String)
   /// The kernel or /proc lacks what the lifecycle guarantee needs (pidfds, seccomp counters).
   case lifecycleUnavailable(reason: String)
   /// The C library lacks a function the spawner needs.
   case glibcTooOld(function: String)
-  /// A requested protection layer cannot be applied here (fail closed).
-  case layerUnavailable(layer: String, reason: String, relax: String)
   // Setup and spawn (exit 125)
   /// A system call failed.
   case system(call: String, path: String?, errno: Int32)
@@ -377,8 +380,6 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case selfTestGateClosed(reason: String)
   /// The run was cancelled before it started (its Task already was): nothing was spawned.
   case runCancelled
-  /// A file the payload left cannot be read safely (see `Sandbox.readOutput`).
-  case outputUnreadable(path: String, reason: String)
 
   public var description: String {
     switch self {
@@ -460,16 +461,41 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     }
   }
 
-  /// Whether the caller (rather than the host) is at fault: such errors exit with status 2.
-  public var isConfigurationError: Bool {
+  /// The command line's exit status for this error (see `Sandbox.ExitCode`): 2 when the
+  /// caller's input or configuration is at fault, 125 when the host cannot set up or run a sandbox.
+  public var exitCode: Int32 {
     switch self {
-    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName,
-      .invalidEnvironment, .invalidMountDirectory, .invalidScriptPath, .invalidTimeout,
-      .appArmorUnavailable, .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing,
-      .unsafeAppArmorPath, .setprivNotFound, .layerUnavailable:
-      return true
-    default: return false
+    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName, .invalidEnvironment,
+      .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .outputUnreadable, .appArmorUnavailable,
+      .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
+      .setprivNotFound, .layerUnavailable:
+      return Sandbox.ExitCode.usage
+    case .bwrapNotFound, .bwrapTooOld, .userNamespacesUnavailable, .lifecycleUnavailable, .glibcTooOld, .system,
+      .sandboxSetupFailed, .selfTestGateClosed, .runCancelled:
+      return Sandbox.ExitCode.cannotRun
     }
+  }
+
+  /// Whether the caller (rather than the host) is at fault: `exitCode` is 2.
+  public var isConfigurationError: Bool { exitCode == Sandbox.ExitCode.usage }
+}
+
+extension Sandbox {
+  /// Every exit status of the command line, in one place (coreutils keeps `EXIT_TIMEDOUT` and
+  /// `EXIT_CANCELED` the same way in `system.h`); the header's table and the README list them.
+  enum ExitCode {
+    /// Every self-test passed; `run --json`: the payload ran (its status is in the JSON).
+    static let success: Int32 = 0
+    /// A self-test failed; `run --json`: the host failed once the payload was set up.
+    static let failed: Int32 = 1
+    /// A usage or configuration error.
+    static let usage: Int32 = 2
+    /// `run`: the payload timed out.
+    static let timedOut: Int32 = 124
+    /// The sandbox could not be set up (or the host cannot run one).
+    static let cannotRun: Int32 = 125
+    /// `run`: the payload was killed by `signal`, as a shell reports it.
+    static func signaled(_ signal: Int32) -> Int32 { 128 + signal }
   }
 }
 
@@ -5073,8 +5099,8 @@ extension Sandbox {
         }
         CLI.printError("error: \(error.description)")
         if let hint = error.hint { CLI.printError("hint: \(hint)") }
-        if error.isConfigurationError { return 2 }
-        return arguments.first == "run" && arguments.contains("--json") ? 1 : 125
+        if error.exitCode == ExitCode.usage { return ExitCode.usage }
+        return arguments.first == "run" && arguments.contains("--json") ? ExitCode.failed : error.exitCode
       }
     }
 
@@ -5172,7 +5198,7 @@ extension Sandbox {
       if result.outputTruncated { CLI.printError("note: output was truncated at \(sandbox.config.limits.outputLimitBytes) bytes per stream") }
       if result.timedOut {
         CLI.printError("note: timed out; the sandbox was killed")
-        return 124
+        return ExitCode.timedOut
       }
       if let limit = result.limitHit { CLI.printError("note: the run hit the \(limit.rawValue) limit") }
       return CLI.exitStatus(of: result)
@@ -5180,7 +5206,7 @@ extension Sandbox {
 
     /// The CLI's exit status for a payload's return code: a signal N becomes 128+N, as in a shell.
     static func exitStatus(of result: SandboxResult) -> Int32 {
-      result.returnCode < 0 ? 128 - result.returnCode : result.returnCode
+      result.returnCode < 0 ? ExitCode.signaled(-result.returnCode) : result.returnCode
     }
 
     /// `--interactive`: a sandboxed REPL on the user's terminal, through a pty of our own.
