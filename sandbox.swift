@@ -26,19 +26,54 @@
 // Build:  swiftc -O -parse-as-library sandbox.swift [sandbox_extra_tests.swift] -o sandbox
 // Embed:  add this file to your target and pass `-D SANDBOX_LIBRARY` to drop the entry point.
 //
-// Usage:  sandbox [--venv PATH --apparmor-profile-name NAME | --venv PATH --no-apparmor]
-//                 [--enable-network | --disable-network] [--verbose] [--extra-tests]
-//         sandbox run [same config flags] [--code CODE | --script /mnt/REL.py]
-//                 [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json [--output REL]...]
+// Usage (what `sandbox --help` prints; tests/cli_tests.sh checks they agree):
+//   usage: sandbox [OPTION]...        check this host, then run the self-test suite
+//          sandbox run [OPTION]...    run Python code in a fresh sandbox
 //
-// Exit status:
-//   sandbox (self-tests)     0 every test passed, 1 a test failed, 2 usage or configuration
-//                            error, 125 the sandbox could not be set up
-//   sandbox run              the payload's own exit status; 124 timed out; 128+N killed by
-//                            signal N; 2 usage or configuration error; 125 the sandbox could
-//                            not be set up
-//   sandbox run --json       0 whenever the payload ran (its status is in the JSON);
-//                            2 usage or configuration error; 1 internal failure
+//   configuration (both commands):
+//     --venv PATH                   the venv whose interpreter runs the code (read-only)
+//     --apparmor-profile-name NAME  the enforce-mode profile confining every run
+//     --no-apparmor                 run without the AppArmor layer (says so); the others stay
+//     --enable-network              share the host's network (the default)
+//     --disable-network             a network namespace with loopback only
+//     --no-seccomp                  an allow-all seccomp filter (for benchmarks; weaker)
+//     --ignore-profile-diffs        use a loaded profile that differs from the generated one
+//     -h, --help                    this text
+//
+//   sandbox (self-tests):
+//     --verbose                     print every test, not only failures and skips
+//     --extra-tests                 add the extended suite (sandbox_extra_tests.swift)
+//     --interactive                 a sandboxed Python REPL on this terminal
+//     --print-apparmor-profile      print the profile this venv needs (any kernel)
+//
+//   sandbox run:
+//     --code CODE                   the Python code (without --code or --script: stdin)
+//     --script /mnt/REL.py          a script inside the mount dir
+//     --mnt-dir DIR                 a directory below the temp dir, bound read-write at /mnt
+//     --timeout SECONDS             wall-clock limit (> 0); 124 when it strikes
+//     --env NAME=VALUE              an extra environment variable (repeatable)
+//     --json                        print one JSON object (schema 1) instead of the streams
+//     --output REL                  with --json and --mnt-dir: return this file of the mount dir (repeatable)
+//     --print-bwrap-argv            print this run's bwrap command line and run nothing
+//
+//   limits (both commands; 0 switches off a limit whose minimum allows it):
+//     --cpu-seconds N               CPU seconds per process (RLIMIT_CPU) (default 300)
+//     --memory-mb N                 heap per process in MiB (RLIMIT_DATA) (default 4096)
+//     --max-file-mb N               largest written file in MiB (RLIMIT_FSIZE) (default 1024)
+//     --max-processes N             processes of the caller's uid (RLIMIT_NPROC) (default off)
+//     --max-open-files N            descriptors per process, at least 16 (default 1024)
+//     --tmpfs-mb N                  MiB of each writable tmpfs, at least 1 (default 512)
+//     --max-mnt-mb N                MiB the mount dir's filesystem may grow (default 1024)
+//     --max-output-bytes N          bytes kept per output stream (default 16777216)
+//
+//   The venv and profile come from CODEEXEC_SANDBOX_VENV and CODEEXEC_SANDBOX_AA_PROFILE_NAME
+//   unless --venv and --apparmor-profile-name are passed together (--venv alone counts with
+//   --no-apparmor).
+//
+//   exit status: self-tests 0 all passed, 1 a test failed; run: the payload's own,
+//   124 timed out, 128+N killed by signal N; run --json: 0 whenever the payload ran
+//   (its status is in the JSON), 1 internal failure; all: 2 usage or configuration error,
+//   125 the sandbox could not be set up.
 //
 // Sections, in the order a run flows:
 //   Public API: configuration · Public API: results · Errors · Sandbox (one run) ·
@@ -4810,9 +4845,31 @@ extension Sandbox {
 extension Sandbox {
   /// The command line: one option table, parsing, the JSON, and the commands. The only code that prints.
   enum CLI {
-    /// Parsed command-line flags (both the self-test mode and `sandbox run`).
+    /// The two commands: `sandbox` (checks the host, runs the self-tests) and `sandbox run`.
+    enum Command: Equatable { case selfTest, run }
+
+    /// What one invocation does: a command, or a mode one flag of the table selects.
+    enum Mode: Equatable {
+      case selfTest, run
+      case interactive  // --interactive: a sandboxed REPL on the terminal
+      case printProfile  // --print-apparmor-profile: the profile this venv needs
+      case printArgv  // run --print-bwrap-argv: the exact bwrap command line
+      case help
+
+      /// The flag that selects a mode (nil for the two commands).
+      var flag: String? {
+        switch self {
+        case .selfTest, .run: nil
+        case .interactive: "--interactive"
+        case .printProfile: "--print-apparmor-profile"
+        case .printArgv: "--print-bwrap-argv"
+        case .help: "--help"
+        }
+      }
+    }
+
+    /// Parsed command-line flags.
     struct Options: Equatable {
-      enum Mode: Equatable { case selfTest, run, help }
       var mode = Mode.selfTest
       var venv: String?
       var profile: String?
@@ -4821,7 +4878,6 @@ extension Sandbox {
       var verbose = false
       var extraTests = false
       var ignoreProfileDiffs = false
-      var interactive = false
       var code: String?
       var script: String?
       var mountDirectory: String?
@@ -4830,42 +4886,198 @@ extension Sandbox {
       var json = false
       /// Files to read from the mount dir into the JSON (`--output`), relative to it.
       var outputs: [String] = []
-      var printBwrapArgv = false
       var noSeccomp = false
-      var printAppArmorProfile = false
       var limits = SandboxLimits()
     }
 
-    static let usageText = """
-      usage: sandbox [--venv PATH --apparmor-profile-name NAME | --venv PATH --no-apparmor]
-                     [--enable-network | --disable-network] [--verbose] [--extra-tests]
-                     [--ignore-profile-diffs] [--interactive] [--print-apparmor-profile]
-             sandbox run [--venv PATH] [--apparmor-profile-name NAME | --no-apparmor]
-                     [--enable-network | --disable-network]
-                     [--code CODE | --script /mnt/REL.py]   (neither: the code is read from stdin)
-                     [--mnt-dir DIR] [--timeout SECONDS] [--env NAME=VALUE]... [--json [--output REL]...]
-      limits (both modes; 0 turns one off):
-                     [--cpu-seconds N] [--memory-mb N] [--max-file-mb N] [--max-processes N]
-                     [--max-open-files N] [--tmpfs-mb N] [--max-mnt-mb N] [--max-output-bytes N] [--no-seccomp]
+    /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
+    struct Option: Sendable {
+      enum Group: String, CaseIterable {
+        case configuration = "configuration (both commands):"
+        case selfTest = "sandbox (self-tests):"
+        case run = "sandbox run:"
+        case limits = "limits (both commands; 0 switches off a limit whose minimum allows it):"
+      }
+      var names: [String]
+      /// The value's placeholder in `--help`; nil for a switch.
+      var value: String?
+      var group: Group
+      var repeatable = false
+      var help: String
+      var apply: @Sendable (inout Options, String) throws(SandboxError) -> Void
 
-      Without a subcommand, checks this host and runs the self-test suite.
-      The venv and profile come from CODEEXEC_SANDBOX_VENV and CODEEXEC_SANDBOX_AA_PROFILE_NAME
-      unless --venv and --apparmor-profile-name are passed together (--venv alone counts
-      with --no-apparmor).
-      """
+      var commands: [Command] {
+        switch group {
+        case .configuration, .limits: [.selfTest, .run]
+        case .selfTest: [.selfTest]
+        case .run: [.run]
+        }
+      }
 
-    /// Parses argv (without the program name).
+      static func flag(
+        _ names: String..., group: Group, _ help: String, _ apply: @escaping @Sendable (inout Options) throws(SandboxError) -> Void
+      ) -> Option {
+        Option(names: names, value: nil, group: group, help: help) { (options, _) throws(SandboxError) in try apply(&options) }
+      }
+
+      static func value(
+        _ name: String, _ value: String, group: Group, repeatable: Bool = false, _ help: String,
+        _ apply: @escaping @Sendable (inout Options, String) throws(SandboxError) -> Void
+      ) -> Option {
+        Option(names: [name], value: value, group: group, repeatable: repeatable, help: help, apply: apply)
+      }
+
+      /// A limit that 0 switches off: N `unit`s of a `SandboxLimits` field. Its help shows the default.
+      static func limit(
+        _ name: String, _ help: String, _ field: WritableKeyPath<SandboxLimits, Int?> & Sendable, unit: Int = 1
+      ) -> Option {
+        let initial = SandboxLimits()[keyPath: field].map { "default \($0 / unit)" } ?? "default off"
+        return Option(names: [name], value: "N", group: .limits, help: "\(help) (\(initial))") {
+          (options, text) throws(SandboxError) in
+          let number = try Option.count(name, text, minimum: 0)
+          options.limits[keyPath: field] = number == 0 ? nil : number * unit
+        }
+      }
+
+      /// A limit that cannot be switched off: at least `minimum` (or 0 for `zero`, e.g. "no cap").
+      static func limit(
+        _ name: String, _ help: String, _ field: WritableKeyPath<SandboxLimits, Int> & Sendable, unit: Int = 1,
+        minimum: Int, zero: Int? = nil
+      ) -> Option {
+        let initial = "default \(SandboxLimits()[keyPath: field] / unit)"
+        return Option(names: [name], value: "N", group: .limits, help: "\(help) (\(initial))") {
+          (options, text) throws(SandboxError) in
+          let number = try Option.count(name, text, minimum: zero == nil ? minimum : 0)
+          options.limits[keyPath: field] = number == 0 && zero != nil ? zero! : number * unit
+        }
+      }
+
+      static func count(_ name: String, _ text: String, minimum: Int) throws(SandboxError) -> Int {
+        guard let number = Int(text), number >= 0, number <= 1 << 40 else {
+          throw .usage("\(name) takes a whole number ≥ 0, got '\(Sys.printable(text))'")
+        }
+        guard number >= minimum else { throw .usage("\(name) needs at least \(minimum)") }
+        return number
+      }
+    }
+
+    /// Every option, in `--help`'s order. A mode flag's row says which mode it selects.
+    static let optionTable: [Option] = [
+      .value("--venv", "PATH", group: .configuration, "the venv whose interpreter runs the code (read-only)") {
+        $0.venv = $1
+      },
+      .value("--apparmor-profile-name", "NAME", group: .configuration, "the enforce-mode profile confining every run") {
+        $0.profile = $1
+      },
+      .flag("--no-apparmor", group: .configuration, "run without the AppArmor layer (says so); the others stay") {
+        $0.noAppArmor = true
+      },
+      .flag("--enable-network", group: .configuration, "share the host's network (the default)") { options throws(SandboxError) in
+        try CLI.setNetwork(&options, true)
+      },
+      .flag("--disable-network", group: .configuration, "a network namespace with loopback only") { options throws(SandboxError) in
+        try CLI.setNetwork(&options, false)
+      },
+      .flag("--no-seccomp", group: .configuration, "an allow-all seccomp filter (for benchmarks; weaker)") {
+        $0.noSeccomp = true
+      },
+      .flag("--ignore-profile-diffs", group: .configuration, "use a loaded profile that differs from the generated one") {
+        $0.ignoreProfileDiffs = true
+      },
+      .flag("--verbose", group: .selfTest, "print every test, not only failures and skips") { $0.verbose = true },
+      .flag("--extra-tests", group: .selfTest, "add the extended suite (sandbox_extra_tests.swift)") { $0.extraTests = true },
+      .flag("--interactive", group: .selfTest, "a sandboxed Python REPL on this terminal") { options throws(SandboxError) in
+        try CLI.select(.interactive, in: &options)
+      },
+      .flag("--print-apparmor-profile", group: .selfTest, "print the profile this venv needs (any kernel)") { options throws(SandboxError) in
+        try CLI.select(.printProfile, in: &options)
+      },
+      .value("--code", "CODE", group: .run, "the Python code (without --code or --script: stdin)") { $0.code = $1 },
+      .value("--script", "/mnt/REL.py", group: .run, "a script inside the mount dir") { $0.script = $1 },
+      .value("--mnt-dir", "DIR", group: .run, "a directory below the temp dir, bound read-write at /mnt") {
+        $0.mountDirectory = $1
+      },
+      .value("--timeout", "SECONDS", group: .run, "wall-clock limit (> 0); 124 when it strikes") { options, text throws(SandboxError) in
+        options.timeout = try CLI.parseTimeout(text)
+      },
+      .value("--env", "NAME=VALUE", group: .run, repeatable: true, "an extra environment variable") { options, pair throws(SandboxError) in
+        guard let equals = pair.firstIndex(of: "=") else { throw .usage("--env takes NAME=VALUE, got '\(Sys.printable(pair))'") }
+        let name = String(pair[..<equals])
+        guard Bwrap.isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
+        options.environment[name] = String(pair[pair.index(after: equals)...])
+      },
+      .flag("--json", group: .run, "print one JSON object (schema 1) instead of the streams") { $0.json = true },
+      .value("--output", "REL", group: .run, repeatable: true, "with --json and --mnt-dir: return this file of the mount dir") {
+        $0.outputs.append($1)
+      },
+      .flag("--print-bwrap-argv", group: .run, "print this run's bwrap command line and run nothing") { options throws(SandboxError) in
+        try CLI.select(.printArgv, in: &options)
+      },
+      .limit("--cpu-seconds", "CPU seconds per process (RLIMIT_CPU)", \.cpuSeconds),
+      .limit("--memory-mb", "heap per process in MiB (RLIMIT_DATA)", \.memoryBytes, unit: 1 << 20),
+      .limit("--max-file-mb", "largest written file in MiB (RLIMIT_FSIZE)", \.fileSizeBytes, unit: 1 << 20),
+      .limit("--max-processes", "processes of the caller's uid (RLIMIT_NPROC)", \.maxProcesses),
+      .limit("--max-open-files", "descriptors per process, at least 16", \.openFiles, minimum: 16),
+      .limit("--tmpfs-mb", "MiB of each writable tmpfs, at least 1", \.tmpfsBytes, unit: 1 << 20, minimum: 1),
+      .limit("--max-mnt-mb", "MiB the mount dir's filesystem may grow", \.mountDirectoryBytes, unit: 1 << 20),
+      .limit("--max-output-bytes", "bytes kept per output stream", \.outputLimitBytes, minimum: 1, zero: .max),
+      .flag("-h", "--help", group: .configuration, "this text") { $0.mode = .help },
+    ]
+
+    static func setNetwork(_ options: inout Options, _ enabled: Bool) throws(SandboxError) {
+      if options.network != nil { throw .usage("--enable-network and --disable-network contradict each other") }
+      options.network = enabled
+    }
+
+    /// A mode flag: one per command line (`--help` overrides them all).
+    static func select(_ mode: Mode, in options: inout Options) throws(SandboxError) {
+      switch options.mode {
+      case .selfTest, .run: options.mode = mode
+      case .help: break
+      case let other: throw .usage("\(mode.flag ?? "") and \(other.flag ?? "") contradict each other")
+      }
+    }
+
+    /// `--help`, generated from the option table (the file's header shows the same text).
+    static var usageText: String {
+      var lines = [
+        "usage: sandbox [OPTION]...        check this host, then run the self-test suite",
+        "       sandbox run [OPTION]...    run Python code in a fresh sandbox",
+      ]
+      for group in Option.Group.allCases {
+        lines.append("")
+        lines.append(group.rawValue)
+        for option in optionTable where option.group == group {
+          let name = option.names.joined(separator: ", ") + (option.value.map { " \($0)" } ?? "")
+          let padded = name + String(repeating: " ", count: max(1, 30 - name.count))
+          lines.append("  " + padded + option.help + (option.repeatable ? " (repeatable)" : ""))
+        }
+      }
+      lines += [
+        "",
+        "The venv and profile come from \(SandboxConfig.venvVariable) and \(SandboxConfig.profileVariable)",
+        "unless --venv and --apparmor-profile-name are passed together (--venv alone counts with",
+        "--no-apparmor).",
+        "",
+        "exit status: self-tests \(ExitCode.success) all passed, \(ExitCode.failed) a test failed; run: the payload's own,",
+        "\(ExitCode.timedOut) timed out, 128+N killed by signal N; run --json: \(ExitCode.success) whenever the payload ran",
+        "(its status is in the JSON), \(ExitCode.failed) internal failure; all: \(ExitCode.usage) usage or configuration error,",
+        "\(ExitCode.cannotRun) the sandbox could not be set up.",
+      ]
+      return lines.joined(separator: "\n")
+    }
+
+    /// Parses argv (without the program name) through the option table.
     /// - Throws: `SandboxError.usage` for unknown, repeated, malformed or contradictory flags.
-    static func parse(_ arguments: [String]) throws(SandboxError) -> CLI.Options {
-      var options = CLI.Options()
+    static func parse(_ arguments: [String]) throws(SandboxError) -> Options {
+      var options = Options()
       var rest = arguments[...]
-      if rest.first == "run" {
+      let command: Command = rest.first == "run" ? .run : .selfTest
+      if command == .run {
         options.mode = .run
         rest = rest.dropFirst()
       }
       var seen: Set<String> = []
-      let runOnly: Set<String> = ["--code", "--script", "--mnt-dir", "--timeout", "--env", "--json", "--print-bwrap-argv", "--output"]
-      let selfTestOnly: Set<String> = ["--verbose", "--extra-tests", "--interactive", "--print-apparmor-profile"]
       while let argument = rest.popFirst() {
         var flag = argument
         var inlineValue: String? = nil
@@ -4873,78 +5085,19 @@ extension Sandbox {
           flag = String(argument[..<equals])
           inlineValue = String(argument[argument.index(after: equals)...])
         }
-        func value() throws(SandboxError) -> String {
-          if let inlineValue { return inlineValue }
-          guard let next = rest.popFirst() else { throw .usage("\(flag) needs a value") }
-          return next
+        guard let option = optionTable.first(where: { $0.names.contains(flag) }) else {
+          throw .usage("unknown argument '\(Sys.printable(argument))'")
         }
-        if flag != "--env" && flag != "--output" {
-          guard seen.insert(flag).inserted else { throw .usage("\(flag) is given twice") }
+        guard option.repeatable || seen.insert(option.names[0]).inserted else { throw .usage("\(flag) is given twice") }
+        guard option.commands.contains(command) else {
+          throw .usage(command == .selfTest ? "\(flag) belongs to 'sandbox run'" : "\(flag) belongs to the self-test mode (no subcommand)")
         }
-        if options.mode == .selfTest && runOnly.contains(flag) {
-          throw .usage("\(flag) belongs to 'sandbox run'")
-        }
-        if options.mode == .run && selfTestOnly.contains(flag) {
-          throw .usage("\(flag) belongs to the self-test mode (no subcommand)")
-        }
-        let takesValue: Set<String> = [
-          "--venv", "--apparmor-profile-name", "--code", "--script", "--mnt-dir", "--timeout", "--env", "--output",
-          "--cpu-seconds", "--memory-mb", "--max-file-mb", "--max-processes", "--max-open-files", "--tmpfs-mb",
-          "--max-output-bytes", "--max-mnt-mb",
-        ]
-        func count() throws(SandboxError) -> Int {
-          let text = try value()
-          guard let number = Int(text), number >= 0, number <= 1 << 40 else {
-            throw .usage("\(flag) takes a whole number ≥ 0, got '\(Sys.printable(text))'")
-          }
-          return number
-        }
-        func optional(_ number: Int) -> Int? { number == 0 ? nil : number }
-        if inlineValue != nil && !takesValue.contains(flag) { throw .usage("\(flag) takes no value") }
-        switch flag {
-        case "-h", "--help": options.mode = .help
-        case "--venv": options.venv = try value()
-        case "--apparmor-profile-name": options.profile = try value()
-        case "--no-apparmor": options.noAppArmor = true
-        case "--enable-network", "--disable-network":
-          if options.network != nil { throw .usage("--enable-network and --disable-network contradict each other") }
-          options.network = flag == "--enable-network"
-        case "--verbose": options.verbose = true
-        case "--extra-tests": options.extraTests = true
-        case "--ignore-profile-diffs": options.ignoreProfileDiffs = true
-        case "--interactive": options.interactive = true
-        case "--code": options.code = try value()
-        case "--script": options.script = try value()
-        case "--mnt-dir": options.mountDirectory = try value()
-        case "--timeout": options.timeout = try CLI.parseTimeout(try value())
-        case "--env":
-          let pair = try value()
-          guard let equals = pair.firstIndex(of: "=") else { throw .usage("--env takes NAME=VALUE, got '\(Sys.printable(pair))'") }
-          let name = String(pair[..<equals])
-          guard Bwrap.isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
-          options.environment[name] = String(pair[pair.index(after: equals)...])
-        case "--json": options.json = true
-        case "--output": options.outputs.append(try value())
-        case "--print-bwrap-argv": options.printBwrapArgv = true
-        case "--no-seccomp": options.noSeccomp = true
-        case "--print-apparmor-profile": options.printAppArmorProfile = true
-        case "--cpu-seconds": options.limits.cpuSeconds = optional(try count())
-        case "--memory-mb": options.limits.memoryBytes = optional(try count()).map { $0 << 20 }
-        case "--max-file-mb": options.limits.fileSizeBytes = optional(try count()).map { $0 << 20 }
-        case "--max-processes": options.limits.maxProcesses = optional(try count())
-        case "--max-open-files":
-          let number = try count()
-          guard number >= 16 else { throw .usage("--max-open-files needs at least 16 (Python opens a few itself)") }
-          options.limits.openFiles = number
-        case "--tmpfs-mb":
-          let number = try count()
-          guard number >= 1 else { throw .usage("--tmpfs-mb needs at least 1") }
-          options.limits.tmpfsBytes = number << 20
-        case "--max-mnt-mb": options.limits.mountDirectoryBytes = optional(try count()).map { $0 << 20 }
-        case "--max-output-bytes":
-          let number = try count()
-          options.limits.outputLimitBytes = number == 0 ? Int.max : number
-        default: throw .usage("unknown argument '\(Sys.printable(argument))'")
+        if option.value == nil {
+          guard inlineValue == nil else { throw .usage("\(flag) takes no value") }
+          try option.apply(&options, "")
+        } else {
+          guard let value = inlineValue ?? rest.popFirst() else { throw .usage("\(flag) needs a value") }
+          try option.apply(&options, value)
         }
       }
       if options.code != nil && options.script != nil { throw .usage("--code and --script contradict each other") }
@@ -5091,7 +5244,10 @@ extension Sandbox {
           CLI.printOut(CLI.usageText)
           return 0
         case .run: return try CLI.runPayloadCommand(options)
+        case .printArgv: return try CLI.printArgvCommand(options)
         case .selfTest: return try CLI.runSelfTestCommand(options)
+        case .interactive: return try CLI.runInteractiveCommand(options)
+        case .printProfile: return try CLI.printProfileCommand(options)
         }
       } catch {
         if case .appArmorProfileNotInstalled(let name, let profile, _) = error {
@@ -5148,7 +5304,7 @@ extension Sandbox {
     static func makeSandbox(_ options: CLI.Options) throws(SandboxError) -> Sandbox {
       let config = try CLI.makeConfig(options) { CLI.printError("warning: \($0)") }
       // A one-shot run skips spawning `bwrap --version` (about 1 ms); see Sandbox.init(config:host:).
-      let host = options.mode == .run ? try Preflight.HostFacts.probe(checkingVersion: false) : try Preflight.HostFacts.current.get()
+      let host = options.mode == .run || options.mode == .printArgv ? try Preflight.HostFacts.probe(checkingVersion: false) : try Preflight.HostFacts.current.get()
       let sandbox = try Sandbox(config: config, host: host)
       for warning in sandbox.warnings { CLI.printError("warning: \(warning)") }
       if config.appArmor == .disabled {
@@ -5157,26 +5313,29 @@ extension Sandbox {
       return sandbox
     }
 
+    /// The payload of `sandbox run`: --script, --code, or else all of stdin.
+    static func readPayload(_ options: CLI.Options) throws(SandboxError) -> SandboxPayload {
+      if let script = options.script { return .script(sandboxPath: script) }
+      if let code = options.code { return .code(code) }
+      return .code(String(decoding: try CLI.readStandardInput(), as: UTF8.self))
+    }
+
+    /// `run --print-bwrap-argv` (for benchmarks): the exact command line of this run, one argument per line.
+    static func printArgvCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
+      let sandbox = try CLI.makeSandbox(options)
+      let payload = try CLI.readPayload(options)
+      let workspace = try options.mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
+      defer { workspace?.close() }
+      let plan = sandbox.makePlan(
+        payload, workspace: workspace,
+        environment: try Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment))
+      for argument in [sandbox.host.bwrapPath] + Bwrap.makeInvocation(plan).arguments { CLI.printOut(argument) }
+      return 0
+    }
+
     static func runPayloadCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
-      let payload: SandboxPayload
-      if let script = options.script {
-        payload = .script(sandboxPath: script)
-      } else if let code = options.code {
-        payload = .code(code)
-      } else {
-        payload = .code(String(decoding: try CLI.readStandardInput(), as: UTF8.self))
-      }
-      if options.printBwrapArgv {
-        // For benchmarks: the exact command line of this run, one argument per line.
-        let workspace = try options.mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
-        defer { workspace?.close() }
-        let plan = sandbox.makePlan(
-          payload, workspace: workspace,
-          environment: try Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment))
-        for argument in [sandbox.host.bwrapPath] + Bwrap.makeInvocation(plan).arguments { CLI.printOut(argument) }
-        return 0
-      }
+      let payload = try CLI.readPayload(options)
       let result = try sandbox.run(
         payload, mountDirectory: options.mountDirectory, timeout: options.timeout,
         environment: options.environment)
@@ -5252,8 +5411,6 @@ extension Sandbox {
     }
 
     static func runSelfTestCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
-      if options.interactive { return try CLI.runInteractiveCommand(options) }
-      if options.printAppArmorProfile { return try CLI.printProfileCommand(options) }
       let sandbox = try CLI.makeSandbox(options)
       let host = sandbox.host
       CLI.printOut("# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(Preflight.HostFacts.minimumVersionText) or newer needed)")
@@ -5272,6 +5429,7 @@ extension Sandbox {
           CLI.printError("note: --extra-tests: sandbox_extra_tests.swift was not compiled in; running the base suite only")
         }
       }
+      CLI.printOut("1..\(tests.count)")  // the plan: tests/run.sh checks the counts add up to it
       let outcomes = try runSelfTests(tests, in: sandbox)
       var passed = 0
       var failed = 0

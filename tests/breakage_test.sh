@@ -3,65 +3,55 @@
 # damages the command line the real binary builds, then checks that the suite fails and
 # names the property that broke. Run as root (some breakages only show for root).
 # Usage: tests/breakage_test.sh SANDBOX_BINARY VENV
-# Ends with the line "N passed, N failed".
+# Ends with the line "N passed, N failed, N skipped".
 set -u
 SB=$(realpath "$1")
 VENV=$(realpath "$2")
+. "$(dirname "$0")/lib.sh"
+plan 14
 REAL_BWRAP=$(command -v bwrap)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-breakage-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-passed=0 failed=0
 
-# breakage NAME SUITE_FLAGS EXPECTED_FAILING_TEST TRANSFORM
+# fake_bwrap DIR TRANSFORM: writes DIR/bwrap, which applies TRANSFORM and runs the real one.
 # TRANSFORM is bash that edits the array `args` (bwrap's arguments) and may add to `environment`
 # (the launcher's environment, empty as the real sandbox leaves it) before exec.
-breakage() {
-  local name=$1 flags=$2 expected=$3 transform=$4
-  local dir="$WORK/$(echo "$name" | tr -c 'a-z0-9' '-')"
-  mkdir -p "$dir"
-  cat > "$dir/bwrap" <<WRAPPER
+fake_bwrap() {
+  mkdir -p "$1"
+  cat > "$1/bwrap" <<WRAPPER
 #!/bin/bash
 args=("\$@")
 environment=()
 if [ "\${args[0]}" != "--version" ]; then
-$transform
+$2
 fi
 exec env -i "\${environment[@]}" $REAL_BWRAP "\${args[@]}"
 WRAPPER
-  chmod +x "$dir/bwrap"
-  local out rc
-  out=$(cd /tmp && PATH="$dir:$PATH" "$SB" --no-apparmor --venv "$VENV" --extra-tests $flags 2>&1); rc=$?
-  if [ "$rc" = 1 ] && grep -q "^not ok .* - $expected" <<<"$out"; then
-    passed=$((passed + 1)); echo "ok - breakage caught: $name (fails: $expected)"
-  else
-    failed=$((failed + 1)); echo "not ok - breakage NOT caught: $name (exit $rc)"
-    grep -E "^(not ok|[0-9]+ passed)" <<<"$out" | sed 's/^/#   /'
-  fi
+  chmod +x "$1/bwrap"
 }
+case_dir() { echo "$WORK/$(echo "$1" | tr -c 'a-z0-9' '-')"; }
+
+# breakage NAME SUITE_FLAGS EXPECTED_FAILING_TEST TRANSFORM: the suite must fail (exit 1) and
+# name the test that caught it.
+breakage() {
+  local name=$1 flags=$2 expected=$3 dir
+  dir=$(case_dir "$name")
+  fake_bwrap "$dir" "$4"
+  out=$(cd /tmp && PATH="$dir:$PATH" "$SB" --no-apparmor --venv "$VENV" --extra-tests $flags 2>&1); rc=$?
+  on_failure=show_suite check "breakage caught: $name (fails: $expected)" \
+    bash -c 'test "$1" = 1 && grep -q "^not ok .* - $2" <<<"$3"' _ "$rc" "$expected" "$out"
+}
+show_suite() { echo "#   exit $rc"; grep -E "^(not ok|[0-9]+ passed)" <<<"$out" | sed 's/^/#   /'; }
 # refused NAME EXPECTED_MESSAGE TRANSFORM: the suite must stop with exit 125 and the message.
 refused() {
-  local name=$1 expected=$2 transform=$3
-  local dir="$WORK/$(echo "$name" | tr -c 'a-z0-9' '-')"
-  mkdir -p "$dir"
-  cat > "$dir/bwrap" <<WRAPPER
-#!/bin/bash
-args=("\$@")
-environment=()
-if [ "\${args[0]}" != "--version" ]; then
-$transform
-fi
-exec env -i "\${environment[@]}" $REAL_BWRAP "\${args[@]}"
-WRAPPER
-  chmod +x "$dir/bwrap"
-  local out rc
+  local name=$1 expected=$2 dir
+  dir=$(case_dir "$name")
+  fake_bwrap "$dir" "$3"
   out=$(cd /tmp && PATH="$dir:$PATH" "$SB" --no-apparmor --venv "$VENV" 2>&1); rc=$?
-  if [ "$rc" = 125 ] && grep -q "$expected" <<<"$out"; then
-    passed=$((passed + 1)); echo "ok - breakage refused: $name ($expected)"
-  else
-    failed=$((failed + 1)); echo "not ok - breakage NOT refused: $name (exit $rc)"
-    tail -n 3 <<<"$out" | sed 's/^/#   /'
-  fi
+  on_failure=show_tail check "breakage refused: $name ($expected)" \
+    bash -c 'test "$1" = 125 && grep -q "$2" <<<"$3"' _ "$rc" "$expected" "$out"
 }
+show_tail() { echo "#   exit $rc"; tail -n 3 <<<"$out" | sed 's/^/#   /'; }
 replace_command() {  # bash that runs the interpreter directly instead of the gate (the last 5 arguments)
   echo 'n=${#args[@]}; args=("${args[@]:0:$((n - 5))}" "${args[$((n - 2))]}" "${args[$((n - 1))]}")'
 }
@@ -90,7 +80,7 @@ breakage "no --disable-userns (seccomp relaxed, so only bwrap's option stood in 
 if [ "$(id -u)" = 0 ]; then
   breakage "capabilities kept (root caller)" "" "the payload holds no capabilities" "$(drop --cap-drop 1)"
 else
-  echo "ok - breakage: capabilities kept # SKIP bwrap drops capabilities for unprivileged callers anyway"
+  skip "breakage: capabilities kept" "bwrap drops capabilities for unprivileged callers anyway"
 fi
 breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 20</dev/null"
 breakage "the seccomp filter replaced by a permissive one" "" "seccomp: every denied system call fails with its errno" \
@@ -102,5 +92,4 @@ refused "the seccomp filter dropped (pid 1 never shows it armed)" "did not arm i
 refused "bwrap's status report dropped (pid 1 unknown)" "did not report its pid 1" "$(drop --json-status-fd 1)"
 refused "no pid namespace (the reported pid is no namespace's init)" "not the init of a new pid namespace" "$(drop --unshare-pid)"
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -11,7 +11,7 @@ payload, no bwrap, no reaper: found by a tag in their command line or environmen
 report a payload wrote (its rlimits, after a delay) must show the limits it was given: a
 payload that ran without them would say so. Safe for the machine: the payloads only sleep and
 write into mount dirs this script made; leftovers are killed before the script exits.
-Ends with the line "N passed, N failed".
+Prints a plan line first; ends with the line "N passed, N failed, N skipped".
 """
 import os, random, shutil, signal, subprocess, sys, tempfile, time
 
@@ -138,7 +138,9 @@ def run(kind):
           f"{unlimited[:3]}")
 
 
-for kind in ("library", "cli"):
+KINDS = ("library", "cli")
+print(f"1..{3 * len(KINDS)}")  # run() makes three checks
+for kind in KINDS:
     run(kind)
-print(f"{passed} passed, {failed} failed")
+print(f"{passed} passed, {failed} failed, 0 skipped")
 sys.exit(0 if failed == 0 else 1)

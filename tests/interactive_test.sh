@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # Drives `sandbox --interactive` through a real terminal (tmux) and checks it behaves like one.
 # Usage: tests/interactive_test.sh SANDBOX_BINARY VENV
-# Ends with the line "N passed, N failed".
+# Ends with the line "N passed, N failed, N skipped".
 set -u
 SB=$(realpath "$1")
 VENV=$(realpath "$2")
+. "$(dirname "$0")/lib.sh"
+plan 12
 SESSION=sandbox-interactive-$$
-passed=0 failed=0
-check() {  # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok - $name"
-  else failed=$((failed + 1)); echo "not ok - $name"; screen | sed 's/^/#   /' | tail -n 8; fi
-}
+show_screen() { screen | sed 's/^/#   /' | tail -n 8; }
+on_failure=show_screen
 screen() { tmux capture-pane -p -t "$SESSION" -S -200 2>/dev/null | sed '/^$/d'; }
 shows() { screen | grep -qF -- "$1"; }
 # wait_for TEXT: polls the screen for up to 10 s (the REPL starts in ~50 ms; CI machines vary).
@@ -52,5 +50,4 @@ check "/mnt was ephemeral: a new session starts empty" wait_for "AGAIN []"
 type_line "exit(3)"
 check "exit(3) leaves with status 3" wait_for "SECOND-3"
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -14,9 +14,14 @@ func sizeAndMode(_ path: String) -> (size: Int, mode: UInt32)? {
   return (Int(info.st_size), info.st_mode & 0o7777)
 }
 
-/// A fresh mount dir from the library's own helper (private 0700 parent).
-func freshMount() -> SandboxMountDirectory? {
-  try? SandboxMountDirectory(prefix: "sandbox-lifecycle-")
+/// A fresh mount dir from the library's own helper (private 0700 parent); a failure when it cannot be made.
+func freshMount(_ t: inout Tally) -> SandboxMountDirectory? {
+  do throws(SandboxError) {
+    return try SandboxMountDirectory(prefix: "sandbox-lifecycle-")
+  } catch {
+    t.expect(false, "lifecycle: a fresh mount dir", error.description)
+    return nil
+  }
 }
 
 func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
@@ -59,7 +64,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   var neverRan = 0
   for network in [true, false] {
     for _ in 0..<(iterations / 2) {
-      guard let mount = freshMount() else { return t.expect(false, "lifecycle: a mount dir") }
+      guard let mount = freshMount(&t) else { return }
       _ = payload(network ? sandbox : offline, daemon, mount: mount.path)
       let first = sizeAndMode("\(mount.path)/beat")
       usleep(20_000)
@@ -99,7 +104,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     """
   var canaryChanged = 0
   for _ in 0..<max(20, iterations / 4) {
-    guard let mount = freshMount() else { break }
+    guard let mount = freshMount(&t) else { break }
     _ = payload(sandbox, swapper, mount: mount.path)
     if sizeAndMode("\(canaryDirectory)/x")?.mode != 0o600 { canaryChanged += 1 }
     mount.remove()
@@ -108,7 +113,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   shell("rm -rf '\(canaryDirectory)'")
 
   // 3. A payload impersonating bwrap's setup failure gets a result: tracking and clearing done.
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     do throws(SandboxError) {
       let result = try await sandbox.run(
         .code("import os, sys\nopen('/mnt/id', 'w').write('#!/bin/sh\\n')\nos.chmod('/mnt/id', 0o4755)\nsys.stderr.write('bwrap: Unknown option --foo\\n')\nsys.exit(1)"),
@@ -124,7 +129,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 
   // 4. Names are bytes: two that decode alike, one that is U+FFFD itself; all reported and cleared.
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     let names: [[UInt8]] = [[0xff], [0xfe], [0xff, 0xfe], Array("\u{FFFD}".utf8), Array("plain".utf8)]
     let made = payload(sandbox, """
       import os
@@ -147,7 +152,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 
   // 5. A setuid file deeper than PATH_MAX, and a bind root opened to everyone, are put right.
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     chmod(mount.path, 0o700)
     let deep = payload(sandbox, """
       import os
@@ -185,10 +190,11 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
     "lifecycle: pidfd_getfd on pid 1 is refused (EPERM), so the exit cannot be forged", forged?.stdoutText ?? "")
 
   // 7. A hostile tree (many hard links with long names) stays within the caps it is given.
-  if let mount = freshMount(),
-    let capped = try? Sandbox(config: SandboxConfig(
+  if let mount = freshMount(&t),
+    let capped = t.require(try? Sandbox(config: SandboxConfig(
       venvPath: venv, appArmor: .disabled,
-      limits: SandboxLimits(trackedEntries: 5_000, trackedBytes: 1 << 20, reportedChanges: 1_000, reportedChangeBytes: 64 << 10)))
+      limits: SandboxLimits(trackedEntries: 5_000, trackedBytes: 1 << 20, reportedChanges: 1_000, reportedChangeBytes: 64 << 10))),
+      "lifecycle: a sandbox with small snapshot caps")
   {
     let links = payload(capped, """
       import os
@@ -207,7 +213,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 
   // 7b. A deep chain of long names: what the host holds grows with the caps, not with depth².
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     let reset = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)  // "5": VmHWM starts again from here
     if reset >= 0 {
       Sandbox.Sys.writeAll(reset, Array("5".utf8))
@@ -239,7 +245,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   //     caller's own directories, mode 0401, 0100, 000): opened up for the sweep, cleared.
   if getuid() == 0 {
     t.skip("lifecycle: set-id files in directories closed to their owner are cleared", "root reads and searches every directory anyway")
-  } else if let mount = freshMount() {
+  } else if let mount = freshMount(&t) {
     let hidden = payload(sandbox, """
       import os
       for mode in (0o401, 0o100, 0o000, 0o001):
@@ -258,7 +264,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 
   // 8. Outputs are read safely: beneath the mount dir, regular files only, never blocking.
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     let canary = "\(temp)/sandbox-output-canary-\(getpid())"
     writeFile(canary, "host secret")
     _ = payload(sandbox, """
@@ -294,7 +300,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 
   // 9. The helper removes whatever the payload leaves: mode-000 dirs, symlinks, FIFOs, depth.
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     let canary = "\(temp)/sandbox-remove-canary-\(getpid())"
     shell("mkdir -p '\(canary)' && touch '\(canary)/keep'")
     _ = payload(sandbox, """
@@ -321,7 +327,7 @@ func testLifecycle(_ t: inout Tally, venv: String, temp: String) async {
   }
 
   // 10. Zero or negative timeouts, and a Task cancelled before run: nothing is spawned.
-  if let mount = freshMount() {
+  if let mount = freshMount(&t) {
     for timeout in [Duration.zero, .milliseconds(-5)] {
       t.expectError("lifecycle: a timeout of \(timeout) is an invalid value and spawns nothing", { if case .invalidTimeout = $0 { true } else { false } }) {
         () throws(SandboxError) in _ = try sandbox.run(.code("open('/mnt/ran', 'w')"), mountDirectory: mount.path, timeout: timeout)

@@ -12,7 +12,8 @@
 # 6. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
 #    default sandboxci), with a venv whose base interpreter lives in that user's home.
 #
-# Every part prints its own "N passed, N failed[, N skipped]"; the last line sums them.
+# Every part prints a plan line "1..N" first and its own "N passed, N failed[, N skipped]" last;
+# a part whose counts do not add up to its plan fails (a test vanished). The last line sums them.
 set -u
 cd "$(dirname "$0")/.."
 VENV=${VENV:-$PWD/tests/build/venv}
@@ -27,8 +28,9 @@ part() {
   echo "== $name"
   "$@" >"$log" 2>&1
   local rc=$?
-  grep -v '^ok ' "$log" | grep -v '^# ' | grep -v '^sandbox: note: the AppArmor layer is OFF' | grep -v -E '^[0-9]+ passed, ' || true
+  grep -v '^ok ' "$log" | grep -v '^# ' | grep -v '^sandbox: note: the AppArmor layer is OFF' | grep -v -E '^[0-9]+ passed, |^1\.\.[0-9]+$' || true
   local summary; summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  local planned; planned=$(grep -E '^1\.\.[0-9]+$' "$log" | head -n 1 | cut -c4-)
   if [ -z "$summary" ]; then
     echo "not ok - $name printed no summary (exit $rc)"; tail -n 5 "$log"
     total_failed=$((total_failed + 1))
@@ -39,6 +41,11 @@ part() {
     f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$summary")
     s=$(grep -oE '[0-9]+ skipped' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
     total_passed=$((total_passed + p)); total_failed=$((total_failed + f)); total_skipped=$((total_skipped + s))
+    if [ -z "$planned" ]; then
+      echo "not ok - $name printed no plan line"; total_failed=$((total_failed + 1))
+    elif [ "$((p + f + s))" != "$planned" ]; then
+      echo "not ok - $name planned $planned tests and reported $((p + f + s))"; total_failed=$((total_failed + 1))
+    fi
     if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
       echo "not ok - $name exited $rc"; total_failed=$((total_failed + 1))
     fi
@@ -78,6 +85,7 @@ else
 fi
 
 extra_note() {
+  echo "1..1"
   out=$("$BUILD/sandbox-base" --no-apparmor --venv "$VENV" --extra-tests 2>&1)
   grep -q "sandbox_extra_tests.swift was not compiled in" <<<"$out" && ! grep -q "TIOCSTI" <<<"$out" &&
     grep -q "TIOCSTI" < <(./sandbox --no-apparmor --venv "$VENV" --extra-tests --verbose 2>&1)
@@ -109,7 +117,7 @@ if [ "$(id -u)" = 0 ]; then
     # interpreter lives in the user's home, as with pyenv or uv.
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
-    cp ./sandbox "$BUILD/unit_tests" tests/cli_tests.sh tests/host_death_test.py "$STAGE/"
+    cp ./sandbox "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py "$STAGE/"
     cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)

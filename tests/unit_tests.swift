@@ -31,6 +31,13 @@ struct Tally {
     }
   }
 
+  /// The value a test's setup produced; when there is none, a failure (never a silent skip of
+  /// the checks that need it).
+  mutating func require<T>(_ value: T?, _ name: String, _ detail: @autoclosure () -> String = "") -> T? {
+    if value == nil { expect(false, name, detail()) }
+    return value
+  }
+
   mutating func skip(_ name: String, _ why: String) {
     skipped += 1
     print("ok - \(name) # SKIP \(why)")
@@ -311,7 +318,12 @@ func testAppArmor(_ t: inout Tally, temp: String) {
       }
       t.expect(missing.isEmpty, "apparmor: \(file) has the rules of every mount (mount dir \(fd == nil ? "absent" : "present"))", "\(missing)")
     }
-    if !support.usesABI4, let parser = Sandbox.Sys.findExecutable("apparmor_parser") {
+    let parser = Sandbox.Sys.findExecutable("apparmor_parser")
+    if support.usesABI4 {
+      t.skip("apparmor: \(file) passes apparmor_parser", "this host's parser may lack ABI 4.0 (the AppArmor VM loads such profiles)")
+    } else if parser == nil {
+      t.skip("apparmor: \(file) passes apparmor_parser", "apparmor_parser is not installed (.ci/run installs it)")
+    } else if let parser {
       let path = "\(temp)/\(file)"
       writeFile(path, profile)
       let check = try? Sandbox.Spawner.runToCompletion(Sandbox.Spawner.Request(executable: parser, arguments: ["-Q", "-K", "-T", path], environment: [], timeout: .seconds(30)))
@@ -620,7 +632,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   unlink(hostOnly)
 
   // Network off: a listener on the host's loopback is unreachable; on: reachable (documented).
-  if let listener = try? Sandbox.SelfTests.openLoopbackListener() {
+  if let listener = t.require(try? Sandbox.SelfTests.openLoopbackListener(), "e2e: a loopback listener for the network probes") {
     let code = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', \(listener.port)), timeout=3); print('REACHED')\nexcept OSError as e: print('BLOCKED', e.errno)"
     t.expect(payload(offline, code)?.stdoutText.hasPrefix("BLOCKED") == true, "e2e: network off blocks a host TCP listener on 127.0.0.1")
     t.expect(payload(sandbox, code)?.stdoutText == "REACHED\n", "e2e: network on reaches it (the documented default)")
@@ -629,7 +641,7 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
 
   // Host abstract unix sockets: Landlock's scope (EPERM) with the network on, another
   // namespace (ECONNREFUSED) with it off; an unsandboxed process reaches the same socket.
-  if let listener = try? Sandbox.SelfTests.openAbstractListener(name: "sandbox-unit-\(getpid())") {
+  if let listener = t.require(try? Sandbox.SelfTests.openAbstractListener(name: "sandbox-unit-\(getpid())"), "abstract sockets: a host listener") {
     let probe = "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0sandbox-unit-\(getpid())'); print('REACHED')\nexcept OSError as e: print('BLOCKED', e.errno)"
     let control = try? Sandbox.Spawner.runToCompletion(Sandbox.Spawner.Request(executable: "/usr/bin/python3", arguments: ["-c", probe], environment: []))
     t.expect(control.map { String(decoding: $0.stdout, as: UTF8.self) } == "REACHED\n", "abstract sockets: the host's listener is reachable outside the sandbox (control)")
@@ -713,7 +725,12 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
 
   // Limits: each one ends a bounded bomb, and the result says which.
   func limited(_ limits: SandboxLimits, seccomp: Bool = true) -> Sandbox? {
-    try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, limits: limits, seccompEnabled: seccomp))
+    do throws(SandboxError) {
+      return try Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, limits: limits, seccompEnabled: seccomp))
+    } catch {
+      t.expect(false, "limits: a sandbox with \(limits)", error.description)
+      return nil
+    }
   }
   if let cpu = limited(SandboxLimits(cpuSeconds: 1)) {
     let spin = payload(cpu, "while True: pass", timeout: .seconds(20))
@@ -816,6 +833,13 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
 enum UnitTests {
   static func main() async {
     if CommandLine.arguments.dropFirst().first == "--host-death-victim" { await runHostDeathVictim(CommandLine.arguments) }
+    // The plan: how many checks (skips included) each part makes on every host, so a check that
+    // silently vanishes fails the run. Change it together with the tests. The offline part
+    // counts the plan's own check.
+    let planned = (offline: 241, endToEnd: 72)
+    let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
+    let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
+    print("1..\(plan)")
     var tally = Tally()
     let temp = Sandbox.Sys.temporaryDirectory()
     testGolden(&tally)
@@ -825,12 +849,14 @@ enum UnitTests {
     testSnapshots(&tally, temp: temp)
     testLargeSnapshots(&tally, temp: temp)
     testPureHelpers(&tally)
-    if let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV"), !venv.isEmpty {
+    if let venv {
       await testEndToEnd(&tally, venv: venv, temp: temp)
       await testLifecycle(&tally, venv: venv, temp: temp)
     } else {
       tally.skip("e2e: runs against real bwrap", "SANDBOX_TEST_VENV is not set")
     }
+    let made = tally.passed + tally.failed + tally.skipped
+    tally.expect(made + 1 == plan, "plan: \(plan) checks planned, \(made + 1) made")
     print("\(tally.passed) passed, \(tally.failed) failed, \(tally.skipped) skipped")
     exit(tally.failed == 0 ? 0 : 1)
   }
