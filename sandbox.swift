@@ -78,7 +78,7 @@
 // Sections, in the order a run flows:
 //   Public API: configuration · Public API: results · Errors · Sandbox (one run) ·
 //   Host preflight · bwrap command line · seccomp filter · AppArmor · Process spawning ·
-//   The sandbox's lifecycle · Workspace changes · Glibc helpers · Self-tests: suite ·
+//   The sandbox's lifecycle · Mount dir changes · Glibc helpers · Self-tests: suite ·
 //   Self-tests: runner · Extension point · Command line
 
 #if canImport(Glibc)
@@ -216,6 +216,43 @@ public struct SandboxLimits: Sendable, Equatable {
     self.maxProcesses = maxProcesses
     self.openFiles = openFiles
     self.tmpfsBytes = tmpfsBytes
+  }
+}
+
+/// The protection layers: one vocabulary for results (`layers`, the JSON's `layers`), errors
+/// (`layerUnavailable`) and self-tests (`SelfTest.layer`). The raw values are the JSON's words.
+public enum SandboxLayer: String, Sendable, CaseIterable {
+  /// User, pid, ipc, uts and cgroup namespaces (and a network namespace when the network is off).
+  case namespaces
+  /// The read-only, mostly empty filesystem view.
+  case mounts
+  /// The scrubbed environment and no inherited descriptors.
+  case environment
+  /// Resource limits set on the sandbox before the payload starts.
+  case limits = "rlimits"
+  /// Size caps on every writable tmpfs.
+  case tmpfsSize = "tmpfs-size"
+  /// The watch on the mount dir's filesystem (`mountDirectoryBytes`).
+  case diskWatch = "disk-watch"
+  /// The seccomp filter.
+  case seccomp
+  /// Landlock's scope, which closes host abstract unix sockets where the kernel allows it.
+  case landlockScope = "landlock-scope"
+  /// The AppArmor profile.
+  case appArmor = "apparmor"
+  /// Not a layer: a self-test that proves the probes themselves work. Never active.
+  case control
+
+  /// The layer's name in messages.
+  public var title: String {
+    switch self {
+    case .limits: "resource limits"
+    case .landlockScope: "Landlock scope"
+    case .appArmor: "AppArmor"
+    case .tmpfsSize: "tmpfs size"
+    case .diskWatch: "disk watch"
+    default: rawValue
+    }
   }
 }
 
@@ -394,7 +431,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   /// `setpriv` (util-linux) is missing: it starts bwrap under the AppArmor profile.
   case setprivNotFound
   /// A requested protection layer cannot be applied here (fail closed).
-  case layerUnavailable(layer: String, reason: String, relax: String)
+  case layerUnavailable(layer: SandboxLayer, reason: String, relax: String)
   // The host cannot run a sandbox (exit 125)
   /// No `bwrap` executable on PATH.
   case bwrapNotFound
@@ -450,7 +487,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .lifecycleUnavailable(let reason):
       return "the sandbox cannot guarantee that a run ends with every one of its processes: \(reason)"
     case .glibcTooOld(let function): return "the C library has no \(function) (glibc 2.34 or newer is needed)"
-    case .layerUnavailable(let layer, let reason, _): return "the \(layer) layer cannot be applied: \(reason)"
+    case .layerUnavailable(let layer, let reason, _): return "the \(layer.title) layer cannot be applied: \(reason)"
     case .system(let call, let path, let code):
       let target = path.map { " '\($0)'" } ?? ""
       return "\(call)\(target): \(Sandbox.Sys.errnoText(code)) (errno \(code))"
@@ -566,13 +603,13 @@ public struct Sandbox: Sendable {
     // Fail closed: a layer that was asked for and cannot be applied stops everything.
     if config.seccompEnabled && Seccomp.Filter.Architecture.native == nil {
       throw .layerUnavailable(
-        layer: "seccomp", reason: "no filter is built for this CPU architecture (x86_64 and aarch64 are)",
+        layer: .seccomp, reason: "no filter is built for this CPU architecture (x86_64 and aarch64 are)",
         relax: "pass --no-seccomp (library: seccompEnabled: false) to run without it")
     }
     if config.limits.maxProcesses != nil && getuid() == 0 {
       throw .layerUnavailable(
-        layer: "process limit",
-        reason: "RLIMIT_NPROC does not bind root, and no delegated cgroup v2 is used",
+        layer: .limits,
+        reason: "a process limit (RLIMIT_NPROC) does not bind root, and no delegated cgroup v2 is used",
         relax: "run as an unprivileged user, or leave --max-processes (maxProcesses) unset")
     }
     var launcher: [String] = []
@@ -682,22 +719,22 @@ public struct Sandbox: Sendable {
   ) throws(SandboxError) -> SandboxResult {
     if let timeout, timeout <= .zero { throw .invalidTimeout("\(timeout)") }  // nothing is spawned
     let payloadEnvironment = try Bwrap.makePayloadEnvironment(venvRoot: venv.root, extra: environment)
-    let workspace = try mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
-    defer { workspace?.close() }
+    let mountDir = try mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
+    defer { mountDir?.close() }
     var excluded: [UInt8]? = nil
     if case .script(let sandboxPath) = payload {
-      excluded = Array(try Preflight.checkScript(sandboxPath, in: workspace).utf8)  // a clear error beats python's
+      excluded = Array(try Preflight.checkScript(sandboxPath, in: mountDir).utf8)  // a clear error beats python's
     }
     let limits = config.limits
-    let before = try workspace?.snapshot(limits: limits)  // taken before the child can write
-    let invocation = Bwrap.makeInvocation(makePlan(payload, workspace: workspace, environment: payloadEnvironment))
+    let before = try mountDir?.snapshot(limits: limits)  // taken before the child can write
+    let invocation = Bwrap.makeInvocation(makePlan(payload, mountDir: mountDir, environment: payloadEnvironment))
     let launch = Lifecycle.Launch(
       executable: launcher.first ?? host.bwrapPath,
       arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
       inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout, outputLimitBytes: limits.outputLimitBytes,
       cancellation: cancellation, terminal: terminal,
-      diskWatch: workspace.flatMap { workspace in
-        limits.mountDirectoryBytes.map { (workspace.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
+      diskWatch: mountDir.flatMap { mountDir in
+        limits.mountDirectoryBytes.map { (mountDir.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
       })
     let exit: Lifecycle.Exit
     if scopesAbstractSockets {
@@ -718,11 +755,11 @@ public struct Sandbox: Sendable {
     // The host's work on the mount dir: only once nothing of the sandbox is left, always then.
     var changes = Changes.ChangeList()
     var cleanupProblem = exit.leftover
-    if let workspace, let before {
+    if let mountDir, let before {
       if exit.allGone {
-        (changes, cleanupProblem) = workspace.finishRun(before: before, excluding: excluded, limits: limits)
+        (changes, cleanupProblem) = mountDir.finishRun(before: before, excluding: excluded, limits: limits)
       } else {
-        workspace.seal()  // fail closed: no host work on a tree something may still change
+        mountDir.seal()  // fail closed: no host work on a tree something may still change
       }
     }
     if !exit.started && (exit.stop == nil || exit.stop == .setup) {
@@ -733,7 +770,7 @@ public struct Sandbox: Sendable {
       stderr: exit.stderr, timedOut: exit.stop == .timeout, cancelled: exit.stop == .cancelled,
       outputTruncated: exit.outputTruncated, duration: exit.duration, changedPaths: changes.changed,
       deletedPaths: changes.deleted, changesTruncated: changes.truncated, cleanupIncomplete: cleanupProblem,
-      limitHit: Lifecycle.classifyLimitHit(exit, limits: limits), layers: activeLayers)
+      limitHit: Lifecycle.classifyLimitHit(exit, limits: limits), layers: activeLayers.map(\.rawValue))
   }
 
   /// The error for a run that ended before its payload was told to start. Only bwrap can have
@@ -762,19 +799,19 @@ public struct Sandbox: Sendable {
   var scopesAbstractSockets: Bool { config.networkEnabled && Landlock.scopesAbstractSockets }
 
   /// The protection layers every run of this sandbox gets.
-  public var activeLayers: [String] {
-    var layers = ["namespaces", "mounts", "environment", "rlimits", "tmpfs-size"]
-    if config.limits.mountDirectoryBytes != nil { layers.append("disk-watch") }
-    if config.seccompEnabled { layers.append("seccomp") }
-    if scopesAbstractSockets { layers.append("landlock-scope") }
-    if case .profile = config.appArmor { layers.append("apparmor") }
+  public var activeLayers: [SandboxLayer] {
+    var layers: [SandboxLayer] = [.namespaces, .mounts, .environment, .limits, .tmpfsSize]
+    if config.limits.mountDirectoryBytes != nil { layers.append(.diskWatch) }
+    if config.seccompEnabled { layers.append(.seccomp) }
+    if scopesAbstractSockets { layers.append(.landlockScope) }
+    if case .profile = config.appArmor { layers.append(.appArmor) }
     return layers
   }
 
-  func makePlan(_ payload: SandboxPayload, workspace: Changes.OpenMountDirectory?, environment: [(String, String)]) -> Bwrap.RunPlan {
+  func makePlan(_ payload: SandboxPayload, mountDir: Changes.OpenMountDirectory?, environment: [(String, String)]) -> Bwrap.RunPlan {
     Bwrap.RunPlan(
       host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
-      mountDirectoryFD: workspace?.pathFD, payload: payload, environment: environment,
+      mountDirectoryFD: mountDir?.pathFD, payload: payload, environment: environment,
       tmpfsBytes: config.limits.tmpfsBytes,
       // `init` refused a requested filter this architecture has none of.
       seccompProgram: config.seccompEnabled ? Seccomp.Filter.program(networkEnabled: config.networkEnabled) ?? Seccomp.Filter.allowAll : Seccomp.Filter.allowAll)
@@ -876,7 +913,7 @@ extension Sandbox {
         let masks: [Bwrap.Mount] =
           Bwrap.Layout.maskedProcFiles.filter { Sys.exists($0) }.map { .maskFile($0) }
           + Bwrap.Layout.maskedProcDirectories.filter { Sys.isDirectory($0) }.map { .maskDirectory($0) }
-        let etc = Bwrap.Layout.exposedEtc.filter { Sys.exists($0) }.map { Bwrap.Mount.readOnly($0) }
+        let etc = Bwrap.Layout.exposedEtc.map(\.path).filter { Sys.exists($0) }.map { Bwrap.Mount.readOnly($0) }
         return Preflight.HostLayout(systemMounts: system, procMasks: masks, etcMounts: etc, bootstrap: Bwrap.Gate.probe())
       }
     }
@@ -904,15 +941,15 @@ extension Sandbox {
       return relative
     }
 
-    /// Checks `/mnt/REL` names a regular file in the workspace; returns REL.
-    static func checkScript(_ sandboxPath: String, in workspace: Changes.OpenMountDirectory?) throws(SandboxError) -> String {
+    /// Checks `/mnt/REL` names a regular file in the mountDir; returns REL.
+    static func checkScript(_ sandboxPath: String, in mountDir: Changes.OpenMountDirectory?) throws(SandboxError) -> String {
       let relative = try Preflight.scriptRelativePath(sandboxPath)
-      guard let workspace else {
+      guard let mountDir else {
         throw .invalidScriptPath(path: sandboxPath, reason: "a script needs a mount directory to live in")
       }
       var info = stat()
-      guard fstatat(workspace.pathFD, relative, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
-        throw .invalidScriptPath(path: sandboxPath, reason: "no regular file at \(workspace.hostPath)/\(relative)")
+      guard fstatat(mountDir.pathFD, relative, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
+        throw .invalidScriptPath(path: sandboxPath, reason: "no regular file at \(mountDir.hostPath)/\(relative)")
       }
       return relative
     }
@@ -972,8 +1009,38 @@ extension Sandbox {
         """
       /// Bound read-only (or symlinked, when the host's is a symlink into /usr).
       static let systemDirectories = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
-      /// Host /etc entries the payload may read; everything else in /etc stays invisible.
-      static let exposedEtc = ["/etc/passwd", "/etc/group", "/etc/ssl/certs", "/etc/ca-certificates"]
+      /// A host path the payload may read, and why. The mount table and the AppArmor profile's
+      /// access rules are both derived from these rows.
+      struct Exposed: Sendable {
+        var path: String
+        var directory: Bool
+        var why: String
+      }
+      /// Host /etc entries the payload may read (bound read-only where they exist); everything
+      /// else in /etc stays invisible.
+      static let exposedEtc = [
+        Exposed(path: "/etc/passwd", directory: false, why: "user names for uids (pwd, getpass, ~)"),
+        Exposed(path: "/etc/group", directory: false, why: "group names for gids"),
+        Exposed(path: "/etc/ssl/certs", directory: true, why: "CA certificates (TLS)"),
+        Exposed(path: "/etc/ca-certificates", directory: true, why: "CA certificates (what certs/ links to)"),
+      ]
+      /// /etc files the sandbox writes itself (read-only data, never the host's).
+      static let generatedEtc = [
+        (path: "/etc/resolv.conf", contents: resolvConf, why: "fixed public resolvers; the host's stays hidden"),
+        (path: "/etc/hosts", contents: hosts, why: "localhost and the sandbox's hostname"),
+      ]
+      /// The device nodes bwrap's --dev binds from the host, and the access the profile grants.
+      static let deviceNodes = [
+        (name: "null", access: "rw", why: "discarded output, empty input"),
+        (name: "zero", access: "rw", why: "zeroed memory and input"),
+        (name: "full", access: "rw", why: "a disk-full device for tests"),
+        (name: "random", access: "r", why: "entropy"),
+        (name: "urandom", access: "r", why: "entropy (os.urandom, ssl)"),
+        (name: "tty", access: "rw", why: "the controlling terminal of --interactive"),
+      ]
+      /// What else /dev holds: bwrap's --dev links (fd, stdin, stdout, stderr, ptmx, core) and
+      /// devpts (pts), and our tmpfs for POSIX shared memory (shm).
+      static let deviceOthers = ["fd", "stdin", "stdout", "stderr", "ptmx", "core", "pts", "shm"]
       /// /proc files that leak kernel or host state (Docker's masked paths), covered by /dev/null.
       static let maskedProcFiles = [
         "/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/kmsg", "/proc/kallsyms", "/proc/timer_list",
@@ -1114,12 +1181,13 @@ extension Sandbox {
 
       var mounts: [Bwrap.Mount] = plan.host.systemMounts                 // /usr, /bin, /lib*: read-only
       mounts += plan.host.etcMounts                                 // users, groups, CA certificates
-      mounts.append(.data(fd: childFD(for: .bytes(Array(Bwrap.Layout.resolvConf.utf8))), sandboxPath: "/etc/resolv.conf"))
-      mounts.append(.data(fd: childFD(for: .bytes(Array(Bwrap.Layout.hosts.utf8))), sandboxPath: "/etc/hosts"))
+      for file in Bwrap.Layout.generatedEtc {                       // resolv.conf, hosts: ours
+        mounts.append(.data(fd: childFD(for: .bytes(Array(file.contents.utf8))), sandboxPath: file.path))
+      }
       mounts.append(.proc("/proc"))                                 // this pid namespace only
       mounts += plan.host.procMasks                                 // kernel state the payload must not read
       mounts.append(.remountReadOnly("/proc"))                      // as root, /proc/sys would be the host's
-      mounts.append(.dev("/dev"))                                   // null, zero, full, random, urandom, tty
+      mounts.append(.dev("/dev"))                                   // Layout.deviceNodes and bwrap's links
       mounts.append(.tmpfs("/dev/shm", sizeBytes: plan.tmpfsBytes)) // POSIX semaphores (multiprocessing)
       mounts.append(.remountReadOnly("/dev"))                       // no new nodes or files in /dev
       mounts.append(.tmpfs("/tmp", sizeBytes: plan.tmpfsBytes))     // private scratch space
@@ -1558,11 +1626,11 @@ extension Sandbox {
         syscall(createRuleset, Int(bitPattern: raw.baseAddress), raw.count, 0, 0)
       }
       guard ruleset >= 0 else {
-        throw .layerUnavailable(layer: "landlock scope", reason: "landlock_create_ruleset: \(Sys.errnoText(errno))", relax: "report this")
+        throw .layerUnavailable(layer: .landlockScope, reason: "landlock_create_ruleset: \(Sys.errnoText(errno))", relax: "report this")
       }
       defer { close(Int32(ruleset)) }
       guard prctl(setNoNewPrivileges, 1, 0, 0, 0) == 0, syscall(restrictSelf, ruleset, 0, 0, 0) == 0 else {
-        throw .layerUnavailable(layer: "landlock scope", reason: "landlock_restrict_self: \(Sys.errnoText(errno))", relax: "report this")
+        throw .layerUnavailable(layer: .landlockScope, reason: "landlock_restrict_self: \(Sys.errnoText(errno))", relax: "report this")
       }
     }
   }
@@ -1732,24 +1800,35 @@ extension Sandbox {
       }
       rules += [
         AppArmorProfile.Rule(rule: "/etc/ r,", why: "listing /etc shows only the documented files"),
-        AppArmorProfile.Rule(rule: "/etc/{passwd,group,resolv.conf,hosts} r,", why: "the exposed and generated /etc files"),
-        AppArmorProfile.Rule(rule: "/etc/ssl/certs/{,**} r,", why: "CA certificates"),
-        AppArmorProfile.Rule(rule: "/etc/ca-certificates/{,**} r,", why: "CA certificates"),
+      ]
+      for entry in Bwrap.Layout.exposedEtc {
+        let path = try AppArmorProfile.quotedPath(entry.path)
+        rules.append(AppArmorProfile.Rule(rule: entry.directory ? "\(path)/{,**} r," : "\(path) r,", why: entry.why))
+      }
+      for file in Bwrap.Layout.generatedEtc {
+        rules.append(AppArmorProfile.Rule(rule: "\(try AppArmorProfile.quotedPath(file.path)) r,", why: file.why))
+      }
+      rules += [
         AppArmorProfile.Rule(rule: "/run/{,sandbox/} r,", why: "the directory of the code (Python lists its script's directory)"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.codePath) r,", why: "the code of a .code payload"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.mountPoint)/{,**} rwlkm,", why: "/mnt, the one host interface"),
         AppArmorProfile.Rule(rule: "/tmp/{,**} rwlkm,", why: "the private /tmp"),
         AppArmorProfile.Rule(rule: "/dev/shm/{,**} rwlkm,", why: "POSIX semaphores (multiprocessing)"),
         AppArmorProfile.Rule(rule: "/dev/ r,", why: "listing the minimal /dev"),
-        AppArmorProfile.Rule(rule: "/dev/{null,zero,full,tty,ptmx} rw,", why: "the minimal device nodes"),
-        AppArmorProfile.Rule(rule: "/dev/{random,urandom} r,", why: "entropy"),
+      ]
+      for node in Bwrap.Layout.deviceNodes {
+        rules.append(AppArmorProfile.Rule(rule: "/dev/\(node.name) \(node.access),", why: node.why))
+      }
+      rules += [
+        AppArmorProfile.Rule(rule: "/dev/ptmx rw,", why: "pseudo-terminals of --interactive (a link into pts)"),
         AppArmorProfile.Rule(rule: "/dev/pts/{,*} rw,", why: "pseudo-terminals of --interactive"),
         AppArmorProfile.Rule(rule: "@{PROC}/{,**} r,", why: "the sandbox's own /proc (a new pid namespace)"),
         AppArmorProfile.Rule(rule: "audit deny @{PROC}/*/environ r,", why: "no process's environment is readable (AppArmor-only denial)"),
         AppArmorProfile.Rule(rule: "deny @{PROC}/*/mem rw,", why: "no process's memory is readable"),
         AppArmorProfile.Rule(rule: "deny @{PROC}/sys/{kernel,vm,fs,net,dev,debug,abi,crypto}/** w,", why: "no sysctl writes (as root they would be the host's); only user/ is writable, by bwrap, in its own namespace"),
-        AppArmorProfile.Rule(rule: "deny @{PROC}/sysrq-trigger rw,", why: "Docker's default: never"),
-        AppArmorProfile.Rule(rule: "deny @{PROC}/{kcore,kmsg,keys,timer_list} rw,", why: "kernel memory, log, keys, timers"),
+        AppArmorProfile.Rule(
+          rule: "deny @{PROC}/{\(Bwrap.Layout.maskedProcFiles.map { $0.dropFirst("/proc/".count) }.joined(separator: ","))} rw,",
+          why: "the masked kernel state (Layout.maskedProcFiles): never, even if a mask were missing"),
         AppArmorProfile.Rule(rule: "deny /sys/** rwklx,", why: "sysfs is not mounted; never reachable"),
         AppArmorProfile.Rule(rule: "audit deny /sys/kernel/security/** rw,", why: "the LSM's own interface"),
         AppArmorProfile.Rule(rule: "network unix,", why: "local sockets"),
@@ -1804,7 +1883,7 @@ extension Sandbox {
         return rules
       case .dev(let path):
         var rules = [AppArmorProfile.Rule(rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),", why: "bwrap --dev: a tmpfs for the minimal /dev")]
-        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        for node in Bwrap.Layout.deviceNodes.map(\.name) {
           rules.append(AppArmorProfile.Rule(rule: "mount options=(rw, rbind) /oldroot/dev/\(node) -> \(try target("\(path)/\(node)", directory: false)),", why: "bwrap --dev: \(path)/\(node) from the host"))
           rules.append(try remount("\(path)/\(node)", directory: false))
         }
@@ -2841,7 +2920,7 @@ extension Sandbox {
       for limit in wanted {
         func refused() -> SandboxError {
           .layerUnavailable(
-            layer: "resource limits", reason: "prlimit(\(limit.name)) on the sandbox: \(Sys.errnoText(errno))",
+            layer: .limits, reason: "prlimit(\(limit.name)) on the sandbox: \(Sys.errnoText(errno))",
             relax: "report this: the sandbox's first process refused its limits")
         }
         var current = rlimit()
@@ -2880,7 +2959,7 @@ extension Sandbox {
   }
 }
 
-// MARK: - Workspace changes
+// MARK: - Mount dir changes
 
 
 extension Sandbox {
@@ -4174,7 +4253,7 @@ public struct SelfTest: Sendable {
   /// Which network mode a test's expectation belongs to.
   public enum NetworkMode: Sendable { case any, enabled, disabled }
   /// The layer that provides the property (shown in verbose output).
-  public enum Layer: String, Sendable { case namespaces, mounts, environment, appArmor, seccomp, limits, control }
+  public typealias Layer = SandboxLayer
 
   public var name: String
   public var python: String
@@ -4188,6 +4267,15 @@ public struct SelfTest: Sendable {
   /// Set when a layer that would provide the property is not built yet: a mismatch is then
   /// reported as a known gap (never as a pass), and a match as a pass.
   public var knownGap: String?
+
+  /// Whether the test belongs to a run with this network mode (the runner runs only those).
+  public func applies(networkEnabled: Bool) -> Bool {
+    switch network {
+    case .any: true
+    case .enabled: networkEnabled
+    case .disabled: !networkEnabled
+    }
+  }
 
   /// Creates a test; see the type's documentation for the probe's contract.
   public init(
@@ -4231,8 +4319,21 @@ public struct SelfTestContext: Sendable {
       ("{HOME}", callerHome), ("{MARKER}", hostMarker), ("{HOST_PORT}", String(hostPort)),
       ("{SECCOMP_DENIED}", seccompDeniedTable), ("{MEMORY_LIMIT}", String(config.limits.memoryBytes ?? 0)),
       ("{OPEN_FILES}", String(config.limits.openFiles)), ("{PROFILE}", profileName),
-      ("{HOST_ABSTRACT}", hostAbstractSocket),
+      ("{HOST_ABSTRACT}", hostAbstractSocket), ("{ETC_NAMES}", Self.pythonSet(etcNames)),
+      ("{DEV_NAMES}", Self.pythonSet(Layout.deviceNodes.map(\.name) + Layout.deviceOthers)),
+      ("{MASKED_PROC}", Self.pythonSet(Layout.maskedProcFiles)),
     ]
+  }
+
+  private typealias Layout = Sandbox.Bwrap.Layout
+
+  /// The names /etc shows by design: the first component below /etc of each exposed or generated path.
+  var etcNames: [String] {
+    (Layout.exposedEtc.map(\.path) + Layout.generatedEtc.map(\.path)).map { String($0.dropFirst("/etc/".count).prefix { $0 != "/" }) }
+  }
+
+  static func pythonSet(_ items: [String]) -> String {
+    "{" + Set(items).sorted().map { "\"\($0)\"" }.joined(separator: ", ") + "}"
   }
 
   var profileName: String {
@@ -4310,7 +4411,7 @@ public let baseSuite: [SelfTest] = [
     "/etc holds only the documented files", layer: .mounts, expect: "MINIMAL",
     python: """
       import os
-      extra = sorted(set(os.listdir("/etc")) - {"passwd", "group", "resolv.conf", "hosts", "ssl", "ca-certificates"})
+      extra = sorted(set(os.listdir("/etc")) - {ETC_NAMES})
       print("EXTRA " + " ".join(extra) if extra else "MINIMAL")
       """),
   SelfTest(
@@ -4356,7 +4457,8 @@ public let baseSuite: [SelfTest] = [
     "kernel state in /proc (keys, timers, kcore) is masked", layer: .mounts, expect: "MASKED",
     python: """
       leaks = []
-      for path in ("/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/kcore", "/proc/sched_debug", "/proc/kallsyms"):
+      # The masked list, and a fixed core of it that must never leave that list.
+      for path in set({MASKED_PROC}) | {"/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/kcore", "/proc/kallsyms"}:
           try:
               with open(path, "rb") as f:
                   if f.read(1):
@@ -4370,7 +4472,7 @@ public let baseSuite: [SelfTest] = [
     expect: "MINIMAL",
     python: """
       import os, stat
-      allowed = {"null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "pts", "ptmx", "shm", "core"}
+      allowed = {DEV_NAMES}
       names = set(os.listdir("/dev"))
       bad = sorted(names - allowed)
       bad += [n for n in names if stat.S_ISBLK(os.lstat("/dev/" + n).st_mode)]
@@ -4403,10 +4505,12 @@ public let baseSuite: [SelfTest] = [
   SelfTest(
     "mount() is refused", layer: .namespaces, expect: "BLOCKED",
     python: """
-      import ctypes
+      import ctypes, errno
       libc = ctypes.CDLL(None, use_errno=True)
       result = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
-      print("MOUNTED" if result == 0 else "BLOCKED " + str(ctypes.get_errno()))
+      err = ctypes.get_errno()
+      # EPERM: the filter's errno, and the kernel's without CAP_SYS_ADMIN; any other is a different failure.
+      print("MOUNTED" if result == 0 else "BLOCKED" if err == errno.EPERM else "UNEXPECTED errno %d" % err)
       """),
   SelfTest(
     "every mount is nosuid (setuid binaries give nothing)", layer: .mounts, expect: "NOSUID",
@@ -4487,20 +4591,13 @@ public let baseSuite: [SelfTest] = [
     layer: .namespaces, network: .enabled, expect: "REACHED",
     python: Sandbox.Probes.connectProbe(#"("127.0.0.1", {HOST_PORT})"#)),
   SelfTest(
-    "the host's abstract unix sockets are unreachable", layer: .namespaces, expect: "BLOCKED",
-    python: """
-      import socket
-      s = socket.socket(socket.AF_UNIX)
-      try:
-          s.connect("\\0{HOST_ABSTRACT}")
-          print("REACHED")
-      except OSError as e:
-          print("BLOCKED", e.errno)
-      """,
-    skipReason: { context in
-      context.config.networkEnabled && !Sandbox.Landlock.scopesAbstractSockets
-        ? "with the network on, host abstract sockets stay reachable on this kernel (Landlock ABI \(Sandbox.Landlock.abi) < 6; documented)" : nil
-    }),
+    "network off: the host's abstract unix sockets are unreachable (another network namespace)",
+    layer: .namespaces, network: .disabled, expect: "BLOCKED", python: Sandbox.Probes.abstractSocketProbe),
+  SelfTest(
+    "network on: the host's abstract unix sockets are unreachable (Landlock's scope)",
+    layer: .landlockScope, network: .enabled, expect: "BLOCKED", python: Sandbox.Probes.abstractSocketProbe,
+    knownGap: Sandbox.Landlock.scopesAbstractSockets
+      ? nil : "Landlock ABI \(Sandbox.Landlock.abi) < 6 cannot scope abstract sockets: with the network on they stay reachable (documented)"),
   SelfTest(
     "network on: name resolution uses the generated resolv.conf", layer: .mounts, network: .enabled,
     expect: "GENERATED",
@@ -4601,6 +4698,18 @@ extension Sandbox {
       """
     }
 
+    /// Connects to the host's abstract unix socket `{HOST_ABSTRACT}`: BLOCKED only with the errno
+    /// the layer gives (ECONNREFUSED: another network namespace has no such name; EPERM: Landlock's scope).
+    static let abstractSocketProbe = """
+      import errno, socket
+      s = socket.socket(socket.AF_UNIX)
+      try:
+          s.connect("\\0{HOST_ABSTRACT}")
+          print("REACHED")
+      except OSError as e:
+          print("BLOCKED" if e.errno in (errno.ECONNREFUSED, errno.EPERM) else "UNEXPECTED errno %d" % e.errno)
+      """
+
     /// A probe that opens a TCP connection to `address` (a Python tuple): REACHED or BLOCKED errno.
     static func connectProbe(_ address: String) -> String {
       """
@@ -4668,12 +4777,7 @@ public func runSelfTests(_ tests: [SelfTest], in sandbox: Sandbox) throws(Sandbo
   defer { close(abstract) }
   withPort.hostAbstractSocket = "sandbox-selftest-\(getpid())"
   var outcomes: [SelfTestOutcome] = []
-  for test in tests {
-    switch test.network {
-    case .enabled where !sandbox.config.networkEnabled, .disabled where sandbox.config.networkEnabled:
-      continue
-    default: break
-    }
+  for test in tests where test.applies(networkEnabled: sandbox.config.networkEnabled) {
     if let reason = test.skipReason?(withPort) {
       outcomes.append(SelfTestOutcome(test: test, verdict: .skipped(reason)))
       continue
@@ -4686,7 +4790,8 @@ public func runSelfTests(_ tests: [SelfTest], in sandbox: Sandbox) throws(Sandbo
 /// Remembers whether the base suite passed on this host, for callers that gate `run` on it.
 ///
 /// Following openedx codejail-service's startup check: call `verify(_:)` once at startup,
-/// then `requirePassed()` before each run (or use `Sandbox.gatedRun`).
+/// then `requirePassed()` before each run (or set `SandboxConfig.requiresVerifiedHost`, and
+/// every `run` of that sandbox checks it).
 public enum SelfTestGate {
   private static let state = GateState()
 
@@ -5324,10 +5429,10 @@ extension Sandbox {
     static func printArgvCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
       let payload = try CLI.readPayload(options)
-      let workspace = try options.mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
-      defer { workspace?.close() }
+      let mountDir = try options.mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
+      defer { mountDir?.close() }
       let plan = sandbox.makePlan(
-        payload, workspace: workspace,
+        payload, mountDir: mountDir,
         environment: try Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment))
       for argument in [sandbox.host.bwrapPath] + Bwrap.makeInvocation(plan).arguments { CLI.printOut(argument) }
       return 0
@@ -5417,7 +5522,7 @@ extension Sandbox {
       for line in CLI.makeAppArmorReport(sandbox.config, host: host) { CLI.printOut("# \(line)") }
       CLI.printOut("# venv: \(sandbox.venv.root)" + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
       CLI.printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
-      CLI.printOut("# layers: \(sandbox.activeLayers.joined(separator: ", "))" + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))
+      CLI.printOut("# layers: \(sandbox.activeLayers.map(\.rawValue).joined(separator: ", "))" + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))
       if options.ignoreProfileDiffs && sandbox.config.appArmor == .disabled {
         CLI.printError("note: --ignore-profile-diffs has no effect while the AppArmor layer is off")
       }
@@ -5429,7 +5534,8 @@ extension Sandbox {
           CLI.printError("note: --extra-tests: sandbox_extra_tests.swift was not compiled in; running the base suite only")
         }
       }
-      CLI.printOut("1..\(tests.count)")  // the plan: tests/run.sh checks the counts add up to it
+      // The plan: tests/run.sh checks the counts add up to it.
+      CLI.printOut("1..\(tests.filter { $0.applies(networkEnabled: sandbox.config.networkEnabled) }.count)")
       let outcomes = try runSelfTests(tests, in: sandbox)
       var passed = 0
       var failed = 0

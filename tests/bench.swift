@@ -182,7 +182,7 @@ enum Bench {
         exit(1)
       }
       let environment = (try? Sandbox.Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: [:])) ?? []
-      let invocation = Sandbox.Bwrap.makeInvocation(sandbox.makePlan(.code(code), workspace: nil, environment: environment))
+      let invocation = Sandbox.Bwrap.makeInvocation(sandbox.makePlan(.code(code), mountDir: nil, environment: environment))
       let limits = sandbox.config.limits
       let bare = Sandbox.Spawner.Request(executable: sandbox.venv.python, arguments: ["-c", code], environment: [])
       let raw = Sandbox.Lifecycle.Launch(executable: sandbox.host.bwrapPath, arguments: invocation.arguments, inputs: invocation.inputs, limits: limits)
@@ -275,19 +275,19 @@ enum Bench {
         let fd = open("\(subdirectory)/f\(index)", O_WRONLY | O_CREAT, 0o644)
         if fd >= 0 { close(fd) }
       }
-      guard let workspace = try? Sandbox.Changes.OpenMountDirectory(path: directory) else { exit(1) }
-      defer { workspace.close() }
-      guard let before = try? workspace.snapshot() else { exit(1) }
+      guard let mountDir = try? Sandbox.Changes.OpenMountDirectory(path: directory) else { exit(1) }
+      defer { mountDir.close() }
+      guard let before = try? mountDir.snapshot() else { exit(1) }
       var single: [Double] = []
       var both: [Double] = []
       var floor: [Double] = []
       for _ in 0..<max(10, runs / 2) {
         single.append(measure {  // what happens after a run: one walk and the diff
-          guard let after = try? workspace.snapshot() else { exit(1) }
+          guard let after = try? mountDir.snapshot() else { exit(1) }
           _ = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: nil)
         })
         both.append(measure {
-          guard let first = try? workspace.snapshot(), let second = try? workspace.snapshot() else { exit(1) }
+          guard let first = try? mountDir.snapshot(), let second = try? mountDir.snapshot() else { exit(1) }
           _ = Sandbox.Changes.makeChangeList(before: first, after: second, excluding: nil)
         })
         floor.append(measure { walkWithoutBookkeeping(directory) })

@@ -141,7 +141,7 @@ check "limits: --max-mnt-mb stops many files filling the mount dir's filesystem 
 rm -rf "$DISK"
 if [ "$(id -u)" = 0 ]; then
   out=$(run --max-processes 20 --code 1 2>&1); rc=$?
-  check "limits: --max-processes as root is refused (RLIMIT_NPROC does not bind root)" test "$rc" = 2 -a -n "$(grep 'process limit layer cannot be applied' <<<"$out")"
+  check "limits: --max-processes as root is refused (RLIMIT_NPROC does not bind root)" test "$rc" = 2 -a -n "$(grep 'resource limits layer cannot be applied' <<<"$out")"
 else
   skip "limits: --max-processes as root is refused" "not root (the library tests cover the limit for this caller)"
 fi

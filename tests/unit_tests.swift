@@ -309,6 +309,17 @@ func testAppArmor(_ t: inout Tally, temp: String) {
     let abi4Lines = profile.contains("abi <abi/4.0>,") && profile.contains("\n  userns,\n")
     t.expect(support.usesABI4 ? abi4Lines : (profile.contains("abi <abi/3.0>,") && !profile.contains("userns,")), "apparmor: \(file) uses the ABI the parser and kernel support")
     t.expect(profile.contains("\n  \(interpreter) ix,\n") && profile.contains("flags=(attach_disconnected)"), "apparmor: \(file) runs the interpreter with ix, under attach_disconnected")
+    // Every path of the Layout reaches the profile: what the sandbox shows is what the profile allows.
+    let paths = Sandbox.Bwrap.Layout.self
+    let accessRules = paths.exposedEtc.map { $0.directory ? "\($0.path)/{,**} r," : "\($0.path) r," }
+      + paths.generatedEtc.map { "\($0.path) r," } + paths.deviceNodes.map { "/dev/\($0.name) \($0.access)," }
+    let procDenial = profile.split(separator: "\n").first { $0.hasPrefix("  deny @{PROC}/{kcore") } ?? ""
+    let names = procDenial.dropFirst("  deny @{PROC}/{".count).prefix { $0 != "}" }
+    let denied = Set(names.split(separator: ",").map { "/proc/\($0)" })
+    let unmasked = paths.maskedProcFiles.filter { !denied.contains($0) }
+    t.expect(
+      accessRules.allSatisfy { profile.contains("\n  \($0)\n") } && unmasked.isEmpty,
+      "apparmor: \(file) has a rule for every /etc, /dev and masked /proc entry of the Layout", "\(unmasked)")
     // Every mount of the table has its rule: the profile is derived from the same table as the argv.
     for fd in [Int32(3), nil] {
       let mounts = Sandbox.Bwrap.makeInvocation(Sandbox.Bwrap.RunPlan(host: layout, venv: venv, networkEnabled: true, mountDirectoryFD: fd, payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])).mounts
@@ -382,9 +393,9 @@ func testValidation(_ t: inout Tally, temp: String) {
     ("\(base)/good/sub/..", "a path with '..' that stays below the temp dir"),
   ] {
     do throws(SandboxError) {
-      let workspace = try Sandbox.Changes.OpenMountDirectory(path: path)
-      t.expect(workspace.hostPath == "\(Sandbox.Sys.resolvedPath(base) ?? "")/good", "mount dir: \(why) is accepted and resolved", workspace.hostPath)
-      workspace.close()
+      let mountDir = try Sandbox.Changes.OpenMountDirectory(path: path)
+      t.expect(mountDir.hostPath == "\(Sandbox.Sys.resolvedPath(base) ?? "")/good", "mount dir: \(why) is accepted and resolved", mountDir.hostPath)
+      mountDir.close()
     } catch {
       t.expect(false, "mount dir: \(why) is accepted", error.description)
     }
@@ -427,14 +438,14 @@ func testValidation(_ t: inout Tally, temp: String) {
 func testSnapshots(_ t: inout Tally, temp: String) {
   let base = "\(temp)/snapshot-test"
   shell("rm -rf '\(base)' && mkdir -p '\(base)/dir/deeper' && echo a > '\(base)/keep' && echo b > '\(base)/modify' && echo c > '\(base)/remove' && echo d > '\(base)/dir/deeper/old' && echo e > '\(base)/touched' && touch -d '2001-01-01' '\(base)/touched'")
-  guard let workspace = try? Sandbox.Changes.OpenMountDirectory(path: base), let before = try? workspace.snapshot() else {
+  guard let mountDir = try? Sandbox.Changes.OpenMountDirectory(path: base), let before = try? mountDir.snapshot() else {
     return t.expect(false, "snapshot: set up")
   }
-  defer { workspace.close() }
+  defer { mountDir.close() }
   usleep(20_000)
   // Modify; delete; create a file, a symlink out, a FIFO; rewrite a file and reset its mtime.
   shell("echo bb > '\(base)/modify' && rm '\(base)/remove' '\(base)/dir/deeper/old' && echo n > '\(base)/dir/new' && ln -s /etc/shadow '\(base)/link' && mkfifo '\(base)/fifo' && echo E > '\(base)/touched' && touch -d '2001-01-01' '\(base)/touched' && mkdir '\(base)/locked' && echo x > '\(base)/locked/x' && chmod 000 '\(base)/locked'")
-  guard let after = try? workspace.snapshot() else { return t.expect(false, "snapshot: second snapshot") }
+  guard let after = try? mountDir.snapshot() else { return t.expect(false, "snapshot: second snapshot") }
   let changes = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: nil)
   let expectedChanged = ["dir/new", "fifo", "link", "modify", "touched"]
   let rootSeesLocked = getuid() == 0  // root reads a mode-000 directory anyway
@@ -452,14 +463,14 @@ func testSnapshots(_ t: inout Tally, temp: String) {
 
 /// A snapshot taken while this process may hold only 32 descriptors (caps raised: these trees
 /// test descriptors, not the caps).
-func snapshotWithin32Descriptors(_ workspace: Sandbox.Changes.OpenMountDirectory) -> Sandbox.Changes.Snapshot? {
+func snapshotWithin32Descriptors(_ mountDir: Sandbox.Changes.OpenMountDirectory) -> Sandbox.Changes.Snapshot? {
   var limit = rlimit()
   getrlimit(Sandbox.Sys.ResourceLimit.openFiles, &limit)
   var low = limit
   low.rlim_cur = 32
   setrlimit(Sandbox.Sys.ResourceLimit.openFiles, &low)
   defer { setrlimit(Sandbox.Sys.ResourceLimit.openFiles, &limit) }
-  return try? workspace.snapshot(limits: SandboxLimits(trackedEntries: 1 << 20, trackedBytes: 1 << 30))
+  return try? mountDir.snapshot(limits: SandboxLimits(trackedEntries: 1 << 20, trackedBytes: 1 << 30))
 }
 
 /// A tree big enough for the walk's batches and helper thread, changed in the middle of
@@ -468,29 +479,29 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   let base = "\(temp)/snapshot-large"
   // flat/ holds 1,300 files (6 batches); tree/a..e/deep each hold 120 files.
   shell("rm -rf '\(base)' && mkdir -p '\(base)/flat' && cd '\(base)/flat' && seq 1 1300 | xargs touch && for d in a b c d e; do mkdir -p \"../tree/$d/deep\" && (cd \"../tree/$d\" && seq 1 120 | sed 's/^/f/' | xargs touch && cd deep && seq 1 120 | sed 's/^/g/' | xargs touch); done")
-  guard let workspace = try? Sandbox.Changes.OpenMountDirectory(path: base), let before = try? workspace.snapshot() else {
+  guard let mountDir = try? Sandbox.Changes.OpenMountDirectory(path: base), let before = try? mountDir.snapshot() else {
     return t.expect(false, "large snapshot: set up")
   }
-  defer { workspace.close() }
+  defer { mountDir.close() }
   let listed = Set(before.entries.keys)
   let expected = Set(shellOutput("cd '\(base)' && find . -mindepth 1 ! -type d | cut -c3-").split(separator: "\n").map(String.init))
   t.expect(listed == expected && listed.count == 1300 + 5 * 240, "large snapshot: every file found exactly once by the shared walk", "\(listed.count) found, \(expected.count) expected")
   usleep(20_000)
   shell("cd '\(base)' && rm flat/700 flat/1 tree/c/deep/g5 && echo x > flat/650 && echo y > tree/e/f7 && touch flat/new1 flat/new2 tree/b/deep/new && rm -r tree/d")
-  guard let after = try? workspace.snapshot() else { return t.expect(false, "large snapshot: second snapshot") }
+  guard let after = try? mountDir.snapshot() else { return t.expect(false, "large snapshot: second snapshot") }
   let changes = Sandbox.Changes.makeChangeList(before: before, after: after, excluding: nil)
   t.expect(changes.changedText == ["flat/650", "flat/new1", "flat/new2", "tree/b/deep/new", "tree/e/f7"], "large snapshot: changes found in the middle of long listings", "\(changes.changedText)")
   let removedDirectory = (1...120).map { "tree/d/deep/g\($0)" } + (1...120).map { "tree/d/f\($0)" }
   t.expect(changes.deletedText == (["flat/1", "flat/700", "tree/c/deep/g5"] + removedDirectory).sorted(), "large snapshot: deletions found, including a whole removed directory", "\(changes.deleted.count) deleted")
   // 1,500 subdirectories under a 32-descriptor limit: the walk opens them as it goes.
   shell("cd '\(base)' && rm -rf flat tree && mkdir wide && cd wide && seq 1 1500 | xargs mkdir && for d in 1 750 1500; do touch $d/file; done")
-  let wide = snapshotWithin32Descriptors(workspace)
+  let wide = snapshotWithin32Descriptors(mountDir)
   t.expect(wide?.entries.keys.sorted() == ["wide/1/file", "wide/1500/file", "wide/750/file"], "large snapshot: 1,500 subdirectories walked within 32 descriptors", "\(wide?.entries.keys.sorted() ?? [])")
   // 1,200 levels, each with a side branch holding a file: the path passes openat2's PATH_MAX,
   // and holding every parent open while its side branch waits would need 1,200 descriptors.
   // Names differ per level, so the listing order (and which branch waits) does too.
   shell("cd '\(base)' && rm -rf wide && mkdir deep && cd deep && /usr/bin/python3 -c 'import os\nfor i in range(1200):\n    for side in (\"s%da\" % i, \"s%db\" % i):\n        os.mkdir(side); open(side + \"/f\", \"w\").close()\n    os.mkdir(\"n%d\" % i); os.chdir(\"n%d\" % i)'")
-  let deep = snapshotWithin32Descriptors(workspace)
+  let deep = snapshotWithin32Descriptors(mountDir)
   let deepest = "deep/" + (0..<1199).map { "n\($0)/" }.joined() + "s1199b/f"
   t.expect(deep?.entries.count == 2400 && deep?.entries[deepest] != nil, "large snapshot: 1,200 levels with side branches walked within 32 descriptors", "\(deep?.entries.count ?? 0) found")
   // Opening below a directory refuses symlinks in any component and '..', with and without openat2.
@@ -752,9 +763,9 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   }
   if let disk = limited(SandboxLimits(mountDirectoryBytes: 50 << 20)) {
     let flood = payload(disk, "for i in range(100):\n    open(f'/mnt/f{i}', 'wb').write(b'x' * (5 << 20))\nprint('wrote all')", mount: fileMount)
-    let written: Int64 = (try? Sandbox.Changes.OpenMountDirectory(path: fileMount)).flatMap { workspace -> Int64? in
-      defer { workspace.close() }
-      return try? workspace.snapshot().entries.values.reduce(Int64(0)) { $0 + $1.size }
+    let written: Int64 = (try? Sandbox.Changes.OpenMountDirectory(path: fileMount)).flatMap { mountDir -> Int64? in
+      defer { mountDir.close() }
+      return try? mountDir.snapshot().entries.values.reduce(Int64(0)) { $0 + $1.size }
     } ?? -1
     t.expect(flood?.limitHit == .disk && flood?.stdoutText == "" && written < 200 << 20, "limits: many files in /mnt stop at the disk budget (50 MiB; \(written >> 20) MiB written of 500)", "\(String(describing: flood?.limitHit))")
     shell("rm -f '\(fileMount)'/f*")
@@ -836,7 +847,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 241, endToEnd: 72)
+    let planned = (offline: 245, endToEnd: 72)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")

@@ -198,12 +198,18 @@ profile sandbox_golden flags=(attach_disconnected) {
   /home/u/.pyenv/versions/3.12.1/bin/* ix,
   # listing /etc shows only the documented files
   /etc/ r,
-  # the exposed and generated /etc files
-  /etc/{passwd,group,resolv.conf,hosts} r,
-  # CA certificates
+  # user names for uids (pwd, getpass, ~)
+  /etc/passwd r,
+  # group names for gids
+  /etc/group r,
+  # CA certificates (TLS)
   /etc/ssl/certs/{,**} r,
-  # CA certificates
+  # CA certificates (what certs/ links to)
   /etc/ca-certificates/{,**} r,
+  # fixed public resolvers; the host's stays hidden
+  /etc/resolv.conf r,
+  # localhost and the sandbox's hostname
+  /etc/hosts r,
   # the directory of the code (Python lists its script's directory)
   /run/{,sandbox/} r,
   # the code of a .code payload
@@ -216,10 +222,20 @@ profile sandbox_golden flags=(attach_disconnected) {
   /dev/shm/{,**} rwlkm,
   # listing the minimal /dev
   /dev/ r,
-  # the minimal device nodes
-  /dev/{null,zero,full,tty,ptmx} rw,
+  # discarded output, empty input
+  /dev/null rw,
+  # zeroed memory and input
+  /dev/zero rw,
+  # a disk-full device for tests
+  /dev/full rw,
   # entropy
-  /dev/{random,urandom} r,
+  /dev/random r,
+  # entropy (os.urandom, ssl)
+  /dev/urandom r,
+  # the controlling terminal of --interactive
+  /dev/tty rw,
+  # pseudo-terminals of --interactive (a link into pts)
+  /dev/ptmx rw,
   # pseudo-terminals of --interactive
   /dev/pts/{,*} rw,
   # the sandbox's own /proc (a new pid namespace)
@@ -230,10 +246,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   deny @{PROC}/*/mem rw,
   # no sysctl writes (as root they would be the host's); only user/ is writable, by bwrap, in its own namespace
   deny @{PROC}/sys/{kernel,vm,fs,net,dev,debug,abi,crypto}/** w,
-  # Docker's default: never
-  deny @{PROC}/sysrq-trigger rw,
-  # kernel memory, log, keys, timers
-  deny @{PROC}/{kcore,kmsg,keys,timer_list} rw,
+  # the masked kernel state (Layout.maskedProcFiles): never, even if a mask were missing
+  deny @{PROC}/{kcore,keys,key-users,kmsg,kallsyms,timer_list,timer_stats,sched_debug,latency_stats,sysrq-trigger} rw,
   # sysfs is not mounted; never reachable
   deny /sys/** rwklx,
   # the LSM's own interface
