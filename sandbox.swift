@@ -2106,12 +2106,8 @@ extension Sandbox {
     /// (SIGCHLD ignored, or another waiter took it).
     static func reap(_ child: Spawner.Child) -> Spawner.ExitStatus? {
       var raw: Int32 = 0
-      while true {
-        let result = waitpid(child.pid, &raw, WNOHANG)
-        if result == child.pid { return Spawner.ExitStatus(waitStatus: raw) }
-        if result == -1 && errno == EINTR { continue }
-        return nil
-      }
+      let result = Sys.retryingInterrupts { waitpid(child.pid, &raw, WNOHANG) }
+      return result == child.pid ? Spawner.ExitStatus(waitStatus: raw) : nil
     }
 
     /// Whether the process behind `pidFD` has exited (its pidfd is readable).
@@ -2152,6 +2148,7 @@ extension Sandbox {
           guard !watched.isEmpty || !timers.isEmpty else { return }
           var fds = watched.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
           let wait = timers.map { Sys.millisecondsUntil($0.at) }.min() ?? -1
+          // EINTR (a signal handler ran): not retried here; the loop recomputes the timers' wait.
           if poll(&fds, nfds_t(fds.count), wait) < 0 && errno != EINTR {
             throw .system(call: "poll", path: nil, errno: errno)
           }
@@ -2171,17 +2168,13 @@ extension Sandbox {
       /// read and dropped, and `truncated` set); false at EOF or on a read error.
       func drain(_ fd: Int32, into output: inout [UInt8], limit: Int, truncated: inout Bool) -> Bool {
         while true {
-          let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-          if count > 0 {
-            let room = max(0, limit - output.count)
-            if count > room { truncated = true }
-            output.append(contentsOf: buffer[0..<min(count, room)])
-            if count < buffer.count { return true }
-            continue
-          }
+          let count = Sys.readSome(fd, into: &buffer)
           if count == 0 { return false }
-          if errno == EINTR { continue }
-          return errno == EAGAIN
+          if count < 0 { return errno == EAGAIN }
+          let room = max(0, limit - output.count)
+          if count > room { truncated = true }
+          output.append(contentsOf: buffer[0..<min(count, room)])
+          if count < buffer.count { return true }
         }
       }
     }
@@ -2233,11 +2226,13 @@ extension Sandbox {
       func attach(to loop: Spawner.EventLoop) {
         guard !bytes.isEmpty else { return finish(loop) }
         loop.watch(fd, events: Int16(POLLOUT)) { [unowned self, unowned loop] _ in
-          let sent = bytes.withUnsafeBytes { raw in
-            Glibc.send(fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
+          let sent = Sys.retryingInterrupts {
+            bytes.withUnsafeBytes { raw in
+              Glibc.send(fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
+            }
           }
           if sent > 0 { offset += sent }
-          if (sent < 0 && errno != EAGAIN && errno != EINTR) || offset == bytes.count { finish(loop) }
+          if (sent < 0 && errno != EAGAIN) || offset == bytes.count { finish(loop) }
         }
       }
 
@@ -2264,13 +2259,13 @@ extension Sandbox {
         _ = fcntl(master, F_SETFL, O_NONBLOCK)
         let relay = self
         loop.watch(input, events: Int16(POLLIN)) { [unowned loop] _ in
-          let count = loop.buffer.withUnsafeMutableBytes { read(relay.input, $0.baseAddress, $0.count) }
+          let count = Sys.readSome(relay.input, into: &loop.buffer)
           if count > 0 {
             // Blocking on a full pty is fine: the payload is reading its terminal.
             _ = fcntl(relay.master, F_SETFL, 0)
             Sys.writeAll(relay.master, Array(loop.buffer[0..<count]))
             _ = fcntl(relay.master, F_SETFL, O_NONBLOCK)
-          } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+          } else if count == 0 || errno != EAGAIN {
             loop.unwatch(relay.input)  // the user's terminal hit EOF
           }
         }
@@ -2774,15 +2769,17 @@ extension Sandbox {
         }
       }
 
-      private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+      private let mutex = Sys.Mutex()
       private var current: Generation? = nil
 
-      private init() { pthread_mutex_init(mutex, nil) }
+      private init() {}
 
       /// The generation a new run starts in (spawned on first use, or when the last one died).
       func enter() throws(SandboxError) -> Generation {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        try mutex.withLock { () throws(SandboxError) in try enterLocked() }
+      }
+
+      private func enterLocked() throws(SandboxError) -> Generation {
         if let generation = current, !Spawner.hasExited(generation.pidFD) {
           generation.runs += 1
           return generation
@@ -2811,11 +2808,11 @@ extension Sandbox {
       /// known, so a pid 1 may be blocked in the group; the generation is retired, and killed once
       /// its other runs are over.
       func leave(_ generation: Generation, stuck: Bool) {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        generation.runs -= 1
-        if stuck { retire(generation) }
-        if generation.retired && generation.runs == 0 { finish(generation) }
+        mutex.withLock {
+          generation.runs -= 1
+          if stuck { retire(generation) }
+          if generation.retired && generation.runs == 0 { finish(generation) }
+        }
       }
 
       private func retire(_ generation: Generation) {
@@ -3267,8 +3264,7 @@ extension Sandbox {
 
       static let batchSize = 256
       static let usesHelper = Sys.onlineProcessors > 1
-      private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-      private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+      private let mutex = Sys.Mutex()  // guards everything below; broadcast when jobs or helpers change
       private var jobs: [Job]
       private var jobsRunning = 0
       private var helpers = 0  // started and not yet finished
@@ -3288,23 +3284,12 @@ extension Sandbox {
         self.entryLimit = entryLimit
         self.byteLimit = byteLimit
         self.clearingSetID = clearingSetID
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(changed, nil)
-      }
-
-      deinit {
-        pthread_cond_destroy(changed)
-        pthread_mutex_destroy(mutex)
-        changed.deallocate()
-        mutex.deallocate()
       }
 
       /// Walks the whole tree and returns each directory's entries in listing order.
       func run() -> [[UInt8]: [Changes.Snapshot.Entry]] {
         work()
-        pthread_mutex_lock(mutex)
-        while helpers > 0 { pthread_cond_wait(changed, mutex) }
-        pthread_mutex_unlock(mutex)
+        mutex.withLock { while helpers > 0 { mutex.wait() } }
         var directories: [[UInt8]: [Changes.Snapshot.Entry]] = [:]
         for part in found.sorted(by: { $0.batch < $1.batch }) {
           directories[part.directory, default: []] += part.entries
@@ -3326,66 +3311,59 @@ extension Sandbox {
             }
           case .stamp(let directory, let batch, let names): mine.append(stamp(names, in: directory, batch: batch))
           }
-          pthread_mutex_lock(mutex)
-          jobsRunning -= 1
-          if jobsRunning == 0 && jobs.isEmpty { pthread_cond_broadcast(changed) }
-          pthread_mutex_unlock(mutex)
+          mutex.withLock {
+            jobsRunning -= 1
+            if jobsRunning == 0 && jobs.isEmpty { mutex.broadcast() }
+          }
         }
-        pthread_mutex_lock(mutex)
-        found += mine
-        pthread_mutex_unlock(mutex)
+        mutex.withLock { found += mine }
       }
 
-      private func record(_ change: () -> Void) {
-        pthread_mutex_lock(mutex)
-        change()
-        pthread_mutex_unlock(mutex)
-      }
+      private func record(_ change: () -> Void) { mutex.withLock(change) }
 
       /// Counts `count` more entries with `bytes` of paths; false once a cap is passed.
       private func admit(_ count: Int, bytes: Int) -> Bool {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        guard !truncated else { return false }
-        entriesSeen += count
-        bytesSeen += bytes
-        if entriesSeen > entryLimit || bytesSeen > byteLimit { truncated = true }
-        return !truncated
+        mutex.withLock {
+          guard !truncated else { return false }
+          entriesSeen += count
+          bytesSeen += bytes
+          if entriesSeen > entryLimit || bytesSeen > byteLimit { truncated = true }
+          return !truncated
+        }
       }
 
       private func next() -> Job? {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while jobs.isEmpty && jobsRunning > 0 { pthread_cond_wait(changed, mutex) }
-        guard let job = jobs.popLast() else { return nil }
-        jobsRunning += 1
-        return job
+        mutex.withLock {
+          while jobs.isEmpty && jobsRunning > 0 { mutex.wait() }
+          guard let job = jobs.popLast() else { return nil }
+          jobsRunning += 1
+          return job
+        }
       }
 
       private func add(_ new: [Job]) {
         guard !new.isEmpty else { return }
-        pthread_mutex_lock(mutex)
-        jobs += new
-        let startHelper = Self.usesHelper && !helperTried && jobs.count > 1
-        if startHelper {
-          helperTried = true
-          helpers += 1
+        let startHelper = mutex.withLock {
+          jobs += new
+          let start = Self.usesHelper && !helperTried && jobs.count > 1
+          if start {
+            helperTried = true
+            helpers += 1
+          }
+          mutex.broadcast()
+          return start
         }
-        pthread_cond_broadcast(changed)
-        pthread_mutex_unlock(mutex)
         guard startHelper else { return }
-        if let thread = Sys.launchThread({ self.work(); self.helperFinished() }) {
-          pthread_detach(thread)
-        } else {
+        if !Sys.startThread(inline: false, { self.work(); self.helperFinished() }) {
           helperFinished()  // no thread to be had: the caller walks alone
         }
       }
 
       private func helperFinished() {
-        pthread_mutex_lock(mutex)
-        helpers -= 1
-        pthread_cond_broadcast(changed)
-        pthread_mutex_unlock(mutex)
+        mutex.withLock {
+          helpers -= 1
+          mutex.broadcast()
+        }
       }
 
       private func list(_ directory: Changes.OpenDirectory) {
@@ -3714,7 +3692,6 @@ extension Sandbox {
     /// directories are opened up first; depth first with one descriptor at a time (see
     /// `SetIDSweep`). Returns whether the tree is gone.
     @discardableResult
-
     static func removeTree(_ path: String) -> Bool {
       let parentFD = open(Sys.parentDirectory(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
       guard parentFD >= 0 else { return false }
@@ -3918,16 +3895,27 @@ extension Sandbox {
       return value!  // set by the joined thread or by the fallback call above
     }
 
-    /// Runs a Glibc call, retrying on EINTR; -1 becomes `SandboxError.system` with errno.
-    @discardableResult
-
-    static func check(_ call: String, path: String? = nil, _ body: () -> Int32) throws(SandboxError) -> Int32 {
+    /// Runs a system call again while it fails with EINTR (a signal handler ran): the one retry
+    /// loop. The result and errno are the last call's.
+    static func retryingInterrupts<Value: FixedWidthInteger & SignedInteger>(_ body: () -> Value) -> Value {
       while true {
         let result = body()
-        if result != -1 { return result }
-        let code = errno
-        if code != EINTR { throw .system(call: call, path: path, errno: code) }
+        if result != -1 || errno != EINTR { return result }
       }
+    }
+
+    /// One read(2) into the start of `buffer` (at most `max` bytes), retried on EINTR: the byte
+    /// count, 0 at end of file, or -1 with errno. Every read of the file goes through it.
+    static func readSome(_ fd: Int32, into buffer: inout [UInt8], max: Int = .max) -> Int {
+      Sys.retryingInterrupts { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, Swift.min($0.count, max)) } }
+    }
+
+    /// Runs a Glibc call, retrying on EINTR; -1 becomes `SandboxError.system` with errno.
+    @discardableResult
+    static func check(_ call: String, path: String? = nil, _ body: () -> Int32) throws(SandboxError) -> Int32 {
+      let result = Sys.retryingInterrupts(body)
+      if result == -1 { throw .system(call: call, path: path, errno: errno) }
+      return result
     }
 
     /// posix_spawn and its helpers return an error number instead of setting errno.
@@ -3960,12 +3948,12 @@ extension Sandbox {
 
     /// Sends all of `bytes` on a socket without ever raising SIGPIPE; false on error.
     @discardableResult
-
     static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
       var offset = 0
       while offset < bytes.count {
-        let count = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }  // offset < count
-        if count < 0 && errno == EINTR { continue }
+        let count = Sys.retryingInterrupts {
+          bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }  // offset < count
+        }
         if count <= 0 { return false }
         offset += count
       }
@@ -3976,15 +3964,13 @@ extension Sandbox {
     /// returns whether it stopped at the limit. The one blocking read loop (EINTR retried).
     /// - Throws: `SandboxError.system` on a read error.
     @discardableResult
-
     static func readAll(_ fd: Int32, into bytes: inout [UInt8], limit: Int) throws(SandboxError) -> Bool {
       var buffer = [UInt8](repeating: 0, count: 1 << 16)
       while bytes.count <= limit {
-        let count = try Sys.check("read") {
-          Int32(truncatingIfNeeded: buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit + 1 - bytes.count)) })
-        }
+        let count = Sys.readSome(fd, into: &buffer, max: limit + 1 - bytes.count)
+        if count < 0 { throw .system(call: "read", path: nil, errno: errno) }
         if count == 0 { return false }
-        bytes += buffer[0..<Int(count)]
+        bytes += buffer[0..<count]
       }
       bytes.removeLast(bytes.count - limit)
       return true
@@ -4004,20 +3990,31 @@ extension Sandbox {
       String(validating: bytes, as: UTF8.self)
     }
 
-    /// A pthread mutex at a stable address (allocated: Swift does not promise that a stored
-    /// property's address stays put, so `&storedMutex` must not be handed to pthreads).
+    /// The one lock: a pthread mutex and its condition variable at stable addresses (allocated:
+    /// Swift does not promise that a stored property's address stays put, so `&storedMutex` must
+    /// not be handed to pthreads).
     final class Mutex: @unchecked Sendable {
       private let raw = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-      init() { pthread_mutex_init(raw, nil) }
+      private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+      init() {
+        pthread_mutex_init(raw, nil)
+        pthread_cond_init(condition, nil)
+      }
       deinit {
+        pthread_cond_destroy(condition)
         pthread_mutex_destroy(raw)
+        condition.deallocate()
         raw.deallocate()
       }
-      func withLock<Value>(_ body: () -> Value) -> Value {
+      func withLock<Value, Failure: Error>(_ body: () throws(Failure) -> Value) throws(Failure) -> Value {
         pthread_mutex_lock(raw)
         defer { pthread_mutex_unlock(raw) }
-        return body()
+        return try body()
       }
+      /// Inside `withLock` only: sleeps until `broadcast()` (or spuriously; callers loop on their predicate).
+      func wait() { pthread_cond_wait(condition, raw) }
+      /// Inside `withLock` only: wakes every `wait()`.
+      func broadcast() { pthread_cond_broadcast(condition) }
     }
 
     /// Calls `body` with a NULL-terminated C array of `strings`.
@@ -4070,12 +4067,10 @@ extension Sandbox {
 
     /// Writes all of `bytes` to `fd`, retrying short writes; false on error.
     @discardableResult
-
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
       var offset = 0
       while offset < bytes.count {
-        let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }  // offset < count
-        if count < 0 && errno == EINTR { continue }
+        let count = Sys.retryingInterrupts { bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) } }  // offset < count
         if count <= 0 { return false }
         offset += count
       }
@@ -4156,13 +4151,16 @@ extension Sandbox {
     }
 
 
-    /// Starts a detached thread running `body`.
-    static func startThread(_ body: @escaping @Sendable () -> Void) {
+    /// Starts a detached thread running `body`; when no thread can be had, runs `body` here
+    /// (`inline: true`) or not at all. Returns whether a thread started.
+    @discardableResult
+    static func startThread(inline: Bool = true, _ body: @escaping () -> Void) -> Bool {
       if let thread = Sys.launchThread(body) {
         pthread_detach(thread)
-      } else {
-        body()  // no thread to be had: run here rather than lose the work
+        return true
       }
+      if inline { body() }  // rather than lose the work
+      return false
     }
 
     /// The work a new thread runs (a C thread entry point cannot capture context).
@@ -4819,19 +4817,10 @@ public enum SelfTestGate {
   enum Status: Sendable { case unverified, passed, failed(String) }
 
   final class GateState: @unchecked Sendable {
-    private var lock = pthread_mutex_t()
+    private let lock = Sandbox.Sys.Mutex()
     private var status = Status.unverified
-    init() { pthread_mutex_init(&lock, nil) }
-    func get() -> Status {
-      pthread_mutex_lock(&lock)
-      defer { pthread_mutex_unlock(&lock) }
-      return status
-    }
-    func set(_ value: Status) {
-      pthread_mutex_lock(&lock)
-      status = value
-      pthread_mutex_unlock(&lock)
-    }
+    func get() -> Status { lock.withLock { status } }
+    func set(_ value: Status) { lock.withLock { status = value } }
   }
 }
 
