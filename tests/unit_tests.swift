@@ -155,6 +155,62 @@ func testGolden(_ t: inout Tally) {
     bash == ["/bin/sh", "-c", #"printf R >&3 && read -r go <&3 && [ "$go" = GO ] && exec /usr/bin/env -u SHLVL "$0" "$@" 3<&-"#, "/v/bin/python", "/mnt/a.py"],
     "golden: without dash, the gate runs /bin/sh and takes bash's SHLVL out again", "\(bash)")
   t.expect(!script.arguments.contains("--unshare-net"), "golden: network on shares the host network namespace")
+
+  // DECISIONS 8: nothing is mounted beneath the host-writable bind at /mnt (bwrap's setup would
+  // walk paths the payload of an earlier run controls). Every variant, on the golden and this host's layout.
+  var beneath: [String] = []
+  var unknown: Set<String> = []
+  for host in [goldenLayout, Sandbox.Preflight.HostLayout.probe()] {
+    for mountDirectoryFD in [Int32(42), nil] {
+      for payload in [SandboxPayload.code("1"), .script(sandboxPath: "/mnt/a/b.py")] {
+        for network in [true, false] {
+          let arguments = Sandbox.Bwrap.makeInvocation(Sandbox.Bwrap.RunPlan(
+            host: host, venv: goldenVenv, networkEnabled: network, mountDirectoryFD: mountDirectoryFD, payload: payload,
+            environment: [], tmpfsBytes: 1 << 20, seccompProgram: [])).arguments
+          let (destinations, unknownOptions) = bwrapDestinations(arguments)
+          beneath += destinations.filter { $0.hasPrefix("/mnt/") }
+          unknown.formUnion(unknownOptions)
+        }
+      }
+    }
+  }
+  t.expect(unknown.isEmpty, "golden: every bwrap option the builder emits is known to the destination check", "\(unknown.sorted())")
+  t.expect(beneath.isEmpty, "golden: no bwrap destination, --dir or --file lies beneath /mnt (DECISIONS 8)", "\(beneath)")
+}
+
+/// The paths bwrap mounts or creates, from its own option table (an independent reading of
+/// bwrap(1)): option → (values it takes, index of the destination among them, or nil).
+func bwrapDestinations(_ arguments: [String]) -> (destinations: [String], unknown: [String]) {
+  let options: [String: (count: Int, destination: Int?)] = [
+    "--bind": (2, 1), "--bind-try": (2, 1), "--ro-bind": (2, 1), "--ro-bind-try": (2, 1), "--dev-bind": (2, 1),
+    "--dev-bind-try": (2, 1), "--bind-fd": (2, 1), "--ro-bind-fd": (2, 1), "--bind-data": (2, 1), "--ro-bind-data": (2, 1),
+    "--file": (2, 1), "--symlink": (2, 1), "--chmod": (2, 1), "--tmpfs": (1, 0), "--dir": (1, 0), "--dev": (1, 0),
+    "--proc": (1, 0), "--mqueue": (1, 0), "--remount-ro": (1, 0), "--overlay": (1, 0), "--tmp-overlay": (1, 0),
+    "--ro-overlay": (1, 0),
+    "--size": (1, nil), "--perms": (1, nil), "--hostname": (1, nil), "--setenv": (2, nil), "--unsetenv": (1, nil),
+    "--chdir": (1, nil), "--cap-drop": (1, nil), "--cap-add": (1, nil), "--seccomp": (1, nil), "--add-seccomp-fd": (1, nil),
+    "--json-status-fd": (1, nil), "--info-fd": (1, nil), "--block-fd": (1, nil), "--userns-block-fd": (1, nil),
+    "--sync-fd": (1, nil), "--lock-file": (1, nil), "--uid": (1, nil), "--gid": (1, nil), "--args": (1, nil),
+    "--userns": (1, nil), "--userns2": (1, nil), "--pidns": (1, nil), "--exec-label": (1, nil), "--file-label": (1, nil),
+    "--overlay-src": (1, nil), "--argv0": (1, nil),
+  ]
+  var destinations: [String] = []
+  var unknown: [String] = []
+  var index = 0
+  while index < arguments.count {
+    let argument = arguments[index]
+    if argument == "--" { break }  // the command follows
+    index += 1
+    guard argument.hasPrefix("--") else { unknown.append(argument); continue }
+    guard let (count, destination) = options[argument] else {
+      if !argument.hasPrefix("--unshare-") && !["--disable-userns", "--assert-userns-disabled", "--die-with-parent",
+        "--new-session", "--clearenv", "--as-pid-1", "--share-net"].contains(argument) { unknown.append(argument) }
+      continue
+    }
+    if let destination, index + destination < arguments.count { destinations.append(arguments[index + destination]) }
+    index += count
+  }
+  return (destinations, unknown)
 }
 
 // MARK: - Golden: the seccomp program, decoded back into rules by a small BPF interpreter
@@ -847,7 +903,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 245, endToEnd: 72)
+    let planned = (offline: 247, endToEnd: 72)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
