@@ -461,9 +461,11 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .venvNotFound(let path): return "venv '\(path)' does not exist or is not a directory"
     case .venvHasNoPython(let path): return "venv '\(path)' has no runnable bin/python"
     case .invalidProfileName(let name):
-      return "AppArmor profile name '\(Sandbox.Sys.printable(name))' is not allowed: use letters, digits, '_', '-' and '.' only"
+      return
+        "AppArmor profile name '\(Sandbox.Sys.printable(name))' is not allowed: use letters, digits, '_', '-' and '.' only"
     case .invalidEnvironment(let name):
-      return "environment variable '\(Sandbox.Sys.printable(name))' cannot be passed: names are [A-Za-z_][A-Za-z0-9_]*, values hold no NUL byte"
+      return
+        "environment variable '\(Sandbox.Sys.printable(name))' cannot be passed: names are [A-Za-z_][A-Za-z0-9_]*, values hold no NUL byte"
     case .invalidMountDirectory(let path, let reason): return "mount directory '\(path)': \(reason)"
     case .invalidScriptPath(let path, let reason): return "script '\(path)': \(reason)"
     case .invalidTimeout(let text): return "timeout '\(text)' is not a positive number of seconds"
@@ -478,11 +480,13 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
         ? "AppArmor profile '\(name)' is installed in \(Sandbox.AppArmorProfile.Paths.profileDirectory) but not loaded in the kernel"
         : "AppArmor profile '\(name)' is not installed (\(Sandbox.AppArmorProfile.Paths.profileDirectory)/\(name) is missing)"
     case .appArmorProfileDiffers(let name, let diff):
-      return "the installed AppArmor profile \(Sandbox.AppArmorProfile.Paths.profileDirectory)/\(name) differs from the one generated for this venv:\n\(diff)"
+      return
+        "the installed AppArmor profile \(Sandbox.AppArmorProfile.Paths.profileDirectory)/\(name) differs from the one generated for this venv:\n\(diff)"
     case .appArmorProfileNotEnforcing(let name, let mode):
       return "AppArmor profile '\(name)' is loaded in \(mode) mode, which logs but does not protect"
     case .unsafeAppArmorPath(let path):
-      return "the path '\(Sandbox.Sys.printable(path))' contains characters AppArmor treats as pattern syntax (* ? [ ] { } ^ \" \\ # ,)"
+      return
+        "the path '\(Sandbox.Sys.printable(path))' contains characters AppArmor treats as pattern syntax (* ? [ ] { } ^ \" \\ # ,)"
     case .setprivNotFound: return "setpriv (util-linux) is not installed or not on PATH"
     case .lifecycleUnavailable(let reason):
       return "the sandbox cannot guarantee that a run ends with every one of its processes: \(reason)"
@@ -494,7 +498,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .sandboxSetupFailed(let message): return "bubblewrap could not set up the sandbox: \(message)"
     case .selfTestGateClosed(let reason): return "refusing to run: \(reason)"
     case .runCancelled: return "the run was cancelled before it started; nothing was spawned"
-    case .outputUnreadable(let path, let reason): return "output '\(Sandbox.Sys.printable(path))' cannot be read safely: \(reason)"
+    case .outputUnreadable(let path, let reason):
+      return "output '\(Sandbox.Sys.printable(path))' cannot be read safely: \(reason)"
     }
   }
 
@@ -507,7 +512,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .venvNotFound, .venvHasNoPython:
       return "create one with 'python3 -m venv PATH' and pass that path"
     case .invalidMountDirectory:
-      return "pass a fresh directory inside a private one below the temp dir: d=$(mktemp -d) && mkdir \"$d/mnt\", then --mnt-dir \"$d/mnt\" (the payload owns the directory it gets; its parent keeps everyone else out)"
+      return
+        "pass a fresh directory inside a private one below the temp dir: d=$(mktemp -d) && mkdir \"$d/mnt\", then --mnt-dir \"$d/mnt\" (the payload owns the directory it gets; its parent keeps everyone else out)"
     case .invalidScriptPath: return "copy the script into the mount directory and pass it as /mnt/NAME.py"
     case .bwrapNotFound, .bwrapTooOld: return "install it: apt-get install bubblewrap (Debian 12 ships 0.8.0)"
     case .userNamespacesUnavailable(_, let fix): return fix
@@ -516,7 +522,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .appArmorProfileNotInstalled(let name, _, _):
       return "install the profile printed above with the commands shown, then run again (profile name: \(name))"
     case .appArmorProfileDiffers(let name, _):
-      return "regenerate \(Sandbox.AppArmorProfile.Paths.profileDirectory)/\(name) from the tool's output and reload it, or pass --ignore-profile-diffs if the differences are yours"
+      return
+        "regenerate \(Sandbox.AppArmorProfile.Paths.profileDirectory)/\(name) from the tool's output and reload it, or pass --ignore-profile-diffs if the differences are yours"
     case .appArmorProfileNotEnforcing(let name, _):
       return "sudo aa-enforce \(Sandbox.AppArmorProfile.Paths.profileDirectory)/\(name)"
     case .unsafeAppArmorPath: return "move the venv (and its base interpreter) to a path without those characters"
@@ -524,7 +531,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .lifecycleUnavailable: return "run on Linux 5.9 or newer with /proc mounted"
     case .sandboxSetupFailed(let message):
       if message.contains("uid map") || message.contains("Permission denied") || message.contains("namespace") {
-        return "the kernel refused an operation bwrap needs: with AppArmor on, dmesg | grep 'apparmor=\"DENIED\"' shows what the profile blocked; on Ubuntu 24.04 see kernel.apparmor_restrict_unprivileged_userns"
+        return
+          "the kernel refused an operation bwrap needs: with AppArmor on, dmesg | grep 'apparmor=\"DENIED\"' shows what the profile blocked; on Ubuntu 24.04 see kernel.apparmor_restrict_unprivileged_userns"
       }
       return nil
     case .selfTestGateClosed: return "run 'sandbox --venv PATH --no-apparmor --verbose' and fix what fails"
@@ -623,9 +631,11 @@ public struct Sandbox: Sendable {
         throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: false)
       }
       if installed != profile {
-        let diff = AppArmorProfile.makeUnifiedDiff(old: installed, new: profile, oldName: installedPath, newName: "generated for \(venv.root)")
+        let diff = AppArmorProfile.makeUnifiedDiff(
+          old: installed, new: profile, oldName: installedPath, newName: "generated for \(venv.root)")
         guard config.ignoreProfileDiffs else { throw .appArmorProfileDiffers(name: name, diff: diff) }
-        warnings.append("the installed profile \(installedPath) differs from the generated one; continuing (--ignore-profile-diffs)")
+        warnings.append(
+          "the installed profile \(installedPath) differs from the generated one; continuing (--ignore-profile-diffs)")
       }
       switch AppArmorProfile.State.read(name) {
       case .enforce: break
@@ -731,7 +741,8 @@ public struct Sandbox: Sendable {
     let launch = Lifecycle.Launch(
       executable: launcher.first ?? host.bwrapPath,
       arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
-      inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout, outputLimitBytes: limits.outputLimitBytes,
+      inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout,
+      outputLimitBytes: limits.outputLimitBytes,
       cancellation: cancellation, terminal: terminal,
       diskWatch: mountDir.flatMap { mountDir in
         limits.mountDirectoryBytes.map { (mountDir.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
@@ -779,7 +790,9 @@ public struct Sandbox: Sendable {
     if let error = exit.setupError { return error }
     let message = Sys.firstLine(of: exit.stderr)
     if message.contains("Unknown option") {
-      return .bwrapTooOld(found: "\(host.bwrapVersion ?? "an older version") (\(message))", required: Preflight.HostFacts.minimumVersionText)
+      return .bwrapTooOld(
+        found: "\(host.bwrapVersion ?? "an older version") (\(message))",
+        required: Preflight.HostFacts.minimumVersionText)
     }
     if !message.isEmpty { return .sandboxSetupFailed(message: message) }
     let status = exit.status.map { "\($0)" } ?? "an unknown status"
@@ -791,7 +804,9 @@ public struct Sandbox: Sendable {
   /// regular file is read, without blocking, at most `limit` bytes. Never read what a payload
   /// left by path with ordinary file APIs: it may have made it a symlink to a host file, or a FIFO.
   /// - Throws: `SandboxError.outputUnreadable` naming why (a symlink, a FIFO, missing, …).
-  public static func readOutput(mountDirectory: String, path: String, limit: Int = 16 << 20) throws(SandboxError) -> SandboxOutputFile {
+  public static func readOutput(mountDirectory: String, path: String, limit: Int = 16 << 20) throws(SandboxError)
+    -> SandboxOutputFile
+  {
     try Changes.readOutput(mountDirectory: mountDirectory, path: path, limit: limit)
   }
 
@@ -808,13 +823,17 @@ public struct Sandbox: Sendable {
     return layers
   }
 
-  func makePlan(_ payload: SandboxPayload, mountDir: Changes.OpenMountDirectory?, environment: [(String, String)]) -> Bwrap.RunPlan {
+  func makePlan(_ payload: SandboxPayload, mountDir: Changes.OpenMountDirectory?, environment: [(String, String)])
+    -> Bwrap.RunPlan
+  {
     Bwrap.RunPlan(
       host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
       mountDirectoryFD: mountDir?.pathFD, payload: payload, environment: environment,
       tmpfsBytes: config.limits.tmpfsBytes,
       // `init` refused a requested filter this architecture has none of.
-      seccompProgram: config.seccompEnabled ? Seccomp.Filter.program(networkEnabled: config.networkEnabled) ?? Seccomp.Filter.allowAll : Seccomp.Filter.allowAll)
+      seccompProgram: config.seccompEnabled
+        ? Seccomp.Filter.program(networkEnabled: config.networkEnabled) ?? Seccomp.Filter.allowAll
+        : Seccomp.Filter.allowAll)
   }
 }
 
@@ -870,8 +889,11 @@ extension Sandbox {
         }
         if Sys.readSmallFile("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").map(Sys.trimmed) == "1" {
           throw .userNamespacesUnavailable(
-            reason: "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 24.04): unconfined programs get a namespace without capabilities, so bwrap fails with 'setting up uid map: Permission denied'",
-            fix: "load an AppArmor profile that allows 'userns,' for bwrap, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
+            reason:
+              "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 24.04): unconfined programs get a namespace without capabilities, so bwrap fails with 'setting up uid map: Permission denied'",
+            fix:
+              "load an AppArmor profile that allows 'userns,' for bwrap, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+          )
         }
       }
 
@@ -914,14 +936,17 @@ extension Sandbox {
           Bwrap.Layout.maskedProcFiles.filter { Sys.exists($0) }.map { .maskFile($0) }
           + Bwrap.Layout.maskedProcDirectories.filter { Sys.isDirectory($0) }.map { .maskDirectory($0) }
         let etc = Bwrap.Layout.exposedEtc.map(\.path).filter { Sys.exists($0) }.map { Bwrap.Mount.readOnly($0) }
-        return Preflight.HostLayout(systemMounts: system, procMasks: masks, etcMounts: etc, bootstrap: Bwrap.Gate.probe())
+        return Preflight.HostLayout(
+          systemMounts: system, procMasks: masks, etcMounts: etc, bootstrap: Bwrap.Gate.probe())
       }
     }
 
     /// Checks that an AppArmor profile name cannot inject anything into profile syntax or paths.
     /// - Throws: `SandboxError.invalidProfileName`.
     static func validateProfileName(_ name: String) throws(SandboxError) {
-      let allowed = name.utf8.allSatisfy { Sys.isASCIIWordByte($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
+      let allowed = name.utf8.allSatisfy {
+        Sys.isASCIIWordByte($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".")
+      }
       guard allowed, !name.isEmpty, name.utf8.count <= 128, name != ".", name != ".." else {
         throw .invalidProfileName(name)
       }
@@ -942,7 +967,9 @@ extension Sandbox {
     }
 
     /// Checks `/mnt/REL` names a regular file in the mountDir; returns REL.
-    static func checkScript(_ sandboxPath: String, in mountDir: Changes.OpenMountDirectory?) throws(SandboxError) -> String {
+    static func checkScript(_ sandboxPath: String, in mountDir: Changes.OpenMountDirectory?) throws(SandboxError)
+      -> String
+    {
       let relative = try Preflight.scriptRelativePath(sandboxPath)
       guard let mountDir else {
         throw .invalidScriptPath(path: sandboxPath, reason: "a script needs a mount directory to live in")
@@ -1047,7 +1074,9 @@ extension Sandbox {
         "/proc/timer_stats", "/proc/sched_debug", "/proc/latency_stats", "/proc/sysrq-trigger",
       ]
       /// /proc dirs of hardware and driver state, covered by an empty read-only tmpfs.
-      static let maskedProcDirectories = ["/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver", "/proc/irq", "/proc/bus", "/proc/fs"]
+      static let maskedProcDirectories = [
+        "/proc/acpi", "/proc/asound", "/proc/scsi", "/proc/driver", "/proc/irq", "/proc/bus", "/proc/fs",
+      ]
 
       static let resolvConf = """
         # Written by sandbox.swift: fixed public resolvers; the host's resolv.conf stays hidden.
@@ -1087,7 +1116,9 @@ extension Sandbox {
 
       /// The gate for this host: dash when the system dirs have it.
       static func probe() -> Bwrap.Gate {
-        for dash in ["/usr/bin/dash", "/bin/dash"] where access(dash, X_OK) == 0 { return Bwrap.Gate(shell: dash, envCommand: nil) }
+        for dash in ["/usr/bin/dash", "/bin/dash"] where access(dash, X_OK) == 0 {
+          return Bwrap.Gate(shell: dash, envCommand: nil)
+        }
         return Bwrap.Gate(shell: "/bin/sh", envCommand: Sys.findExecutable("env") ?? "/usr/bin/env")
       }
 
@@ -1095,7 +1126,10 @@ extension Sandbox {
       func command(python: String, script: String) -> [String] {
         let fd = Self.channelFD
         let start = envCommand.map { "exec \($0) -u SHLVL \"$0\" \"$@\"" } ?? "exec \"$0\" \"$@\""
-        return [shell, "-c", "printf R >&\(fd) && read -r go <&\(fd) && [ \"$go\" = GO ] && \(start) \(fd)<&-", python, script]
+        return [
+          shell, "-c", "printf R >&\(fd) && read -r go <&\(fd) && [ \"$go\" = GO ] && \(start) \(fd)<&-", python,
+          script,
+        ]
       }
     }
 
@@ -1106,7 +1140,9 @@ extension Sandbox {
       static func number(after key: String, in report: [UInt8]) -> pid_t? {
         let needle = Array("\"\(key)\":".utf8)
         guard report.count >= needle.count,
-          let at = (0...(report.count - needle.count)).first(where: { report[$0..<($0 + needle.count)].elementsEqual(needle) })
+          let at = (0...(report.count - needle.count)).first(where: {
+            report[$0..<($0 + needle.count)].elementsEqual(needle)
+          })
         else { return nil }
         let value = report[(at + needle.count)...].drop { $0 == UInt8(ascii: " ") }
         let digits = value.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
@@ -1117,16 +1153,16 @@ extension Sandbox {
 
     /// One entry of the sandbox's filesystem, rendered as bwrap arguments.
     enum Mount: Sendable, Equatable {
-      case readOnly(String)                                  // --ro-bind P P
-      case readWriteDescriptor(fd: Int32, sandboxPath: String) // --bind-fd FD P (bwrap closes FD)
-      case symlink(target: String, sandboxPath: String)      // --symlink TARGET P
-      case tmpfs(String, sizeBytes: Int)                     // --size N --tmpfs P
-      case proc(String)                                      // --proc P
-      case dev(String)                                       // --dev P
-      case data(fd: Int32, sandboxPath: String)              // --ro-bind-data FD P (bwrap reads FD, closes it)
-      case maskFile(String)                                  // --ro-bind /dev/null P
-      case maskDirectory(String)                             // --tmpfs P --remount-ro P
-      case remountReadOnly(String)                           // --remount-ro P
+      case readOnly(String)  // --ro-bind P P
+      case readWriteDescriptor(fd: Int32, sandboxPath: String)  // --bind-fd FD P (bwrap closes FD)
+      case symlink(target: String, sandboxPath: String)  // --symlink TARGET P
+      case tmpfs(String, sizeBytes: Int)  // --size N --tmpfs P
+      case proc(String)  // --proc P
+      case dev(String)  // --dev P
+      case data(fd: Int32, sandboxPath: String)  // --ro-bind-data FD P (bwrap reads FD, closes it)
+      case maskFile(String)  // --ro-bind /dev/null P
+      case maskDirectory(String)  // --tmpfs P --remount-ro P
+      case remountReadOnly(String)  // --remount-ro P
 
       var bwrapArguments: [String] {
         switch self {
@@ -1179,18 +1215,18 @@ extension Sandbox {
         return Int32(2 + inputs.count)
       }
 
-      var mounts: [Bwrap.Mount] = plan.host.systemMounts                 // /usr, /bin, /lib*: read-only
-      mounts += plan.host.etcMounts                                 // users, groups, CA certificates
-      for file in Bwrap.Layout.generatedEtc {                       // resolv.conf, hosts: ours
+      var mounts: [Bwrap.Mount] = plan.host.systemMounts  // /usr, /bin, /lib*: read-only
+      mounts += plan.host.etcMounts  // users, groups, CA certificates
+      for file in Bwrap.Layout.generatedEtc {  // resolv.conf, hosts: ours
         mounts.append(.data(fd: childFD(for: .bytes(Array(file.contents.utf8))), sandboxPath: file.path))
       }
-      mounts.append(.proc("/proc"))                                 // this pid namespace only
-      mounts += plan.host.procMasks                                 // kernel state the payload must not read
-      mounts.append(.remountReadOnly("/proc"))                      // as root, /proc/sys would be the host's
-      mounts.append(.dev("/dev"))                                   // Layout.deviceNodes and bwrap's links
-      mounts.append(.tmpfs("/dev/shm", sizeBytes: plan.tmpfsBytes)) // POSIX semaphores (multiprocessing)
-      mounts.append(.remountReadOnly("/dev"))                       // no new nodes or files in /dev
-      mounts.append(.tmpfs("/tmp", sizeBytes: plan.tmpfsBytes))     // private scratch space
+      mounts.append(.proc("/proc"))  // this pid namespace only
+      mounts += plan.host.procMasks  // kernel state the payload must not read
+      mounts.append(.remountReadOnly("/proc"))  // as root, /proc/sys would be the host's
+      mounts.append(.dev("/dev"))  // Layout.deviceNodes and bwrap's links
+      mounts.append(.tmpfs("/dev/shm", sizeBytes: plan.tmpfsBytes))  // POSIX semaphores (multiprocessing)
+      mounts.append(.remountReadOnly("/dev"))  // no new nodes or files in /dev
+      mounts.append(.tmpfs("/tmp", sizeBytes: plan.tmpfsBytes))  // private scratch space
       if let hostFD = plan.mountDirectoryFD {
         // Bind the directory we validated and hold open, not its path: renaming or swapping a
         // symlink after the check cannot redirect the bind. bwrap closes the descriptor after
@@ -1199,7 +1235,7 @@ extension Sandbox {
       } else {
         mounts.append(.tmpfs(Bwrap.Layout.mountPoint, sizeBytes: plan.tmpfsBytes))  // ephemeral, gone with the run
       }
-      mounts.append(.readOnly(plan.venv.root))                      // interpreter and packages
+      mounts.append(.readOnly(plan.venv.root))  // interpreter and packages
       if let prefix = plan.venv.basePrefix { mounts.append(.readOnly(prefix)) }  // pyenv/uv base
       let script: String
       switch plan.payload {
@@ -1209,18 +1245,18 @@ extension Sandbox {
       case .script(let path):
         script = path
       }
-      mounts.append(.remountReadOnly("/"))                          // nothing else is writable
+      mounts.append(.remountReadOnly("/"))  // nothing else is writable
 
       var arguments = [
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
       ]
       if !plan.networkEnabled { arguments.append("--unshare-net") }  // only lo inside
       arguments += [
-        "--disable-userns",            // no nested user namespaces
-        "--assert-userns-disabled",    // ... and bwrap fails rather than run without that
-        "--die-with-parent",           // the sandbox dies with the thread that started it
-        "--new-session",               // no controlling terminal: no TIOCSTI into the caller's tty
-        "--cap-drop", "ALL",           // as root, bwrap would otherwise keep every capability
+        "--disable-userns",  // no nested user namespaces
+        "--assert-userns-disabled",  // ... and bwrap fails rather than run without that
+        "--die-with-parent",  // the sandbox dies with the thread that started it
+        "--new-session",  // no controlling terminal: no TIOCSTI into the caller's tty
+        "--cap-drop", "ALL",  // as root, bwrap would otherwise keep every capability
         "--hostname", Bwrap.Layout.hostname,
         "--clearenv",
       ]
@@ -1231,12 +1267,16 @@ extension Sandbox {
       arguments += ["--json-status-fd", String(childFD(for: .report))]
       arguments += ["--seccomp", String(childFD(for: .bytes(plan.seccompProgram)))]  // loaded just before the payload
       for mount in mounts { arguments += mount.bwrapArguments }
-      arguments += ["--chdir", Bwrap.Layout.mountPoint, "--"] + plan.host.bootstrap.command(python: plan.venv.python, script: script)
+      arguments +=
+        ["--chdir", Bwrap.Layout.mountPoint, "--"]
+        + plan.host.bootstrap.command(python: plan.venv.python, script: script)
       return Bwrap.Invocation(arguments: arguments, inputs: inputs, mounts: mounts)
     }
 
     /// Variables every payload sees; the caller's `environment` is added on top.
-    static func makePayloadEnvironment(venvRoot: String, extra: [String: String]) throws(SandboxError) -> [(String, String)] {
+    static func makePayloadEnvironment(venvRoot: String, extra: [String: String]) throws(SandboxError) -> [(
+      String, String
+    )] {
       var variables: [String: String] = [
         "PATH": "\(venvRoot)/bin:/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp",
@@ -1270,10 +1310,17 @@ extension Sandbox {
       var jumpIfFalse: UInt8
       var k: UInt32
 
-      static func load(offset: UInt32) -> Self { Self(code: 0x20, jumpIfTrue: 0, jumpIfFalse: 0, k: offset) }  // BPF_LD|BPF_W|BPF_ABS
-      static func jumpIfEqual(_ value: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self { Self(code: 0x15, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: value) }
-      static func jumpIfAtLeast(_ value: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self { Self(code: 0x35, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: value) }
-      static func jumpIfAnyBit(_ mask: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self { Self(code: 0x45, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: mask) }
+      // BPF_LD|BPF_W|BPF_ABS
+      static func load(offset: UInt32) -> Self { Self(code: 0x20, jumpIfTrue: 0, jumpIfFalse: 0, k: offset) }
+      static func jumpIfEqual(_ value: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self {
+        Self(code: 0x15, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: value)
+      }
+      static func jumpIfAtLeast(_ value: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self {
+        Self(code: 0x35, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: value)
+      }
+      static func jumpIfAnyBit(_ mask: UInt32, _ onTrue: UInt8, _ onFalse: UInt8) -> Self {
+        Self(code: 0x45, jumpIfTrue: onTrue, jumpIfFalse: onFalse, k: mask)
+      }
       static func ret(_ action: UInt32) -> Self { Self(code: 0x06, jumpIfTrue: 0, jumpIfFalse: 0, k: action) }
     }
 
@@ -1284,8 +1331,8 @@ extension Sandbox {
     /// x32 numbers and every number above the highest reviewed one fail with ENOSYS, so no 32-bit
     /// door and no call a newer kernel adds is open until it has been reviewed here.
     enum Filter {
-      static let allow: UInt32 = 0x7fff_0000       // SECCOMP_RET_ALLOW
-      static let killProcess: UInt32 = 0x8000_0000 // SECCOMP_RET_KILL_PROCESS
+      static let allow: UInt32 = 0x7fff_0000  // SECCOMP_RET_ALLOW
+      static let killProcess: UInt32 = 0x8000_0000  // SECCOMP_RET_KILL_PROCESS
       static func fail(_ code: Int32) -> UInt32 { 0x0005_0000 | UInt32(code) }  // SECCOMP_RET_ERRNO
 
       /// The architectures a filter is built for (`AUDIT_ARCH_*` in `<linux/audit.h>`).
@@ -1439,32 +1486,39 @@ extension Sandbox {
             call: socketCall, conditions: [(0, .isOneOf(allowedSocketFamilies(networkEnabled: networkEnabled)))],
             why: "no raw, packet or vsock sockets; no IP while the network is off"),
           ArgumentRule(
-            call: Rule(name: "clone", x86_64: 56, aarch64: 220, errno: EPERM), conditions: [(0, .hasNoneOfBits(cloneNamespaceFlags))],
+            call: Rule(name: "clone", x86_64: 56, aarch64: 220, errno: EPERM),
+            conditions: [(0, .hasNoneOfBits(cloneNamespaceFlags))],
             why: "fork and threads, but no new namespaces"),
           ArgumentRule(
-            call: Rule(name: "ioctl", x86_64: 16, aarch64: 29, errno: EPERM), conditions: [(1, .isNoneOf(deniedIoctls))],
+            call: Rule(name: "ioctl", x86_64: 16, aarch64: 29, errno: EPERM),
+            conditions: [(1, .isNoneOf(deniedIoctls))],
             why: "no typing into a terminal (TIOCSTI) or console tricks (TIOCLINUX)"),
           ArgumentRule(
-            call: Rule(name: "personality", x86_64: 135, aarch64: 92, errno: EPERM), conditions: [(0, .isOneOf([0, 0xFFFF_FFFF]))],
+            call: Rule(name: "personality", x86_64: 135, aarch64: 92, errno: EPERM),
+            conditions: [(0, .isOneOf([0, 0xFFFF_FFFF]))],
             why: "only PER_LINUX or a query: no READ_IMPLIES_EXEC or ADDR_NO_RANDOMIZE"),
           // Scheduling of anything but the caller itself (pid 0): a payload could otherwise demote
           // bwrap's pid 1, which must run to tear the sandbox down. A process naming its own pid
           // explicitly gets EPERM too, since BPF cannot tell its pid.
           ArgumentRule(
-            call: Rule(name: "sched_setscheduler", x86_64: 144, aarch64: 119, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+            call: Rule(name: "sched_setscheduler", x86_64: 144, aarch64: 119, errno: EPERM),
+            conditions: [(0, .isOneOf([0]))],
             why: "only the caller's own policy"),
           ArgumentRule(
-            call: Rule(name: "sched_setattr", x86_64: 314, aarch64: 274, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+            call: Rule(name: "sched_setattr", x86_64: 314, aarch64: 274, errno: EPERM),
+            conditions: [(0, .isOneOf([0]))],
             why: "only the caller's own attributes"),
           ArgumentRule(
-            call: Rule(name: "sched_setaffinity", x86_64: 203, aarch64: 122, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+            call: Rule(name: "sched_setaffinity", x86_64: 203, aarch64: 122, errno: EPERM),
+            conditions: [(0, .isOneOf([0]))],
             why: "only the caller's own CPUs"),
           ArgumentRule(
             call: Rule(name: "setpriority", x86_64: 141, aarch64: 140, errno: EPERM),
             conditions: [(0, .isOneOf([0])), (1, .isOneOf([0]))],
             why: "only PRIO_PROCESS of the caller (PRIO_PGRP and PRIO_USER would reach pid 1)"),
           ArgumentRule(
-            call: Rule(name: "sched_setparam", x86_64: 142, aarch64: 118, errno: EPERM), conditions: [(0, .isOneOf([0]))],
+            call: Rule(name: "sched_setparam", x86_64: 142, aarch64: 118, errno: EPERM),
+            conditions: [(0, .isOneOf([0]))],
             why: "only the caller's own parameters"),
           ArgumentRule(
             call: Rule(name: "ioprio_set", x86_64: 251, aarch64: 30, errno: EPERM),
@@ -1536,8 +1590,12 @@ extension Sandbox {
         return bytes
       }
 
-      private static let networkOnProgram = Architecture.native.map { encode(makeProgram(for: $0, networkEnabled: true)) }
-      private static let networkOffProgram = Architecture.native.map { encode(makeProgram(for: $0, networkEnabled: false)) }
+      private static let networkOnProgram = Architecture.native.map {
+        encode(makeProgram(for: $0, networkEnabled: true))
+      }
+      private static let networkOffProgram = Architecture.native.map {
+        encode(makeProgram(for: $0, networkEnabled: false))
+      }
       /// The program of a relaxed layer (`--no-seccomp`): it allows everything, and exists so that
       /// bwrap's pid 1 still visibly loads a filter once it is armed (see `superviseSandbox`).
       static let allowAll = encode([.ret(allow)])
@@ -1605,7 +1663,7 @@ extension Sandbox {
     // `<linux/landlock.h>` and `<asm/unistd.h>` (the same numbers on x86_64 and aarch64).
     static let createRuleset = 444
     static let restrictSelf = 446
-    static let versionFlag = 1        // LANDLOCK_CREATE_RULESET_VERSION
+    static let versionFlag = 1  // LANDLOCK_CREATE_RULESET_VERSION
     static let scopeAbstractUnixSocket: UInt64 = 1
     static let setNoNewPrivileges: Int32 = 38  // PR_SET_NO_NEW_PRIVS
 
@@ -1626,11 +1684,13 @@ extension Sandbox {
         syscall(createRuleset, Int(bitPattern: raw.baseAddress), raw.count, 0, 0)
       }
       guard ruleset >= 0 else {
-        throw .layerUnavailable(layer: .landlockScope, reason: "landlock_create_ruleset: \(Sys.errnoText(errno))", relax: "report this")
+        throw .layerUnavailable(
+          layer: .landlockScope, reason: "landlock_create_ruleset: \(Sys.errnoText(errno))", relax: "report this")
       }
       defer { close(Int32(ruleset)) }
       guard prctl(setNoNewPrivileges, 1, 0, 0, 0) == 0, syscall(restrictSelf, ruleset, 0, 0, 0) == 0 else {
-        throw .layerUnavailable(layer: .landlockScope, reason: "landlock_restrict_self: \(Sys.errnoText(errno))", relax: "report this")
+        throw .layerUnavailable(
+          layer: .landlockScope, reason: "landlock_restrict_self: \(Sys.errnoText(errno))", relax: "report this")
       }
     }
   }
@@ -1660,7 +1720,8 @@ extension Sandbox {
           version = try? Sys.readVersion(of: parser)  // "AppArmor parser version 3.0.8"
         }
         return AppArmorProfile.Support(
-          parserVersion: version, kernelMediatesUserns: Sys.exists("\(AppArmorProfile.Paths.features)/namespaces/userns_create"))
+          parserVersion: version,
+          kernelMediatesUserns: Sys.exists("\(AppArmorProfile.Paths.features)/namespaces/userns_create"))
       }
     }
 
@@ -1683,14 +1744,18 @@ extension Sandbox {
     /// - Throws: `SandboxError.unsafeAppArmorPath`.
     static func quotedPath(_ path: String) throws(SandboxError) -> String {
       let special: Set<Character> = ["*", "?", "[", "]", "{", "}", "^", "\"", "\\", "#", ",", "\0"]
-      if path.contains(where: { special.contains($0) || $0.isNewline }) || path.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+      if path.contains(where: { special.contains($0) || $0.isNewline })
+        || path.unicodeScalars.contains(where: { $0.value < 0x20 })
+      {
         throw .unsafeAppArmorPath(path: path)
       }
       return path.contains(" ") ? "\"\(path)\"" : path
     }
 
     /// The profile for this venv on this host (what `Sandbox` compares the installed one with).
-    static func makeProfile(name: String, venv: Preflight.VenvLayout, host: Preflight.HostFacts) throws(SandboxError) -> String {
+    static func makeProfile(name: String, venv: Preflight.VenvLayout, host: Preflight.HostFacts) throws(SandboxError)
+      -> String
+    {
       try AppArmorProfile.makeProfile(
         name: name, venv: venv, interpreter: Sys.resolvedPath(venv.python) ?? venv.python, host: host.layout,
         bwrapPath: host.bwrapPath, support: AppArmorProfile.Support.current, isDirectory: Sys.isDirectory)
@@ -1738,28 +1803,42 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "include <abstractions/base>", why: "libc, the dynamic loader, locales"),
         // bwrap building the sandbox (verified in enforce mode: bwrap 0.8, apparmor 3.0.8, Linux 6.1)
         AppArmorProfile.Rule(rule: "\(bwrap) mr,", why: "bwrap itself, started by setpriv under this profile"),
-        AppArmorProfile.Rule(rule: "capability sys_admin,", why: "bwrap: new namespaces, mount, pivot_root (inside its user namespace)"),
+        AppArmorProfile.Rule(
+          rule: "capability sys_admin,", why: "bwrap: new namespaces, mount, pivot_root (inside its user namespace)"),
         AppArmorProfile.Rule(rule: "capability net_admin,", why: "bwrap: bring up lo in a new network namespace"),
         AppArmorProfile.Rule(rule: "capability setpcap,", why: "bwrap --cap-drop ALL drops the bounding set (as root)"),
-        AppArmorProfile.Rule(rule: "deny capability dac_override,", why: "asked for by bwrap, not needed: refused quietly (the payload holds no capabilities at all)"),
-        AppArmorProfile.Rule(rule: "deny capability sys_ptrace,", why: "asked for by bwrap, not needed; no ptrace outside the sandbox"),
-        AppArmorProfile.Rule(rule: "capability sys_resource,", why: "bwrap --disable-userns lowers user.max_user_namespaces in its nested namespace"),
+        AppArmorProfile.Rule(
+          rule: "deny capability dac_override,",
+          why: "asked for by bwrap, not needed: refused quietly (the payload holds no capabilities at all)"),
+        AppArmorProfile.Rule(
+          rule: "deny capability sys_ptrace,", why: "asked for by bwrap, not needed; no ptrace outside the sandbox"),
+        AppArmorProfile.Rule(
+          rule: "capability sys_resource,",
+          why: "bwrap --disable-userns lowers user.max_user_namespaces in its nested namespace"),
         AppArmorProfile.Rule(rule: "network netlink raw,", why: "bwrap: rtnetlink for lo; Python: interface names"),
         AppArmorProfile.Rule(rule: "@{PROC}/sys/kernel/overflow{u,g}id r,", why: "bwrap: user namespace setup"),
         AppArmorProfile.Rule(rule: "@{PROC}/sys/user/max_user_namespaces r,", why: "bwrap: user namespace setup"),
-        AppArmorProfile.Rule(rule: "@{PROC}/sys/user/max_user_namespaces w,", why: "bwrap --disable-userns lowers it inside the sandbox's own namespace"),
-        AppArmorProfile.Rule(rule: "@{PROC}/@{pid}/{uid_map,gid_map,setgroups} rw,", why: "bwrap: map the caller's uid and gid"),
+        AppArmorProfile.Rule(
+          rule: "@{PROC}/sys/user/max_user_namespaces w,",
+          why: "bwrap --disable-userns lowers it inside the sandbox's own namespace"),
+        AppArmorProfile.Rule(
+          rule: "@{PROC}/@{pid}/{uid_map,gid_map,setgroups} rw,", why: "bwrap: map the caller's uid and gid"),
         AppArmorProfile.Rule(rule: "@{PROC}/@{pid}/mountinfo r,", why: "bwrap: read its mounts to remount them"),
         AppArmorProfile.Rule(rule: "@{PROC}/@{pid}/fd/ r,", why: "bwrap: descriptors (--bind-fd, --ro-bind-data)"),
         AppArmorProfile.Rule(rule: "/ r,", why: "bwrap: the root it builds on"),
         AppArmorProfile.Rule(rule: "/tmp/{newroot,oldroot}/ w,", why: "bwrap: staging points of pivot_root"),
         AppArmorProfile.Rule(rule: "/newroot/** rwl,", why: "bwrap: mount points and generated files of the new root"),
-        AppArmorProfile.Rule(rule: "/bindfile* rw,", why: "bwrap: staging file of each --ro-bind-data (generated /etc files, the code)"),
-        AppArmorProfile.Rule(rule: "mount options=(rw, silent, rslave) -> /,", why: "bwrap: stop mount propagation to the host"),
+        AppArmorProfile.Rule(
+          rule: "/bindfile* rw,", why: "bwrap: staging file of each --ro-bind-data (generated /etc files, the code)"),
+        AppArmorProfile.Rule(
+          rule: "mount options=(rw, silent, rslave) -> /,", why: "bwrap: stop mount propagation to the host"),
         AppArmorProfile.Rule(rule: "mount fstype=tmpfs -> /tmp/,", why: "bwrap: the staging tmpfs"),
-        AppArmorProfile.Rule(rule: "mount options=(rw, rbind) /tmp/newroot/ -> /tmp/newroot/,", why: "bwrap: make the new root a mount point"),
+        AppArmorProfile.Rule(
+          rule: "mount options=(rw, rbind) /tmp/newroot/ -> /tmp/newroot/,",
+          why: "bwrap: make the new root a mount point"),
         AppArmorProfile.Rule(rule: "pivot_root oldroot=/tmp/oldroot/ /tmp/,", why: "bwrap: first pivot"),
-        AppArmorProfile.Rule(rule: "mount options=(rw, silent, rprivate) -> /oldroot/,", why: "bwrap: detach the host's mounts"),
+        AppArmorProfile.Rule(
+          rule: "mount options=(rw, silent, rprivate) -> /oldroot/,", why: "bwrap: detach the host's mounts"),
       ]
       // Mounts of the sandbox, from the mount table (with and without a host mount dir).
       let variants = [Int32(3), nil].map { fd in
@@ -1771,7 +1850,8 @@ extension Sandbox {
       }
       var seen: Set<String> = Set(rules.map(\.rule))
       for mount in variants.joined() {
-        for rule in try AppArmorProfile.mountRules(mount, isDirectory: isDirectory) where seen.insert(rule.rule).inserted {
+        for rule in try AppArmorProfile.mountRules(mount, isDirectory: isDirectory)
+        where seen.insert(rule.rule).inserted {
           rules.append(rule)
         }
       }
@@ -1779,15 +1859,23 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "pivot_root oldroot=/newroot/ /newroot/,", why: "bwrap: make the new root the root"),
         AppArmorProfile.Rule(rule: "umount /oldroot/,", why: "bwrap: drop the host's filesystem"),
         AppArmorProfile.Rule(rule: "umount /,", why: "bwrap: drop the host's filesystem"),
-        AppArmorProfile.Rule(rule: "signal (receive) peer=unconfined,", why: "the host's sandbox process kills bwrap on timeout"),
-        AppArmorProfile.Rule(rule: "signal (send, receive) peer=\(name),", why: "processes inside the sandbox signal each other"),
-        AppArmorProfile.Rule(rule: "ptrace (read, readby) peer=\(name),", why: "reading /proc of the sandbox's own processes; nothing outside"),
+        AppArmorProfile.Rule(
+          rule: "signal (receive) peer=unconfined,", why: "the host's sandbox process kills bwrap on timeout"),
+        AppArmorProfile.Rule(
+          rule: "signal (send, receive) peer=\(name),", why: "processes inside the sandbox signal each other"),
+        AppArmorProfile.Rule(
+          rule: "ptrace (read, readby) peer=\(name),",
+          why: "reading /proc of the sandbox's own processes; nothing outside"),
         // The payload (bwrap sets no_new_privs, so every exec stays in this profile: ix)
-        AppArmorProfile.Rule(rule: "\(try AppArmorProfile.quotedPath(host.bootstrap.shell)) ix,", why: "the gate: a shell that waits for the host's go, then runs the interpreter"),
+        AppArmorProfile.Rule(
+          rule: "\(try AppArmorProfile.quotedPath(host.bootstrap.shell)) ix,",
+          why: "the gate: a shell that waits for the host's go, then runs the interpreter"),
         AppArmorProfile.Rule(rule: "\(python) ix,", why: "the venv's interpreter (bin/python resolves here)"),
         AppArmorProfile.Rule(rule: "/usr/** mr,", why: "system libraries and the standard library, read-only"),
         AppArmorProfile.Rule(rule: "/usr/bin/* ix,", why: "subprocesses the payload may run (sh, coreutils)"),
-        AppArmorProfile.Rule(rule: "audit deny /usr/sbin/* x,", why: "administration tools are never run from the sandbox (AppArmor-only denial)"),
+        AppArmorProfile.Rule(
+          rule: "audit deny /usr/sbin/* x,",
+          why: "administration tools are never run from the sandbox (AppArmor-only denial)"),
         AppArmorProfile.Rule(rule: "\(venvRoot)/ r,", why: "the venv"),
         AppArmorProfile.Rule(rule: "\(venvRoot)/** mr,", why: "the venv's packages, read-only"),
         AppArmorProfile.Rule(rule: "\(venvRoot)/bin/* ix,", why: "the venv's scripts"),
@@ -1799,7 +1887,7 @@ extension Sandbox {
         ]
       }
       rules += [
-        AppArmorProfile.Rule(rule: "/etc/ r,", why: "listing /etc shows only the documented files"),
+        AppArmorProfile.Rule(rule: "/etc/ r,", why: "listing /etc shows only the documented files")
       ]
       for entry in Bwrap.Layout.exposedEtc {
         let path = try AppArmorProfile.quotedPath(entry.path)
@@ -1809,7 +1897,8 @@ extension Sandbox {
         rules.append(AppArmorProfile.Rule(rule: "\(try AppArmorProfile.quotedPath(file.path)) r,", why: file.why))
       }
       rules += [
-        AppArmorProfile.Rule(rule: "/run/{,sandbox/} r,", why: "the directory of the code (Python lists its script's directory)"),
+        AppArmorProfile.Rule(
+          rule: "/run/{,sandbox/} r,", why: "the directory of the code (Python lists its script's directory)"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.codePath) r,", why: "the code of a .code payload"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.mountPoint)/{,**} rwlkm,", why: "/mnt, the one host interface"),
         AppArmorProfile.Rule(rule: "/tmp/{,**} rwlkm,", why: "the private /tmp"),
@@ -1823,36 +1912,47 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "/dev/ptmx rw,", why: "pseudo-terminals of --interactive (a link into pts)"),
         AppArmorProfile.Rule(rule: "/dev/pts/{,*} rw,", why: "pseudo-terminals of --interactive"),
         AppArmorProfile.Rule(rule: "@{PROC}/{,**} r,", why: "the sandbox's own /proc (a new pid namespace)"),
-        AppArmorProfile.Rule(rule: "audit deny @{PROC}/*/environ r,", why: "no process's environment is readable (AppArmor-only denial)"),
-        AppArmorProfile.Rule(rule: "deny @{PROC}/*/mem rw,", why: "no process's memory is readable"),
-        AppArmorProfile.Rule(rule: "deny @{PROC}/sys/{kernel,vm,fs,net,dev,debug,abi,crypto}/** w,", why: "no sysctl writes (as root they would be the host's); only user/ is writable, by bwrap, in its own namespace"),
         AppArmorProfile.Rule(
-          rule: "deny @{PROC}/{\(Bwrap.Layout.maskedProcFiles.map { $0.dropFirst("/proc/".count) }.joined(separator: ","))} rw,",
+          rule: "audit deny @{PROC}/*/environ r,", why: "no process's environment is readable (AppArmor-only denial)"),
+        AppArmorProfile.Rule(rule: "deny @{PROC}/*/mem rw,", why: "no process's memory is readable"),
+        AppArmorProfile.Rule(
+          rule: "deny @{PROC}/sys/{kernel,vm,fs,net,dev,debug,abi,crypto}/** w,",
+          why:
+            "no sysctl writes (as root they would be the host's); only user/ is writable, by bwrap, in its own namespace"
+        ),
+        AppArmorProfile.Rule(
+          rule:
+            "deny @{PROC}/{\(Bwrap.Layout.maskedProcFiles.map { $0.dropFirst("/proc/".count) }.joined(separator: ","))} rw,",
           why: "the masked kernel state (Layout.maskedProcFiles): never, even if a mask were missing"),
         AppArmorProfile.Rule(rule: "deny /sys/** rwklx,", why: "sysfs is not mounted; never reachable"),
         AppArmorProfile.Rule(rule: "audit deny /sys/kernel/security/** rw,", why: "the LSM's own interface"),
         AppArmorProfile.Rule(rule: "network unix,", why: "local sockets"),
         AppArmorProfile.Rule(rule: "network netlink dgram,", why: "interface lookups"),
-        AppArmorProfile.Rule(rule: "network inet stream,", why: "TCP when the network is on (the seccomp filter refuses it when off)"),
+        AppArmorProfile.Rule(
+          rule: "network inet stream,", why: "TCP when the network is on (the seccomp filter refuses it when off)"),
         AppArmorProfile.Rule(rule: "network inet dgram,", why: "UDP and DNS when the network is on"),
         AppArmorProfile.Rule(rule: "network inet6 stream,", why: "TCP over IPv6 when the network is on"),
         AppArmorProfile.Rule(rule: "network inet6 dgram,", why: "UDP over IPv6 when the network is on"),
       ]
       if support.usesABI4 {
-        rules.append(AppArmorProfile.Rule(rule: "userns,", why: "bwrap needs a user namespace (AppArmor 4 mediates creating one)"))
+        rules.append(
+          AppArmorProfile.Rule(rule: "userns,", why: "bwrap needs a user namespace (AppArmor 4 mediates creating one)"))
       }
       return rules
     }
 
     /// The mount rules bwrap needs for one entry of the mount table (see `Mount`).
-    static func mountRules(_ mount: Bwrap.Mount, isDirectory: (String) -> Bool) throws(SandboxError) -> [AppArmorProfile.Rule] {
+    static func mountRules(_ mount: Bwrap.Mount, isDirectory: (String) -> Bool) throws(SandboxError) -> [AppArmorProfile
+      .Rule]
+    {
       func target(_ path: String, directory: Bool) throws(SandboxError) -> String {
         let inside = try AppArmorProfile.quotedPath(path == "/" ? "/newroot" : "/newroot\(path)")
         return directory ? inside + "/" : inside
       }
       func remount(_ path: String, directory: Bool) throws(SandboxError) -> AppArmorProfile.Rule {
         AppArmorProfile.Rule(
-          rule: "mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> \(try target(path, directory: directory)),",
+          rule:
+            "mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> \(try target(path, directory: directory)),",
           why: "remount \(path) with its flags")
       }
       switch mount {
@@ -1860,44 +1960,70 @@ extension Sandbox {
         let directory = isDirectory(path)
         let source = try AppArmorProfile.quotedPath("/oldroot\(path)") + (directory ? "/" : "")
         return [
-          AppArmorProfile.Rule(rule: "mount options=(rw, rbind) \(source) -> \(try target(path, directory: directory)),", why: "bind \(path) from the host"),
+          AppArmorProfile.Rule(
+            rule: "mount options=(rw, rbind) \(source) -> \(try target(path, directory: directory)),",
+            why: "bind \(path) from the host"),
           try remount(path, directory: directory),
         ]
       case .readWriteDescriptor(_, let path):
         return [
-          AppArmorProfile.Rule(rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),", why: "bind the validated mount dir (reached through its descriptor) at \(path)"),
+          AppArmorProfile.Rule(
+            rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),",
+            why: "bind the validated mount dir (reached through its descriptor) at \(path)"),
           try remount(path, directory: true),
         ]
       case .tmpfs(let path, _), .maskDirectory(let path):
         return [
-          AppArmorProfile.Rule(rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),", why: "tmpfs at \(path)"),
+          AppArmorProfile.Rule(
+            rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),", why: "tmpfs at \(path)"),
           try remount(path, directory: true),
         ]
       case .proc(let path):
-        var rules = [AppArmorProfile.Rule(rule: "mount fstype=proc -> \(try target(path, directory: true)),", why: "a new /proc"), try remount(path, directory: true)]
+        var rules = [
+          AppArmorProfile.Rule(rule: "mount fstype=proc -> \(try target(path, directory: true)),", why: "a new /proc"),
+          try remount(path, directory: true),
+        ]
         for (entry, directory) in [("sys", true), ("sysrq-trigger", false), ("irq", true), ("bus", true)] {
           let inside = try target("\(path)/\(entry)", directory: directory)
-          rules.append(AppArmorProfile.Rule(rule: "mount options=(rw, rbind) \(inside) -> \(inside),", why: "bwrap --proc covers \(path)/\(entry) read-only by binding it over itself"))
+          rules.append(
+            AppArmorProfile.Rule(
+              rule: "mount options=(rw, rbind) \(inside) -> \(inside),",
+              why: "bwrap --proc covers \(path)/\(entry) read-only by binding it over itself"))
           rules.append(try remount("\(path)/\(entry)", directory: directory))
         }
         return rules
       case .dev(let path):
-        var rules = [AppArmorProfile.Rule(rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),", why: "bwrap --dev: a tmpfs for the minimal /dev")]
+        var rules = [
+          AppArmorProfile.Rule(
+            rule: "mount fstype=tmpfs -> \(try target(path, directory: true)),",
+            why: "bwrap --dev: a tmpfs for the minimal /dev")
+        ]
         for node in Bwrap.Layout.deviceNodes.map(\.name) {
-          rules.append(AppArmorProfile.Rule(rule: "mount options=(rw, rbind) /oldroot/dev/\(node) -> \(try target("\(path)/\(node)", directory: false)),", why: "bwrap --dev: \(path)/\(node) from the host"))
+          rules.append(
+            AppArmorProfile.Rule(
+              rule:
+                "mount options=(rw, rbind) /oldroot/dev/\(node) -> \(try target("\(path)/\(node)", directory: false)),",
+              why: "bwrap --dev: \(path)/\(node) from the host"))
           rules.append(try remount("\(path)/\(node)", directory: false))
         }
-        rules.append(AppArmorProfile.Rule(rule: "mount fstype=devpts -> \(try target("\(path)/pts", directory: true)),", why: "bwrap --dev: a private devpts"))
+        rules.append(
+          AppArmorProfile.Rule(
+            rule: "mount fstype=devpts -> \(try target("\(path)/pts", directory: true)),",
+            why: "bwrap --dev: a private devpts"))
         rules.append(try remount("\(path)/pts", directory: true))
         return rules
       case .data(_, let path):
         return [
-          AppArmorProfile.Rule(rule: "mount options=(rw, rbind) /bindfile* -> \(try target(path, directory: false)),", why: "bwrap stages \(path) as /bindfileXXXXXX, then binds it"),
+          AppArmorProfile.Rule(
+            rule: "mount options=(rw, rbind) /bindfile* -> \(try target(path, directory: false)),",
+            why: "bwrap stages \(path) as /bindfileXXXXXX, then binds it"),
           try remount(path, directory: false),
         ]
       case .maskFile(let path):
         return [
-          AppArmorProfile.Rule(rule: "mount options=(rw, rbind) /oldroot/dev/null -> \(try target(path, directory: false)),", why: "mask \(path) with /dev/null"),
+          AppArmorProfile.Rule(
+            rule: "mount options=(rw, rbind) /oldroot/dev/null -> \(try target(path, directory: false)),",
+            why: "mask \(path) with /dev/null"),
           try remount(path, directory: false),
         ]
       case .remountReadOnly(let path):
@@ -1936,7 +2062,9 @@ extension Sandbox {
             return AppArmorProfile.State(mode: mode)
           }
         }
-        guard let listing = Sys.readSmallFile(AppArmorProfile.Paths.loadedProfiles, limit: 16 << 20) else { return .notLoaded }
+        guard let listing = Sys.readSmallFile(AppArmorProfile.Paths.loadedProfiles, limit: 16 << 20) else {
+          return .notLoaded
+        }
         for line in listing.split(separator: "\n") where line.hasPrefix("\(name) (") {
           return AppArmorProfile.State(mode: String(line.dropFirst(name.count + 2).prefix { $0 != ")" }))
         }
@@ -1956,18 +2084,24 @@ extension Sandbox {
         }
       }
       enum Line {
-        case same(String), removed(String), added(String)
+        case same(String)
+        case removed(String)
+        case added(String)
         var isChange: Bool { if case .same = self { false } else { true } }
       }
       var lines: [Line] = []
       var (i, j) = (0, 0)
       while i < a.count || j < b.count {
         if i < a.count && j < b.count && a[i] == b[j] {
-          lines.append(.same(a[i])); i += 1; j += 1
+          lines.append(.same(a[i]))
+          i += 1
+          j += 1
         } else if i < a.count && (j == b.count || table[i + 1][j] >= table[i][j + 1]) {
-          lines.append(.removed(a[i])); i += 1  // removals first, as diff(1) shows them
+          lines.append(.removed(a[i]))
+          i += 1  // removals first, as diff(1) shows them
         } else {
-          lines.append(.added(b[j])); j += 1
+          lines.append(.added(b[j]))
+          j += 1
         }
       }
       var output = "--- \(oldName)\n+++ \(newName)\n"
@@ -1984,15 +2118,27 @@ extension Sandbox {
           end = next + 1
         }
         end = min(lines.count, end + 3)
-        for line in lines[index..<start] { if case .same = line { oldLine += 1; newLine += 1 } }
+        for line in lines[index..<start] {
+          if case .same = line {
+            oldLine += 1
+            newLine += 1
+          }
+        }
         var oldCount = 0
         var newCount = 0
         var body = ""
         for line in lines[start..<end] {
           switch line {
-          case .same(let text): body += " \(text)\n"; oldCount += 1; newCount += 1
-          case .removed(let text): body += "-\(text)\n"; oldCount += 1
-          case .added(let text): body += "+\(text)\n"; newCount += 1
+          case .same(let text):
+            body += " \(text)\n"
+            oldCount += 1
+            newCount += 1
+          case .removed(let text):
+            body += "-\(text)\n"
+            oldCount += 1
+          case .added(let text):
+            body += "+\(text)\n"
+            newCount += 1
           }
         }
         output += "@@ -\(oldLine),\(oldCount) +\(newLine),\(newCount) @@\n" + body
@@ -2057,7 +2203,9 @@ extension Sandbox {
       posix_spawn_file_actions_init(&actions)
       defer { posix_spawn_file_actions_destroy(&actions) }
       for (target, source) in sources.enumerated() {
-        try Sys.checkSpawn("posix_spawn_file_actions_adddup2") { posix_spawn_file_actions_adddup2(&actions, source, Int32(target)) }
+        try Sys.checkSpawn("posix_spawn_file_actions_adddup2") {
+          posix_spawn_file_actions_adddup2(&actions, source, Int32(target))
+        }
       }
       try Sys.checkSpawn("posix_spawn_file_actions_addclosefrom_np") { addCloseFrom(&actions, firstFree) }
       var attributes = posix_spawnattr_t()
@@ -2078,12 +2226,16 @@ extension Sandbox {
       var pid: pid_t = 0
       try Sys.withCStrings([executable] + arguments) { argv throws(SandboxError) in
         try Sys.withCStrings(environment) { envp throws(SandboxError) in
-          try Sys.checkSpawn("posix_spawn", path: executable) { posix_spawn(&pid, executable, &actions, &attributes, argv, envp) }
+          try Sys.checkSpawn("posix_spawn", path: executable) {
+            posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+          }
         }
       }
       let pidFD = pidfdOpen(pid, 0)
       if pidFD < 0 {
-        if errno == ENOSYS { throw .lifecycleUnavailable(reason: "the kernel has no pidfd_open (Linux 5.3 or newer is needed)") }
+        if errno == ENOSYS {
+          throw .lifecycleUnavailable(reason: "the kernel has no pidfd_open (Linux 5.3 or newer is needed)")
+        }
         return Spawner.Child(pid: pid, pidFD: -1)  // already reaped by the kernel (SIGCHLD ignored)
       }
       // With SIGCHLD ignored the pid may have been reaped and reused before pidfd_open: the
@@ -2228,7 +2380,9 @@ extension Sandbox {
         loop.watch(fd, events: Int16(POLLOUT)) { [unowned self, unowned loop] _ in
           let sent = Sys.retryingInterrupts {
             bytes.withUnsafeBytes { raw in
-              Glibc.send(fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
+              Glibc.send(
+                fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16),
+                Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
             }
           }
           if sent > 0 { offset += sent }
@@ -2388,10 +2542,9 @@ extension Sandbox {
       try loop.run { exited }  // what the pipes hold at exit is drained below
       stdout.finish(loop)
       stderr.finish(loop)
-      return Spawner.Outcome(status: Spawner.reap(child), stdout: stdout.bytes, stderr: stderr.bytes, timedOut: timedOut)
+      return Spawner.Outcome(
+        status: Spawner.reap(child), stdout: stdout.bytes, stderr: stderr.bytes, timedOut: timedOut)
     }
-
-
 
   }
 }
@@ -2538,17 +2691,21 @@ extension Sandbox {
       let launcher: Spawner.Child
       do {
         launcher = try Spawner.spawn(
-          launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs, processGroup: reaper?.pid)
+          launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs,
+          processGroup: reaper?.pid)
       } catch {
         // The reaper's group is gone (it died) or out of reach (this process changed its session):
         // once more, with a new reaper.
-        guard case .system(_, _, let code) = error, code == EPERM || code == ESRCH, let stale = reaper else { throw error }
+        guard case .system(_, _, let code) = error, code == EPERM || code == ESRCH, let stale = reaper else {
+          throw error
+        }
         Lifecycle.Reaper.shared.leave(stale, stuck: true)
         reaper = nil
         let fresh = try Lifecycle.Reaper.shared.enter()
         reaper = fresh
         launcher = try Spawner.spawn(
-          launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs, processGroup: fresh.pid)
+          launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs,
+          processGroup: fresh.pid)
       }
       for fd in childEnds { close(fd) }
       childEnds = []
@@ -2603,13 +2760,15 @@ extension Sandbox {
       func openGate(deadline: ContinuousClock.Instant) {
         guard ready, !started, stop == nil, let pidOne, !pidOneGone, channelFD >= 0 else { return }
         if gate == nil {
-          guard let child = Lifecycle.ProcessStatus.onlyChild(of: pidOne.pid), let pidfdOpen = Sys.GlibcExtras.pidfdOpen else {
+          guard let child = Lifecycle.ProcessStatus.onlyChild(of: pidOne.pid), let pidfdOpen = Sys.GlibcExtras.pidfdOpen
+          else {
             return failSetup(.sandboxSetupFailed(message: "the gate process under bwrap's pid 1 could not be found"))
           }
           let fd = pidfdOpen(child, 0)
           let found = Spawner.Child(pid: child, pidFD: fd)
           gate = found
-          guard fd >= 0, Lifecycle.ProcessStatus.namespacePIDs(ofPidFD: fd).last == 2, Lifecycle.ProcessStatus.read(child)?.parent == pidOne.pid,
+          guard fd >= 0, Lifecycle.ProcessStatus.namespacePIDs(ofPidFD: fd).last == 2,
+            Lifecycle.ProcessStatus.read(child)?.parent == pidOne.pid,
             !Spawner.hasExited(fd)
           else { return failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 has a child that is not the gate")) }
           do throws(SandboxError) {
@@ -2620,14 +2779,19 @@ extension Sandbox {
         }
         let status = Lifecycle.ProcessStatus.read(pidOne.pid)
         guard !Spawner.hasExited(pidOne.pidFD), let status, status.parent == launcher.pid else {
-          return failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 lost its launcher before the payload could start"))
+          return failSetup(
+            .sandboxSetupFailed(message: "bwrap's pid 1 lost its launcher before the payload could start"))
         }
         if status.seccompFilters.map({ $0 > inherited.filters }) ?? (inherited.mode == 0 && status.seccompMode == 2) {
           Sys.sendAll(channelFD, Array(Bwrap.Gate.go.utf8))
           started = true
           closeChannel()
         } else if ContinuousClock.now >= deadline {
-          failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 did not arm its parent-death signal within \(Lifecycle.armingBound) (its seccomp filter is the sign)"))
+          failSetup(
+            .sandboxSetupFailed(
+              message:
+                "bwrap's pid 1 did not arm its parent-death signal within \(Lifecycle.armingBound) (its seccomp filter is the sign)"
+            ))
         } else {
           loop.at(ContinuousClock.now + .milliseconds(1)) { openGate(deadline: deadline) }
         }
@@ -2655,7 +2819,11 @@ extension Sandbox {
           loop.unwatch(fd)
           killSandbox()  // the namespace is gone; the launcher follows within the bound, or we stop waiting
         }
-        if tearingDown { Spawner.send(SIGKILL, to: fd) } else { openGate(deadline: ContinuousClock.now + Lifecycle.armingBound) }
+        if tearingDown {
+          Spawner.send(SIGKILL, to: fd)
+        } else {
+          openGate(deadline: ContinuousClock.now + Lifecycle.armingBound)
+        }
       }
       func readReport() {
         guard reportFD >= 0 else { return }
@@ -2705,7 +2873,9 @@ extension Sandbox {
       if let watch = launch.diskWatch, let baseline = Sys.filesystemUsage(watch.fd) {
         func check() {
           guard stop == nil, !launcherExited else { return }
-          if let now = Sys.filesystemUsage(watch.fd), now.used - baseline.used > watch.budget || now.available < watch.reserve {
+          if let now = Sys.filesystemUsage(watch.fd),
+            now.used - baseline.used > watch.budget || now.available < watch.reserve
+          {
             return halt(.disk)
           }
           loop.at(ContinuousClock.now + .milliseconds(50)) { check() }
@@ -2724,7 +2894,8 @@ extension Sandbox {
       let ended = { launcherExited && (pidOne == nil || pidOneGone) }
       try loop.run { abandoned || ended() }
       if !abandoned && !ended() {
-        leftover = leftover ?? "the host lost track of the sandbox's processes"  // fail closed: never a false "all gone"
+        // fail closed: never a false "all gone"
+        leftover = leftover ?? "the host lost track of the sandbox's processes"
       }
       if abandoned {
         leftover = leftover ?? "processes of the sandbox were still alive \(Lifecycle.teardownBound) after SIGKILL"
@@ -2740,7 +2911,6 @@ extension Sandbox {
         duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
         allGone: !abandoned && leftover == nil, leftover: leftover)
     }
-
 
     /// Kills every sandbox launcher of this process when the process dies, however it dies.
     ///
@@ -2841,7 +3011,9 @@ extension Sandbox {
 
       /// Reads `/proc/PID/status` (or `/proc/thread-self/status` for pid 0).
       static func read(_ pid: pid_t) -> Lifecycle.ProcessStatus? {
-        guard let text = Sys.readSmallFile(pid == 0 ? "/proc/thread-self/status" : "/proc/\(pid)/status", limit: 16 << 10) else { return nil }
+        guard
+          let text = Sys.readSmallFile(pid == 0 ? "/proc/thread-self/status" : "/proc/\(pid)/status", limit: 16 << 10)
+        else { return nil }
         var status = Lifecycle.ProcessStatus(parent: -1, seccompMode: -1, seccompFilters: nil)
         for line in text.split(separator: "\n") {
           let parts = line.split(separator: "\t", omittingEmptySubsequences: true)
@@ -2865,7 +3037,9 @@ extension Sandbox {
         } else if let proc = opendir("/proc") {
           defer { closedir(proc) }
           while let entry = readdir(proc) {
-            if let candidate = pid_t(Sys.entryName(entry)), read(candidate)?.parent == pid { children.append(candidate) }
+            if let candidate = pid_t(Sys.entryName(entry)), read(candidate)?.parent == pid {
+              children.append(candidate)
+            }
           }
         }
         return children.count == 1 ? children[0] : nil
@@ -2891,10 +3065,14 @@ extension Sandbox {
         guard let status = Lifecycle.ProcessStatus.read(0) else {
           throw .lifecycleUnavailable(reason: "/proc/thread-self/status cannot be read (is /proc mounted?)")
         }
-        if let filters = status.seccompFilters { return Lifecycle.SeccompState(mode: status.seccompMode, filters: filters) }
+        if let filters = status.seccompFilters {
+          return Lifecycle.SeccompState(mode: status.seccompMode, filters: filters)
+        }
         guard status.seccompMode == 0 else {
           throw .lifecycleUnavailable(
-            reason: "this process already runs under seccomp and the kernel (older than 5.9) does not count filters, so bwrap's pid 1 cannot be seen arming itself")
+            reason:
+              "this process already runs under seccomp and the kernel (older than 5.9) does not count filters, so bwrap's pid 1 cannot be seen arming itself"
+          )
         }
         return Lifecycle.SeccompState(mode: 0, filters: 0)
       }
@@ -2910,7 +3088,8 @@ extension Sandbox {
         (Sys.ResourceLimit.core, "RLIMIT_CORE", 0, 0),  // a crash must not write a core file past every limit
         (Sys.ResourceLimit.openFiles, "RLIMIT_NOFILE", limits.openFiles, limits.openFiles),
       ]
-      if let seconds = limits.cpuSeconds { wanted.append((Sys.ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }  // SIGXCPU, then SIGKILL
+      // SIGXCPU, then SIGKILL
+      if let seconds = limits.cpuSeconds { wanted.append((Sys.ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }
       if let bytes = limits.memoryBytes { wanted.append((Sys.ResourceLimit.data, "RLIMIT_DATA", bytes, bytes)) }
       if let bytes = limits.fileSizeBytes { wanted.append((Sys.ResourceLimit.fileSize, "RLIMIT_FSIZE", bytes, bytes)) }
       if let count = limits.maxProcesses { wanted.append((Sys.ResourceLimit.processes, "RLIMIT_NPROC", count, count)) }
@@ -2958,7 +3137,6 @@ extension Sandbox {
 
 // MARK: - Mount dir changes
 
-
 extension Sandbox {
   /// The mount dir after a run: snapshots, set-id clearing, the change lists, safe reads and removal.
   enum Changes {
@@ -2997,12 +3175,16 @@ extension Sandbox {
         if real == tempReal {
           throw .invalidMountDirectory(
             path: path,
-            reason: "is the temp dir itself; binding all of \(tempReal) would hand the payload every other program's temp files and sockets")
+            reason:
+              "is the temp dir itself; binding all of \(tempReal) would hand the payload every other program's temp files and sockets"
+          )
         }
         guard tempReal != "/", real.hasPrefix("\(tempReal)/") else {
           throw .invalidMountDirectory(
             path: path,
-            reason: "resolves to '\(real)', which is not below the temp dir '\(tempReal)' ($TMPDIR or /tmp); only a directory there may be bound writable")
+            reason:
+              "resolves to '\(real)', which is not below the temp dir '\(tempReal)' ($TMPDIR or /tmp); only a directory there may be bound writable"
+          )
         }
         let fd = open(real, Sys.openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw .system(call: "open", path: real, errno: errno) }
@@ -3020,7 +3202,9 @@ extension Sandbox {
       func close() { _ = Glibc.close(pathFD) }
 
       /// Records every entry below the directory, with `lstat` semantics only, within the caps.
-      func snapshot(limits: SandboxLimits = SandboxLimits(), clearingSetID: Bool = false) throws(SandboxError) -> Changes.Snapshot {
+      func snapshot(limits: SandboxLimits = SandboxLimits(), clearingSetID: Bool = false) throws(SandboxError)
+        -> Changes.Snapshot
+      {
         let fd = openat(pathFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .system(call: "openat", path: hostPath, errno: errno) }
         return Changes.Snapshot(directoryFD: fd, limits: limits, clearingSetID: clearingSetID)
@@ -3030,7 +3214,9 @@ extension Sandbox {
       /// after-snapshot (clearing set-id bits as it goes), a full sweep when that walk could not
       /// cover the tree, the bind root's own mode put back, and the changes within the caps.
       /// Returns the changes and, when the clean-up is incomplete, why (the dir is then sealed).
-      func finishRun(before: Changes.Snapshot, excluding: [UInt8]?, limits: SandboxLimits) -> (Changes.ChangeList, String?) {
+      func finishRun(before: Changes.Snapshot, excluding: [UInt8]?, limits: SandboxLimits) -> (
+        Changes.ChangeList, String?
+      ) {
         var problems: [String] = []
         // First the bind root's own mode: the payload may have made it unreadable or unsearchable.
         if let problem = restoreMode() { problems.append(problem) }
@@ -3137,7 +3323,9 @@ extension Sandbox {
       var entries: [String: Changes.FileStamp] {
         var all: [String: Changes.FileStamp] = [:]
         for (directory, listed) in directories {
-          for entry in listed { all[String(decoding: Changes.relativePath(directory, entry.name), as: UTF8.self)] = entry.stamp }
+          for entry in listed {
+            all[String(decoding: Changes.relativePath(directory, entry.name), as: UTF8.self)] = entry.stamp
+          }
         }
         return all
       }
@@ -3176,7 +3364,9 @@ extension Sandbox {
       /// this directory when it is one.
       func descend(into name: [UInt8]) -> Changes.SnapshotWalk.Job {
         let prefix = Changes.relativePath(self.prefix, name)
-        if let anchor { return .descend(from: anchor, path: pathFromAnchor + [UInt8(ascii: "/")] + name, prefix: prefix) }
+        if let anchor {
+          return .descend(from: anchor, path: pathFromAnchor + [UInt8(ascii: "/")] + name, prefix: prefix)
+        }
         return .descend(from: self, path: name, prefix: prefix)
       }
 
@@ -3217,7 +3407,9 @@ extension Sandbox {
       var fd = openat(directoryFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
       for (index, component) in components.enumerated() where fd >= 0 {
         let last = index == components.count - 1
-        let next = Sys.withCName(component) { openat(fd, $0, (last ? flags : O_RDONLY | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC) }
+        let next = Sys.withCName(component) {
+          openat(fd, $0, (last ? flags : O_RDONLY | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC)
+        }
         let code = errno
         Glibc.close(fd)
         fd = next
@@ -3229,9 +3421,13 @@ extension Sandbox {
     /// Clears the setuid and setgid bits of `name` in `directoryFD`, which `fstatat` just showed
     /// as `expected`: opened with O_PATH and no symlink followed, checked to be that inode and of
     /// that type, then changed through its own descriptor. Returns a problem, or nil.
-    static func clearSetID(in directoryFD: Int32, name: [UInt8], expected: stat, path: @autoclosure () -> [UInt8]) -> String? {
+    static func clearSetID(in directoryFD: Int32, name: [UInt8], expected: stat, path: @autoclosure () -> [UInt8])
+      -> String?
+    {
       let fd = Sys.withCName(name) { openat(directoryFD, $0, Sys.openPathOnly | O_NOFOLLOW | O_CLOEXEC) }
-      guard fd >= 0 else { return "opening '\(Sys.printable(path()))' to clear its set-id bits: \(Sys.errnoText(errno))" }
+      guard fd >= 0 else {
+        return "opening '\(Sys.printable(path()))' to clear its set-id bits: \(Sys.errnoText(errno))"
+      }
       defer { Glibc.close(fd) }
       var info = stat()
       guard fstat(fd, &info) == 0, info.st_ino == expected.st_ino, info.st_dev == expected.st_dev,
@@ -3354,7 +3550,13 @@ extension Sandbox {
           return start
         }
         guard startHelper else { return }
-        if !Sys.startThread(inline: false, { self.work(); self.helperFinished() }) {
+        if !Sys.startThread(
+          inline: false,
+          {
+            self.work()
+            self.helperFinished()
+          })
+        {
           helperFinished()  // no thread to be had: the caller walks alone
         }
       }
@@ -3372,7 +3574,8 @@ extension Sandbox {
           if fstat(directory.fd, &info) == 0 && info.st_mode & (S_ISUID | S_ISGID) != 0 && !directory.prefix.isEmpty,
             fchmod(directory.fd, info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)) != 0
           {
-            let problem = "clearing the set-id bits of directory '\(Sys.printable(directory.prefix))': \(Sys.errnoText(errno))"
+            let problem =
+              "clearing the set-id bits of directory '\(Sys.printable(directory.prefix))': \(Sys.errnoText(errno))"
             record { problems.append(problem) }
           }
         }
@@ -3398,7 +3601,9 @@ extension Sandbox {
         }
         closedir(stream)
         for start in stride(from: 0, to: names.count, by: Self.batchSize) {
-          queued.append(.stamp(directory, batch: start / Self.batchSize, names: names[start..<min(start + Self.batchSize, names.count)]))
+          queued.append(
+            .stamp(
+              directory, batch: start / Self.batchSize, names: names[start..<min(start + Self.batchSize, names.count)]))
         }
         add(queued)
       }
@@ -3420,7 +3625,9 @@ extension Sandbox {
             continue
           }
           if clearingSetID && info.st_mode & S_IFMT == S_IFREG && info.st_mode & (S_ISUID | S_ISGID) != 0 {
-            if let problem = Changes.clearSetID(in: directory.fd, name: name, expected: info, path: Changes.relativePath(directory.prefix, name)) {
+            if let problem = Changes.clearSetID(
+              in: directory.fd, name: name, expected: info, path: Changes.relativePath(directory.prefix, name))
+            {
               problems.append(problem)
             } else {
               info.st_mode &= ~(S_ISUID | S_ISGID)  // the stamp the after-snapshot would see now
@@ -3503,7 +3710,9 @@ extension Sandbox {
         }
         while let current = stack.last {
           let fd = current.fd
-          if ContinuousClock.now >= deadline { return abandon("the set-id sweep did not finish within the clean-up time limit") }
+          if ContinuousClock.now >= deadline {
+            return abandon("the set-id sweep did not finish within the clean-up time limit")
+          }
           // A batch of this directory: clear what is set-id, remember its subdirectories.
           if current.pending.isEmpty && !current.atEnd {
             guard let batch = Changes.readDirectoryBatch(fd, from: current.position) else {
@@ -3514,7 +3723,8 @@ extension Sandbox {
               var info = stat()
               guard Sys.withCName(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else {
                 if errno != ENOENT {  // what cannot be examined cannot be known clear: fail closed
-                  problems.append("examining '\(Sys.printable(joined(path + [name])))' in the set-id sweep: \(Sys.errnoText(errno))")
+                  problems.append(
+                    "examining '\(Sys.printable(joined(path + [name])))' in the set-id sweep: \(Sys.errnoText(errno))")
                 }
                 continue
               }
@@ -3541,12 +3751,17 @@ extension Sandbox {
             var info = stat()
             guard handle >= 0, fstat(handle, &info) == 0 else {
               if handle >= 0 { Glibc.close(handle) }
-              if errno != ENOENT { problems.append("entering '\(Sys.printable(joined(path + [name])))' for the set-id sweep: \(Sys.errnoText(errno))") }
+              if errno != ENOENT {
+                problems.append(
+                  "entering '\(Sys.printable(joined(path + [name])))' for the set-id sweep: \(Sys.errnoText(errno))")
+              }
               continue
             }
             var restore: mode_t? = nil
             let kept = info.st_mode & 0o7777 & ~(S_ISUID | S_ISGID)
-            if geteuid() != 0 && info.st_uid == geteuid() && kept & 0o500 != 0o500 && Changes.changeMode(ofPathFD: handle, to: kept | 0o500) == nil {
+            if geteuid() != 0 && info.st_uid == geteuid() && kept & 0o500 != 0o500
+              && Changes.changeMode(ofPathFD: handle, to: kept | 0o500) == nil
+            {
               restore = kept
             }
             let child = open("/proc/self/fd/\(handle)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)  // exactly that inode
@@ -3554,7 +3769,8 @@ extension Sandbox {
             if child < 0, let restore { _ = Changes.changeMode(ofPathFD: handle, to: restore) }
             Glibc.close(handle)
             guard child >= 0 else {
-              problems.append("entering '\(Sys.printable(joined(path + [name])))' for the set-id sweep: \(Sys.errnoText(code))")
+              problems.append(
+                "entering '\(Sys.printable(joined(path + [name])))' for the set-id sweep: \(Sys.errnoText(code))")
               continue
             }
             Glibc.close(fd)
@@ -3569,7 +3785,9 @@ extension Sandbox {
           if let parent = stack.last {
             let parentFD = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             var parentInfo = stat()
-            guard parentFD >= 0, fstat(parentFD, &parentInfo) == 0, parentInfo.st_dev == parent.device, parentInfo.st_ino == parent.inode else {
+            guard parentFD >= 0, fstat(parentFD, &parentInfo) == 0, parentInfo.st_dev == parent.device,
+              parentInfo.st_ino == parent.inode
+            else {
               if parentFD >= 0 { Glibc.close(parentFD) }
               if let restore = current.restore { fchmod(fd, restore) }
               Glibc.close(fd)
@@ -3586,8 +3804,6 @@ extension Sandbox {
         return problems
       }
     }
-
-
 
     /// Created-or-modified and removed entries, as sorted relative paths (exact bytes).
     struct ChangeList: Equatable {
@@ -3610,7 +3826,9 @@ extension Sandbox {
         let then = before.directories[directory] ?? []
         var paired = 0
         while paired < min(now.count, then.count) && now[paired].name == then[paired].name {
-          if now[paired].stamp != then[paired].stamp { changes.changed.append(Changes.relativePath(directory, now[paired].name)) }
+          if now[paired].stamp != then[paired].stamp {
+            changes.changed.append(Changes.relativePath(directory, now[paired].name))
+          }
           paired += 1
         }
         var unpaired = [[UInt8]: Changes.FileStamp](minimumCapacity: then.count - paired)
@@ -3657,13 +3875,20 @@ extension Sandbox {
       let parts = relative.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
       guard !relative.isEmpty, relative.first != UInt8(ascii: "/"), !relative.contains(0),
         !parts.contains(where: { $0.isEmpty || $0.elementsEqual([0x2e]) || $0.elementsEqual([0x2e, 0x2e]) })
-      else { throw .outputUnreadable(path: path, reason: "must be a plain relative path inside the mount dir (no '..', '.', empty parts or leading '/')") }
+      else {
+        throw .outputUnreadable(
+          path: path,
+          reason: "must be a plain relative path inside the mount dir (no '..', '.', empty parts or leading '/')")
+      }
       let root = open(mountDirectory, Sys.openPathOnly | O_DIRECTORY | O_CLOEXEC)
-      guard root >= 0 else { throw .outputUnreadable(path: path, reason: "the mount dir '\(mountDirectory)': \(Sys.errnoText(errno))") }
+      guard root >= 0 else {
+        throw .outputUnreadable(path: path, reason: "the mount dir '\(mountDirectory)': \(Sys.errnoText(errno))")
+      }
       defer { close(root) }
       let handle = Changes.openBeneath(root, relative, flags: Sys.openPathOnly)
       guard handle >= 0 else {
-        let reason = errno == ELOOP || errno == EXDEV ? "a symlink, or a path that leaves the mount dir" : Sys.errnoText(errno)
+        let reason =
+          errno == ELOOP || errno == EXDEV ? "a symlink, or a path that leaves the mount dir" : Sys.errnoText(errno)
         throw .outputUnreadable(path: path, reason: reason)
       }
       defer { close(handle) }
@@ -3794,17 +4019,18 @@ extension Sandbox {
 #if hasFeature(Extern)
   // glibc's _GNU_SOURCE functions, linked directly in the static build (see `Sandbox.Sys.GlibcExtras`).
   // Free functions: an `@_extern(c)` static member would be called with the wrong convention.
-  @_extern(c, "syscall") fileprivate func sandboxLinkedSyscall(_ number: Int, _ a: Int, _ b: Int, _ c: Int, _ d: Int) -> Int
-  @_extern(c, "prctl") fileprivate func sandboxLinkedPRCtl(_ option: Int32, _ a: UInt, _ b: UInt, _ c: UInt, _ d: UInt) -> Int32
-  @_extern(c, "pipe2") fileprivate func sandboxLinkedPipe2(_ fds: UnsafeMutablePointer<Int32>?, _ flags: Int32) -> Int32
+  @_extern(c, "syscall") private func sandboxLinkedSyscall(_ number: Int, _ a: Int, _ b: Int, _ c: Int, _ d: Int) -> Int
+  @_extern(c, "prctl") private func sandboxLinkedPRCtl(_ option: Int32, _ a: UInt, _ b: UInt, _ c: UInt, _ d: UInt)
+    -> Int32
+  @_extern(c, "pipe2") private func sandboxLinkedPipe2(_ fds: UnsafeMutablePointer<Int32>?, _ flags: Int32) -> Int32
   @_extern(c, "posix_spawn_file_actions_addclosefrom_np")
-  fileprivate func sandboxLinkedAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>?, _ from: Int32) -> Int32
+  private func sandboxLinkedAddCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>?, _ from: Int32)
+    -> Int32
   @_extern(c, "prlimit")
-  fileprivate func sandboxLinkedPRLimit(_ pid: pid_t, _ resource: Int32, _ new: UnsafePointer<rlimit>?, _ old: UnsafeMutablePointer<rlimit>?) -> Int32
+  private func sandboxLinkedPRLimit(
+    _ pid: pid_t, _ resource: Int32, _ new: UnsafePointer<rlimit>?, _ old: UnsafeMutablePointer<rlimit>?
+  ) -> Int32
 #endif
-
-
-
 
 extension Sandbox {
   /// Glibc calls Swift cannot make directly, errno handling, and small file and text helpers.
@@ -3812,7 +4038,9 @@ extension Sandbox {
     /// `text` without ASCII white space at either end (over UTF-8; ASCII bounds are character bounds).
     static func trimmed(_ text: String) -> String {
       let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }
-      guard let first = text.utf8.firstIndex(where: { !isSpace($0) }), let last = text.utf8.lastIndex(where: { !isSpace($0) }) else {
+      guard let first = text.utf8.firstIndex(where: { !isSpace($0) }),
+        let last = text.utf8.lastIndex(where: { !isSpace($0) })
+      else {
         return ""
       }
       return String(text[first...last])
@@ -3864,7 +4092,9 @@ extension Sandbox {
         static let addCloseFrom: AddCloseFrom? = sandboxLinkedAddCloseFrom
         static let prlimit: PRLimit? = sandboxLinkedPRLimit
         /// `pidfd_open(2)` by number (434 on every architecture): glibc < 2.36 has no wrapper.
-        static let pidfdOpen: PIDFDOpen? = { pid, flags in Int32(truncatingIfNeeded: sandboxLinkedSyscall(434, Int(pid), Int(flags), 0, 0)) }
+        static let pidfdOpen: PIDFDOpen? = { pid, flags in
+          Int32(truncatingIfNeeded: sandboxLinkedSyscall(434, Int(pid), Int(flags), 0, 0))
+        }
       #else
         static let syscall: Syscall? = lookup("syscall")
         static let prctl: PRCtl? = lookup("prctl")
@@ -3882,8 +4112,6 @@ extension Sandbox {
         }
       #endif
     }
-
-
 
     /// Runs `body` on a new thread and waits for it (a thread whose per-thread state — Landlock,
     /// no_new_privs — may change and which lives exactly as long as the run, as bwrap's
@@ -3952,7 +4180,8 @@ extension Sandbox {
       var offset = 0
       while offset < bytes.count {
         let count = Sys.retryingInterrupts {
-          bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }  // offset < count
+          // offset < count
+          bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
         }
         if count <= 0 { return false }
         offset += count
@@ -4070,7 +4299,9 @@ extension Sandbox {
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
       var offset = 0
       while offset < bytes.count {
-        let count = Sys.retryingInterrupts { bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) } }  // offset < count
+        let count = Sys.retryingInterrupts {
+          bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+        }  // offset < count
         if count <= 0 { return false }
         offset += count
       }
@@ -4102,7 +4333,8 @@ extension Sandbox {
     /// Finds an executable on PATH (then in /usr/bin, /bin, /usr/sbin, /sbin), as an absolute path.
     static func findExecutable(_ name: String) -> String? {
       let path = Sys.environmentValue("PATH") ?? ""
-      for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] where directory.hasPrefix("/") {
+      for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+      where directory.hasPrefix("/") {
         let candidate = "\(directory)/\(name)"
         if access(candidate, X_OK) == 0 && !isDirectory(candidate) { return candidate }
       }
@@ -4147,9 +4379,9 @@ extension Sandbox {
 
     /// [A-Za-z0-9_]
     static func isASCIIWordByte(_ byte: UInt8) -> Bool {
-      (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || byte == UInt8(ascii: "_")
+      (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+        || byte == UInt8(ascii: "_")
     }
-
 
     /// Starts a detached thread running `body`; when no thread can be had, runs `body` here
     /// (`inline: true`) or not at all. Returns whether a thread started.
@@ -4207,7 +4439,8 @@ extension Sandbox {
         let chunk = bytes[index..<min(index + 3, bytes.count)]
         let value = chunk.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (16 - 8 * UInt32($1.offset)) }
         for position in 0..<4 {
-          out.append(position <= chunk.count ? alphabet[Int(value >> (18 - 6 * UInt32(position)) & 0x3f)] : UInt8(ascii: "="))
+          out.append(
+            position <= chunk.count ? alphabet[Int(value >> (18 - 6 * UInt32(position)) & 0x3f)] : UInt8(ascii: "="))
         }
         index += 3
       }
@@ -4217,7 +4450,9 @@ extension Sandbox {
     /// `mkdtemp(3)` in the temp dir.
     static func makeTemporaryDirectory(prefix: String) throws(SandboxError) -> String {
       var template = Array("\(Sys.temporaryDirectory())/\(prefix)XXXXXX".utf8CString)
-      guard mkdtemp(&template) != nil else { throw .system(call: "mkdtemp", path: Sys.temporaryDirectory(), errno: errno) }
+      guard mkdtemp(&template) != nil else {
+        throw .system(call: "mkdtemp", path: Sys.temporaryDirectory(), errno: errno)
+      }
       return Sys.stringUpToNUL(template)
     }
 
@@ -4327,7 +4562,9 @@ public struct SelfTestContext: Sendable {
 
   /// The names /etc shows by design: the first component below /etc of each exposed or generated path.
   var etcNames: [String] {
-    (Layout.exposedEtc.map(\.path) + Layout.generatedEtc.map(\.path)).map { String($0.dropFirst("/etc/".count).prefix { $0 != "/" }) }
+    (Layout.exposedEtc.map(\.path) + Layout.generatedEtc.map(\.path)).map {
+      String($0.dropFirst("/etc/".count).prefix { $0 != "/" })
+    }
   }
 
   static func pythonSet(_ items: [String]) -> String {
@@ -4350,7 +4587,8 @@ public struct SelfTestContext: Sendable {
 
   /// Whether `path` is something the sandbox shows by design (system dirs, the venv, /tmp, /mnt).
   func isExposedByDesign(_ path: String) -> Bool {
-    let exposed = Sandbox.Bwrap.Layout.systemDirectories + [venvRoot, basePrefix, "/tmp", "/mnt", "/proc", "/dev", "/etc", "/run"]
+    let exposed =
+      Sandbox.Bwrap.Layout.systemDirectories + [venvRoot, basePrefix, "/tmp", "/mnt", "/proc", "/dev", "/etc", "/run"]
     return path == "/" || exposed.contains { !$0.isEmpty && (path == $0 || path.hasPrefix("\($0)/")) }
   }
 }
@@ -4381,7 +4619,8 @@ public let baseSuite: [SelfTest] = [
       print("OK")
       """,
     hostCheck: { _, directory in
-      Sandbox.Sys.readSmallFile("\(directory)/probe.txt") == "written in the sandbox\n" ? nil : "the host does not see /mnt/probe.txt"
+      Sandbox.Sys.readSmallFile("\(directory)/probe.txt") == "written in the sandbox\n"
+        ? nil : "the host does not see /mnt/probe.txt"
     }),
   SelfTest(
     "/tmp is writable (control)", layer: .control, expect: "OK",
@@ -4595,7 +4834,9 @@ public let baseSuite: [SelfTest] = [
     "network on: the host's abstract unix sockets are unreachable (Landlock's scope)",
     layer: .landlockScope, network: .enabled, expect: "BLOCKED", python: Sandbox.Probes.abstractSocketProbe,
     knownGap: Sandbox.Landlock.scopesAbstractSockets
-      ? nil : "Landlock ABI \(Sandbox.Landlock.abi) < 6 cannot scope abstract sockets: with the network on they stay reachable (documented)"),
+      ? nil
+      : "Landlock ABI \(Sandbox.Landlock.abi) < 6 cannot scope abstract sockets: with the network on they stay reachable (documented)"
+  ),
   SelfTest(
     "network on: name resolution uses the generated resolv.conf", layer: .mounts, network: .enabled,
     expect: "GENERATED",
@@ -4755,7 +4996,12 @@ extension Sandbox {
 
 /// The verdict on one self-test.
 public struct SelfTestOutcome: Sendable {
-  public enum Verdict: Sendable, Equatable { case passed, failed(String), skipped(String), knownGap(String) }
+  public enum Verdict: Sendable, Equatable {
+    case passed
+    case failed(String)
+    case skipped(String)
+    case knownGap(String)
+  }
   public var test: SelfTest
   public var verdict: Verdict
 }
@@ -4780,7 +5026,8 @@ public func runSelfTests(_ tests: [SelfTest], in sandbox: Sandbox) throws(Sandbo
       outcomes.append(SelfTestOutcome(test: test, verdict: .skipped(reason)))
       continue
     }
-    outcomes.append(SelfTestOutcome(test: test, verdict: try Sandbox.SelfTests.runSelfTest(test, in: sandbox, context: withPort)))
+    outcomes.append(
+      SelfTestOutcome(test: test, verdict: try Sandbox.SelfTests.runSelfTest(test, in: sandbox, context: withPort)))
   }
   return outcomes
 }
@@ -4814,7 +5061,11 @@ public enum SelfTestGate {
     }
   }
 
-  enum Status: Sendable { case unverified, passed, failed(String) }
+  enum Status: Sendable {
+    case unverified
+    case passed
+    case failed(String)
+  }
 
   final class GateState: @unchecked Sendable {
     private let lock = Sandbox.Sys.Mutex()
@@ -4827,7 +5078,9 @@ public enum SelfTestGate {
 extension Sandbox {
   /// Runs self-tests and keeps the gate's verdict.
   enum SelfTests {
-    static func runSelfTest(_ test: SelfTest, in sandbox: Sandbox, context: SelfTestContext) throws(SandboxError) -> SelfTestOutcome.Verdict {
+    static func runSelfTest(_ test: SelfTest, in sandbox: Sandbox, context: SelfTestContext) throws(SandboxError)
+      -> SelfTestOutcome.Verdict
+    {
       var source = test.python
       for (placeholder, value) in context.placeholders { source = source.replacing(placeholder, with: value) }
       let directory = try Sys.makeTemporaryDirectory(prefix: "sandbox-selftest-")
@@ -4841,7 +5094,9 @@ extension Sandbox {
       if word == "SKIP" { return .skipped(String(verdictLine.dropFirst(5))) }
       guard word == test.expect else {
         let shown = verdictLine.isEmpty ? "no verdict" : verdictLine
-        let detail = result.timedOut ? " (timed out)" : result.stderr.isEmpty ? "" : " [stderr: \(Sys.lastLine(of: result.stderrText))]"
+        let detail =
+          result.timedOut
+          ? " (timed out)" : result.stderr.isEmpty ? "" : " [stderr: \(Sys.lastLine(of: result.stderrText))]"
         if let gap = test.knownGap { return .knownGap("\(gap); got \(shown)") }
         return .failed("expected \(test.expect), got \(shown)\(detail)")
       }
@@ -4867,7 +5122,9 @@ extension Sandbox {
 
     /// A TCP socket listening on the host's 127.0.0.1 (never accepted from: the backlog answers).
     static func openLoopbackListener() throws(SandboxError) -> (fd: Int32, port: Int) {
-      let fd = try Sys.check("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+      let fd = try Sys.check("socket") {
+        socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      }
       var address = sockaddr_in()
       address.sin_family = sa_family_t(AF_INET)
       address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
@@ -4887,7 +5144,9 @@ extension Sandbox {
 
     /// A unix socket listening on the abstract name `name` (in this network namespace).
     static func openAbstractListener(name: String) throws(SandboxError) -> Int32 {
-      let fd = try Sys.check("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+      let fd = try Sys.check("socket(AF_UNIX)") {
+        socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      }
       var address = sockaddr_un()
       address.sun_family = sa_family_t(AF_UNIX)
       let bytes = Array(name.utf8.prefix(100))
@@ -4905,8 +5164,6 @@ extension Sandbox {
       }
       return fd
     }
-
-
 
   }
 }
@@ -5009,9 +5266,12 @@ extension Sandbox {
       }
 
       static func flag(
-        _ names: String..., group: Group, _ help: String, _ apply: @escaping @Sendable (inout Options) throws(SandboxError) -> Void
+        _ names: String..., group: Group, _ help: String,
+        _ apply: @escaping @Sendable (inout Options) throws(SandboxError) -> Void
       ) -> Option {
-        Option(names: names, value: nil, group: group, help: help) { (options, _) throws(SandboxError) in try apply(&options) }
+        Option(names: names, value: nil, group: group, help: help) { (options, _) throws(SandboxError) in
+          try apply(&options)
+        }
       }
 
       static func value(
@@ -5066,24 +5326,31 @@ extension Sandbox {
       .flag("--no-apparmor", group: .configuration, "run without the AppArmor layer (says so); the others stay") {
         $0.noAppArmor = true
       },
-      .flag("--enable-network", group: .configuration, "share the host's network (the default)") { options throws(SandboxError) in
+      .flag("--enable-network", group: .configuration, "share the host's network (the default)") {
+        options throws(SandboxError) in
         try CLI.setNetwork(&options, true)
       },
-      .flag("--disable-network", group: .configuration, "a network namespace with loopback only") { options throws(SandboxError) in
+      .flag("--disable-network", group: .configuration, "a network namespace with loopback only") {
+        options throws(SandboxError) in
         try CLI.setNetwork(&options, false)
       },
       .flag("--no-seccomp", group: .configuration, "an allow-all seccomp filter (for benchmarks; weaker)") {
         $0.noSeccomp = true
       },
-      .flag("--ignore-profile-diffs", group: .configuration, "use a loaded profile that differs from the generated one") {
+      .flag("--ignore-profile-diffs", group: .configuration, "use a loaded profile that differs from the generated one")
+      {
         $0.ignoreProfileDiffs = true
       },
       .flag("--verbose", group: .selfTest, "print every test, not only failures and skips") { $0.verbose = true },
-      .flag("--extra-tests", group: .selfTest, "add the extended suite (sandbox_extra_tests.swift)") { $0.extraTests = true },
-      .flag("--interactive", group: .selfTest, "a sandboxed Python REPL on this terminal") { options throws(SandboxError) in
+      .flag("--extra-tests", group: .selfTest, "add the extended suite (sandbox_extra_tests.swift)") {
+        $0.extraTests = true
+      },
+      .flag("--interactive", group: .selfTest, "a sandboxed Python REPL on this terminal") {
+        options throws(SandboxError) in
         try CLI.select(.interactive, in: &options)
       },
-      .flag("--print-apparmor-profile", group: .selfTest, "print the profile this venv needs (any kernel)") { options throws(SandboxError) in
+      .flag("--print-apparmor-profile", group: .selfTest, "print the profile this venv needs (any kernel)") {
+        options throws(SandboxError) in
         try CLI.select(.printProfile, in: &options)
       },
       .value("--code", "CODE", group: .run, "the Python code (without --code or --script: stdin)") { $0.code = $1 },
@@ -5091,20 +5358,27 @@ extension Sandbox {
       .value("--mnt-dir", "DIR", group: .run, "a directory below the temp dir, bound read-write at /mnt") {
         $0.mountDirectory = $1
       },
-      .value("--timeout", "SECONDS", group: .run, "wall-clock limit (> 0); 124 when it strikes") { options, text throws(SandboxError) in
+      .value("--timeout", "SECONDS", group: .run, "wall-clock limit (> 0); 124 when it strikes") {
+        options, text throws(SandboxError) in
         options.timeout = try CLI.parseTimeout(text)
       },
-      .value("--env", "NAME=VALUE", group: .run, repeatable: true, "an extra environment variable") { options, pair throws(SandboxError) in
-        guard let equals = pair.firstIndex(of: "=") else { throw .usage("--env takes NAME=VALUE, got '\(Sys.printable(pair))'") }
+      .value("--env", "NAME=VALUE", group: .run, repeatable: true, "an extra environment variable") {
+        options, pair throws(SandboxError) in
+        guard let equals = pair.firstIndex(of: "=") else {
+          throw .usage("--env takes NAME=VALUE, got '\(Sys.printable(pair))'")
+        }
         let name = String(pair[..<equals])
         guard Bwrap.isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
         options.environment[name] = String(pair[pair.index(after: equals)...])
       },
       .flag("--json", group: .run, "print one JSON object (schema 1) instead of the streams") { $0.json = true },
-      .value("--output", "REL", group: .run, repeatable: true, "with --json and --mnt-dir: return this file of the mount dir") {
+      .value(
+        "--output", "REL", group: .run, repeatable: true, "with --json and --mnt-dir: return this file of the mount dir"
+      ) {
         $0.outputs.append($1)
       },
-      .flag("--print-bwrap-argv", group: .run, "print this run's bwrap command line and run nothing") { options throws(SandboxError) in
+      .flag("--print-bwrap-argv", group: .run, "print this run's bwrap command line and run nothing") {
+        options throws(SandboxError) in
         try CLI.select(.printArgv, in: &options)
       },
       .limit("--cpu-seconds", "CPU seconds per process (RLIMIT_CPU)", \.cpuSeconds),
@@ -5184,7 +5458,9 @@ extension Sandbox {
         }
         guard option.repeatable || seen.insert(option.names[0]).inserted else { throw .usage("\(flag) is given twice") }
         guard option.commands.contains(command) else {
-          throw .usage(command == .selfTest ? "\(flag) belongs to 'sandbox run'" : "\(flag) belongs to the self-test mode (no subcommand)")
+          throw .usage(
+            command == .selfTest
+              ? "\(flag) belongs to 'sandbox run'" : "\(flag) belongs to the self-test mode (no subcommand)")
         }
         if option.value == nil {
           guard inlineValue == nil else { throw .usage("\(flag) takes no value") }
@@ -5202,7 +5478,8 @@ extension Sandbox {
         throw .usage("--apparmor-profile-name and --no-apparmor contradict each other")
       }
       if let script = options.script {
-        do { _ = try Preflight.scriptRelativePath(script) } catch { throw .usage(error.description) }  // before anything runs
+        // before anything runs
+        do { _ = try Preflight.scriptRelativePath(script) } catch { throw .usage(error.description) }
       }
       return options
     }
@@ -5227,7 +5504,9 @@ extension Sandbox {
         config = SandboxConfig(venvPath: venv, appArmor: .profile(profile))
       } else {
         if options.venv != nil || options.profile != nil {
-          warn("--venv and --apparmor-profile-name only count together; ignoring the one given and using \(SandboxConfig.venvVariable) and \(SandboxConfig.profileVariable)")
+          warn(
+            "--venv and --apparmor-profile-name only count together; ignoring the one given and using \(SandboxConfig.venvVariable) and \(SandboxConfig.profileVariable)"
+          )
         }
         config = try SandboxConfig.fromEnvironment()
       }
@@ -5283,7 +5562,8 @@ extension Sandbox {
         "\"\(key)\": \(list(paths.compactMap(Sys.validUTF8))), \"\(key)_b64\": \(list(paths.filter { Sys.validUTF8($0) == nil }.map(Sys.base64)))"
       }
       func stream(_ bytes: [UInt8], _ key: String) -> String {
-        "\"\(key)\": \(quoted(String(decoding: bytes, as: UTF8.self)))" + (Sys.validUTF8(bytes) == nil ? ", \"\(key)_b64\": \"\(Sys.base64(bytes))\"" : "")
+        "\"\(key)\": \(quoted(String(decoding: bytes, as: UTF8.self)))"
+          + (Sys.validUTF8(bytes) == nil ? ", \"\(key)_b64\": \"\(Sys.base64(bytes))\"" : "")
       }
       let (seconds, attoseconds) = result.duration.components
       let duration = Double(seconds) + Double(attoseconds) / 1e18
@@ -5302,7 +5582,8 @@ extension Sandbox {
           if let file = output.file {
             fields.append("\"size\": \(file.size)")
             fields.append("\"truncated\": \(file.truncated)")
-            fields.append(Sys.validUTF8(file.bytes).map { "\"text\": \(quoted($0))" } ?? "\"b64\": \"\(Sys.base64(file.bytes))\"")
+            fields.append(
+              Sys.validUTF8(file.bytes).map { "\"text\": \(quoted($0))" } ?? "\"b64\": \"\(Sys.base64(file.bytes))\"")
           } else {
             fields.append("\"error\": \(quoted(output.error ?? "unreadable"))")
           }
@@ -5312,7 +5593,6 @@ extension Sandbox {
       }
       return json + "}"
     }
-
 
     /// Reads all of standard input (the code, when neither --code nor --script is given).
     static func readStandardInput() throws(SandboxError) -> [UInt8] {
@@ -5369,7 +5649,8 @@ extension Sandbox {
         }
       }
       CLI.printError("the profile above is saved as \(saved); install and load it with:")
-      Sys.writeAll(2, Array("  sudo cp \(saved) \(AppArmorProfile.Paths.profileDirectory)/\(name)\n".utf8))  // unprefixed: copy-paste
+      // unprefixed: copy-paste
+      Sys.writeAll(2, Array("  sudo cp \(saved) \(AppArmorProfile.Paths.profileDirectory)/\(name)\n".utf8))
       Sys.writeAll(2, Array("  sudo apparmor_parser -r \(AppArmorProfile.Paths.profileDirectory)/\(name)\n".utf8))
     }
 
@@ -5380,17 +5661,23 @@ extension Sandbox {
         lines.append("AppArmor: not available: \(reason)")
       } else {
         let support = AppArmorProfile.Support.current
-        lines.append("AppArmor: enabled; parser \(support.parserVersion ?? "not installed"); kernel mediates user namespaces: \(support.kernelMediatesUserns ? "yes (profiles use abi 4.0 and 'userns,')" : "no (abi 3.0)")")
+        lines.append(
+          "AppArmor: enabled; parser \(support.parserVersion ?? "not installed"); kernel mediates user namespaces: \(support.kernelMediatesUserns ? "yes (profiles use abi 4.0 and 'userns,')" : "no (abi 3.0)")"
+        )
       }
       for knob in ["apparmor_restrict_unprivileged_userns", "apparmor_restrict_unprivileged_unconfined"] {
-        if let value = Sys.readSmallFile("/proc/sys/kernel/\(knob)") { lines.append("kernel.\(knob) = \(Sys.trimmed(value))") }
+        if let value = Sys.readSmallFile("/proc/sys/kernel/\(knob)") {
+          lines.append("kernel.\(knob) = \(Sys.trimmed(value))")
+        }
       }
       switch config.appArmor {
       case .disabled:
         lines.append("AppArmor layer: OFF (--no-apparmor): bwrap and the payload run unconfined by AppArmor")
       case .profile(let name):
         let state = AppArmorProfile.State.read(name)
-        lines.append("profile \(name): \(state == .enforce ? "loaded, enforce mode: bwrap's setup and the payload are confined" : "\(state)")")
+        lines.append(
+          "profile \(name): \(state == .enforce ? "loaded, enforce mode: bwrap's setup and the payload are confined" : "\(state)")"
+        )
       }
       return lines
     }
@@ -5398,11 +5685,15 @@ extension Sandbox {
     static func makeSandbox(_ options: CLI.Options) throws(SandboxError) -> Sandbox {
       let config = try CLI.makeConfig(options) { CLI.printError("warning: \($0)") }
       // A one-shot run skips spawning `bwrap --version` (about 1 ms); see Sandbox.init(config:host:).
-      let host = options.mode == .run || options.mode == .printArgv ? try Preflight.HostFacts.probe(checkingVersion: false) : try Preflight.HostFacts.current.get()
+      let host =
+        options.mode == .run || options.mode == .printArgv
+        ? try Preflight.HostFacts.probe(checkingVersion: false) : try Preflight.HostFacts.current.get()
       let sandbox = try Sandbox(config: config, host: host)
       for warning in sandbox.warnings { CLI.printError("warning: \(warning)") }
       if config.appArmor == .disabled {
-        CLI.printError("note: the AppArmor layer is OFF (--no-apparmor); the other layers (namespaces, mounts, seccomp, limits) still apply")
+        CLI.printError(
+          "note: the AppArmor layer is OFF (--no-apparmor); the other layers (namespaces, mounts, seccomp, limits) still apply"
+        )
       }
       return sandbox
     }
@@ -5418,7 +5709,9 @@ extension Sandbox {
     static func printArgvCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
       let payload = try CLI.readPayload(options)
-      let mountDir = try options.mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
+      let mountDir = try options.mountDirectory.map { (path) throws(SandboxError) in
+        try Changes.OpenMountDirectory(path: path)
+      }
       defer { mountDir?.close() }
       let plan = sandbox.makePlan(
         payload, mountDir: mountDir,
@@ -5448,7 +5741,9 @@ extension Sandbox {
       }
       Sys.writeAll(1, result.stdout)
       Sys.writeAll(2, result.stderr)
-      if result.outputTruncated { CLI.printError("note: output was truncated at \(sandbox.config.limits.outputLimitBytes) bytes per stream") }
+      if result.outputTruncated {
+        CLI.printError("note: output was truncated at \(sandbox.config.limits.outputLimitBytes) bytes per stream")
+      }
       if result.timedOut {
         CLI.printError("note: timed out; the sandbox was killed")
         return ExitCode.timedOut
@@ -5472,7 +5767,9 @@ extension Sandbox {
       defer { close(master) }
       var unlocked: Int32 = 0
       try Sys.check("ioctl(TIOCSPTLCK)") { ioctl(master, UInt(Sys.ioctlUnlockPTY), &unlocked) }
-      let slave = try Sys.check("ioctl(TIOCGPTPEER)") { ioctl(master, UInt(Sys.ioctlOpenPTYPeer), O_RDWR | O_NOCTTY | O_CLOEXEC) }
+      let slave = try Sys.check("ioctl(TIOCGPTPEER)") {
+        ioctl(master, UInt(Sys.ioctlOpenPTYPeer), O_RDWR | O_NOCTTY | O_CLOEXEC)
+      }
       var size = winsize()
       if ioctl(0, UInt(TIOCGWINSZ), &size) == 0 { _ = ioctl(master, UInt(TIOCSWINSZ), &size) }
       var saved = termios()
@@ -5485,7 +5782,8 @@ extension Sandbox {
       let result: SandboxResult
       do {
         defer { close(slave) }
-        result = try sandbox.runInteractive(terminal: Spawner.TerminalRelay(master: master, slave: slave, input: 0, output: 1))
+        result = try sandbox.runInteractive(
+          terminal: Spawner.TerminalRelay(master: master, slave: slave, input: 0, output: 1))
       }
       return CLI.exitStatus(of: result)
     }
@@ -5507,11 +5805,17 @@ extension Sandbox {
     static func runSelfTestCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
       let host = sandbox.host
-      CLI.printOut("# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(Preflight.HostFacts.minimumVersionText) or newer needed)")
+      CLI.printOut(
+        "# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(Preflight.HostFacts.minimumVersionText) or newer needed)"
+      )
       for line in CLI.makeAppArmorReport(sandbox.config, host: host) { CLI.printOut("# \(line)") }
-      CLI.printOut("# venv: \(sandbox.venv.root)" + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
+      CLI.printOut(
+        "# venv: \(sandbox.venv.root)"
+          + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
       CLI.printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
-      CLI.printOut("# layers: \(sandbox.activeLayers.map(\.rawValue).joined(separator: ", "))" + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))
+      CLI.printOut(
+        "# layers: \(sandbox.activeLayers.map(\.rawValue).joined(separator: ", "))"
+          + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))
       if options.ignoreProfileDiffs && sandbox.config.appArmor == .disabled {
         CLI.printError("note: --ignore-profile-diffs has no effect while the AppArmor layer is off")
       }
@@ -5520,7 +5824,8 @@ extension Sandbox {
         if let extended = extendedSuite(from: ExtraTests.self) {
           tests += extended
         } else {
-          CLI.printError("note: --extra-tests: sandbox_extra_tests.swift was not compiled in; running the base suite only")
+          CLI.printError(
+            "note: --extra-tests: sandbox_extra_tests.swift was not compiled in; running the base suite only")
         }
       }
       // The plan: tests/run.sh checks the counts add up to it.

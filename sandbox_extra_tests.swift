@@ -12,9 +12,10 @@ private let seccompRelaxed: @Sendable (SelfTestContext) -> String? = { context i
 }
 
 /// keyctl's number on this architecture, from the filter's own table.
-private let keyctlNumber: UInt32 = Sandbox.Seccomp.Filter.Architecture.native.flatMap { architecture in
-  Sandbox.Seccomp.Filter.deniedCalls.first { $0.name == "keyctl" }?.number(architecture)
-} ?? 0
+private let keyctlNumber: UInt32 =
+  Sandbox.Seccomp.Filter.Architecture.native.flatMap { architecture in
+    Sandbox.Seccomp.Filter.deniedCalls.first { $0.name == "keyctl" }?.number(architecture)
+  } ?? 0
 
 extension Sandbox.ExtraTests {
   static var extendedSuite: [SelfTest]? {
