@@ -777,7 +777,7 @@ public struct Sandbox: Sendable {
       throw setupFailure(exit)
     }
     return SandboxResult(
-      returnCode: exit.started ? (exit.status?.returnCode ?? -SIGKILL) : -SIGKILL, stdout: exit.stdout,
+      returnCode: exit.started ? (exit.status.map(Bwrap.Report.returnCode) ?? -SIGKILL) : -SIGKILL, stdout: exit.stdout,
       stderr: exit.stderr, timedOut: exit.stop == .timeout, cancelled: exit.stop == .cancelled,
       outputTruncated: exit.outputTruncated, duration: exit.duration, changedPaths: changes.changed,
       deletedPaths: changes.deleted, changesTruncated: changes.truncated, cleanupIncomplete: cleanupProblem,
@@ -1135,6 +1135,14 @@ extension Sandbox {
 
     /// What bwrap itself reports, parsed (its protocol, not ours).
     enum Report {
+      /// The payload's return code from bwrap's exit status. bwrap folds a payload's death by
+      /// signal N into exit 128+N, so 129…159 are read as −N too (a payload calling exit(137)
+      /// is reported as −9).
+      static func returnCode(_ status: Spawner.ExitStatus) -> Int32 {
+        if case .exited(let code) = status, code > 128 && code < 160 { return -(code - 128) }
+        return status.returnCode
+      }
+
       /// The number after `"KEY":` in bwrap's `--json-status-fd` report (`{ "child-pid": 42, … }`,
       /// later `{ "exit-code": 0 }`), once a character after its digits shows it is complete.
       static func number(after key: String, in report: [UInt8]) -> pid_t? {
@@ -2162,9 +2170,9 @@ extension Sandbox {
       case bytes([UInt8])
       /// A descriptor we hold (the mount directory).
       case descriptor(Int32)
-      /// A pipe the child writes and we read (bwrap's `--json-status-fd`).
+      /// A pipe the child writes and we read (a status report).
       case report
-      /// One end of a socket pair whose other end we keep (the bootstrap's ready/go channel).
+      /// One end of a socket pair whose other end we keep (a two-way channel with the child).
       case channel
     }
 
@@ -2445,12 +2453,10 @@ extension Sandbox {
         self = signal == 0 ? .exited((waitStatus >> 8) & 0xff) : .signaled(signal)
       }
 
-      /// The status as a return code. bwrap folds a payload's death by signal N into exit 128+N,
-      /// so 129…159 are reported as −N too (a payload calling exit(137) is reported as −9).
+      /// The status as a return code: the exit code, or −N for a death by signal N.
       var returnCode: Int32 {
         switch self {
         case .signaled(let signal): return -signal
-        case .exited(let code) where code > 128 && code < 160: return -(code - 128)
         case .exited(let code): return code
         }
       }
@@ -2492,7 +2498,7 @@ extension Sandbox {
       var outputLimitBytes: Int = 16 << 20
     }
 
-    /// How a command of `spawnAndCollect` ended and what it printed.
+    /// How a command of `runToCompletion` ended and what it printed.
     struct Outcome {
       var status: Spawner.ExitStatus?
       var stdout: [UInt8]
@@ -2603,10 +2609,8 @@ extension Sandbox {
     /// How long the host waits for a sandbox to vanish once it has been killed.
     static let teardownBound: Duration = .seconds(10)
     /// How long bwrap may take to report its pid 1 (it does so within milliseconds).
-
     static let handshakeBound: Duration = .seconds(10)
     /// How long pid 1 may take to arm itself once the gate is up (it is armed before the gate's
-
     /// shell has even started, in practice).
     static let armingBound: Duration = .seconds(5)
 
@@ -2635,38 +2639,72 @@ extension Sandbox {
     ///    reports (its eventfd, its exit status) can be reached from inside and never decide the end.
     /// - Throws: `SandboxError` when the host cannot spawn; what happens inside is in the result.
     static func supervise(_ launch: Lifecycle.Launch) throws(SandboxError) -> Lifecycle.Exit {
-      var reaper: Lifecycle.Reaper.Generation? = try Lifecycle.Reaper.shared.enter()
-      var launcherMayHaveLeftPidOne = false
-      defer { if let reaper { Lifecycle.Reaper.shared.leave(reaper, stuck: launcherMayHaveLeftPidOne) } }
-      let inherited = try Lifecycle.SeccompState.ofThisThread()
+      let run = try Lifecycle.Supervisor(launch)  // this thread's seccomp state, a reaper generation
+      try run.wireDescriptors()  // bwrap's 0–2 and its inputs
+      try run.spawnLauncher()  // step 1, in the reaper's process group
+      run.watch()  // steps 2–5 are the loop's handlers
+      try run.loop.run { run.isFinished }
+      return run.exit()
+    }
+
+    /// One supervised run: its descriptors, its processes and the state of the handshake, one
+    /// method per step of `supervise`. Handlers run on one thread, in `loop.run`.
+    final class Supervisor {
+      let launch: Lifecycle.Launch
+      let loop = Spawner.EventLoop()
+      /// This thread's seccomp state: pid 1 is armed once it shows one filter more.
+      private let inherited: Lifecycle.SeccompState
+      private var reaper: Lifecycle.Reaper.Generation?
+      /// The launcher may have left a pid 1 blocked in the reaper's group: retire the generation.
+      private var launcherMayHaveLeftPidOne = false
 
       // bwrap's descriptors: 0 stdin, 1 stdout, 2 stderr (or the pty), then the inputs in order.
-      var childFDs: [Int32] = []
-      var childEnds: [Int32] = []
-      var feeds: [Spawner.InputFeed] = []
-      var stdout: Spawner.OutputCapture? = nil
-      var stderr: Spawner.OutputCapture? = nil
-      var reportFD: Int32 = -1
-      var channelFD: Int32 = -1
-      defer {
-        if reportFD >= 0 { close(reportFD) }
-        if channelFD >= 0 { close(channelFD) }
+      private var childFDs: [Int32] = []
+      /// Ours to close once bwrap holds them (our copies would hide EOF), or on the way out.
+      private var childEnds: [Int32] = []
+      private var feeds: [Spawner.InputFeed] = []
+      private var stdout: Spawner.OutputCapture? = nil
+      private var stderr: Spawner.OutputCapture? = nil
+      private var reportFD: Int32 = -1
+      private var channelFD: Int32 = -1
+
+      // The processes and the handshake.
+      private var start = ContinuousClock.now
+      private var launcher = Spawner.Child(pid: 0, pidFD: -1)
+      private var launcherExited = false
+      private var launcherStatus: Spawner.ExitStatus? = nil
+      private var report: [UInt8] = []
+      private var said: [UInt8] = []
+      private var pidOne: Spawner.Child? = nil
+      private var pidOneGone = false
+      private var gate: Spawner.Child? = nil
+      private var ready = false
+      private var started = false
+      private var stop: Lifecycle.StopReason? = nil
+      private var setupError: SandboxError? = nil
+      private var leftover: String? = nil
+      private var tearingDown = false
+      /// The teardown bound passed with processes left.
+      private var abandoned = false
+
+      init(_ launch: Lifecycle.Launch) throws(SandboxError) {
+        self.launch = launch
+        inherited = try Lifecycle.SeccompState.ofThisThread()
+        reaper = try Lifecycle.Reaper.shared.enter()
       }
-      // Ours to close once bwrap holds them (our copies would hide EOF), or on the way out.
-      defer { for fd in childEnds { close(fd) } }
-      do {
-        func feed(_ bytes: [UInt8]) throws(SandboxError) {
-          let ends = try Sys.makeSocketPair()
-          feeds.append(Spawner.InputFeed(fd: ends.parent, bytes: bytes))
-          childFDs.append(ends.child)
-          childEnds.append(ends.child)
+
+      deinit {
+        for fd in childEnds + [reportFD, channelFD] + [launcher, gate, pidOne].compactMap({ $0?.pidFD }) where fd >= 0 {
+          close(fd)
         }
-        func pipeFromChild() throws(SandboxError) -> Int32 {
-          let pipe = try Sys.makePipe()
-          childFDs.append(pipe.write)
-          childEnds.append(pipe.write)
-          return pipe.read
-        }
+        if let reaper { Lifecycle.Reaper.shared.leave(reaper, stuck: launcherMayHaveLeftPidOne) }
+      }
+
+      var isFinished: Bool { abandoned || hasEnded }
+      private var hasEnded: Bool { launcherExited && (pidOne == nil || pidOneGone) }
+
+      /// Pipes and socket pairs for bwrap's descriptors, in the order `launch.inputs` names them.
+      func wireDescriptors() throws(SandboxError) {
         if let terminal = launch.terminal {
           childFDs = [terminal.slave, terminal.slave, terminal.slave]
         } else {
@@ -2687,77 +2725,134 @@ extension Sandbox {
           }
         }
       }
-      let start = ContinuousClock.now
-      let launcher: Spawner.Child
-      do {
-        launcher = try Spawner.spawn(
-          launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs,
-          processGroup: reaper?.pid)
-      } catch {
-        // The reaper's group is gone (it died) or out of reach (this process changed its session):
-        // once more, with a new reaper.
-        guard case .system(_, _, let code) = error, code == EPERM || code == ESRCH, let stale = reaper else {
-          throw error
+
+      private func feed(_ bytes: [UInt8]) throws(SandboxError) {
+        let ends = try Sys.makeSocketPair()
+        feeds.append(Spawner.InputFeed(fd: ends.parent, bytes: bytes))
+        childFDs.append(ends.child)
+        childEnds.append(ends.child)
+      }
+
+      private func pipeFromChild() throws(SandboxError) -> Int32 {
+        let pipe = try Sys.makePipe()
+        childFDs.append(pipe.write)
+        childEnds.append(pipe.write)
+        return pipe.read
+      }
+
+      /// Step 1: bwrap's launcher, in the reaper's process group.
+      func spawnLauncher() throws(SandboxError) {
+        start = ContinuousClock.now
+        do {
+          launcher = try Spawner.spawn(
+            launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs,
+            processGroup: reaper?.pid)
+        } catch {
+          // The reaper's group is gone (it died) or out of reach (this process changed its
+          // session): once more, with a new reaper.
+          guard case .system(_, _, let code) = error, code == EPERM || code == ESRCH, let stale = reaper else {
+            throw error
+          }
+          Lifecycle.Reaper.shared.leave(stale, stuck: true)
+          reaper = nil
+          let fresh = try Lifecycle.Reaper.shared.enter()
+          reaper = fresh
+          launcher = try Spawner.spawn(
+            launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs,
+            processGroup: fresh.pid)
         }
-        Lifecycle.Reaper.shared.leave(stale, stuck: true)
-        reaper = nil
-        let fresh = try Lifecycle.Reaper.shared.enter()
-        reaper = fresh
-        launcher = try Spawner.spawn(
-          launch.executable, arguments: launch.arguments, environment: [], descriptors: childFDs,
-          processGroup: fresh.pid)
+        for fd in childEnds { close(fd) }
+        childEnds = []
+        launcherExited = launcher.pidFD < 0
       }
-      for fd in childEnds { close(fd) }
-      childEnds = []
-      defer { if launcher.pidFD >= 0 { close(launcher.pidFD) } }
 
-      let loop = Spawner.EventLoop()
-      for feed in feeds { feed.attach(to: loop) }
-      stdout?.attach(to: loop)
-      stderr?.attach(to: loop)
-      launch.terminal?.attach(to: loop)
+      /// Arms every handler: the streams, bwrap's report, the gate's channel, the launcher's
+      /// exit, and the bounds (timeout, cancellation, disk, handshake).
+      func watch() {
+        for feed in feeds { feed.attach(to: loop) }
+        stdout?.attach(to: loop)
+        stderr?.attach(to: loop)
+        launch.terminal?.attach(to: loop)
+        if reportFD >= 0 {
+          _ = fcntl(reportFD, F_SETFL, O_NONBLOCK)
+          loop.watch(reportFD, events: Int16(POLLIN)) { [unowned self] _ in readReport() }
+        }
+        if channelFD >= 0 {
+          _ = fcntl(channelFD, F_SETFL, O_NONBLOCK)
+          loop.watch(channelFD, events: Int16(POLLIN)) { [unowned self] _ in readChannel() }
+        }
+        if launcher.pidFD >= 0 {
+          loop.watch(launcher.pidFD, events: Int16(POLLIN)) { [unowned self] _ in launcherDidExit() }
+        }
+        if let timeout = launch.timeout { loop.at(start + timeout) { [unowned self] in halt(.timeout) } }
+        if let cancellation = launch.cancellation {
+          loop.watch(cancellation.fd, events: Int16(POLLIN)) { [unowned self] _ in
+            loop.unwatch(cancellation.fd)
+            halt(.cancelled)
+          }
+        }
+        if let watch = launch.diskWatch, let baseline = Sys.filesystemUsage(watch.fd) {
+          loop.at(start + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline.used) }
+        }
+        loop.at(start + Lifecycle.handshakeBound) { [unowned self] in handshakeExpired() }
+      }
 
-      var launcherExited = launcher.pidFD < 0
-      var launcherStatus: Spawner.ExitStatus? = nil
-      var report: [UInt8] = []
-      var pidOne: Spawner.Child? = nil
-      var pidOneGone = false
-      var gate: Spawner.Child? = nil
-      var ready = false
-      var started = false
-      var stop: Lifecycle.StopReason? = nil
-      var setupError: SandboxError? = nil
-      var leftover: String? = nil
-      var tearingDown = false
-      var abandoned = false  // the teardown bound passed with processes left
-      defer { if let gate, gate.pidFD >= 0 { close(gate.pidFD) } }
-      defer { if let pidOne, pidOne.pidFD >= 0 { close(pidOne.pidFD) } }
+      /// Step 2: bwrap's report, read as it comes; pid 1 is adopted as soon as it is in it.
+      private func readReport() {
+        guard reportFD >= 0 else { return }
+        var ignored = false
+        let open = loop.drain(reportFD, into: &report, limit: 1 << 16, truncated: &ignored)
+        adoptPidOne()
+        if !open {
+          loop.unwatch(reportFD)
+          close(reportFD)
+          reportFD = -1
+        }
+      }
 
-      func closeChannel() {
-        guard channelFD >= 0 else { return }
-        loop.unwatch(channelFD)
-        close(channelFD)
-        channelFD = -1
+      /// Step 2: a pidfd on the reported pid 1, kept only if it is the init of a new pid namespace.
+      private func adoptPidOne() {
+        guard pidOne == nil, let pid = Bwrap.Report.number(after: "child-pid", in: report), pid > 0,
+          let pidfdOpen = Sys.GlibcExtras.pidfdOpen
+        else { return }
+        let fd = pidfdOpen(pid, 0)
+        guard fd >= 0 else {
+          pidOne = Spawner.Child(pid: pid, pidFD: -1)
+          pidOneGone = true  // gone already, and its namespace with it
+          return
+        }
+        guard Lifecycle.ProcessStatus.namespacePIDs(ofPidFD: fd) == [pid, 1] else {
+          close(fd)
+          launcherMayHaveLeftPidOne = true
+          leftover = "bwrap reported pid \(pid), which is not the init of a new pid namespace"
+          return failSetup(.sandboxSetupFailed(message: leftover ?? ""))
+        }
+        pidOne = Spawner.Child(pid: pid, pidFD: fd)
+        loop.watch(fd, events: Int16(POLLIN)) { [unowned self] _ in
+          pidOneGone = true
+          loop.unwatch(fd)
+          killSandbox()  // the namespace is gone; the launcher follows within the bound, or we stop waiting
+        }
+        if tearingDown {
+          Spawner.send(SIGKILL, to: fd)
+        } else {
+          openGate(deadline: ContinuousClock.now + Lifecycle.armingBound)
+        }
       }
-      /// Kills the sandbox: pid 1 gets SIGKILL (now, or as soon as it is known), the gate EOF.
-      func killSandbox() {
-        closeChannel()
-        if let pidOne, !pidOneGone { Spawner.send(SIGKILL, to: pidOne.pidFD) }
-        guard !tearingDown else { return }
-        tearingDown = true
-        loop.at(ContinuousClock.now + Lifecycle.teardownBound) { abandoned = true }
+
+      /// Step 3: the gate says "R" when it is up.
+      private func readChannel() {
+        var ignored = false
+        let open = loop.drain(channelFD, into: &said, limit: 16, truncated: &ignored)
+        if said.first == UInt8(ascii: "R") && !ready {
+          ready = true
+          openGate(deadline: ContinuousClock.now + Lifecycle.armingBound)
+        }
+        if !open { closeChannel() }
       }
-      /// Ends the run early for `reason`, unless the payload has already ended it.
-      func halt(_ reason: Lifecycle.StopReason) {
-        if stop == nil && !launcherExited { stop = reason }
-        killSandbox()
-      }
-      func failSetup(_ error: SandboxError) {
-        setupError = setupError ?? error
-        halt(.setup)
-      }
+
       /// Step 4: the gate process, limited, then "GO" once pid 1 is armed (retried every millisecond).
-      func openGate(deadline: ContinuousClock.Instant) {
+      private func openGate(deadline: ContinuousClock.Instant) {
         guard ready, !started, stop == nil, let pidOne, !pidOneGone, channelFD >= 0 else { return }
         if gate == nil {
           guard let child = Lifecycle.ProcessStatus.onlyChild(of: pidOne.pid), let pidfdOpen = Sys.GlibcExtras.pidfdOpen
@@ -2765,8 +2860,7 @@ extension Sandbox {
             return failSetup(.sandboxSetupFailed(message: "the gate process under bwrap's pid 1 could not be found"))
           }
           let fd = pidfdOpen(child, 0)
-          let found = Spawner.Child(pid: child, pidFD: fd)
-          gate = found
+          gate = Spawner.Child(pid: child, pidFD: fd)
           guard fd >= 0, Lifecycle.ProcessStatus.namespacePIDs(ofPidFD: fd).last == 2,
             Lifecycle.ProcessStatus.read(child)?.parent == pidOne.pid,
             !Spawner.hasExited(fd)
@@ -2793,123 +2887,86 @@ extension Sandbox {
                 "bwrap's pid 1 did not arm its parent-death signal within \(Lifecycle.armingBound) (its seccomp filter is the sign)"
             ))
         } else {
-          loop.at(ContinuousClock.now + .milliseconds(1)) { openGate(deadline: deadline) }
+          loop.at(ContinuousClock.now + .milliseconds(1)) { [unowned self] in openGate(deadline: deadline) }
         }
       }
-      /// Step 2: pid 1, as soon as bwrap reports it.
-      func adoptPidOne() {
-        guard pidOne == nil, let pid = Bwrap.Report.number(after: "child-pid", in: report), pid > 0,
-          let pidfdOpen = Sys.GlibcExtras.pidfdOpen
-        else { return }
-        let fd = pidfdOpen(pid, 0)
-        guard fd >= 0 else {
-          pidOne = Spawner.Child(pid: pid, pidFD: -1)
-          pidOneGone = true  // gone already, and its namespace with it
-          return
-        }
-        guard Lifecycle.ProcessStatus.namespacePIDs(ofPidFD: fd) == [pid, 1] else {
-          close(fd)
-          launcherMayHaveLeftPidOne = true
-          leftover = "bwrap reported pid \(pid), which is not the init of a new pid namespace"
-          return failSetup(.sandboxSetupFailed(message: leftover ?? ""))
-        }
-        pidOne = Spawner.Child(pid: pid, pidFD: fd)
-        loop.watch(fd, events: Int16(POLLIN)) { [unowned loop] _ in
-          pidOneGone = true
-          loop.unwatch(fd)
-          killSandbox()  // the namespace is gone; the launcher follows within the bound, or we stop waiting
-        }
-        if tearingDown {
-          Spawner.send(SIGKILL, to: fd)
-        } else {
-          openGate(deadline: ContinuousClock.now + Lifecycle.armingBound)
-        }
+
+      /// The payload's main process ended (or bwrap failed): the rest goes with pid 1.
+      private func launcherDidExit() {
+        launcherExited = true
+        loop.unwatch(launcher.pidFD)
+        launcherStatus = Spawner.reap(launcher)
+        readReport()  // a report written just before the exit
+        if pidOne == nil { launcherMayHaveLeftPidOne = true }  // it died before reporting pid 1 (or never made one)
+        killSandbox()
       }
-      func readReport() {
-        guard reportFD >= 0 else { return }
-        var ignored = false
-        let open = loop.drain(reportFD, into: &report, limit: 1 << 16, truncated: &ignored)
-        adoptPidOne()
-        if !open {
-          loop.unwatch(reportFD)
-          close(reportFD)
-          reportFD = -1
+
+      /// The disk watch: the mount dir's filesystem may grow by `budget` and must keep `reserve` free.
+      private func checkDisk(_ watch: (fd: Int32, budget: Int64, reserve: Int64), baseline: Int64) {
+        guard stop == nil, !launcherExited else { return }
+        if let now = Sys.filesystemUsage(watch.fd), now.used - baseline > watch.budget || now.available < watch.reserve
+        {
+          return halt(.disk)
         }
+        loop.at(ContinuousClock.now + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline) }
       }
-      if reportFD >= 0 {
-        _ = fcntl(reportFD, F_SETFL, O_NONBLOCK)
-        loop.watch(reportFD, events: Int16(POLLIN)) { _ in readReport() }
-      }
-      if channelFD >= 0 {
-        _ = fcntl(channelFD, F_SETFL, O_NONBLOCK)
-        var said: [UInt8] = []
-        loop.watch(channelFD, events: Int16(POLLIN)) { [unowned loop] _ in
-          var ignored = false
-          let open = loop.drain(channelFD, into: &said, limit: 16, truncated: &ignored)
-          if said.first == UInt8(ascii: "R") && !ready {
-            ready = true
-            openGate(deadline: ContinuousClock.now + Lifecycle.armingBound)
-          }
-          if !open { closeChannel() }
-        }
-      }
-      if launcher.pidFD >= 0 {
-        loop.watch(launcher.pidFD, events: Int16(POLLIN)) { [unowned loop] _ in
-          launcherExited = true
-          loop.unwatch(launcher.pidFD)
-          launcherStatus = Spawner.reap(launcher)
-          readReport()  // a report written just before the exit
-          if pidOne == nil { launcherMayHaveLeftPidOne = true }  // it died before reporting pid 1 (or never made one)
-          killSandbox()  // the payload's main process ended (or bwrap failed): the rest goes with pid 1
-        }
-      }
-      if let timeout = launch.timeout { loop.at(start + timeout) { halt(.timeout) } }
-      if let cancellation = launch.cancellation {
-        loop.watch(cancellation.fd, events: Int16(POLLIN)) { [unowned loop] _ in
-          loop.unwatch(cancellation.fd)
-          halt(.cancelled)
-        }
-      }
-      if let watch = launch.diskWatch, let baseline = Sys.filesystemUsage(watch.fd) {
-        func check() {
-          guard stop == nil, !launcherExited else { return }
-          if let now = Sys.filesystemUsage(watch.fd),
-            now.used - baseline.used > watch.budget || now.available < watch.reserve
-          {
-            return halt(.disk)
-          }
-          loop.at(ContinuousClock.now + .milliseconds(50)) { check() }
-        }
-        loop.at(start + .milliseconds(50)) { check() }
-      }
-      loop.at(start + Lifecycle.handshakeBound) {
+
+      /// bwrap never reported its pid 1: kill the launcher (its pid 1, if any, is the reaper's).
+      private func handshakeExpired() {
         guard pidOne == nil, !launcherExited else { return }
-        // bwrap never reported its pid 1: kill the launcher (its pid 1, if any, is the reaper's).
         launcherMayHaveLeftPidOne = true
         leftover = "bwrap did not report its pid 1 within \(Lifecycle.handshakeBound)"
         Spawner.send(SIGKILL, to: launcher.pidFD)
         killSandbox()
       }
 
-      let ended = { launcherExited && (pidOne == nil || pidOneGone) }
-      try loop.run { abandoned || ended() }
-      if !abandoned && !ended() {
-        // fail closed: never a false "all gone"
-        leftover = leftover ?? "the host lost track of the sandbox's processes"
+      private func closeChannel() {
+        guard channelFD >= 0 else { return }
+        loop.unwatch(channelFD)
+        close(channelFD)
+        channelFD = -1
       }
-      if abandoned {
-        leftover = leftover ?? "processes of the sandbox were still alive \(Lifecycle.teardownBound) after SIGKILL"
+
+      /// Kills the sandbox: pid 1 gets SIGKILL (now, or as soon as it is known), the gate EOF.
+      private func killSandbox() {
+        closeChannel()
+        if let pidOne, !pidOneGone { Spawner.send(SIGKILL, to: pidOne.pidFD) }
+        guard !tearingDown else { return }
+        tearingDown = true
+        loop.at(ContinuousClock.now + Lifecycle.teardownBound) { [unowned self] in abandoned = true }
       }
-      // Once every writer is gone, what is in the pipes is all there will be.
-      stdout?.finish(loop)
-      stderr?.finish(loop)
-      if let terminal = launch.terminal { terminal.show(loop) }
-      let reported = Bwrap.Report.number(after: "exit-code", in: report).map { Spawner.ExitStatus.exited($0) }
-      return Lifecycle.Exit(
-        status: launcherStatus ?? reported, stdout: stdout?.bytes ?? [], stderr: stderr?.bytes ?? [],
-        outputTruncated: (stdout?.truncated ?? false) || (stderr?.truncated ?? false),
-        duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
-        allGone: !abandoned && leftover == nil, leftover: leftover)
+
+      /// Ends the run early for `reason`, unless the payload has already ended it.
+      private func halt(_ reason: Lifecycle.StopReason) {
+        if stop == nil && !launcherExited { stop = reason }
+        killSandbox()
+      }
+
+      private func failSetup(_ error: SandboxError) {
+        setupError = setupError ?? error
+        halt(.setup)
+      }
+
+      /// Step 5 is over (or its bound passed): what the host saw.
+      func exit() -> Lifecycle.Exit {
+        if !abandoned && !hasEnded {
+          // fail closed: never a false "all gone"
+          leftover = leftover ?? "the host lost track of the sandbox's processes"
+        }
+        if abandoned {
+          leftover = leftover ?? "processes of the sandbox were still alive \(Lifecycle.teardownBound) after SIGKILL"
+        }
+        // Once every writer is gone, what is in the pipes is all there will be.
+        stdout?.finish(loop)
+        stderr?.finish(loop)
+        if let terminal = launch.terminal { terminal.show(loop) }
+        let reported = Bwrap.Report.number(after: "exit-code", in: report).map { Spawner.ExitStatus.exited($0) }
+        return Lifecycle.Exit(
+          status: launcherStatus ?? reported, stdout: stdout?.bytes ?? [], stderr: stderr?.bytes ?? [],
+          outputTruncated: (stdout?.truncated ?? false) || (stderr?.truncated ?? false),
+          duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
+          allGone: !abandoned && leftover == nil, leftover: leftover)
+      }
     }
 
     /// Kills every sandbox launcher of this process when the process dies, however it dies.
@@ -3116,7 +3173,7 @@ extension Sandbox {
       case .disk: return .disk
       case .setup, nil: break
       }
-      guard let code = outcome.status?.returnCode else { return nil }
+      guard let code = outcome.status.map(Bwrap.Report.returnCode) else { return nil }
       if let seconds = limits.cpuSeconds {
         // SIGXCPU is the soft limit. SIGKILL is the hard limit (soft + 2 s) only if enough wall time
         // passed for some process to burn that much CPU on this many cores: bwrap's pid 1 does not
