@@ -10,7 +10,7 @@
 // the files the payload creates, changes or deletes there are reported back (names as bytes).
 // A run ends only when every process of the sandbox is gone (a pidfd on bwrap's pid 1), and the
 // payload starts only on the host's "GO", after its limits are set; if the host dies at any
-// moment, nothing of the sandbox outlives it (see "The sandbox's lifecycle"). Only then does the
+// moment, nothing of the sandbox outlives it (see "The lifecycle"). Only then does the
 // host touch /mnt, and never by path.
 //
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
@@ -75,11 +75,35 @@
 //   (its status is in the JSON), 1 internal failure; all: 2 usage or configuration error,
 //   125 the sandbox could not be set up.
 //
-// Sections, in the order a run flows:
-//   Public API: configuration · Public API: results · Errors · Sandbox (one run) ·
-//   Host preflight · bwrap command line · seccomp filter · AppArmor · Process spawning ·
-//   The sandbox's lifecycle · Mount dir changes · Glibc helpers · Self-tests: suite ·
-//   Self-tests: runner · Extension point · Command line
+// Sections, in the order a run flows (each MARK below; one namespace each, inside `Sandbox`):
+//   Public API: configuration   SandboxConfig, SandboxLimits, SandboxLayer, SandboxPayload: data, no I/O
+//   Public API: results         SandboxResult, SandboxLimitHit, SandboxOutputFile: data, no I/O
+//   Public API: mount dirs      SandboxMountDirectory: a mount dir inside a private 0700 parent
+//   Errors                      SandboxError (description, hint, exitCode), ExitCode: every exit status
+//   Sandbox (one run)           init (checks once), run, async run, runOnce: the steps of a run, in order
+//   Host preflight (Preflight)  HostFacts, HostLayout, VenvLayout, path checks: reads the host, runs
+//                               nothing but `bwrap --version`
+//   bwrap command line (Bwrap)  Layout (all the sandbox shows), Mount, makeInvocation, Gate, Report:
+//                               pure, runs nothing
+//   seccomp filter (Seccomp)    Filter: the tables, with a reason per group, and the program: pure
+//   Landlock                    restrictThreadToOwnAbstractSockets: touches only the calling thread
+//   AppArmor profile            makeProfile (derived from Layout and the mount table), State, diff:
+//                               never loads a profile
+//   Process spawning (Spawner)  spawn, EventLoop, runToCompletion: the only posix_spawn, poll,
+//                               waitpid and pidfd signal; knows nothing of bwrap
+//   The lifecycle (Lifecycle)   supervise and its Supervisor, Reaper, the gate's limits: the only
+//                               code that decides a run has ended
+//   Mount dir changes (Changes) OpenMountDirectory: snapshot, finishRun, readOutput, remove: only
+//                               through descriptors, never a path the payload controls
+//   System helpers (Sys)        EINTR-safe I/O, Mutex, threads, glibc extras: no policy
+//   Self-tests: suite           baseSuite as data (SelfTest rows), Probes: no I/O of its own
+//   Self-tests: runner          runSelfTests, SelfTestGate: runs probes only through runOnce
+//   Extension point             ExtraTests, shadowed by sandbox_extra_tests.swift when compiled in
+//   Command line (CLI)          the option table, parse, the JSON, the commands: the only code that prints
+//
+// Words: the "mount dir" is the host directory (`mountDirectory`, `--mnt-dir`); `/mnt`
+// (`Layout.mountPoint`) is where the sandbox sees it. "pid 1" is bwrap's init in the sandbox's pid
+// namespace; the "launcher" is the bwrap process we spawn; the "gate" is pid 2 until it hears GO.
 
 #if canImport(Glibc)
   import Glibc
@@ -313,6 +337,25 @@ public struct SandboxResult: Sendable, Equatable {
   /// The protection layers that were active for this run.
   public var layers: [String]
 
+  /// How a run ended, in one answer (the Booleans and `limitHit` above stay, and agree with it).
+  public enum Termination: Sendable, Equatable {
+    /// The payload's main process exited with this status.
+    case exited(Int32)
+    /// The payload died by this signal; `limitHit` says when a limit sent it (cpu, file size).
+    case signaled(Int32)
+    /// The host stopped the run before the payload ended: `.timeout`, `.cancelled` or `.disk`.
+    case stopped(SandboxLimitHit)
+  }
+
+  /// How the run ended: stopped by the host (timeout, cancellation, the disk watch), or the
+  /// payload's own exit or signal. `returnCode` keeps the JSON's number.
+  public var termination: Termination {
+    if timedOut { return .stopped(.timeout) }
+    if cancelled { return .stopped(.cancelled) }
+    if limitHit == .disk { return .stopped(.disk) }
+    return returnCode < 0 ? .signaled(-returnCode) : .exited(returnCode)
+  }
+
   /// `changedPaths` whose bytes are valid UTF-8, as text (the JSON's `changed_files`); the
   /// others appear only in `changedPaths`.
   public var changedFiles: [String] { changedPaths.compactMap(Sandbox.Sys.validUTF8) }
@@ -337,7 +380,7 @@ public struct SandboxOutputFile: Sendable, Equatable {
   public var truncated: Bool
 }
 
-// MARK: - Public API: mount directories
+// MARK: - Public API: mount dirs
 
 /// A fresh mount directory for one run, removed again whatever the payload leaves in it.
 ///
@@ -606,9 +649,23 @@ public struct Sandbox: Sendable {
   /// for our options then fails at its own option parsing, before anything runs, and
   /// `run` reports that as `bwrapTooOld`.
   init(config: SandboxConfig, host: Preflight.HostFacts) throws(SandboxError) {
+    // 1. A profile name reaches profile syntax and paths: checked before anything uses it.
     if case .profile(let name) = config.appArmor { try Preflight.validateProfileName(name) }
+    // 2. The venv, resolved once: every run binds this real path (and a pyenv/uv base prefix).
     let venv = try Preflight.VenvLayout(venvPath: config.venvPath)
-    // Fail closed: a layer that was asked for and cannot be applied stops everything.
+    // 3. Fail closed: a layer that was asked for and cannot be applied stops everything.
+    try Sandbox.checkLayers(config)
+    // 4. AppArmor, last: it needs the venv for the profile it compares with the installed one.
+    let (launcher, warnings) = try Sandbox.makeLauncher(config, venv: venv, host: host)
+    self.config = config
+    self.venv = venv
+    self.host = host
+    self.launcher = launcher
+    self.warnings = warnings
+  }
+
+  /// Refuses a configuration that asks for a layer this host or caller cannot have.
+  static func checkLayers(_ config: SandboxConfig) throws(SandboxError) {
     if config.seccompEnabled && Seccomp.Filter.Architecture.native == nil {
       throw .layerUnavailable(
         layer: .seccomp, reason: "no filter is built for this CPU architecture (x86_64 and aarch64 are)",
@@ -620,39 +677,39 @@ public struct Sandbox: Sendable {
         reason: "a process limit (RLIMIT_NPROC) does not bind root, and no delegated cgroup v2 is used",
         relax: "run as an unprivileged user, or leave --max-processes (maxProcesses) unset")
     }
-    var launcher: [String] = []
-    var warnings: [String] = []
-    if case .profile(let name) = config.appArmor {
-      // Never fall back silently: a requested layer either applies or the run is refused.
-      if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
-      let profile = try AppArmorProfile.makeProfile(name: name, venv: venv, host: host)
-      let installedPath = "\(AppArmorProfile.Paths.profileDirectory)/\(name)"
-      guard let installed = Sys.readSmallFile(installedPath) else {
-        throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: false)
-      }
-      if installed != profile {
-        let diff = AppArmorProfile.makeUnifiedDiff(
-          old: installed, new: profile, oldName: installedPath, newName: "generated for \(venv.root)")
-        guard config.ignoreProfileDiffs else { throw .appArmorProfileDiffers(name: name, diff: diff) }
-        warnings.append(
-          "the installed profile \(installedPath) differs from the generated one; continuing (--ignore-profile-diffs)")
-      }
-      switch AppArmorProfile.State.read(name) {
-      case .enforce: break
-      case .notLoaded: throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: true)
-      case .complain: throw .appArmorProfileNotEnforcing(name: name, mode: "complain")
-      case .other(let mode): throw .appArmorProfileNotEnforcing(name: name, mode: mode)
-      }
-      // setpriv sets the profile for its exec of bwrap (as aa-exec would) and arms the
-      // parent-death signal before bwrap runs at all: one profile for bwrap's setup and the payload.
-      guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
-      launcher = [setpriv, "--pdeathsig", "KILL", "--apparmor-profile", name, "--"]
+  }
+
+  /// What runs bwrap, and warnings: with a profile, `setpriv` under that profile once the
+  /// installed profile is the generated one and loaded in enforce mode; else bwrap itself.
+  static func makeLauncher(
+    _ config: SandboxConfig, venv: Preflight.VenvLayout, host: Preflight.HostFacts
+  ) throws(SandboxError) -> (launcher: [String], warnings: [String]) {
+    guard case .profile(let name) = config.appArmor else { return ([], []) }
+    // Never fall back silently: a requested layer either applies or the run is refused.
+    if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
+    let profile = try AppArmorProfile.makeProfile(name: name, venv: venv, host: host)
+    let installedPath = "\(AppArmorProfile.Paths.profileDirectory)/\(name)"
+    guard let installed = Sys.readSmallFile(installedPath) else {
+      throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: false)
     }
-    self.config = config
-    self.venv = venv
-    self.host = host
-    self.launcher = launcher
-    self.warnings = warnings
+    var warnings: [String] = []
+    if installed != profile {
+      let diff = AppArmorProfile.makeUnifiedDiff(
+        old: installed, new: profile, oldName: installedPath, newName: "generated for \(venv.root)")
+      guard config.ignoreProfileDiffs else { throw .appArmorProfileDiffers(name: name, diff: diff) }
+      warnings.append(
+        "the installed profile \(installedPath) differs from the generated one; continuing (--ignore-profile-diffs)")
+    }
+    switch AppArmorProfile.State.read(name) {
+    case .enforce: break
+    case .notLoaded: throw .appArmorProfileNotInstalled(name: name, profile: profile, installed: true)
+    case .complain: throw .appArmorProfileNotEnforcing(name: name, mode: "complain")
+    case .other(let mode): throw .appArmorProfileNotEnforcing(name: name, mode: mode)
+    }
+    // setpriv sets the profile for its exec of bwrap (as aa-exec would) and arms the
+    // parent-death signal before bwrap runs at all: one profile for bwrap's setup and the payload.
+    guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
+    return ([setpriv, "--pdeathsig", "KILL", "--apparmor-profile", name, "--"], warnings)
   }
 
   /// Runs `payload` once inside the sandbox and collects what it did.
@@ -670,7 +727,7 @@ public struct Sandbox: Sendable {
     stdin: [UInt8] = [], environment: [String: String] = [:]
   ) throws(SandboxError) -> SandboxResult {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
-    return try run(
+    return try runOnce(
       payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
       environment: environment, cancellation: nil)
   }
@@ -693,7 +750,7 @@ public struct Sandbox: Sendable {
           do throws(SandboxError) {
             continuation.resume(
               returning: .success(
-                try self.run(
+                try self.runOnce(
                   payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
                   environment: environment, cancellation: cancellation)))
           } catch {
@@ -714,20 +771,22 @@ public struct Sandbox: Sendable {
   /// nothing can be injected into it.
   /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
   func runInteractive(terminal: Spawner.TerminalRelay) throws(SandboxError) -> SandboxResult {
-    try run(
+    try runOnce(
       .code(Bwrap.Layout.interactiveBootstrap), mountDirectory: nil, timeout: nil, stdin: [],
       environment: ["TERM": Sys.environmentValue("TERM") ?? "xterm"], cancellation: nil, terminal: terminal)
   }
 
-  /// The run behind every public `run`: checks, snapshot, bwrap until every process of the
-  /// sandbox is gone, then the host's work on the mount dir (whatever the outcome), then the
-  /// verdict. A failure before the payload was told to start is bwrap's, and an error; anything
-  /// after it is the payload's, and a result.
-  func run(
+  /// One run, behind every public `run`, `runInteractive` and the self-tests (which must run
+  /// before a gated sandbox may, so the gate is checked by the callers). A failure before the
+  /// payload was told to start is bwrap's, and an error; anything after it is the payload's, and
+  /// a result. The steps, in an order that matters:
+  func runOnce(
     _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
     environment: [String: String], cancellation: Spawner.CancellationSignal?, terminal: Spawner.TerminalRelay? = nil
   ) throws(SandboxError) -> SandboxResult {
-    if let timeout, timeout <= .zero { throw .invalidTimeout("\(timeout)") }  // nothing is spawned
+    // 1. Bad input spawns nothing: a timeout that is not positive, a variable that cannot be
+    //    passed, a mount dir or script that fails its checks.
+    if let timeout, timeout <= .zero { throw .invalidTimeout("\(timeout)") }
     let payloadEnvironment = try Bwrap.makePayloadEnvironment(venvRoot: venv.root, extra: environment)
     let mountDir = try mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
     defer { mountDir?.close() }
@@ -735,35 +794,22 @@ public struct Sandbox: Sendable {
     if case .script(let sandboxPath) = payload {
       excluded = Array(try Preflight.checkScript(sandboxPath, in: mountDir).utf8)  // a clear error beats python's
     }
+    // 2. The mount dir's snapshot, before any process of the sandbox exists.
     let limits = config.limits
-    let before = try mountDir?.snapshot(limits: limits)  // taken before the child can write
+    let before = try mountDir?.snapshot(limits: limits)
+    // 3. The command line, from data; under setpriv (and the profile) when AppArmor is on.
     let invocation = Bwrap.makeInvocation(makePlan(payload, mountDir: mountDir, environment: payloadEnvironment))
     let launch = Lifecycle.Launch(
       executable: launcher.first ?? host.bwrapPath,
       arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
       inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout,
-      outputLimitBytes: limits.outputLimitBytes,
-      cancellation: cancellation, terminal: terminal,
+      outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal,
       diskWatch: mountDir.flatMap { mountDir in
         limits.mountDirectoryBytes.map { (mountDir.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
       })
-    let exit: Lifecycle.Exit
-    if scopesAbstractSockets {
-      // Landlock and no_new_privs are per thread: spawn from a thread of our own, which also
-      // lives exactly as long as the run (the launcher's parent-death signal follows it).
-      let outcome: Swift.Result<Lifecycle.Exit, SandboxError> = Sys.onFreshThread {
-        do throws(SandboxError) {
-          try Landlock.restrictThreadToOwnAbstractSockets()
-          return .success(try Lifecycle.supervise(launch))
-        } catch {
-          return .failure(error)
-        }
-      }
-      exit = try outcome.get()
-    } else {
-      exit = try Lifecycle.supervise(launch)
-    }
-    // The host's work on the mount dir: only once nothing of the sandbox is left, always then.
+    // 4. bwrap, until every process of the sandbox is gone.
+    let exit = try superviseFromOwnThread(launch)
+    // 5. The host's work on the mount dir: only once nothing of the sandbox is left, always then.
     var changes = Changes.ChangeList()
     var cleanupProblem = exit.leftover
     if let mountDir, let before {
@@ -773,6 +819,7 @@ public struct Sandbox: Sendable {
         mountDir.seal()  // fail closed: no host work on a tree something may still change
       }
     }
+    // 6. The verdict.
     if !exit.started && (exit.stop == nil || exit.stop == .setup) {
       throw setupFailure(exit)
     }
@@ -782,6 +829,22 @@ public struct Sandbox: Sendable {
       outputTruncated: exit.outputTruncated, duration: exit.duration, changedPaths: changes.changed,
       deletedPaths: changes.deleted, changesTruncated: changes.truncated, cleanupIncomplete: cleanupProblem,
       limitHit: Lifecycle.classifyLimitHit(exit, limits: limits), layers: activeLayers.map(\.rawValue))
+  }
+
+  /// Supervises `launch`; where Landlock's scope applies, from a fresh thread restricted first.
+  /// Landlock and no_new_privs are per thread, so the caller's thread stays as it was; the
+  /// thread lives exactly as long as the run, as the launcher's parent-death signal wants.
+  func superviseFromOwnThread(_ launch: Lifecycle.Launch) throws(SandboxError) -> Lifecycle.Exit {
+    guard scopesAbstractSockets else { return try Lifecycle.supervise(launch) }
+    let outcome: Swift.Result<Lifecycle.Exit, SandboxError> = Sys.onFreshThread {
+      do throws(SandboxError) {
+        try Landlock.restrictThreadToOwnAbstractSockets()
+        return .success(try Lifecycle.supervise(launch))
+      } catch {
+        return .failure(error)
+      }
+    }
+    return try outcome.get()
   }
 
   /// The error for a run that ended before its payload was told to start. Only bwrap can have
@@ -2270,10 +2333,11 @@ extension Sandbox {
       return result == child.pid ? Spawner.ExitStatus(waitStatus: raw) : nil
     }
 
-    /// Whether the process behind `pidFD` has exited (its pidfd is readable).
-    static func hasExited(_ pidFD: Int32) -> Bool {
+    /// Whether the process behind `pidFD` has exited (its pidfd is readable), waiting up to
+    /// `milliseconds` for it.
+    static func hasExited(_ pidFD: Int32, within milliseconds: Int32 = 0) -> Bool {
       var entry = pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)
-      return poll(&entry, 1, 0) == 1
+      return poll(&entry, 1, milliseconds) == 1
     }
 
     /// A `poll(2)` loop over descriptors and deadlines. It only dispatches: what a descriptor
@@ -2555,7 +2619,7 @@ extension Sandbox {
   }
 }
 
-// MARK: - The sandbox's lifecycle
+// MARK: - The lifecycle
 
 extension Sandbox {
   /// One bwrap run from spawn until every process of the sandbox is gone; the reaper; /proc facts.
@@ -3052,8 +3116,7 @@ extension Sandbox {
       private func finish(_ generation: Generation) {
         guard generation.runs == 0, generation.lifeline >= 0 else { return }
         close(generation.lifeline)
-        var entry = pollfd(fd: generation.pidFD, events: Int16(POLLIN), revents: 0)
-        _ = poll(&entry, 1, 1000)
+        _ = Spawner.hasExited(generation.pidFD, within: 1000)
         _ = Spawner.reap(Spawner.Child(pid: generation.pid, pidFD: generation.pidFD))
         close(generation.pidFD)
       }
@@ -4071,7 +4134,7 @@ extension Sandbox {
   }
 }
 
-// MARK: - Glibc helpers
+// MARK: - System helpers
 
 #if hasFeature(Extern)
   // glibc's _GNU_SOURCE functions, linked directly in the static build (see `Sandbox.Sys.GlibcExtras`).
@@ -5143,7 +5206,7 @@ extension Sandbox {
       let directory = try Sys.makeTemporaryDirectory(prefix: "sandbox-selftest-")
       defer { Changes.removeTree(directory) }
       // The internal entry point: the suite must run before a gated sandbox may.
-      let result = try sandbox.run(
+      let result = try sandbox.runOnce(
         .code(source), mountDirectory: directory, timeout: .seconds(60), stdin: [], environment: [:], cancellation: nil)
       let lines = result.stdoutText.split(separator: "\n").filter { !Sys.trimmed(String($0)).isEmpty }
       let verdictLine = lines.last.map(String.init) ?? ""

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 69
+plan 70
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -216,11 +216,16 @@ check "help: --help wins over a mode flag (exit 0, no run)" test "$("$SB" run --
 if [ -f "$HERE/../sandbox.swift" ] && [ -f "$HERE/../README.md" ]; then
   header=$(sed -n '/^\/\/ Usage (what/,/^\/\/ Sections/p' "$HERE/../sandbox.swift" | sed '1d;$d' | sed -E 's|^//( {3})?||' | sed -e :a -e '/^$/{$d;N;ba' -e '}')
   check "help: the header of sandbox.swift shows exactly what --help prints" test "$header" = "$help"
+  marks=$(sed -n 's|^// MARK: - ||p' "$HERE/../sandbox.swift")
+  map=$(sed -n '/^\/\/ Sections, in the order/,/^\/\/$/p' "$HERE/../sandbox.swift" | sed -n 's|^//   \([^ ].*\)|\1|p')
+  check "header: the section map lists every MARK of sandbox.swift, in order" \
+    bash -c 'paste -d "|" <(echo "$1") <(echo "$2") | while IFS="|" read -r mark line; do case "$line" in "$mark"*) ;; *) echo "# $mark vs $line"; exit 1;; esac; done && [ "$(echo "$1" | wc -l)" = "$(echo "$2" | wc -l)" ]' _ "$marks" "$map"
   readme=$(awk '/^<!-- sandbox --help -->$/ { on = 1; getline; next } on && /^```$/ { exit } on' "$HERE/../README.md")
   check "help: README.md's command line section shows exactly what --help prints" test "$readme" = "$help"
 else
   skip "help: the header of sandbox.swift shows what --help prints" "no sandbox.swift beside this script (a staged copy)"
   skip "help: README.md shows what --help prints" "no README.md beside this script (a staged copy)"
+  skip "header: the section map lists every MARK" "no sandbox.swift beside this script (a staged copy)"
 fi
 
 finish

@@ -594,6 +594,17 @@ func testPureHelpers(_ t: inout Tally) {
   t.expect(
     json == #"{"schema": 1, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
     "json: schema, escaping, exact bytes in *_b64 fields (each name in one list), outputs", json)
+  var ended = result
+  let cases: [(Int32, Bool, SandboxLimitHit?)] = [(-9, false, nil), (3, false, nil), (-24, false, .cpu), (-9, false, .disk), (0, true, nil)]
+  let terminations = cases.map {
+    ended.returnCode = $0.0
+    ended.timedOut = $0.1
+    ended.limitHit = $0.2
+    return ended.termination
+  }
+  t.expect(
+    result.termination == .stopped(.timeout) && terminations == [.signaled(9), .exited(3), .signaled(24), .stopped(.disk), .stopped(.timeout)],
+    "result: termination says in one answer how the run ended", "\(terminations)")
   t.expect(result.changedFiles == ["a b"] && result.deletedFiles == ["\u{FFFD}"], "result: changedFiles lists the names that are valid UTF-8, changedPaths all of them")
   t.expect(["", "f", "fo", "foo", "foob", "fooba", "foobar"].map { Sandbox.Sys.base64(Array($0.utf8)) } == ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"], "base64: the RFC 4648 test vectors")
   func parses(_ arguments: [String]) -> Bool { (try? Sandbox.CLI.parse(arguments)) != nil }
@@ -904,7 +915,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 248, endToEnd: 72)
+    let planned = (offline: 249, endToEnd: 72)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
