@@ -1037,8 +1037,11 @@ extension Sandbox {
       guard let mountDir else {
         throw .invalidScriptPath(path: sandboxPath, reason: "a script needs a mount directory to live in")
       }
+      // Beneath the mount dir, no symlink in any component: the payload may have left the tree.
+      let fd = Changes.openBeneath(mountDir.pathFD, Array(relative.utf8), flags: Sys.openPathOnly | O_CLOEXEC)
       var info = stat()
-      guard fstatat(mountDir.pathFD, relative, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
+      defer { if fd >= 0 { close(fd) } }
+      guard fd >= 0, fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
         throw .invalidScriptPath(path: sandboxPath, reason: "no regular file at \(mountDir.hostPath)/\(relative)")
       }
       return relative
@@ -1516,6 +1519,11 @@ extension Sandbox {
           Rule(name: "mount_setattr", x86_64: 442, aarch64: 442, errno: ENOSYS),
           Rule(name: "open_tree_attr", x86_64: 467, aarch64: 467, errno: ENOSYS),
         ]
+        // openat2 takes its mode in a struct BPF cannot read (a set-id file could be created):
+        // ENOSYS, as before Linux 5.6; glibc's open and openat do not use it.
+        + [
+          Rule(name: "openat2", x86_64: 437, aarch64: 437, errno: ENOSYS)
+        ]
 
       /// A condition on one argument of a call (its low 32 bits, as the kernel reads an `int`).
       enum Condition {
@@ -1541,6 +1549,8 @@ extension Sandbox {
         }
       }
 
+      /// S_ISUID | S_ISGID: a payload may not make set-id files (see `argumentRules`).
+      static let setIDBits: UInt32 = 0o6000
       /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
       static let cloneNamespaceFlags: UInt32 = 0x7E02_0000
       /// TIOCSTI and TIOCLINUX.
@@ -1595,6 +1605,36 @@ extension Sandbox {
             call: Rule(name: "ioprio_set", x86_64: 251, aarch64: 30, errno: EPERM),
             conditions: [(0, .isOneOf([1])), (1, .isOneOf([0]))],
             why: "only IOPRIO_WHO_PROCESS of the caller (a process group or user would reach pid 1)"),
+          // Set-id files: a payload never makes one. Whoever else can reach the mount dir during
+          // the run (a parent other users can enter) could link or open such a file where the
+          // host's clean-up never looks; the host still clears any set-id bit it finds.
+          ArgumentRule(
+            call: Rule(name: "chmod", x86_64: 90, aarch64: nil, errno: EPERM),
+            conditions: [(1, .hasNoneOfBits(setIDBits))], why: "no set-id bits"),
+          ArgumentRule(
+            call: Rule(name: "fchmod", x86_64: 91, aarch64: 52, errno: EPERM),
+            conditions: [(1, .hasNoneOfBits(setIDBits))], why: "no set-id bits"),
+          ArgumentRule(
+            call: Rule(name: "fchmodat", x86_64: 268, aarch64: 53, errno: EPERM),
+            conditions: [(2, .hasNoneOfBits(setIDBits))], why: "no set-id bits"),
+          ArgumentRule(
+            call: Rule(name: "fchmodat2", x86_64: 452, aarch64: 452, errno: EPERM),
+            conditions: [(2, .hasNoneOfBits(setIDBits))], why: "no set-id bits"),
+          ArgumentRule(
+            call: Rule(name: "open", x86_64: 2, aarch64: nil, errno: EPERM),
+            conditions: [(2, .hasNoneOfBits(setIDBits))], why: "no file created set-id"),
+          ArgumentRule(
+            call: Rule(name: "openat", x86_64: 257, aarch64: 56, errno: EPERM),
+            conditions: [(3, .hasNoneOfBits(setIDBits))], why: "no file created set-id"),
+          ArgumentRule(
+            call: Rule(name: "creat", x86_64: 85, aarch64: nil, errno: EPERM),
+            conditions: [(1, .hasNoneOfBits(setIDBits))], why: "no file created set-id"),
+          ArgumentRule(
+            call: Rule(name: "mknod", x86_64: 133, aarch64: nil, errno: EPERM),
+            conditions: [(1, .hasNoneOfBits(setIDBits))], why: "no file created set-id"),
+          ArgumentRule(
+            call: Rule(name: "mknodat", x86_64: 259, aarch64: 33, errno: EPERM),
+            conditions: [(2, .hasNoneOfBits(setIDBits))], why: "no file created set-id"),
           ArgumentRule(
             call: Rule(name: "prlimit64", x86_64: 302, aarch64: 261, errno: EPERM),
             alternatives: [[(0, .isOneOf([0]))], [(2, .isOneOf([0]))]],
@@ -2389,9 +2429,13 @@ extension Sandbox {
       }
 
       /// Reads what `fd` has now into `output`, keeping at most `limit` bytes of it (the rest is
-      /// read and dropped, and `truncated` set); false at EOF or on a read error.
-      func drain(_ fd: Int32, into output: inout [UInt8], limit: Int, truncated: inout Bool) -> Bool {
-        while true {
+      /// read and dropped, and `truncated` set); false at EOF or on a read error. At most `reads`
+      /// reads per call, so a writer that keeps the pipe full cannot starve the loop's timers (the
+      /// time limit, the disk watch): what is left wakes the next round.
+      func drain(
+        _ fd: Int32, into output: inout [UInt8], limit: Int, truncated: inout Bool, reads: Int = 16
+      ) -> Bool {
+        for _ in 0..<reads {
           let count = Sys.readSome(fd, into: &buffer)
           if count == 0 { return false }
           if count < 0 { return errno == EAGAIN }
@@ -2400,6 +2444,7 @@ extension Sandbox {
           output.append(contentsOf: buffer[0..<min(count, room)])
           if count < buffer.count { return true }
         }
+        return true
       }
     }
 
@@ -2426,7 +2471,7 @@ extension Sandbox {
       /// Takes what is left once every writer is gone.
       func finish(_ loop: Spawner.EventLoop) {
         guard fd >= 0 else { return }
-        _ = loop.drain(fd, into: &bytes, limit: limit, truncated: &truncated)
+        _ = loop.drain(fd, into: &bytes, limit: limit, truncated: &truncated, reads: .max)
         loop.unwatch(fd)
         close(fd)
         fd = -1
@@ -2664,6 +2709,9 @@ extension Sandbox {
       var stop: Lifecycle.StopReason?
       /// Why the start-up handshake failed (`stop == .setup`).
       var setupError: SandboxError?
+      /// The CPU time of the payload's main process, last sampled (every 100 ms while a CPU limit
+      /// is set, and when bwrap exits), or nil when it was never sampled.
+      var mainProcessCPU: Duration? = nil
       /// Every process of the sandbox is gone; when false, `leftover` says why and no host work may
       /// touch the mount dir.
       var allGone: Bool
@@ -2737,6 +2785,7 @@ extension Sandbox {
       private var launcher = Spawner.Child(pid: 0, pidFD: -1)
       private var launcherExited = false
       private var launcherStatus: Spawner.ExitStatus? = nil
+      private var mainProcessCPU: Duration? = nil
       private var report: [UInt8] = []
       private var said: [UInt8] = []
       private var pidOne: Spawner.Child? = nil
@@ -2944,6 +2993,7 @@ extension Sandbox {
           Sys.sendAll(channelFD, Array(Bwrap.Gate.go.utf8))
           started = true
           closeChannel()
+          if launch.limits.cpuSeconds != nil { sampleCPUPeriodically() }
         } else if ContinuousClock.now >= deadline {
           failSetup(
             .sandboxSetupFailed(
@@ -2955,11 +3005,27 @@ extension Sandbox {
         }
       }
 
+      /// The CPU time of the payload's main process (the gate, which became it), as the kernel
+      /// accounts it; read only while its pidfd says it is that process (alive, or a zombie).
+      private func sampleMainProcessCPU() {
+        guard let gate, gate.pidFD >= 0, started, let used = Lifecycle.ProcessStatus.cpuTime(gate.pid) else { return }
+        // Still there (signal 0 reaches a zombie too) after the read: the pid was not reused.
+        guard Spawner.send(0, to: gate.pidFD) else { return }
+        mainProcessCPU = max(mainProcessCPU ?? .zero, used)
+      }
+
+      private func sampleCPUPeriodically() {
+        guard !launcherExited else { return }
+        sampleMainProcessCPU()
+        loop.at(ContinuousClock.now + .milliseconds(100)) { [unowned self] in sampleCPUPeriodically() }
+      }
+
       /// The payload's main process ended (or bwrap failed): the rest goes with pid 1.
       private func launcherDidExit() {
         launcherExited = true
         loop.unwatch(launcher.pidFD)
         launcherStatus = Spawner.reap(launcher)
+        sampleMainProcessCPU()
         readReport()  // a report written just before the exit
         if pidOne == nil { launcherMayHaveLeftPidOne = true }  // it died before reporting pid 1 (or never made one)
         killSandbox()
@@ -3029,7 +3095,7 @@ extension Sandbox {
           status: launcherStatus ?? reported, stdout: stdout?.bytes ?? [], stderr: stderr?.bytes ?? [],
           outputTruncated: (stdout?.truncated ?? false) || (stderr?.truncated ?? false),
           duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
-          allGone: !abandoned && leftover == nil, leftover: leftover)
+          mainProcessCPU: mainProcessCPU, allGone: !abandoned && leftover == nil, leftover: leftover)
       }
     }
 
@@ -3148,6 +3214,21 @@ extension Sandbox {
         return status.parent >= 0 ? status : nil
       }
 
+      /// The CPU time `pid` has used itself (`/proc/PID/stat`: utime and stime): kernel
+      /// accounting, which a process cannot inflate without burning the CPU.
+      static func cpuTime(_ pid: pid_t) -> Duration? {
+        guard let text = Sys.readSmallFile("/proc/\(pid)/stat", limit: 4096),
+          let close = text.lastIndex(of: ")")
+        else { return nil }
+        // After "(comm)": state is field 3, so utime..cstime (fields 14–17) are 11–14 from here.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 14 else { return nil }
+        let ticks = fields[11...12].compactMap { Int($0) }
+        let perSecond = sysconf(Int32(_SC_CLK_TCK))
+        guard ticks.count == 2, perSecond > 0 else { return nil }
+        return .milliseconds(ticks.reduce(0, +) * 1000 / perSecond)
+      }
+
       /// The one child of `pid` (`/proc/PID/task/PID/children`, or a scan of /proc where the kernel
       /// lacks that file); nil when it has none or several.
       static func onlyChild(of pid: pid_t) -> pid_t? {
@@ -3237,12 +3318,13 @@ extension Sandbox {
       case .setup, nil: break
       }
       guard let code = outcome.status.map(Bwrap.Report.returnCode) else { return nil }
-      if let seconds = limits.cpuSeconds {
-        // SIGXCPU is the soft limit. SIGKILL is the hard limit (soft + 2 s) only if enough wall time
-        // passed for some process to burn that much CPU on this many cores: bwrap's pid 1 does not
-        // pass its children's CPU time up, so wall time is the evidence left.
-        let enoughTime = outcome.duration * Sys.onlineProcessors >= .seconds(seconds + 2)
-        if code == -SIGXCPU || (code == -SIGKILL && enoughTime) { return .cpu }
+      if let seconds = limits.cpuSeconds, code == -SIGXCPU || code == -SIGKILL {
+        // SIGXCPU is the soft limit, SIGKILL the hard one (soft + 2 s). Either is the CPU limit
+        // only if the kernel accounted that much CPU to the sandbox: a payload can send itself
+        // the signal (or exit 152), but cannot fake the time.
+        // Sampled every 100 ms: it may lag the kill by that much, per core.
+        let lag: Duration = .milliseconds(100 * Sys.onlineProcessors + 50)
+        if let used = outcome.mainProcessCPU, used + lag >= .seconds(seconds) { return .cpu }
       }
       if code == -SIGXFSZ { return .fileSize }
       guard code != 0 else { return nil }  // a payload that recovered and exited 0 hit no limit
@@ -3772,7 +3854,6 @@ extension Sandbox {
     /// `getdents64` fills glibc's buffer, so a batch costs about one call however wide the directory.
     static func readDirectoryBatch(_ fd: Int32, from position: Int, limit: Int = 256, byteLimit: Int = 32 << 10)
       -> (names: [[UInt8]], next: Int, atEnd: Bool)?
-
     {
       let copy = dup(fd)
       guard copy >= 0, let stream = fdopendir(copy) else {
@@ -3780,7 +3861,9 @@ extension Sandbox {
         return nil
       }
       defer { closedir(stream) }
-      if position != 0 { seekdir(stream, position) }
+      // Always: the stream shares the offset of `fd`, so 0 must rewind too (a pass "once more from
+      // the start" would otherwise read from where the last one ended).
+      seekdir(stream, position)
       var names: [[UInt8]] = []
       var bytes = 0
       while names.count < limit && bytes < byteLimit {
@@ -4551,9 +4634,15 @@ extension Sandbox {
 
     /// Standard base64 (RFC 4648, with padding).
     static func base64(_ bytes: [UInt8]) -> String {
-      let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
       var out: [UInt8] = []
-      out.reserveCapacity((bytes.count + 2) / 3 * 4)
+      Sys.appendBase64(bytes, to: &out)
+      return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the base64 of `bytes` (RFC 4648, padded) to `out`.
+    static func appendBase64(_ bytes: [UInt8], to out: inout [UInt8]) {
+      let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+      out.reserveCapacity(out.count + (bytes.count + 2) / 3 * 4)
       var index = 0
       while index < bytes.count {
         let chunk = bytes[index..<min(index + 3, bytes.count)]
@@ -4564,7 +4653,6 @@ extension Sandbox {
         }
         index += 3
       }
-      return String(decoding: out, as: UTF8.self)
     }
 
     /// `mkdtemp(3)` in the temp dir.
@@ -4842,6 +4930,39 @@ public let baseSuite: [SelfTest] = [
       open("/dev/null", "w").write("x")
       print("OK" if len(open("/dev/urandom", "rb").read(16)) == 16 else "WRONG")
       """),
+  SelfTest(
+    "a payload cannot make set-id files (chmod, fchmod, fchmodat, open, mknod; openat2 is ENOSYS)",
+    layer: .seccomp, expect: "REFUSED",
+    python: """
+      import ctypes, errno, os, stat
+      libc = ctypes.CDLL(None, use_errno=True)
+      libc.syscall.restype = ctypes.c_long
+      os.chdir("/tmp")
+      open("probe", "w").close()
+      fd = os.open("probe", os.O_RDONLY)
+      attempts = {
+          "chmod": lambda: os.chmod("probe", 0o4755),
+          "fchmod": lambda: os.fchmod(fd, 0o2755),
+          "fchmodat": lambda: os.chmod("probe", 0o6755, dir_fd=os.open(".", os.O_RDONLY)),
+          "open": lambda: os.close(os.open("created", os.O_WRONLY | os.O_CREAT, 0o4755)),
+          "mknod": lambda: os.mknod("node", 0o4644 | stat.S_IFREG),
+      }
+      wrong = []
+      for name, attempt in attempts.items():
+          try:
+              attempt()
+              wrong.append(name)
+          except OSError as e:
+              if e.errno != errno.EPERM:
+                  wrong.append("%s errno %d" % (name, e.errno))
+      how = ctypes.c_uint64 * 3  # struct open_how: flags, mode, resolve
+      ctypes.set_errno(0)
+      if libc.syscall(437, -100, b"viaopenat2", ctypes.byref(how(os.O_WRONLY | os.O_CREAT, 0o4755, 0)), 24) != -1 or ctypes.get_errno() != errno.ENOSYS:
+          wrong.append("openat2 errno %d" % ctypes.get_errno())
+      setid = [n for n in os.listdir(".") if os.lstat(n).st_mode & 0o6000]
+      print("MADE " + " ".join(wrong + setid) if wrong or setid else "REFUSED")
+      """,
+    skipReason: { context in context.config.seccompEnabled ? nil : "the seccomp layer is relaxed (--no-seccomp)" }),
   SelfTest(
     "the payload holds no capabilities", layer: .namespaces, expect: "NONE",
     python: """
@@ -5657,61 +5778,142 @@ extension Sandbox {
     /// UTF-8 appears in `changed_files`/`deleted_files`; one that is not, only in
     /// `changed_files_b64`/`deleted_files_b64`: every entry exactly once, in one of the two.
     static func makeJSON(_ result: SandboxResult, outputs: [CLI.OutputReport] = []) -> String {
-      func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-          switch scalar {
-          case "\"": out += "\\\""
-          case "\\": out += "\\\\"
-          case "\n": out += "\\n"
-          case "\r": out += "\\r"
-          case "\t": out += "\\t"
-          default:
-            if scalar.value < 0x20 || scalar.value == 0x7f {
-              let hex = String(scalar.value, radix: 16)
-              out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-              out.unicodeScalars.append(scalar)
-            }
-          }
-        }
-        return out + "\""
-      }
-      func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }
-      func names(_ paths: [[UInt8]], _ key: String) -> String {
-        "\"\(key)\": \(list(paths.compactMap(Sys.validUTF8))), \"\(key)_b64\": \(list(paths.filter { Sys.validUTF8($0) == nil }.map(Sys.base64)))"
-      }
-      func stream(_ bytes: [UInt8], _ key: String) -> String {
-        "\"\(key)\": \(quoted(String(decoding: bytes, as: UTF8.self)))"
-          + (Sys.validUTF8(bytes) == nil ? ", \"\(key)_b64\": \"\(Sys.base64(bytes))\"" : "")
-      }
+      String(decoding: makeJSONBytes(result, outputs: outputs), as: UTF8.self)
+    }
+
+    /// `makeJSON`'s bytes, written once into one buffer: the host holds about the JSON's own size
+    /// (up to 6 bytes per byte printed, for control characters) and no copies of it.
+    static func makeJSONBytes(_ result: SandboxResult, outputs: [CLI.OutputReport] = []) -> [UInt8] {
+      var json = CLI.JSONWriter()
+      json.reserve(result.stdout.count + result.stderr.count)
       let (seconds, attoseconds) = result.duration.components
       let duration = Double(seconds) + Double(attoseconds) / 1e18
-      var json = """
-        {"schema": \(CLI.jsonSchema), "returncode": \(result.returnCode), \(stream(result.stdout, "stdout")), \
-        \(stream(result.stderr, "stderr")), \(names(result.changedPaths, "changed_files")), \
-        \(names(result.deletedPaths, "deleted_files")), "timed_out": \(result.timedOut), \
-        "output_truncated": \(result.outputTruncated), "duration_seconds": \(duration), \
-        "limit_hit": \(result.limitHit.map { quoted($0.rawValue) } ?? "null"), "layers": \(list(result.layers)), \
-        "changes_truncated": \(result.changesTruncated), \
-        "cleanup_incomplete": \(result.cleanupIncomplete.map(quoted) ?? "null")
-        """
+      json.raw("{\"schema\": \(CLI.jsonSchema), \"returncode\": \(result.returnCode), ")
+      json.stream(result.stdout, "stdout")
+      json.raw(", ")
+      json.stream(result.stderr, "stderr")
+      json.raw(", ")
+      json.names(result.changedPaths, "changed_files")
+      json.raw(", ")
+      json.names(result.deletedPaths, "deleted_files")
+      json.raw(", \"timed_out\": \(result.timedOut), \"output_truncated\": \(result.outputTruncated), ")
+      json.raw("\"duration_seconds\": \(duration), \"limit_hit\": ")
+      json.stringOrNull(result.limitHit?.rawValue)
+      json.raw(", \"layers\": ")
+      json.list(result.layers)
+      json.raw(", \"changes_truncated\": \(result.changesTruncated), \"cleanup_incomplete\": ")
+      json.stringOrNull(result.cleanupIncomplete)
       if !outputs.isEmpty {
-        let items = outputs.map { output -> String in
-          var fields = ["\"path\": \(quoted(output.path))"]
+        json.raw(", \"outputs\": [")
+        for (index, output) in outputs.enumerated() {
+          json.raw(index == 0 ? "{\"path\": " : ", {\"path\": ")
+          json.string(output.path)
           if let file = output.file {
-            fields.append("\"size\": \(file.size)")
-            fields.append("\"truncated\": \(file.truncated)")
-            fields.append(
-              Sys.validUTF8(file.bytes).map { "\"text\": \(quoted($0))" } ?? "\"b64\": \"\(Sys.base64(file.bytes))\"")
+            json.raw(", \"size\": \(file.size), \"truncated\": \(file.truncated), ")
+            if let text = Sys.validUTF8(file.bytes) {
+              json.raw("\"text\": ")
+              json.string(text)
+            } else {
+              json.raw("\"b64\": ")
+              json.base64(file.bytes)
+            }
           } else {
-            fields.append("\"error\": \(quoted(output.error ?? "unreadable"))")
+            json.raw(", \"error\": ")
+            json.string(output.error ?? "unreadable")
           }
-          return "{" + fields.joined(separator: ", ") + "}"
+          json.raw("}")
         }
-        json += ", \"outputs\": [" + items.joined(separator: ", ") + "]"
+        json.raw("]")
       }
-      return json + "}"
+      json.raw("}")
+      return json.bytes
+    }
+
+    /// The bytes of a JSON document, appended in place.
+    struct JSONWriter {
+      private(set) var bytes: [UInt8] = []
+
+      mutating func reserve(_ count: Int) { bytes.reserveCapacity(count + count / 4 + 4096) }
+      mutating func raw(_ text: String) { bytes.append(contentsOf: text.utf8) }
+
+      /// A JSON string: quotes, backslashes and control characters (and DEL) escaped.
+      mutating func string(_ text: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for scalar in text.unicodeScalars { append(scalar) }
+        bytes.append(UInt8(ascii: "\""))
+      }
+
+      /// A JSON string of UTF-8 bytes, each invalid sequence replaced by U+FFFD (as
+      /// `String(decoding:as:)` does), decoded in place rather than copied into a String first.
+      mutating func string(decoding data: [UInt8]) {
+        bytes.append(UInt8(ascii: "\""))
+        var iterator = data.makeIterator()
+        var decoder = UTF8()
+        decoding: while true {
+          switch decoder.decode(&iterator) {
+          case .scalarValue(let scalar): append(scalar)
+          case .error: append("\u{FFFD}")
+          case .emptyInput: break decoding
+          }
+        }
+        bytes.append(UInt8(ascii: "\""))
+      }
+
+      private mutating func append(_ scalar: Unicode.Scalar) {
+        switch scalar {
+        case "\"": raw("\\\"")
+        case "\\": raw("\\\\")
+        case "\n": raw("\\n")
+        case "\r": raw("\\r")
+        case "\t": raw("\\t")
+        case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+          let hex = Array("0123456789abcdef".utf8)
+          bytes += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")]
+          bytes += [hex[Int(scalar.value >> 4)], hex[Int(scalar.value & 0xf)]]
+        default: bytes.append(contentsOf: UTF8.encode(scalar)!)  // a scalar always encodes
+        }
+      }
+
+      mutating func stringOrNull(_ text: String?) {
+        if let text { string(text) } else { raw("null") }
+      }
+
+      mutating func base64(_ data: [UInt8]) {
+        bytes.append(UInt8(ascii: "\""))
+        Sys.appendBase64(data, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+      }
+
+      mutating func list(_ items: [String]) {
+        raw("[")
+        for (index, item) in items.enumerated() {
+          if index > 0 { raw(", ") }
+          string(item)
+        }
+        raw("]")
+      }
+
+      /// A stream: its text (invalid UTF-8 replaced) and, when it is not valid UTF-8, its exact bytes.
+      mutating func stream(_ data: [UInt8], _ key: String) {
+        raw("\"\(key)\": ")
+        string(decoding: data)
+        if Sys.validUTF8(data) == nil {
+          raw(", \"\(key)_b64\": ")
+          base64(data)
+        }
+      }
+
+      /// Names: the valid UTF-8 ones as text under `key`, the others as base64 under `key_b64`.
+      mutating func names(_ paths: [[UInt8]], _ key: String) {
+        raw("\"\(key)\": ")
+        list(paths.compactMap(Sys.validUTF8))
+        raw(", \"\(key)_b64\": [")
+        for (index, path) in paths.filter({ Sys.validUTF8($0) == nil }).enumerated() {
+          if index > 0 { raw(", ") }
+          base64(path)
+        }
+        raw("]")
+      }
     }
 
     /// Reads all of standard input (the code, when neither --code nor --script is given).
@@ -5856,7 +6058,9 @@ extension Sandbox {
             return CLI.OutputReport(path: path, error: error.description)
           }
         }
-        CLI.printOut(CLI.makeJSON(result, outputs: outputs))
+        var json = CLI.makeJSONBytes(result, outputs: outputs)
+        json.append(UInt8(ascii: "\n"))
+        Sys.writeAll(1, json)
         return 0
       }
       Sys.writeAll(1, result.stdout)

@@ -12,7 +12,7 @@ NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)
 . "$PWD/tests/lib.sh"
-plan 19
+plan 20
 show_failures() {  # the failing lines and the summary, or the tail when there is no summary
   if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
 }
@@ -36,6 +36,11 @@ for net in --enable-network --disable-network; do
   check "root, $net: base and extended suites pass under the profile in enforce mode" test "$rc" = 0
   show_failures "$T/suite"
   check "root, $net: the AppArmor probes ran (not skipped)" bash -c "grep -q '^ok .* - AppArmor: the payload runs under the configured profile' '$T/suite' && ! grep -q 'AppArmor layer is off' '$T/suite'"
+  if [ "$net" = --enable-network ]; then
+    # Debian 12's kernel has Landlock below ABI 6: the abstract-socket scope is a known gap, never a pass.
+    check "root, network on: without landlock-scope, abstract sockets are reported as a known gap (not a pass)" bash -c \
+      "if grep -q '^# layers: .*landlock-scope' '$T/suite'; then grep -q '^ok .* - network on: the host.s abstract unix sockets' '$T/suite'; else grep -q '^not ok .* - network on: the host.s abstract unix sockets .* # TODO known gap' '$T/suite'; fi"
+  fi
 done
 out=$("$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --json --code 'print(open("/proc/self/attr/current").read().strip())' 2>/dev/null)
 check "run: the payload's label is the profile, in enforce mode" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == sys.argv[2] + " (enforce)\n" and "apparmor" in d["layers"], d' "$out" "$NAME"

@@ -23,7 +23,8 @@ REPORTER = (
     "import os, random, resource, time\n"
     "time.sleep(random.uniform(0.0, 0.4))\n"
     "limits = [resource.getrlimit(r) for r in (resource.RLIMIT_CPU, resource.RLIMIT_NOFILE, resource.RLIMIT_CORE)]\n"
-    "open('/mnt/limits-%d' % os.getpid(), 'w').write(repr(limits))\n"
+    "open('/mnt/.partial-%d' % os.getpid(), 'w').write(repr(limits))\n"
+    "os.rename('/mnt/.partial-%d' % os.getpid(), '/mnt/limits-%d' % os.getpid())\n"  # a kill mid-write leaves no report
     "time.sleep(5)\n"
 )
 EXPECTED = repr([(77, 79), (77, 77), (0, 0)])

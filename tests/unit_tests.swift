@@ -605,6 +605,18 @@ func testPureHelpers(_ t: inout Tally) {
   t.expect(
     result.termination == .stopped(.timeout) && terminations == [.signaled(9), .exited(3), .signaled(24), .stopped(.disk), .stopped(.timeout)],
     "result: termination says in one answer how the run ended", "\(terminations)")
+  // The writer decodes bytes in place exactly as String(decoding:) would (random and edge cases).
+  var generator = SystemRandomNumberGenerator()
+  var samples: [[UInt8]] = [[0xe2, 0x82], [0xf0, 0x9f, 0x98], [0xed, 0xa0, 0x80], [0xc0, 0xaf], [0xf4, 0x90, 0x80, 0x80], [0xef, 0xbb, 0xbf]]
+  for _ in 0..<500 { samples.append((0..<Int.random(in: 0...12, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }) }
+  let mismatched = samples.filter { sample in
+    var inPlace = Sandbox.CLI.JSONWriter()
+    inPlace.string(decoding: sample)
+    var viaString = Sandbox.CLI.JSONWriter()
+    viaString.string(String(decoding: sample, as: UTF8.self))
+    return inPlace.bytes != viaString.bytes
+  }
+  t.expect(mismatched.isEmpty, "json: streams are decoded in place exactly as String(decoding:) replaces invalid UTF-8 (506 samples)", "\(mismatched.prefix(3))")
   t.expect(result.changedFiles == ["a b"] && result.deletedFiles == ["\u{FFFD}"], "result: changedFiles lists the names that are valid UTF-8, changedPaths all of them")
   t.expect(["", "f", "fo", "foo", "foob", "fooba", "foobar"].map { Sandbox.Sys.base64(Array($0.utf8)) } == ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"], "base64: the RFC 4648 test vectors")
   func parses(_ arguments: [String]) -> Bool { (try? Sandbox.CLI.parse(arguments)) != nil }
@@ -688,6 +700,15 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   t.expectError("e2e: a script that is not in the mount dir is refused before running", { if case .invalidScriptPath = $0 { true } else { false } }) {
     () throws(SandboxError) in _ = try sandbox.run(.script(sandboxPath: "/mnt/missing.py"), mountDirectory: mount)
   }
+  mkdir("\(mount)/real", 0o755)
+  writeFile("\(mount)/real/code.py", "print('via a link')\n")
+  _ = symlink("real", "\(mount)/link")
+  t.expectError("e2e: a script reached through a symlinked directory in the mount dir is refused", { if case .invalidScriptPath = $0 { true } else { false } }) {
+    () throws(SandboxError) in _ = try sandbox.run(.script(sandboxPath: "/mnt/link/code.py"), mountDirectory: mount)
+  }
+  _ = unlink("\(mount)/link")
+  _ = unlink("\(mount)/real/code.py")
+  _ = rmdir("\(mount)/real")
   t.expectError("e2e: a mount dir outside the temp dir is refused before running", { if case .invalidMountDirectory = $0 { true } else { false } }) {
     () throws(SandboxError) in _ = try sandbox.run(.code("open('/mnt/x','w')"), mountDirectory: "/var")
   }
@@ -816,6 +837,11 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     t.expect(spin?.limitHit == .cpu && spin?.returnCode == -SIGXCPU && (spin?.duration ?? .seconds(99)) < .seconds(10), "limits: a CPU spin ends at the CPU limit (SIGXCPU), reported as cpu", "\(String(describing: spin?.limitHit)) \(String(describing: spin?.returnCode))")
     let stubborn = payload(cpu, "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass", timeout: .seconds(20))
     t.expect(stubborn?.limitHit == .cpu && stubborn?.returnCode == -SIGKILL, "limits: ignoring SIGXCPU ends in SIGKILL at the hard limit, still reported as cpu", "\(String(describing: stubborn?.limitHit)) \(String(describing: stubborn?.returnCode))")
+    let forged = ["import sys\nsys.exit(152)", "import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)"].map { payload(cpu, $0) }
+    t.expect(
+      forged.allSatisfy { $0?.returnCode == -SIGXCPU && $0?.limitHit == nil },
+      "limits: a payload that sends itself SIGXCPU or exits 152 is not reported as hitting the CPU limit (the kernel's CPU time decides)",
+      "\(forged.map { "\(String(describing: $0?.returnCode)) \(String(describing: $0?.limitHit))" })")
   }
   if let memory = limited(SandboxLimits(memoryBytes: 256 << 20)) {
     let bomb = payload(memory, "chunks = []\nfor _ in range(64):\n    chunks.append(bytearray(64 << 20))\nprint('survived')")  // ceiling 4 GiB
@@ -840,10 +866,11 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
   }
   let crash = payload(sandbox, "import os\nos.abort()", mount: fileMount)
   t.expect(crash?.returnCode == -SIGABRT && crash?.changedFiles.contains(where: { $0.hasPrefix("core") }) == false, "limits: a crash leaves no core file in /mnt")
-  let setuid = payload(sandbox, "import os\nopen('/mnt/tool', 'w').write('#!/bin/sh\\n')\nos.chmod('/mnt/tool', 0o6755)\nprint(oct(os.stat('/mnt/tool').st_mode & 0o7777))", mount: fileMount)
+  let unfiltered = limited(SandboxLimits(), seccomp: false)
+  let setuid = unfiltered.flatMap { payload($0, "import os\nopen('/mnt/tool', 'w').write('#!/bin/sh\\n')\nos.chmod('/mnt/tool', 0o6755)\nprint(oct(os.stat('/mnt/tool').st_mode & 0o7777))", mount: fileMount) }
   var toolInfo = stat()
   stat("\(fileMount)/tool", &toolInfo)
-  t.expect(setuid?.stdoutText == "0o6755\n" && toolInfo.st_mode & 0o7777 == 0o755, "limits: setuid/setgid bits a payload sets in /mnt are cleared on the host", String(toolInfo.st_mode & 0o7777, radix: 8))
+  t.expect(setuid?.stdoutText == "0o6755\n" && toolInfo.st_mode & 0o7777 == 0o755, "limits: setuid/setgid bits a payload sets in /mnt (seccomp relaxed) are cleared on the host", String(toolInfo.st_mode & 0o7777, radix: 8))
   if let small = limited(SandboxLimits(tmpfsBytes: 8 << 20)) {
     let fill = payload(small, "import errno\ntry:\n    open('/tmp/fill', 'wb').write(b'x' * (32 << 20)); print('WROTE')\nexcept OSError as e: print('FULL', e.errno == errno.ENOSPC)")
     t.expect(fill?.stdoutText == "FULL True\n", "limits: /tmp is capped at the tmpfs size", fill?.stdoutText ?? "")
@@ -915,7 +942,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 249, endToEnd: 72)
+    let planned = (offline: 250, endToEnd: 77)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
