@@ -38,6 +38,9 @@
 //     --disable-network             a network namespace with loopback only
 //     --no-seccomp                  an allow-all seccomp filter (for benchmarks; weaker)
 //     --ignore-profile-diffs        use a loaded profile that differs from the generated one
+//     --cgroup-parent DIR           the delegated cgroup v2 dir runs' cgroups go in
+//     --require-cgroup              refuse to run without the cgroup layer
+//     --no-cgroup                   no cgroup of the run's own, even where one can be made
 //     -h, --help                    this text
 //
 //   sandbox (self-tests):
@@ -52,19 +55,23 @@
 //     --mnt-dir DIR                 a directory below the temp dir, bound read-write at /mnt
 //     --timeout SECONDS             wall-clock limit (> 0); 124 when it strikes
 //     --env NAME=VALUE              an extra environment variable (repeatable)
-//     --json                        print one JSON object (schema 1) instead of the streams
+//     --json                        print one JSON object (schema 2) instead of the streams
 //     --output REL                  with --json and --mnt-dir: return this file of the mount dir (repeatable)
 //     --print-bwrap-argv            print this run's bwrap command line and run nothing
 //
 //   limits (both commands; 0 switches off a limit whose minimum allows it):
 //     --cpu-seconds N               CPU seconds per process (RLIMIT_CPU) (default 300)
-//     --memory-mb N                 heap per process in MiB (RLIMIT_DATA) (default 4096)
+//     --memory-mb N                 MiB of memory (cgroup: the run's; else heap per process) (default 4096)
 //     --max-file-mb N               largest written file in MiB (RLIMIT_FSIZE) (default 1024)
-//     --max-processes N             processes of the caller's uid (RLIMIT_NPROC) (default off)
+//     --max-processes N             tasks of the run, pid 1 included (pids.max or RLIMIT_NPROC) (default off)
 //     --max-open-files N            descriptors per process, at least 16 (default 1024)
 //     --tmpfs-mb N                  MiB of each writable tmpfs, at least 1 (default 512)
+//     --tmpfs-inodes N              inodes each writable tmpfs may hold, at least 100 (default 100000)
 //     --max-mnt-mb N                MiB the mount dir's filesystem may grow (default 1024)
+//     --max-mnt-inodes N            inodes the mount dir's filesystem may gain (default 100000)
+//     --address-space-mb N          address space per process in MiB (RLIMIT_AS) (default off)
 //     --max-output-bytes N          bytes kept per output stream (default 16777216)
+//     --cpus N                      CPUs' worth of time, e.g. 1.5 (cgroup cpu.max) (default off)
 //
 //   The venv and profile come from CODEEXEC_SANDBOX_VENV and CODEEXEC_SANDBOX_AA_PROFILE_NAME
 //   unless --venv and --apparmor-profile-name are passed together (--venv alone counts with
@@ -91,6 +98,8 @@
 //                               never loads a profile
 //   Process spawning (Spawner)  spawn, EventLoop, runToCompletion: the only posix_spawn, poll,
 //                               waitpid and pidfd signal; knows nothing of bwrap
+//   The cgroup layer (Cgroup)   find, RunGroup (make, add, kill, usage, remove): the only code that
+//                               writes to cgroupfs; never moves this process or its threads
 //   The lifecycle (Lifecycle)   supervise and its Supervisor, Reaper, the gate's limits: the only
 //                               code that decides a run has ended
 //   Mount dir changes (Changes) OpenMountDirectory: snapshot, finishRun, readOutput, remove: only
@@ -139,6 +148,14 @@ public struct SandboxConfig: Sendable, Equatable {
   /// Refuse every `run` until `SelfTestGate.verify` has passed in this process (the startup
   /// check of openedx codejail-service).
   public var requiresVerifiedHost: Bool = false
+  /// Whether runs get a cgroup v2 of their own where one can be made (see `cgroupParent`);
+  /// `false` relaxes the layer explicitly (`--no-cgroup`).
+  public var cgroupEnabled: Bool = true
+  /// The delegated, empty cgroup v2 directory runs' cgroups are made in; nil detects it (the
+  /// parent of this process's cgroup, when systemd's `Delegate=yes` marked it).
+  public var cgroupParent: String? = nil
+  /// Refuse to make a `Sandbox` when the cgroup layer cannot apply (`--require-cgroup`).
+  public var requireCgroup: Bool = false
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
@@ -188,23 +205,42 @@ public struct SandboxLimits: Sendable, Equatable {
   public var outputLimitBytes: Int
   /// CPU seconds per process (RLIMIT_CPU): SIGXCPU at this soft limit, SIGKILL 2 s later.
   public var cpuSeconds: Int?
-  /// Heap and private memory per process (RLIMIT_DATA): allocations past it fail (MemoryError).
+  /// Memory of the run. With the cgroup layer: `memory.max` of the whole run (anonymous, shared
+  /// and tmpfs memory, page cache; swap 0), enforced by the kernel's OOM killer. Without it:
+  /// RLIMIT_DATA, heap and private memory per process (allocations past it fail, MemoryError),
+  /// and every writable tmpfs is capped at a share of it (see `effectiveTmpfsBytes`).
   public var memoryBytes: Int?
   /// Largest file a process may write (RLIMIT_FSIZE): writes past it fail with EFBIG.
   public var fileSizeBytes: Int?
-  /// Processes of the caller's uid (RLIMIT_NPROC). It counts every process of that uid on the
-  /// host and does not bind root, so a root caller who sets it gets an error instead.
+  /// Tasks (processes and threads) of the run, bwrap's pid 1 included, so the payload gets N-1.
+  /// With the cgroup layer: `pids.max`, which binds root too. Without it: RLIMIT_NPROC, which
+  /// the kernel counts per user namespace and which does not bind root, so a root caller who
+  /// sets it without the cgroup layer gets an error.
   public var maxProcesses: Int?
   /// Open descriptors per process (RLIMIT_NOFILE).
   public var openFiles: Int
   /// Size of each tmpfs the sandbox mounts writable: /tmp, /dev/shm, and /mnt without a mount dir.
   public var tmpfsBytes: Int
+  /// Inodes each of those may hold. Empty files cost no bytes, but each inode costs the kernel
+  /// about 1 KiB, and bwrap sets no inode cap on its tmpfs mounts: the host reads their counts
+  /// through pid 1's root every 50 ms and kills the run past this (`limit_hit: tmpfs`).
+  public var tmpfsInodes: Int = 100_000
   /// How much the filesystem holding the mount dir may grow during a run. The spawner checks it
   /// (and that at least `diskReserveBytes` stay free) every 50 ms and kills the run past it, so
   /// many small files cannot fill the disk where per-file RLIMIT_FSIZE would not stop them.
   public var mountDirectoryBytes: Int?
   /// Free space that must remain on the mount dir's filesystem (the run is killed below it).
   public static let diskReserveBytes = 256 << 20
+  /// Inodes (files, directories, links) the mount dir's filesystem may gain during a run, checked
+  /// by the same watch; nil switches the inode budget off. Empty files cost no bytes, but a
+  /// filesystem out of inodes takes no file from anyone.
+  public var mountDirectoryInodes: Int? = 100_000
+  /// Free inodes that must remain on the mount dir's filesystem: 10,000, or 5 % of a small one's.
+  public static func diskReserveInodes(total: Int64) -> Int64 { min(10_000, total / 20) }
+  /// Address space per process (RLIMIT_AS), off by default: it counts what RLIMIT_DATA does not
+  /// (shared mappings, memfd), but also every reserved and never-touched mapping, so numpy,
+  /// OpenBLAS's thread buffers and JIT runtimes fail well before they use that much memory.
+  public var addressSpaceBytes: Int? = nil
   /// Entries (files and directories) one snapshot of the mount dir may hold; past it the
   /// snapshot stops recording and the result says `changesTruncated`. Bounds the host's memory
   /// whatever the payload builds; set-id clearing still covers the whole tree.
@@ -218,6 +254,8 @@ public struct SandboxLimits: Sendable, Equatable {
   /// How long the host may spend clearing set-id bits in a tree its snapshot could not cover;
   /// past it the clean-up is reported incomplete and the mount dir is closed (mode 000).
   public var cleanupTimeLimit: Duration
+  /// CPUs' worth of time the run may use (`cpu.max`, e.g. 1.5); needs the cgroup layer.
+  public var cpus: Double? = nil
 
   /// Creates limits; see each property for what it bounds. Core dumps are always off.
   public init(
@@ -225,8 +263,9 @@ public struct SandboxLimits: Sendable, Equatable {
     fileSizeBytes: Int? = 1 << 30, maxProcesses: Int? = nil, openFiles: Int = 1024,
     tmpfsBytes: Int = 512 << 20, mountDirectoryBytes: Int? = 1 << 30,
     trackedEntries: Int = 100_000, trackedBytes: Int = 16 << 20, reportedChanges: Int = 10_000,
-    reportedChangeBytes: Int = 1 << 20, cleanupTimeLimit: Duration = .seconds(30)
+    reportedChangeBytes: Int = 1 << 20, cleanupTimeLimit: Duration = .seconds(30), cpus: Double? = nil
   ) {
+    self.cpus = cpus
     self.trackedEntries = trackedEntries
     self.trackedBytes = trackedBytes
     self.reportedChanges = reportedChanges
@@ -264,6 +303,12 @@ public enum SandboxLayer: String, Sendable, CaseIterable {
   case landlockScope = "landlock-scope"
   /// The AppArmor profile.
   case appArmor = "apparmor"
+  /// A cgroup v2 of the run's own: memory, processes and CPU for the whole run, root's too.
+  case cgroup
+  /// What `memoryBytes` bounds: the whole run's memory, by the cgroup (`memory.max`).
+  case memoryCgroup = "memory:cgroup"
+  /// What `memoryBytes` bounds: private memory per process only (RLIMIT_DATA), tmpfs within it.
+  case memoryPrivateOnly = "memory:private-only"
   /// Not a layer: a self-test that proves the probes themselves work. Never active.
   case control
 
@@ -275,6 +320,8 @@ public enum SandboxLayer: String, Sendable, CaseIterable {
     case .appArmor: "AppArmor"
     case .tmpfsSize: "tmpfs size"
     case .diskWatch: "disk watch"
+    case .memoryCgroup: "memory (cgroup)"
+    case .memoryPrivateOnly: "memory (private only)"
     default: rawValue
     }
   }
@@ -296,12 +343,15 @@ public enum SandboxLimitHit: String, Sendable, Equatable {
   case cancelled
   /// The payload used its CPU seconds (SIGXCPU, or SIGKILL at the hard limit).
   case cpu
-  /// An allocation failed at the memory limit (MemoryError).
+  /// The memory limit: the cgroup's OOM killer acted (authoritative), or, without the cgroup
+  /// layer, the payload printed MemoryError (advisory).
   case memory
   /// A write failed at the file-size limit (EFBIG / SIGXFSZ).
   case fileSize = "file_size"
   /// The mount dir's filesystem grew past its budget (or ran low on space); the run was killed.
   case disk
+  /// A writable tmpfs of the sandbox held more than `tmpfsInodes` inodes; the run was killed.
+  case tmpfs
 }
 
 /// What one run did. Anything the payload causes (a crash, a timeout, a flood) is reported here.
@@ -336,6 +386,10 @@ public struct SandboxResult: Sendable, Equatable {
   public var limitHit: SandboxLimitHit?
   /// The protection layers that were active for this run.
   public var layers: [String]
+  /// The most memory the run held at once (`memory.peak` of its cgroup); nil without the cgroup layer.
+  public var memoryPeakBytes: Int? = nil
+  /// CPU time of every process of the run (`cpu.stat`); nil without the cgroup layer.
+  public var cpuTime: Duration? = nil
 
   /// How a run ended, in one answer (the Booleans and `limitHit` above stay, and agree with it).
   public enum Termination: Sendable, Equatable {
@@ -343,7 +397,7 @@ public struct SandboxResult: Sendable, Equatable {
     case exited(Int32)
     /// The payload died by this signal; `limitHit` says when a limit sent it (cpu, file size).
     case signaled(Int32)
-    /// The host stopped the run before the payload ended: `.timeout`, `.cancelled` or `.disk`.
+    /// The host stopped the run before the payload ended: `.timeout`, `.cancelled`, `.disk` or `.tmpfs`.
     case stopped(SandboxLimitHit)
   }
 
@@ -353,6 +407,7 @@ public struct SandboxResult: Sendable, Equatable {
     if timedOut { return .stopped(.timeout) }
     if cancelled { return .stopped(.cancelled) }
     if limitHit == .disk { return .stopped(.disk) }
+    if limitHit == .tmpfs { return .stopped(.tmpfs) }
     return returnCode < 0 ? .signaled(-returnCode) : .exited(returnCode)
   }
 
@@ -635,6 +690,8 @@ public struct Sandbox: Sendable {
   let launcher: [String]
   /// Warnings the caller should show (e.g. an installed profile that differs, ignored on request).
   public let warnings: [String]
+  /// Where runs' cgroups are made, or why the cgroup layer does not apply.
+  let cgroup: Cgroup.Availability
 
   /// Checks the configuration and the host, so that later runs fail only for per-run reasons.
   ///
@@ -654,7 +711,10 @@ public struct Sandbox: Sendable {
     // 2. The venv, resolved once: every run binds this real path (and a pyenv/uv base prefix).
     let venv = try Preflight.VenvLayout(venvPath: config.venvPath)
     // 3. Fail closed: a layer that was asked for and cannot be applied stops everything.
-    try Sandbox.checkLayers(config)
+    let cgroup =
+      config.cgroupEnabled
+      ? Cgroup.find(configured: config.cgroupParent) : .unavailable(reason: "switched off (--no-cgroup)")
+    try Sandbox.checkLayers(config, cgroup: cgroup)
     // 4. AppArmor, last: it needs the venv for the profile it compares with the installed one.
     let (launcher, warnings) = try Sandbox.makeLauncher(config, venv: venv, host: host)
     self.config = config
@@ -662,20 +722,50 @@ public struct Sandbox: Sendable {
     self.host = host
     self.launcher = launcher
     self.warnings = warnings
+    self.cgroup = cgroup
   }
 
   /// Refuses a configuration that asks for a layer this host or caller cannot have.
-  static func checkLayers(_ config: SandboxConfig) throws(SandboxError) {
+  static func checkLayers(_ config: SandboxConfig, cgroup: Cgroup.Availability) throws(SandboxError) {
     if config.seccompEnabled && Seccomp.Filter.Architecture.native == nil {
       throw .layerUnavailable(
         layer: .seccomp, reason: "no filter is built for this CPU architecture (x86_64 and aarch64 are)",
         relax: "pass --no-seccomp (library: seccompEnabled: false) to run without it")
     }
+    let cgroupReason: String
+    switch cgroup {
+    case .available(_, let controllers):
+      if config.limits.cpus != nil && !controllers.contains("cpu") {
+        throw Cgroup.failure("the cgroup parent does not hand down the cpu controller, which --cpus needs")
+      }
+      return
+    case .unavailable(let reason): cgroupReason = reason
+    }
+    if config.cgroupParent != nil {
+      throw .layerUnavailable(
+        layer: .cgroup, reason: cgroupReason,
+        relax: "fix the directory given to --cgroup-parent (see the README's cgroup recipe), or leave it out")
+    }
+    if config.requireCgroup {
+      throw .layerUnavailable(
+        layer: .cgroup, reason: cgroupReason,
+        relax: "run under a delegated cgroup v2 (see the README's cgroup recipe), or drop --require-cgroup")
+    }
+    if config.limits.cpus != nil {
+      throw .layerUnavailable(
+        layer: .cgroup, reason: "--cpus needs the cgroup layer: \(cgroupReason)",
+        relax: "run under a delegated cgroup v2 (see the README's cgroup recipe), or leave --cpus unset")
+    }
+    if config.limits.maxProcesses == 1 {
+      throw .layerUnavailable(
+        layer: .limits, reason: "RLIMIT_NPROC 1 leaves the payload no process: bwrap's pid 1 is one of them",
+        relax: "pass --max-processes 2 or more (N allows the payload N-1 tasks)")
+    }
     if config.limits.maxProcesses != nil && getuid() == 0 {
       throw .layerUnavailable(
         layer: .limits,
-        reason: "a process limit (RLIMIT_NPROC) does not bind root, and no delegated cgroup v2 is used",
-        relax: "run as an unprivileged user, or leave --max-processes (maxProcesses) unset")
+        reason: "a process limit (RLIMIT_NPROC) does not bind root, and the cgroup layer is off: \(cgroupReason)",
+        relax: "run under a delegated cgroup v2, run as an unprivileged user, or leave --max-processes unset")
     }
   }
 
@@ -797,19 +887,37 @@ public struct Sandbox: Sendable {
     // 2. The mount dir's snapshot, before any process of the sandbox exists.
     let limits = config.limits
     let before = try mountDir?.snapshot(limits: limits)
-    // 3. The command line, from data; under setpriv (and the profile) when AppArmor is on.
+    // 3. The run's cgroup, before bwrap exists, so that pid 1 can join it at the handshake.
+    let group = try cgroup.parent.map { (parent) throws(SandboxError) in
+      try Cgroup.RunGroup(parent: parent, limits: limits)
+    }
+    // 4. The command line, from data; under setpriv (and the profile) when AppArmor is on.
     let invocation = Bwrap.makeInvocation(makePlan(payload, mountDir: mountDir, environment: payloadEnvironment))
     let launch = Lifecycle.Launch(
       executable: launcher.first ?? host.bwrapPath,
       arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
       inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout,
-      outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal,
+      outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal, cgroup: group,
       diskWatch: mountDir.flatMap { mountDir in
-        limits.mountDirectoryBytes.map { (mountDir.pathFD, Int64($0), Int64(SandboxLimits.diskReserveBytes)) }
-      })
-    // 4. bwrap, until every process of the sandbox is gone.
-    let exit = try superviseFromOwnThread(launch)
-    // 5. The host's work on the mount dir: only once nothing of the sandbox is left, always then.
+        limits.mountDirectoryBytes.map {
+          Lifecycle.DiskWatch(
+            fd: mountDir.pathFD, budget: Int64($0), reserve: Int64(SandboxLimits.diskReserveBytes),
+            inodeBudget: limits.mountDirectoryInodes.map(Int64.init),
+            inodeReserve: SandboxLimits.diskReserveInodes(total: Sys.filesystemUsage(mountDir.pathFD)?.inodes ?? 0))
+        }
+      },
+      tmpfsWatch: (invocation.writableTmpfsPaths, Int64(limits.tmpfsInodes)))
+    // 5. bwrap, until every process of the sandbox is gone; then what the cgroup accounted.
+    let exit: Lifecycle.Exit
+    do throws(SandboxError) {
+      exit = try superviseFromOwnThread(launch)
+    } catch {
+      group?.remove()
+      throw error
+    }
+    let usage = group?.usage()
+    if exit.allGone { group?.remove() }  // else it stays, sealed by its limits, for a later sweep
+    // 6. The host's work on the mount dir: only once nothing of the sandbox is left, always then.
     var changes = Changes.ChangeList()
     var cleanupProblem = exit.leftover
     if let mountDir, let before {
@@ -819,7 +927,7 @@ public struct Sandbox: Sendable {
         mountDir.seal()  // fail closed: no host work on a tree something may still change
       }
     }
-    // 6. The verdict.
+    // 7. The verdict.
     if !exit.started && (exit.stop == nil || exit.stop == .setup) {
       throw setupFailure(exit)
     }
@@ -828,7 +936,8 @@ public struct Sandbox: Sendable {
       stderr: exit.stderr, timedOut: exit.stop == .timeout, cancelled: exit.stop == .cancelled,
       outputTruncated: exit.outputTruncated, duration: exit.duration, changedPaths: changes.changed,
       deletedPaths: changes.deleted, changesTruncated: changes.truncated, cleanupIncomplete: cleanupProblem,
-      limitHit: Lifecycle.classifyLimitHit(exit, limits: limits), layers: activeLayers.map(\.rawValue))
+      limitHit: Lifecycle.classifyLimitHit(exit, limits: limits, cgroup: usage), layers: activeLayers.map(\.rawValue),
+      memoryPeakBytes: usage?.memoryPeakBytes, cpuTime: usage?.cpuTime)
   }
 
   /// Supervises `launch`; where Landlock's scope applies, from a fresh thread restricted first.
@@ -883,7 +992,19 @@ public struct Sandbox: Sendable {
     if config.seccompEnabled { layers.append(.seccomp) }
     if scopesAbstractSockets { layers.append(.landlockScope) }
     if case .profile = config.appArmor { layers.append(.appArmor) }
+    if cgroup.parent != nil { layers.append(.cgroup) }
+    if config.limits.memoryBytes != nil { layers.append(cgroup.parent != nil ? .memoryCgroup : .memoryPrivateOnly) }
     return layers
+  }
+
+  /// Each writable tmpfs's cap. With the cgroup layer, tmpfs pages count against `memory.max`
+  /// already; without it they count against nothing, so together the tmpfs mounts may hold at
+  /// most half of `memoryBytes` (the other half is the payload's own).
+  func effectiveTmpfsBytes(mountDirectoryBound: Bool) -> Int {
+    let limits = config.limits
+    guard cgroup.parent == nil, let memory = limits.memoryBytes else { return limits.tmpfsBytes }
+    let count = mountDirectoryBound ? 2 : 3  // /tmp and /dev/shm, and /mnt when it is a tmpfs
+    return max(1 << 20, min(limits.tmpfsBytes, memory / (2 * count)))
   }
 
   func makePlan(_ payload: SandboxPayload, mountDir: Changes.OpenMountDirectory?, environment: [(String, String)])
@@ -892,7 +1013,7 @@ public struct Sandbox: Sendable {
     Bwrap.RunPlan(
       host: host.layout, venv: venv, networkEnabled: config.networkEnabled,
       mountDirectoryFD: mountDir?.pathFD, payload: payload, environment: environment,
-      tmpfsBytes: config.limits.tmpfsBytes,
+      tmpfsBytes: effectiveTmpfsBytes(mountDirectoryBound: mountDir != nil),
       // `init` refused a requested filter this architecture has none of.
       seccompProgram: config.seccompEnabled
         ? Seccomp.Filter.program(networkEnabled: config.networkEnabled) ?? Seccomp.Filter.allowAll
@@ -1275,6 +1396,11 @@ extension Sandbox {
       var inputs: [Spawner.ChildInput]
       /// The mount table the arguments were rendered from (the AppArmor profile is derived from it).
       var mounts: [Bwrap.Mount]
+
+      /// Sandbox paths of the tmpfs mounts the payload can write (the tmpfs watch reads them).
+      var writableTmpfsPaths: [String] {
+        mounts.compactMap { if case .tmpfs(let path, _) = $0 { path } else { nil } }
+      }
     }
 
     /// Builds the bwrap command line for one run.
@@ -1518,6 +1644,15 @@ extension Sandbox {
           Rule(name: "fspick", x86_64: 433, aarch64: 433, errno: ENOSYS),
           Rule(name: "mount_setattr", x86_64: 442, aarch64: 442, errno: ENOSYS),
           Rule(name: "open_tree_attr", x86_64: 467, aarch64: 467, errno: ENOSYS),
+        ]
+        // Space and memory no limit follows. fallocate reserves gigabytes in microseconds, faster
+        // than the disk watch looks: EOPNOTSUPP makes glibc's posix_fallocate fall back to writes,
+        // which RLIMIT_FSIZE and the watch do follow. SysV shared memory counts against no rlimit
+        // and is unlimited in a fresh IPC namespace: ENOSYS, as a kernel without SYSVIPC says
+        // (Python's multiprocessing uses POSIX shared memory in /dev/shm, a capped tmpfs).
+        + [
+          Rule(name: "fallocate", x86_64: 285, aarch64: 47, errno: EOPNOTSUPP),
+          Rule(name: "shmget", x86_64: 29, aarch64: 194, errno: ENOSYS),
         ]
         // openat2 takes its mode in a struct BPF cannot read (a set-id file could be created):
         // ENOSYS, as before Linux 5.6; glibc's open and openat do not use it.
@@ -2664,6 +2799,218 @@ extension Sandbox {
   }
 }
 
+// MARK: - The cgroup layer
+
+extension Sandbox {
+  /// cgroup v2 limits that bind every process of a run, root's too: each run gets a child cgroup
+  /// of a delegated, empty parent, and bwrap's pid 1 and the gate join it before "GO", so no
+  /// payload code runs outside it. This process and its threads are never moved.
+  enum Cgroup {
+    /// Where systemd and the AppArmor VM mount the unified hierarchy.
+    static let hierarchy = "/sys/fs/cgroup"
+    /// Controllers every run needs in the parent's `cgroup.subtree_control`; `cpu` only with `cpus`.
+    static let requiredControllers = ["memory", "pids"]
+    /// The prefix of the runs' cgroups: `sandbox-PID-N`, PID the host process that made it.
+    static let childPrefix = "sandbox-"
+
+    /// Where runs' cgroups are made, or why none can be.
+    enum Availability: Sendable, Equatable {
+      case available(parent: String, controllers: [String])
+      case unavailable(reason: String)
+
+      var parent: String? { if case .available(let parent, _) = self { parent } else { nil } }
+    }
+
+    /// The parent given by configuration, or the one detected: the parent of this process's own
+    /// cgroup when systemd marked it delegated (`Delegate=yes` sets `trusted.delegate`, or
+    /// `user.delegate` for a user manager) and this process sits in a subgroup of it.
+    static func find(configured: String?) -> Availability {
+      if let configured { return check(parent: configured) }
+      guard isCgroup2(hierarchy) else {
+        return .unavailable(
+          reason: "cgroup v2 is not mounted at \(hierarchy) (this host has cgroup v1 hierarchies only)")
+      }
+      guard let own = ownCgroup() else {
+        return .unavailable(reason: "this process is in no cgroup v2 (no '0::' line in /proc/self/cgroup)")
+      }
+      guard own != "/" else {
+        return .unavailable(reason: "this process runs in the root cgroup, which is delegated to nobody")
+      }
+      let ownPath = hierarchy + own
+      if isDelegated(ownPath) {
+        return .unavailable(
+          reason:
+            "\(ownPath) is delegated but holds this process: move it into a subgroup (systemd: DelegateSubgroup=host) so runs can be its siblings"
+        )
+      }
+      let parent = Sys.parentDirectory(ownPath)
+      guard parent != hierarchy, isDelegated(parent) else {
+        return .unavailable(
+          reason: "\(parent) is not delegated to this process (no trusted.delegate or user.delegate mark)")
+      }
+      return check(parent: parent)
+    }
+
+    /// A parent is usable when it is cgroup v2, ours to write, holds no process of its own (the
+    /// no-internal-processes rule) and hands the controllers down.
+    static func check(parent: String) -> Availability {
+      guard let real = Sys.resolvedPath(parent), Sys.isDirectory(real) else {
+        return .unavailable(reason: "\(parent) is not a directory")
+      }
+      guard isCgroup2(real) else { return .unavailable(reason: "\(real) is not on a cgroup v2 filesystem") }
+      guard access(real, W_OK | X_OK) == 0, access("\(real)/cgroup.procs", W_OK) == 0 else {
+        return .unavailable(
+          reason: "\(real) is not writable by this user (it must be delegated: chown, or systemd's Delegate=yes)")
+      }
+      guard let procs = Sys.readSmallFile("\(real)/cgroup.procs"), Sys.trimmed(procs).isEmpty else {
+        return .unavailable(reason: "\(real) holds processes of its own, so its children cannot have controllers")
+      }
+      let controllers = (Sys.readSmallFile("\(real)/cgroup.subtree_control") ?? "").split(separator: " ").map {
+        Sys.trimmed(String($0))
+      }
+      let missing = requiredControllers.filter { !controllers.contains($0) }
+      guard missing.isEmpty else {
+        return .unavailable(
+          reason:
+            "\(real)/cgroup.subtree_control lacks \(missing.joined(separator: ", ")) (enable with: echo '+memory +pids +cpu' > \(real)/cgroup.subtree_control)"
+        )
+      }
+      return .available(parent: real, controllers: controllers)
+    }
+
+    /// A cgroup v2 directory, root or child, has `cgroup.controllers`; a v1 one never does.
+    static func isCgroup2(_ path: String) -> Bool { Sys.exists("\(path)/cgroup.controllers") }
+
+    /// This process's cgroup v2 path (the `0::` line of /proc/self/cgroup).
+    static func ownCgroup() -> String? {
+      guard let text = Sys.readSmallFile("/proc/self/cgroup") else { return nil }
+      for line in text.split(separator: "\n") where line.hasPrefix("0::") {
+        let path = String(line.dropFirst(3))
+        return path.hasPrefix("/") && !path.contains("/../") && !path.hasSuffix("/..") ? path : nil
+      }
+      return nil
+    }
+
+    /// systemd's mark on a cgroup it delegated (`trusted.delegate`, or `user.delegate`) is "1".
+    static func isDelegated(_ path: String) -> Bool {
+      guard let getxattr = Sys.GlibcExtras.getxattr else { return false }
+      return ["trusted.delegate", "user.delegate"].contains { name in
+        var value = [UInt8](repeating: 0, count: 8)
+        let count = value.withUnsafeMutableBytes { getxattr(path, name, $0.baseAddress, $0.count) }
+        return count == 1 && value[0] == UInt8(ascii: "1")
+      }
+    }
+
+    /// What a run's cgroup accounted.
+    struct Usage: Sendable, Equatable {
+      /// `memory.peak`: the most memory (anonymous, shared, tmpfs, page cache) the run held.
+      var memoryPeakBytes: Int?
+      /// `cpu.stat` `usage_usec`: CPU time of every process of the run.
+      var cpuTime: Duration?
+      /// `memory.events` `oom_kill`: processes the kernel killed at `memory.max`.
+      var oomKills: Int
+    }
+
+    /// One run's cgroup: made before bwrap starts, joined by pid 1 and the gate before "GO",
+    /// killed with the run, read and removed once every process of the run is gone.
+    final class RunGroup {
+      let path: String
+      private static let lock = Sys.Mutex()
+      nonisolated(unsafe) private static var made = 0
+
+      /// Makes `parent/sandbox-PID-N` with the run's limits.
+      /// - Throws: `layerUnavailable(.cgroup)` naming the file that refused (fail closed).
+      init(parent: String, limits: SandboxLimits) throws(SandboxError) {
+        let number = RunGroup.lock.withLock { () -> Int in
+          RunGroup.made += 1
+          return RunGroup.made
+        }
+        if number == 1 { Cgroup.sweepStale(parent) }
+        path = "\(parent)/\(Cgroup.childPrefix)\(getpid())-\(number)"
+        guard mkdir(path, 0o755) == 0 else {
+          throw Cgroup.failure("mkdir \(path): \(Sys.errnoText(errno))")
+        }
+        var settings: [(file: String, value: String)] = []
+        if let bytes = limits.memoryBytes {
+          settings.append(("memory.max", "\(bytes)"))
+          settings.append(("memory.swap.max", "0"))  // swap would let memory.max be routed around
+        }
+        if let count = limits.maxProcesses { settings.append(("pids.max", "\(count)")) }
+        if let cpus = limits.cpus { settings.append(("cpu.max", "\(Int((cpus * 100_000).rounded())) 100000")) }
+        for setting in settings {
+          // memory.swap.max is missing where swap accounting is off: there is no swap to route through then.
+          if setting.file == "memory.swap.max" && !Sys.exists("\(path)/\(setting.file)") { continue }
+          if let problem = write(setting.value, to: setting.file) {
+            rmdir(path)
+            throw Cgroup.failure(problem)
+          }
+        }
+      }
+
+      /// Moves `pid` into this cgroup; a problem, or nil.
+      func add(_ pid: pid_t) -> String? { write("\(pid)", to: "cgroup.procs") }
+
+      /// Kills every process in the cgroup (`cgroup.kill`, Linux ≥ 5.14).
+      func kill() { _ = write("1", to: "cgroup.kill") }
+
+      /// What the kernel accounted to the run.
+      func usage() -> Usage {
+        func field(_ name: String, in file: String) -> Int? {
+          for line in (Sys.readSmallFile("\(path)/\(file)") ?? "").split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, parts[0] == name { return Int(parts[1]) }
+          }
+          return nil
+        }
+        let peak = Sys.readSmallFile("\(path)/memory.peak").flatMap { Int(Sys.trimmed($0)) }
+        return Usage(
+          memoryPeakBytes: peak, cpuTime: field("usage_usec", in: "cpu.stat").map { .microseconds($0) },
+          oomKills: field("oom_kill", in: "memory.events") ?? 0)
+      }
+
+      /// Removes the cgroup once it is empty (the run's end guarantees that); retried briefly,
+      /// since the kernel may still be tearing the last task down. Left behind otherwise, for
+      /// the next process's sweep.
+      func remove() {
+        for _ in 0..<200 {
+          if rmdir(path) == 0 || errno == ENOENT { return }
+          if errno != EBUSY { return }
+          usleep(5_000)
+        }
+      }
+
+      private func write(_ value: String, to file: String) -> String? {
+        let fd = open("\(path)/\(file)", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "opening \(path)/\(file): \(Sys.errnoText(errno))" }
+        defer { close(fd) }
+        return Sys.writeAll(fd, Array(value.utf8))
+          ? nil : "writing '\(value)' to \(path)/\(file): \(Sys.errnoText(errno))"
+      }
+    }
+
+    static func failure(_ problem: String) -> SandboxError {
+      .layerUnavailable(
+        layer: .cgroup, reason: problem,
+        relax:
+          "check the delegated parent (see the README's cgroup recipe), or pass --no-cgroup to run without the layer")
+    }
+
+    /// Removes the empty cgroups of host processes that died before removing their own.
+    static func sweepStale(_ parent: String) {
+      guard let directory = opendir(parent) else { return }
+      defer { closedir(directory) }
+      while let entry = readdir(directory) {
+        let name = Sys.entryName(entry)
+        guard name.hasPrefix(childPrefix) else { continue }
+        let fields = name.dropFirst(childPrefix.count).split(separator: "-")
+        guard fields.count == 2, let pid = pid_t(fields[0]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH
+        else { continue }
+        rmdir("\(parent)/\(name)")  // fails while populated: then it is not stale
+      }
+    }
+  }
+}
+
 // MARK: - The lifecycle
 
 extension Sandbox {
@@ -2671,7 +3018,7 @@ extension Sandbox {
   enum Lifecycle {
     /// Why the host ended a run before the payload did.
     enum StopReason: Equatable {
-      case timeout, cancelled, disk
+      case timeout, cancelled, disk, tmpfs
       /// The start-up handshake failed (a limit could not be set, pid 1 did not arm in time).
       case setup
     }
@@ -2690,9 +3037,31 @@ extension Sandbox {
       var cancellation: Spawner.CancellationSignal? = nil
       /// When set, bwrap's fds 0–2 are this pty's slave and the loop relays the terminal.
       var terminal: Spawner.TerminalRelay? = nil
-      /// Kills the run when the filesystem holding `fd` grows past `budget` bytes or keeps less
-      /// than `reserve` free (checked with fstatvfs every 50 ms).
-      var diskWatch: (fd: Int32, budget: Int64, reserve: Int64)? = nil
+      /// The run's cgroup, which pid 1 and the gate join before "GO".
+      var cgroup: Cgroup.RunGroup? = nil
+      /// Kills the run when the filesystem holding the mount dir grows or runs low past its bounds.
+      var diskWatch: Lifecycle.DiskWatch? = nil
+      /// The sandbox's writable tmpfs mounts (sandbox paths) and the inodes each may hold.
+      var tmpfsWatch: (paths: [String], inodes: Int64)? = nil
+    }
+
+    /// The bounds on the filesystem holding a mount dir, checked with fstatvfs every 50 ms: it may
+    /// grow by `budget` bytes and `inodeBudget` inodes, and must keep `reserve` bytes and
+    /// `inodeReserve` inodes free.
+    struct DiskWatch {
+      var fd: Int32
+      var budget: Int64
+      var reserve: Int64
+      var inodeBudget: Int64?
+      var inodeReserve: Int64
+
+      /// Whether `now`, measured against `baseline`, breaks a bound.
+      func isBroken(_ now: Sys.FilesystemUsage, baseline: Sys.FilesystemUsage) -> Bool {
+        if now.used - baseline.used > budget || now.available < reserve { return true }
+        guard now.inodes > 0 else { return false }  // a filesystem without inode counts (btrfs: 0)
+        if let inodeBudget, now.inodesUsed - baseline.inodesUsed > inodeBudget { return true }
+        return now.inodesFree < inodeReserve
+      }
     }
 
     /// How a sandbox ended, as the host saw it.
@@ -2905,7 +3274,7 @@ extension Sandbox {
           }
         }
         if let watch = launch.diskWatch, let baseline = Sys.filesystemUsage(watch.fd) {
-          loop.at(start + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline.used) }
+          loop.at(start + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline) }
         }
         loop.at(start + Lifecycle.handshakeBound) { [unowned self] in handshakeExpired() }
       }
@@ -2978,8 +3347,13 @@ extension Sandbox {
             Lifecycle.ProcessStatus.read(child)?.parent == pidOne.pid,
             !Spawner.hasExited(fd)
           else { return failSetup(.sandboxSetupFailed(message: "bwrap's pid 1 has a child that is not the gate")) }
+          // Into the run's cgroup: pid 1 first (it forks nothing more), then the gate.
+          if let group = launch.cgroup, let problem = group.add(pidOne.pid) ?? group.add(child) {
+            return failSetup(Cgroup.failure(problem))
+          }
           do throws(SandboxError) {
-            try Lifecycle.applyLimits(launch.limits, to: child)  // bwrap's setup is over: only the gate is limited
+            // bwrap's setup is over: only the gate is limited
+            try Lifecycle.applyLimits(launch.limits, to: child, byCgroup: launch.cgroup != nil)
           } catch {
             return failSetup(error)
           }
@@ -2994,6 +3368,7 @@ extension Sandbox {
           started = true
           closeChannel()
           if launch.limits.cpuSeconds != nil { sampleCPUPeriodically() }
+          if let watch = launch.tmpfsWatch { checkTmpfs(watch) }
         } else if ContinuousClock.now >= deadline {
           failSetup(
             .sandboxSetupFailed(
@@ -3031,14 +3406,26 @@ extension Sandbox {
         killSandbox()
       }
 
-      /// The disk watch: the mount dir's filesystem may grow by `budget` and must keep `reserve` free.
-      private func checkDisk(_ watch: (fd: Int32, budget: Int64, reserve: Int64), baseline: Int64) {
+      /// The disk watch (see `DiskWatch`).
+      private func checkDisk(_ watch: Lifecycle.DiskWatch, baseline: Sys.FilesystemUsage) {
         guard stop == nil, !launcherExited else { return }
-        if let now = Sys.filesystemUsage(watch.fd), now.used - baseline > watch.budget || now.available < watch.reserve
-        {
-          return halt(.disk)
-        }
+        if let now = Sys.filesystemUsage(watch.fd), watch.isBroken(now, baseline: baseline) { return halt(.disk) }
         loop.at(ContinuousClock.now + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline) }
+      }
+
+      /// The tmpfs watch: each writable tmpfs's inode count, read with statvfs through pid 1's root
+      /// (a mount point the payload cannot move or unmount; what is read is only a count).
+      private func checkTmpfs(_ watch: (paths: [String], inodes: Int64)) {
+        guard stop == nil, !launcherExited, let pidOne, !pidOneGone else { return }
+        for path in watch.paths {
+          var info = statvfs()
+          guard statvfs("/proc/\(pidOne.pid)/root\(path)", &info) == 0 else { continue }
+          // Still pid 1 (its pidfd not readable) after the read: the pid was not reused.
+          if Int64(info.f_files) - Int64(info.f_ffree) > watch.inodes && !Spawner.hasExited(pidOne.pidFD) {
+            return halt(.tmpfs)
+          }
+        }
+        loop.at(ContinuousClock.now + .milliseconds(50)) { [unowned self] in checkTmpfs(watch) }
       }
 
       /// bwrap never reported its pid 1: kill the launcher (its pid 1, if any, is the reaper's).
@@ -3061,6 +3448,7 @@ extension Sandbox {
       private func killSandbox() {
         closeChannel()
         if let pidOne, !pidOneGone { Spawner.send(SIGKILL, to: pidOne.pidFD) }
+        if started { launch.cgroup?.kill() }  // the same processes, in one write
         guard !tearingDown else { return }
         tearingDown = true
         loop.at(ContinuousClock.now + Lifecycle.teardownBound) { [unowned self] in abandoned = true }
@@ -3283,7 +3671,7 @@ extension Sandbox {
     /// before any payload code runs; every process of the payload inherits them. A limit above
     /// what the caller may grant is clamped to the caller's own hard limit (never raised).
     /// - Throws: `SandboxError.layerUnavailable` when a limit cannot be set (fail closed).
-    static func applyLimits(_ limits: SandboxLimits, to pid: pid_t) throws(SandboxError) {
+    static func applyLimits(_ limits: SandboxLimits, to pid: pid_t, byCgroup: Bool = false) throws(SandboxError) {
       guard let prlimit = Sys.GlibcExtras.prlimit else { throw .glibcTooOld(function: "prlimit") }
       var wanted: [(resource: Int32, name: String, soft: Int, hard: Int)] = [
         (Sys.ResourceLimit.core, "RLIMIT_CORE", 0, 0),  // a crash must not write a core file past every limit
@@ -3291,9 +3679,17 @@ extension Sandbox {
       ]
       // SIGXCPU, then SIGKILL
       if let seconds = limits.cpuSeconds { wanted.append((Sys.ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }
-      if let bytes = limits.memoryBytes { wanted.append((Sys.ResourceLimit.data, "RLIMIT_DATA", bytes, bytes)) }
+      // With the cgroup layer, memory and processes are the cgroup's (memory.max, pids.max).
+      if let bytes = limits.memoryBytes, !byCgroup {
+        wanted.append((Sys.ResourceLimit.data, "RLIMIT_DATA", bytes, bytes))
+      }
       if let bytes = limits.fileSizeBytes { wanted.append((Sys.ResourceLimit.fileSize, "RLIMIT_FSIZE", bytes, bytes)) }
-      if let count = limits.maxProcesses { wanted.append((Sys.ResourceLimit.processes, "RLIMIT_NPROC", count, count)) }
+      if let bytes = limits.addressSpaceBytes {
+        wanted.append((Sys.ResourceLimit.addressSpace, "RLIMIT_AS", bytes, bytes))
+      }
+      if let count = limits.maxProcesses, !byCgroup {
+        wanted.append((Sys.ResourceLimit.processes, "RLIMIT_NPROC", count, count))
+      }
       for limit in wanted {
         func refused() -> SandboxError {
           .layerUnavailable(
@@ -3310,11 +3706,14 @@ extension Sandbox {
     }
 
     /// Tells which limit ended a run, from how it ended and what it last printed.
-    static func classifyLimitHit(_ outcome: Lifecycle.Exit, limits: SandboxLimits) -> SandboxLimitHit? {
+    static func classifyLimitHit(_ outcome: Lifecycle.Exit, limits: SandboxLimits, cgroup: Cgroup.Usage? = nil)
+      -> SandboxLimitHit?
+    {
       switch outcome.stop {
       case .timeout: return .timeout
       case .cancelled: return .cancelled
       case .disk: return .disk
+      case .tmpfs: return .tmpfs
       case .setup, nil: break
       }
       guard let code = outcome.status.map(Bwrap.Report.returnCode) else { return nil }
@@ -3326,6 +3725,7 @@ extension Sandbox {
         let lag: Duration = .milliseconds(100 * Sys.onlineProcessors + 50)
         if let used = outcome.mainProcessCPU, used + lag >= .seconds(seconds) { return .cpu }
       }
+      if let cgroup, cgroup.oomKills > 0 { return .memory }  // the kernel's word: authoritative
       if code == -SIGXFSZ { return .fileSize }
       guard code != 0 else { return nil }  // a payload that recovered and exited 0 hit no limit
       let tail = String(decoding: outcome.stderr.suffix(4096), as: UTF8.self)
@@ -4233,6 +4633,10 @@ extension Sandbox {
   private func sandboxLinkedPRLimit(
     _ pid: pid_t, _ resource: Int32, _ new: UnsafePointer<rlimit>?, _ old: UnsafeMutablePointer<rlimit>?
   ) -> Int32
+  @_extern(c, "getxattr")
+  private func sandboxLinkedGetXAttr(
+    _ path: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?, _ value: UnsafeMutableRawPointer?, _ size: Int
+  ) -> Int
 #endif
 
 extension Sandbox {
@@ -4262,6 +4666,7 @@ extension Sandbox {
       static let core: Int32 = 4
       static let processes: Int32 = 6
       static let openFiles: Int32 = 7
+      static let addressSpace: Int32 = 9
     }
 
     /// `TIOCSPTLCK` and `TIOCGPTPEER` from `<asm-generic/ioctls.h>` (x86_64 and aarch64).
@@ -4287,6 +4692,9 @@ extension Sandbox {
       typealias Syscall = @convention(c) (Int, Int, Int, Int, Int) -> Int
       typealias PRCtl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
       typealias PRLimit = @convention(c) (pid_t, Int32, UnsafePointer<rlimit>?, UnsafeMutablePointer<rlimit>?) -> Int32
+      typealias GetXAttr =
+        @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafeMutableRawPointer?, Int)
+        -> Int
 
       #if hasFeature(Extern)
         static let syscall: Syscall? = sandboxLinkedSyscall
@@ -4294,6 +4702,7 @@ extension Sandbox {
         static let pipe2: Pipe2? = sandboxLinkedPipe2
         static let addCloseFrom: AddCloseFrom? = sandboxLinkedAddCloseFrom
         static let prlimit: PRLimit? = sandboxLinkedPRLimit
+        static let getxattr: GetXAttr? = sandboxLinkedGetXAttr
         /// `pidfd_open(2)` by number (434 on every architecture): glibc < 2.36 has no wrapper.
         static let pidfdOpen: PIDFDOpen? = { pid, flags in
           Int32(truncatingIfNeeded: sandboxLinkedSyscall(434, Int(pid), Int(flags), 0, 0))
@@ -4306,6 +4715,8 @@ extension Sandbox {
         static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
         /// `prlimit(2)`: sets another process's rlimits (here: the gate process of the sandbox).
         static let prlimit: PRLimit? = lookup("prlimit")
+        /// `getxattr(2)`, from <sys/xattr.h>, which Swift's Glibc module does not import.
+        static let getxattr: GetXAttr? = lookup("getxattr")
         /// glibc ≥ 2.36; without it the spawner notices a silent exit with a 5 ms tick.
         static let pidfdOpen: PIDFDOpen? = lookup("pidfd_open")
 
@@ -4674,11 +5085,22 @@ extension Sandbox {
     }
 
     /// Bytes used and available (to unprivileged users) on the filesystem holding `fd` (`fstatvfs`).
-    static func filesystemUsage(_ fd: Int32) -> (used: Int64, available: Int64)? {
+    /// Bytes and inodes of a filesystem (`fstatvfs`).
+    struct FilesystemUsage {
+      var used: Int64
+      var available: Int64
+      var inodes: Int64
+      var inodesFree: Int64
+      var inodesUsed: Int64 { inodes - inodesFree }
+    }
+
+    static func filesystemUsage(_ fd: Int32) -> FilesystemUsage? {
       var info = statvfs()
       guard fstatvfs(fd, &info) == 0 else { return nil }
       let unit = Int64(info.f_frsize)
-      return ((Int64(info.f_blocks) - Int64(info.f_bfree)) * unit, Int64(info.f_bavail) * unit)
+      return FilesystemUsage(
+        used: (Int64(info.f_blocks) - Int64(info.f_bfree)) * unit, available: Int64(info.f_bavail) * unit,
+        inodes: Int64(info.f_files), inodesFree: Int64(info.f_favail))
     }
   }
 }
@@ -5479,6 +5901,9 @@ extension Sandbox {
       /// Files to read from the mount dir into the JSON (`--output`), relative to it.
       var outputs: [String] = []
       var noSeccomp = false
+      var noCgroup = false
+      var requireCgroup = false
+      var cgroupParent: String?
       var limits = SandboxLimits()
     }
 
@@ -5582,6 +6007,15 @@ extension Sandbox {
       {
         $0.ignoreProfileDiffs = true
       },
+      .value("--cgroup-parent", "DIR", group: .configuration, "the delegated cgroup v2 dir runs' cgroups go in") {
+        $0.cgroupParent = $1
+      },
+      .flag("--require-cgroup", group: .configuration, "refuse to run without the cgroup layer") {
+        $0.requireCgroup = true
+      },
+      .flag("--no-cgroup", group: .configuration, "no cgroup of the run's own, even where one can be made") {
+        $0.noCgroup = true
+      },
       .flag("--verbose", group: .selfTest, "print every test, not only failures and skips") { $0.verbose = true },
       .flag("--extra-tests", group: .selfTest, "add the extended suite (sandbox_extra_tests.swift)") {
         $0.extraTests = true
@@ -5612,7 +6046,7 @@ extension Sandbox {
         guard Bwrap.isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
         options.environment[name] = String(pair[pair.index(after: equals)...])
       },
-      .flag("--json", group: .run, "print one JSON object (schema 1) instead of the streams") { $0.json = true },
+      .flag("--json", group: .run, "print one JSON object (schema 2) instead of the streams") { $0.json = true },
       .value(
         "--output", "REL", group: .run, repeatable: true, "with --json and --mnt-dir: return this file of the mount dir"
       ) {
@@ -5623,13 +6057,24 @@ extension Sandbox {
         try CLI.select(.printArgv, in: &options)
       },
       .limit("--cpu-seconds", "CPU seconds per process (RLIMIT_CPU)", \.cpuSeconds),
-      .limit("--memory-mb", "heap per process in MiB (RLIMIT_DATA)", \.memoryBytes, unit: 1 << 20),
+      .limit("--memory-mb", "MiB of memory (cgroup: the run's; else heap per process)", \.memoryBytes, unit: 1 << 20),
       .limit("--max-file-mb", "largest written file in MiB (RLIMIT_FSIZE)", \.fileSizeBytes, unit: 1 << 20),
-      .limit("--max-processes", "processes of the caller's uid (RLIMIT_NPROC)", \.maxProcesses),
+      .limit("--max-processes", "tasks of the run, pid 1 included (pids.max or RLIMIT_NPROC)", \.maxProcesses),
       .limit("--max-open-files", "descriptors per process, at least 16", \.openFiles, minimum: 16),
       .limit("--tmpfs-mb", "MiB of each writable tmpfs, at least 1", \.tmpfsBytes, unit: 1 << 20, minimum: 1),
+      .limit("--tmpfs-inodes", "inodes each writable tmpfs may hold, at least 100", \.tmpfsInodes, minimum: 100),
       .limit("--max-mnt-mb", "MiB the mount dir's filesystem may grow", \.mountDirectoryBytes, unit: 1 << 20),
+      .limit("--max-mnt-inodes", "inodes the mount dir's filesystem may gain", \.mountDirectoryInodes),
+      .limit("--address-space-mb", "address space per process in MiB (RLIMIT_AS)", \.addressSpaceBytes, unit: 1 << 20),
       .limit("--max-output-bytes", "bytes kept per output stream", \.outputLimitBytes, minimum: 1, zero: .max),
+      .value("--cpus", "N", group: .limits, "CPUs' worth of time, e.g. 1.5 (cgroup cpu.max) (default off)") {
+        options, text throws(SandboxError) in
+        guard let cpus = Double(text), cpus.isFinite, cpus >= 0, cpus <= 4096 else {
+          throw .usage("--cpus takes a number of CPUs ≥ 0 (such as 0.5 or 2), got '\(Sys.printable(text))'")
+        }
+        guard cpus == 0 || cpus >= 0.01 else { throw .usage("--cpus needs at least 0.01") }
+        options.limits.cpus = cpus == 0 ? nil : cpus
+      },
       .flag("-h", "--help", group: .configuration, "this text") { $0.mode = .help },
     ]
 
@@ -5755,13 +6200,20 @@ extension Sandbox {
       config.limits = options.limits
       config.seccompEnabled = !options.noSeccomp
       config.ignoreProfileDiffs = options.ignoreProfileDiffs
+      config.cgroupEnabled = !options.noCgroup
+      config.cgroupParent = options.cgroupParent
+      config.requireCgroup = options.requireCgroup
+      if options.noCgroup && (options.requireCgroup || options.cgroupParent != nil) {
+        throw .usage("--no-cgroup contradicts --require-cgroup and --cgroup-parent")
+      }
       return config
     }
 
     /// The version of the JSON `sandbox run --json` prints (`schema`): raised whenever fields are
     /// added; fields are never renamed or removed. 1: this layout (before it, the object had no
-    /// `schema` and no `*_b64`, `changes_truncated`, `cleanup_incomplete` or `outputs`).
-    static let jsonSchema = 1
+    /// `schema` and no `*_b64`, `changes_truncated`, `cleanup_incomplete` or `outputs`); 2 adds
+    /// `memory_peak_bytes` and `cpu_seconds` (the cgroup's accounting, null without it).
+    static let jsonSchema = 2
 
     /// One file of `--output`, as the JSON carries it.
     struct OutputReport {
@@ -5803,6 +6255,9 @@ extension Sandbox {
       json.list(result.layers)
       json.raw(", \"changes_truncated\": \(result.changesTruncated), \"cleanup_incomplete\": ")
       json.stringOrNull(result.cleanupIncomplete)
+      json.raw(", \"memory_peak_bytes\": \(result.memoryPeakBytes.map { "\($0)" } ?? "null"), \"cpu_seconds\": ")
+      json.raw(
+        result.cpuTime.map { "\(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18)" } ?? "null")
       if !outputs.isEmpty {
         json.raw(", \"outputs\": [")
         for (index, output) in outputs.enumerated() {
@@ -6073,6 +6528,13 @@ extension Sandbox {
         return ExitCode.timedOut
       }
       if let limit = result.limitHit { CLI.printError("note: the run hit the \(limit.rawValue) limit") }
+      if result.changesTruncated { CLI.printError("note: the mount dir's change lists were truncated at their caps") }
+      if let problem = result.cleanupIncomplete {
+        // The payload's own stderr came first and may imitate these lines; --json cannot be imitated.
+        CLI.printError(
+          "warning: the host's clean-up of the mount dir is incomplete (\(problem)); it is closed (mode 000): remove it, never read it by path"
+        )
+      }
       return CLI.exitStatus(of: result)
     }
 
@@ -6126,6 +6588,17 @@ extension Sandbox {
       return 0
     }
 
+    /// One line on the cgroup layer: where runs' cgroups go, or why there are none and what
+    /// `--memory-mb` and `--max-processes` then mean.
+    static func cgroupReport(_ sandbox: Sandbox) -> String {
+      switch sandbox.cgroup {
+      case .available(let parent, let controllers):
+        return "cgroup: in force, one per run in \(parent) (controllers: \(controllers.joined(separator: " ")))"
+      case .unavailable(let reason):
+        return "cgroup: not in force: \(reason); --memory-mb bounds private memory per process only"
+      }
+    }
+
     static func runSelfTestCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
       let host = sandbox.host
@@ -6137,6 +6610,7 @@ extension Sandbox {
         "# venv: \(sandbox.venv.root)"
           + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
       CLI.printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
+      CLI.printOut("# \(CLI.cgroupReport(sandbox))")
       CLI.printOut(
         "# layers: \(sandbox.activeLayers.map(\.rawValue).joined(separator: ", "))"
           + (sandbox.config.seccompEnabled ? "" : " (seccomp relaxed by --no-seccomp)"))

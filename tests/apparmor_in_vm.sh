@@ -12,7 +12,7 @@ NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)
 . "$PWD/tests/lib.sh"
-plan 20
+plan 36  # 20 here, 16 in tests/cgroup_in_vm.sh
 show_failures() {  # the failing lines and the summary, or the tail when there is no summary
   if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
 }
@@ -116,5 +116,8 @@ check "diff: --ignore-profile-diffs warns and continues" bash -c "test $rc = 0 &
 apparmor_parser -C -r "/etc/apparmor.d/$NAME" 2>/dev/null
 "$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --ignore-profile-diffs --code 'print("ran")' >"$T/out" 2>"$T/err"; rc=$?
 check "complain mode: refused (exit 2), nothing runs" bash -c "test $rc = 2 && grep -q 'complain mode' '$T/err' && ! grep -q ran '$T/out'"
+
+# The cgroup layer, in the same boot (it moves this shell into a cgroup of its own: last).
+. "$PWD/tests/cgroup_in_vm.sh"
 
 finish

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 70
+plan 85
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -141,12 +141,113 @@ check "limits: --max-mnt-mb stops many files filling the mount dir's filesystem 
 rm -rf "$DISK"
 if [ "$(id -u)" = 0 ]; then
   out=$(run --max-processes 20 --code 1 2>&1); rc=$?
-  check "limits: --max-processes as root is refused (RLIMIT_NPROC does not bind root)" test "$rc" = 2 -a -n "$(grep 'resource limits layer cannot be applied' <<<"$out")"
+  check "limits: --max-processes as root without the cgroup layer is refused (RLIMIT_NPROC does not bind root)" test "$rc" = 2 -a -n "$(grep 'resource limits layer cannot be applied' <<<"$out")" -a -n "$(grep 'cgroup layer is off' <<<"$out")"
 else
   skip "limits: --max-processes as root is refused" "not root (the library tests cover the limit for this caller)"
 fi
 out=$(run --json --no-seccomp --code 'import ctypes; print(ctypes.CDLL(None).ptrace(0x4206, 1, None, None))' 2>/dev/null)
 check "seccomp: --no-seccomp relaxes the layer explicitly (and the JSON says so)" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == "0\n" and "seccomp" not in d["layers"], d' "$out"
+
+# Resources without the cgroup layer (this host has cgroup v1 only; tests/apparmor_in_vm.sh
+# covers the layer itself): what the fallback guarantees, and that it says what it lacks.
+header=$("$SB" --no-apparmor --venv "$VENV" --verbose 2>/dev/null | grep '^# cgroup:')
+if grep -q 'not in force' <<<"$header"; then
+  check "cgroup: the self-test header says the layer is not in force, why, and what --memory-mb means then" \
+    grep -q 'private memory per process only' <<<"$header"
+  out=$(run --require-cgroup --code 'print("ran")' 2>&1); rc=$?
+  check "cgroup: --require-cgroup is refused (exit 2) with the reason, and nothing runs" \
+    test "$rc" = 2 -a -n "$(grep 'cgroup layer cannot be applied' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+  out=$(run --cpus 1 --code 'print("ran")' 2>&1); rc=$?
+  check "cgroup: --cpus without the layer is refused (exit 2)" test "$rc" = 2 -a -n "$(grep -- '--cpus needs the cgroup layer' <<<"$out")"
+  out=$(run --json --code 1 2>/dev/null)
+  check "cgroup: the JSON's layers say memory:private-only, and the usage numbers are null" python3 -c '
+import json, sys; d = json.loads(sys.argv[1])
+assert "memory:private-only" in d["layers"] and "cgroup" not in d["layers"] and d["memory_peak_bytes"] is None, d' "$out"
+  out=$(run --memory-mb 256 --code 'import os
+n = 0
+try:
+    with open("/tmp/fill", "wb") as f:
+        for _ in range(512):
+            f.write(b"x" * (1 << 20)); f.flush(); n += 1
+except OSError as e:
+    print(n, e.errno)' 2>/dev/null)
+  check "memory: without the cgroup layer, /tmp holds at most a sixth of --memory-mb 256 (ENOSPC at ${out% *} MiB)" \
+    test "${out#* }" = 28 -a "${out% *}" -le 43
+else
+  for name in "the header says the layer is not in force" "--require-cgroup is refused" "--cpus is refused" "layers say memory:private-only" "/tmp within --memory-mb"; do
+    skip "cgroup: $name" "the cgroup layer is in force on this host ($header)"
+  done
+fi
+usage_case "--no-cgroup with --require-cgroup" run --no-apparmor --venv "$VENV" --no-cgroup --require-cgroup --code 1
+usage_case "a negative --cpus" run --no-apparmor --venv "$VENV" --cpus -1 --code 1
+out=$(run --max-processes 1 --code 1 2>&1); rc=$?
+check "limits: --max-processes 1 is refused (bwrap's pid 1 is one of the N)" test "$rc" = 2 -a -n "$(grep 'N-1' <<<"$out")"
+if [ "$(id -u)" != 0 ]; then
+  out=$(run --max-processes 6 --code 'import os, time
+made = 0
+for _ in range(40):  # capped by the test too
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(3); os._exit(0)
+    made += 1
+print(made)' 2>/dev/null)
+  check "limits: --max-processes 6 gives the payload 5 tasks (itself and 4 forks; pid 1 is the sixth)" test "$out" = 4
+else
+  skip "limits: --max-processes N gives the payload N-1 tasks" "root: RLIMIT_NPROC does not bind root (the AppArmor VM tests pids.max)"
+fi
+out=$(run --code 'import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.shmget(0, 1 << 20, 0o1600), ctypes.get_errno())
+fd = os.open("/tmp/f", os.O_CREAT | os.O_WRONLY)
+print("fallocate", libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(1 << 30)), ctypes.get_errno())' 2>/dev/null)
+check "seccomp: SysV shmget fails with ENOSYS and fallocate with EOPNOTSUPP" test "$out" = "-1 38
+fallocate -1 95"
+FALLOC=$TMP/falloc; mkdir "$FALLOC"
+out=$(run --json --max-mnt-mb 50 --mnt-dir "$FALLOC" --code 'import os
+fd = os.open("/mnt/big", os.O_CREAT | os.O_RDWR)
+for i in range(1, 41):  # up to 2 GiB, capped by the test
+    os.posix_fallocate(fd, 0, i * (50 << 20))' 2>/dev/null)
+size=$(du -sm "$FALLOC" | cut -f1)
+check "disk: posix_fallocate falls back to writes the watch follows: a 50 MiB budget stops it (limit_hit disk, ${size} MiB written)" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "disk" and int(sys.argv[2]) < 400, (d["limit_hit"], d["stderr"][-300:])' "$out" "$size"
+rm -rf "$FALLOC"
+if [ "$(id -u)" = 0 ]; then
+  SMALL=$TMP/smallfs; mkdir "$SMALL"
+  if mount -t tmpfs -o size=256m,nr_inodes=200000 sandbox-cli-inodes "$SMALL" 2>/dev/null; then
+    mkdir "$SMALL/mnt"
+    out=$(run --json --max-mnt-inodes 20000 --mnt-dir "$SMALL/mnt" --code 'import os
+for i in range(300000):  # more than the filesystem has, capped by the test
+    try:
+        open("/mnt/f%d" % i, "w").close()
+    except OSError:
+        break' 2>/dev/null)
+    made=$(find "$SMALL/mnt" -type f | wc -l)
+    check "disk: an empty-file flood is stopped by --max-mnt-inodes 20000 (limit_hit disk after ${made} files)" \
+      python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "disk" and int(sys.argv[2]) < 100000, d["limit_hit"]' "$out" "$made"
+    umount "$SMALL"
+  else
+    skip "disk: an empty-file flood is stopped by --max-mnt-inodes" "mounting a small tmpfs failed"
+  fi
+else
+  skip "disk: an empty-file flood is stopped by --max-mnt-inodes" "not root (the test mounts a small tmpfs of its own)"
+fi
+for where in /tmp /dev/shm; do
+  out=$(run --json --tmpfs-inodes 5000 --code "import os
+for i in range(300000):  # capped by the test too
+    open('$where/f%d' % i, 'w').close()" 2>/dev/null)
+  check "tmpfs: an empty-file flood in $where is stopped by its inode cap (limit_hit tmpfs, promptly)" python3 -c '
+import json, sys; d = json.loads(sys.argv[1]); assert d["limit_hit"] == "tmpfs" and d["duration_seconds"] < 10, (d["limit_hit"], d["duration_seconds"])' "$out"
+done
+out=$(run --address-space-mb 512 --code 'import mmap
+try:
+    m = mmap.mmap(-1, 700 << 20)
+    print("mapped")
+except OSError as e:
+    print("refused", e.errno)' 2>/dev/null)
+check "memory: --address-space-mb 512 refuses a 700 MiB shared mapping (ENOMEM), which --memory-mb alone does not count" test "$out" = "refused 12"
 
 # A bwrap older than 0.8.0 is refused before anything runs, in both modes.
 mkdir -p "$TMP/oldbwrap"
@@ -173,7 +274,7 @@ sys.stdout.buffer.write(b"\x00\xff\n")' 2>/dev/null)
 check "json: a name that is not UTF-8 is only in changed_files_b64, as its exact bytes; U+FFFD itself is text" python3 -c '
 import base64, json, sys
 d = json.loads(sys.argv[1])
-assert d["schema"] == 1 and sorted(d["changed_files"]) == ["plain", "\ufffd"], d
+assert d["schema"] == 2 and d["memory_peak_bytes"] is None and d["cpu_seconds"] is None and sorted(d["changed_files"]) == ["plain", "\ufffd"], d
 assert sorted(base64.b64decode(x) for x in d["changed_files_b64"]) == [b"\xfe", b"\xff"], d
 assert base64.b64decode(d["stdout_b64"]) == b"\x00\xff\n" and d["changes_truncated"] is False and d["cleanup_incomplete"] is None, d' "$out"
 rm -rf "$NAMES"

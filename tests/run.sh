@@ -107,7 +107,7 @@ elif [ ! -x "$AA_VM" ]; then
   total_skipped=$((total_skipped + 1))
 else
   "$AA_VM" --prepare >/dev/null 2>&1 || true
-  part "AppArmor enforcement in a VM (Debian's AppArmor kernel, generated profile in enforce mode)" \
+  part "AppArmor enforcement and the cgroup layer in a VM (Debian's AppArmor kernel, cgroup2 with every controller)" \
     "$AA_VM" -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -e VENV="$VENV" -s tests/apparmor_in_vm.sh
 fi
 

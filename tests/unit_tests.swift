@@ -574,6 +574,48 @@ func testLargeSnapshots(_ t: inout Tally, temp: String) {
   shell("rm -rf '\(base)'")
 }
 
+// MARK: - The cgroup layer's checks (on a fake hierarchy: this host has cgroup v1 only)
+
+func testCgroupChecks(_ t: inout Tally, temp: String) {
+  typealias Cgroup = Sandbox.Cgroup
+  let fake = "\(temp)/unit-cgroup-\(getpid())"
+  mkdir(fake, 0o755)
+  defer { Sandbox.Changes.removeTree(fake) }
+  func reason(_ availability: Cgroup.Availability) -> String {
+    if case .unavailable(let reason) = availability { reason } else { "available" }
+  }
+  t.expect(reason(Cgroup.check(parent: fake)).contains("not on a cgroup v2"), "cgroup: a directory without cgroup.controllers is not a cgroup v2", reason(Cgroup.check(parent: fake)))
+  writeFile("\(fake)/cgroup.controllers", "cpu memory pids\n")
+  writeFile("\(fake)/cgroup.procs", "4242\n")
+  writeFile("\(fake)/cgroup.subtree_control", "memory\n")
+  t.expect(reason(Cgroup.check(parent: fake)).contains("holds processes of its own"), "cgroup: a parent with processes is refused (no-internal-processes rule)", reason(Cgroup.check(parent: fake)))
+  writeFile("\(fake)/cgroup.procs", "")
+  t.expect(reason(Cgroup.check(parent: fake)).contains("lacks pids"), "cgroup: a parent that does not hand down pids is refused, naming it and the fix", reason(Cgroup.check(parent: fake)))
+  writeFile("\(fake)/cgroup.subtree_control", "cpu memory pids\n")
+  t.expect(Cgroup.check(parent: fake) == .available(parent: Sandbox.Sys.resolvedPath(fake) ?? fake, controllers: ["cpu", "memory", "pids"]), "cgroup: an empty, writable parent with the controllers is available", reason(Cgroup.check(parent: fake)))
+  // A run's cgroup whose limit files refuse (here: they do not exist) fails closed and leaves nothing.
+  do throws(SandboxError) {
+    _ = try Cgroup.RunGroup(parent: fake, limits: SandboxLimits(memoryBytes: 64 << 20))
+    t.expect(false, "cgroup: a run's cgroup whose memory.max cannot be written is an error")
+  } catch {
+    var left: [String] = []
+    if let directory = opendir(fake) {
+      while let entry = readdir(directory) { left.append(Sandbox.Sys.entryName(entry)) }
+      closedir(directory)
+    }
+    let isCgroupError: Bool = if case .layerUnavailable(.cgroup, _, _) = error { true } else { false }
+    t.expect(isCgroupError && !left.contains { $0.hasPrefix("sandbox-") }, "cgroup: a run's cgroup whose memory.max cannot be written is an error, and its directory is removed", "\(error) \(left)")
+  }
+  let onThisHost = reason(Cgroup.find(configured: nil))
+  t.expect(onThisHost != "available" || Sandbox.Sys.exists("/sys/fs/cgroup/cgroup.controllers"), "cgroup: detection on this host says why the layer does not apply", onThisHost)
+  let config = SandboxConfig(venvPath: "/nonexistent", appArmor: .disabled)
+  var required = config
+  required.requireCgroup = true
+  t.expectError("cgroup: requireCgroup without the layer is refused, naming the reason", { if case .layerUnavailable(.cgroup, let why, _) = $0 { why == "no cgroup here" } else { false } }) {
+    () throws(SandboxError) in try Sandbox.checkLayers(required, cgroup: .unavailable(reason: "no cgroup here"))
+  }
+}
+
 // MARK: - Exit status, JSON, command line
 
 func testPureHelpers(_ t: inout Tally) {
@@ -592,8 +634,15 @@ func testPureHelpers(_ t: inout Tally) {
     Sandbox.CLI.OutputReport(path: "gone", error: "missing"),
   ])
   t.expect(
-    json == #"{"schema": 1, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
+    json == #"{"schema": 2, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "memory_peak_bytes": null, "cpu_seconds": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
     "json: schema, escaping, exact bytes in *_b64 fields (each name in one list), outputs", json)
+  var accounted = result
+  accounted.memoryPeakBytes = 67_108_864
+  accounted.cpuTime = .milliseconds(1250)
+  let usage = Sandbox.CLI.makeJSON(accounted)
+  t.expect(
+    usage.contains(#""memory_peak_bytes": 67108864, "cpu_seconds": 1.25}"#),
+    "json (schema 2): the cgroup's memory peak and CPU time are numbers when the layer accounted them", usage)
   var ended = result
   let cases: [(Int32, Bool, SandboxLimitHit?)] = [(-9, false, nil), (3, false, nil), (-24, false, .cpu), (-9, false, .disk), (0, true, nil)]
   let terminations = cases.map {
@@ -942,7 +991,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 250, endToEnd: 77)
+    let planned = (offline: 258, endToEnd: 77)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
@@ -955,6 +1004,7 @@ enum UnitTests {
     testSnapshots(&tally, temp: temp)
     testLargeSnapshots(&tally, temp: temp)
     testPureHelpers(&tally)
+    testCgroupChecks(&tally, temp: temp)
     if let venv {
       await testEndToEnd(&tally, venv: venv, temp: temp)
       await testLifecycle(&tally, venv: venv, temp: temp)
