@@ -41,6 +41,7 @@
 //     --cgroup-parent DIR           the delegated cgroup v2 dir runs' cgroups go in
 //     --require-cgroup              refuse to run without the cgroup layer
 //     --no-cgroup                   no cgroup of the run's own, even where one can be made
+//     --user NAME|UID               root only: run bwrap and the payload as this account
 //     -h, --help                    this text
 //
 //   sandbox (self-tests):
@@ -156,6 +157,11 @@ public struct SandboxConfig: Sendable, Equatable {
   public var cgroupParent: String? = nil
   /// Refuse to make a `Sandbox` when the cgroup layer cannot apply (`--require-cgroup`).
   public var requireCgroup: Bool = false
+  /// Run bwrap and the payload as this host account (a name or a uid), with its own group and no
+  /// supplementary groups, instead of as the caller (`--user`). Root callers only: the payload
+  /// then stops being the host's root for every check the kernel makes by uid, and RLIMIT_NPROC
+  /// binds. The venv must be readable and each mount dir owned by that account.
+  public var user: String? = nil
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
@@ -450,15 +456,28 @@ public final class SandboxMountDirectory: @unchecked Sendable {  // immutable af
   /// The private parent (mode 0700).
   public let parent: String
 
-  /// Creates the parent and the mount directory in the temp dir.
-  /// - Throws: `SandboxError.system` when the temp dir refuses (with its path).
-  public init(prefix: String = "sandbox-") throws(SandboxError) {
+  /// Creates the parent and the mount directory in the temp dir. With `owner` (a root caller's
+  /// `SandboxConfig.user`), both belong to that account, the parent still mode 0700: bwrap, which
+  /// runs as that account, must reach the directory by its path; other accounts still cannot.
+  /// - Throws: `SandboxError.system` when the temp dir refuses (with its path), or
+  ///   `invalidUser` for an owner that does not exist.
+  public init(prefix: String = "sandbox-", owner: String? = nil) throws(SandboxError) {
+    let account = try owner.map { (name) throws(SandboxError) in try Sandbox.Preflight.HostUser(name) }
     parent = try Sandbox.Sys.makeTemporaryDirectory(prefix: prefix)
     path = "\(parent)/mnt"
     guard mkdir(path, 0o700) == 0 else {
       let code = errno
       rmdir(parent)
       throw .system(call: "mkdir", path: path, errno: code)
+    }
+    // The account's own private pair: bwrap, running as it, reaches the directory by its path.
+    for directory in [path, parent] where account != nil {
+      guard let account, chown(directory, account.uid, account.gid) == 0 else {
+        let code = errno
+        rmdir(path)
+        rmdir(parent)
+        throw .system(call: "chown", path: directory, errno: code)
+      }
     }
     SandboxMountDirectory.Registry.add(parent: parent, mountDirectory: path)
   }
@@ -513,6 +532,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case invalidScriptPath(path: String, reason: String)
   /// The timeout is not a positive number of seconds.
   case invalidTimeout(String)
+  /// The account given to `--user` (`SandboxConfig.user`) cannot run the sandbox: unknown, root,
+  /// a caller who is not root, or a path of the run it cannot read or write.
+  case invalidUser(user: String, reason: String)
   /// A file the payload left cannot be read safely (see `Sandbox.readOutput`).
   case outputUnreadable(path: String, reason: String)
   // AppArmor and layer configuration (exit 2: a setting or a profile to fix)
@@ -567,6 +589,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .invalidMountDirectory(let path, let reason): return "mount directory '\(path)': \(reason)"
     case .invalidScriptPath(let path, let reason): return "script '\(path)': \(reason)"
     case .invalidTimeout(let text): return "timeout '\(text)' is not a positive number of seconds"
+    case .invalidUser(let user, let reason): return "--user \(Sandbox.Sys.printable(user)): \(reason)"
     case .bwrapNotFound: return "bubblewrap (bwrap) is not installed or not on PATH"
     case .bwrapTooOld(let found, let required):
       return "bubblewrap \(found) is too old: the sandbox needs \(required) or newer (for --disable-userns)"
@@ -613,6 +636,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return
         "pass a fresh directory inside a private one below the temp dir: d=$(mktemp -d) && mkdir \"$d/mnt\", then --mnt-dir \"$d/mnt\" (the payload owns the directory it gets; its parent keeps everyone else out)"
     case .invalidScriptPath: return "copy the script into the mount directory and pass it as /mnt/NAME.py"
+    case .invalidUser:
+      return
+        "name an unprivileged account that can read the venv (and its base interpreter) and owns the mount dir (SandboxMountDirectory(owner:) makes one)"
     case .bwrapNotFound, .bwrapTooOld: return "install it: apt-get install bubblewrap (Debian 12 ships 0.8.0)"
     case .userNamespacesUnavailable(_, let fix): return fix
     case .appArmorUnavailable:
@@ -644,7 +670,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   public var exitCode: Int32 {
     switch self {
     case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName, .invalidEnvironment,
-      .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .outputUnreadable, .appArmorUnavailable,
+      .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable,
+      .appArmorUnavailable,
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
       .setprivNotFound, .layerUnavailable:
       return Sandbox.ExitCode.usage
@@ -692,6 +719,8 @@ public struct Sandbox: Sendable {
   public let warnings: [String]
   /// Where runs' cgroups are made, or why the cgroup layer does not apply.
   let cgroup: Cgroup.Availability
+  /// The account bwrap and the payload run as (`config.user`), or nil for the caller's own.
+  let runAs: Preflight.HostUser?
 
   /// Checks the configuration and the host, so that later runs fail only for per-run reasons.
   ///
@@ -715,14 +744,23 @@ public struct Sandbox: Sendable {
       config.cgroupEnabled
       ? Cgroup.find(configured: config.cgroupParent) : .unavailable(reason: "switched off (--no-cgroup)")
     try Sandbox.checkLayers(config, cgroup: cgroup)
-    // 4. AppArmor, last: it needs the venv for the profile it compares with the installed one.
-    let (launcher, warnings) = try Sandbox.makeLauncher(config, venv: venv, host: host)
+    // 4. The account to drop to, checked against every path it must reach (by that account).
+    let runAs = try config.user.map { (name) throws(SandboxError) in try Preflight.HostUser(name) }
+    if let runAs { try runAs.checkAccess(venv: venv, bwrap: host.bwrapPath) }
+    // 5. AppArmor, last: it needs the venv for the profile it compares with the installed one.
+    var (launcher, warnings) = try Sandbox.makeLauncher(config, venv: venv, host: host, runAs: runAs)
+    if getuid() == 0 && runAs == nil {
+      warnings.append(
+        "running as root: the payload is uid 0 of the host for every check the kernel makes by uid; pass --user NAME (library: user) to run it as an unprivileged account"
+      )
+    }
     self.config = config
     self.venv = venv
     self.host = host
     self.launcher = launcher
     self.warnings = warnings
     self.cgroup = cgroup
+    self.runAs = runAs
   }
 
   /// Refuses a configuration that asks for a layer this host or caller cannot have.
@@ -761,20 +799,27 @@ public struct Sandbox: Sendable {
         layer: .limits, reason: "RLIMIT_NPROC 1 leaves the payload no process: bwrap's pid 1 is one of them",
         relax: "pass --max-processes 2 or more (N allows the payload N-1 tasks)")
     }
-    if config.limits.maxProcesses != nil && getuid() == 0 {
+    if config.limits.maxProcesses != nil && getuid() == 0 && config.user == nil {
       throw .layerUnavailable(
         layer: .limits,
         reason: "a process limit (RLIMIT_NPROC) does not bind root, and the cgroup layer is off: \(cgroupReason)",
-        relax: "run under a delegated cgroup v2, run as an unprivileged user, or leave --max-processes unset")
+        relax: "pass --user NAME, run under a delegated cgroup v2, or leave --max-processes unset")
     }
   }
 
   /// What runs bwrap, and warnings: with a profile, `setpriv` under that profile once the
   /// installed profile is the generated one and loaded in enforce mode; else bwrap itself.
   static func makeLauncher(
-    _ config: SandboxConfig, venv: Preflight.VenvLayout, host: Preflight.HostFacts
+    _ config: SandboxConfig, venv: Preflight.VenvLayout, host: Preflight.HostFacts, runAs: Preflight.HostUser?
   ) throws(SandboxError) -> (launcher: [String], warnings: [String]) {
-    guard case .profile(let name) = config.appArmor else { return ([], []) }
+    // setpriv drops to the account and arms the parent-death signal after the drop (a uid
+    // change clears it), in the exec of bwrap: nothing runs as that account unarmed.
+    let drop = runAs.map { ["--reuid", "\($0.uid)", "--regid", "\($0.gid)", "--clear-groups"] } ?? []
+    guard case .profile(let name) = config.appArmor else {
+      guard !drop.isEmpty else { return ([], []) }
+      guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
+      return ([setpriv] + drop + ["--pdeathsig", "KILL", "--"], [])
+    }
     // Never fall back silently: a requested layer either applies or the run is refused.
     if let reason = host.appArmorAbsenceReason { throw .appArmorUnavailable(reason: reason) }
     let profile = try AppArmorProfile.makeProfile(name: name, venv: venv, host: host)
@@ -799,7 +844,7 @@ public struct Sandbox: Sendable {
     // setpriv sets the profile for its exec of bwrap (as aa-exec would) and arms the
     // parent-death signal before bwrap runs at all: one profile for bwrap's setup and the payload.
     guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
-    return ([setpriv, "--pdeathsig", "KILL", "--apparmor-profile", name, "--"], warnings)
+    return ([setpriv] + drop + ["--pdeathsig", "KILL", "--apparmor-profile", name, "--"], warnings)
   }
 
   /// Runs `payload` once inside the sandbox and collects what it did.
@@ -880,6 +925,9 @@ public struct Sandbox: Sendable {
     let payloadEnvironment = try Bwrap.makePayloadEnvironment(venvRoot: venv.root, extra: environment)
     let mountDir = try mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
     defer { mountDir?.close() }
+    if let runAs, let mountDir, let problem = runAs.ownershipProblem(mountDir.pathFD, path: mountDir.hostPath) {
+      throw .invalidMountDirectory(path: mountDir.hostPath, reason: problem)
+    }
     var excluded: [UInt8]? = nil
     if case .script(let sandboxPath) = payload {
       excluded = Array(try Preflight.checkScript(sandboxPath, in: mountDir).utf8)  // a clear error beats python's
@@ -898,6 +946,7 @@ public struct Sandbox: Sendable {
       arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
       inputs: invocation.inputs, limits: limits, stdin: stdin, timeout: timeout,
       outputLimitBytes: limits.outputLimitBytes, cancellation: cancellation, terminal: terminal, cgroup: group,
+      dropTo: runAs,
       diskWatch: mountDir.flatMap { mountDir in
         limits.mountDirectoryBytes.map {
           Lifecycle.DiskWatch(
@@ -1166,6 +1215,84 @@ extension Sandbox {
         throw .invalidScriptPath(path: sandboxPath, reason: "no regular file at \(mountDir.hostPath)/\(relative)")
       }
       return relative
+    }
+
+    /// The unprivileged account a root caller drops to (`--user`).
+    struct HostUser: Sendable, Equatable {
+      let name: String
+      let uid: uid_t
+      let gid: gid_t
+
+      /// Resolves a name or a uid through the host's account database.
+      init(_ user: String) throws(SandboxError) {
+        guard getuid() == 0 else {
+          throw .invalidUser(user: user, reason: "only a root caller can run the sandbox as another account")
+        }
+        // /etc/passwd itself, not NSS: the static CLI cannot load NSS modules (a lookup that falls
+        // through to one crashes), and the file is what bwrap binds into the sandbox anyway.
+        let fields = (Sys.readSmallFile("/etc/passwd", limit: 16 << 20) ?? "").split(separator: "\n").lazy
+          .map { $0.split(separator: ":", omittingEmptySubsequences: false) }
+          .first { $0.count >= 4 && ($0[0] == user || $0[2] == user) }
+        guard let fields, let number = uid_t(fields[2]), let group = gid_t(fields[3]) else {
+          throw .invalidUser(user: user, reason: "no such account in /etc/passwd")
+        }
+        guard number != 0 else { throw .invalidUser(user: user, reason: "that is root, which drops nothing") }
+        name = String(fields[0])
+        uid = number
+        gid = group
+      }
+
+      /// Runs one `test` per path as this account (through the same setpriv drop as the run), so
+      /// the check is the kernel's own, ACLs and all; names the first path it cannot use.
+      func checkAccess(venv: Preflight.VenvLayout, bwrap: String) throws(SandboxError) {
+        guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
+        var paths = [venv.root, "\(venv.root)/bin", bwrap]
+        if let interpreter = Sys.resolvedPath(venv.python) { paths.append(interpreter) }
+        if let prefix = venv.basePrefix { paths.append(prefix) }
+        let script = #"for p; do [ -r "$p" ] && [ -x "$p" ] || { printf '%s' "$p"; exit 1; }; done"#
+        let outcome = try Spawner.runToCompletion(
+          Spawner.Request(
+            executable: setpriv,
+            arguments: [
+              "--reuid", "\(uid)", "--regid", "\(gid)", "--clear-groups", "--", "/bin/sh", "-c", script, "sh",
+            ]
+              + paths,
+            environment: ["PATH=/usr/bin:/bin"], timeout: .seconds(10)))
+        guard outcome.status == .exited(0) else {
+          let path = String(decoding: outcome.stdout, as: UTF8.self)
+          throw .invalidUser(
+            user: name,
+            reason: path.isEmpty
+              ? "checking what it can read failed: \(Sys.firstLine(of: outcome.stderr))"
+              : "it cannot read and enter \(path), which the sandbox binds")
+        }
+      }
+
+      /// Why a mount dir will not do for this account, or nil: the payload writes it as this
+      /// account, and bwrap (0.8) reaches it by its real path, so every directory above it must
+      /// let this account in (by mode; ACLs are not read here, bwrap would then refuse instead).
+      func ownershipProblem(_ fd: Int32, path: String) -> String? {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return "cannot be examined: \(Sys.errnoText(errno))" }
+        guard info.st_uid == uid, info.st_mode & 0o700 == 0o700 else {
+          return
+            "the payload runs as \(name) (uid \(uid)), who must own it (mode u+rwx); it is owned by uid \(info.st_uid)"
+        }
+        var directory = Sys.parentDirectory(path)
+        while true {
+          var above = stat()
+          guard stat(directory, &above) == 0 else { return "cannot examine \(directory): \(Sys.errnoText(errno))" }
+          let enters =
+            above.st_uid == uid
+            ? above.st_mode & 0o100 != 0 : above.st_gid == gid ? above.st_mode & 0o010 != 0 : above.st_mode & 0o001 != 0
+          guard enters else {
+            return
+              "\(name) cannot enter \(directory) on the way to it: make its private parent \(name)'s (SandboxMountDirectory(owner:) does)"
+          }
+          if directory == "/" { return nil }
+          directory = Sys.parentDirectory(directory)
+        }
+      }
     }
 
     /// A venv as the sandbox binds it: its real path and, for pyenv/uv venvs, the base prefix.
@@ -3039,6 +3166,8 @@ extension Sandbox {
       var terminal: Spawner.TerminalRelay? = nil
       /// The run's cgroup, which pid 1 and the gate join before "GO".
       var cgroup: Cgroup.RunGroup? = nil
+      /// The account bwrap runs as (`--user`), for limits this process may not set itself.
+      var dropTo: Preflight.HostUser? = nil
       /// Kills the run when the filesystem holding the mount dir grows or runs low past its bounds.
       var diskWatch: Lifecycle.DiskWatch? = nil
       /// The sandbox's writable tmpfs mounts (sandbox paths) and the inodes each may hold.
@@ -3353,7 +3482,7 @@ extension Sandbox {
           }
           do throws(SandboxError) {
             // bwrap's setup is over: only the gate is limited
-            try Lifecycle.applyLimits(launch.limits, to: child, byCgroup: launch.cgroup != nil)
+            try Lifecycle.applyLimits(launch.limits, to: child, byCgroup: launch.cgroup != nil, dropTo: launch.dropTo)
           } catch {
             return failSetup(error)
           }
@@ -3671,7 +3800,12 @@ extension Sandbox {
     /// before any payload code runs; every process of the payload inherits them. A limit above
     /// what the caller may grant is clamped to the caller's own hard limit (never raised).
     /// - Throws: `SandboxError.layerUnavailable` when a limit cannot be set (fail closed).
-    static func applyLimits(_ limits: SandboxLimits, to pid: pid_t, byCgroup: Bool = false) throws(SandboxError) {
+    /// A root without CAP_SYS_RESOURCE (a container's) may not set another account's limits; with
+    /// `dropTo`, they are then set by util-linux's `prlimit` running as that account (`setpriv`),
+    /// which may lower its own process's limits.
+    static func applyLimits(
+      _ limits: SandboxLimits, to pid: pid_t, byCgroup: Bool = false, dropTo: Preflight.HostUser? = nil
+    ) throws(SandboxError) {
       guard let prlimit = Sys.GlibcExtras.prlimit else { throw .glibcTooOld(function: "prlimit") }
       var wanted: [(resource: Int32, name: String, soft: Int, hard: Int)] = [
         (Sys.ResourceLimit.core, "RLIMIT_CORE", 0, 0),  // a crash must not write a core file past every limit
@@ -3698,10 +3832,52 @@ extension Sandbox {
         }
         var current = rlimit()
         var value = rlimit()
-        guard prlimit(pid, limit.resource, nil, &current) == 0 else { throw refused() }
+        guard prlimit(pid, limit.resource, nil, &current) == 0 else {
+          guard errno == EPERM, let dropTo else { throw refused() }
+          return try applyLimitsAs(dropTo, wanted, to: pid)
+        }
         value.rlim_max = min(rlim_t(max(0, limit.hard)), current.rlim_max)
         value.rlim_cur = min(rlim_t(max(0, limit.soft)), value.rlim_max)
         guard prlimit(pid, limit.resource, &value, nil) == 0 else { throw refused() }
+      }
+    }
+
+    /// `applyLimits` through `setpriv … -- prlimit --pid PID --NAME=SOFT:HARD …` as `account`,
+    /// each limit clamped to this process's own, which the gate inherited.
+    static func applyLimitsAs(
+      _ account: Preflight.HostUser, _ wanted: [(resource: Int32, name: String, soft: Int, hard: Int)], to pid: pid_t
+    ) throws(SandboxError) {
+      let options: [Int32: String] = [
+        Sys.ResourceLimit.core: "--core", Sys.ResourceLimit.openFiles: "--nofile", Sys.ResourceLimit.cpu: "--cpu",
+        Sys.ResourceLimit.data: "--data", Sys.ResourceLimit.fileSize: "--fsize", Sys.ResourceLimit.addressSpace: "--as",
+        Sys.ResourceLimit.processes: "--nproc",
+      ]
+      guard let setpriv = Sys.findExecutable("setpriv"), let tool = Sys.findExecutable("prlimit") else {
+        throw .layerUnavailable(
+          layer: .limits, reason: "this root may not set another account's limits, and setpriv or prlimit is missing",
+          relax: "install util-linux, or give the caller CAP_SYS_RESOURCE")
+      }
+      var arguments = [
+        "--reuid", "\(account.uid)", "--regid", "\(account.gid)", "--clear-groups", "--", tool, "--pid", "\(pid)",
+      ]
+      for limit in wanted {
+        var own = rlimit()
+        guard getrlimit(__rlimit_resource_t(UInt32(limit.resource)), &own) == 0, let option = options[limit.resource]
+        else {
+          throw .layerUnavailable(
+            layer: .limits, reason: "getrlimit(\(limit.name)): \(Sys.errnoText(errno))",
+            relax: "report this: the host's own limits could not be read")
+        }
+        let hard = min(rlim_t(max(0, limit.hard)), own.rlim_max)
+        arguments.append("\(option)=\(min(rlim_t(max(0, limit.soft)), hard)):\(hard)")
+      }
+      let outcome = try Spawner.runToCompletion(
+        Spawner.Request(
+          executable: setpriv, arguments: arguments, environment: ["PATH=/usr/bin:/bin"], timeout: .seconds(10)))
+      guard outcome.status == .exited(0) else {
+        throw .layerUnavailable(
+          layer: .limits, reason: "prlimit as \(account.name) on the sandbox: \(Sys.firstLine(of: outcome.stderr))",
+          relax: "report this: the sandbox's first process refused its limits")
       }
     }
 
@@ -5904,6 +6080,7 @@ extension Sandbox {
       var noCgroup = false
       var requireCgroup = false
       var cgroupParent: String?
+      var user: String?
       var limits = SandboxLimits()
     }
 
@@ -6015,6 +6192,9 @@ extension Sandbox {
       },
       .flag("--no-cgroup", group: .configuration, "no cgroup of the run's own, even where one can be made") {
         $0.noCgroup = true
+      },
+      .value("--user", "NAME|UID", group: .configuration, "root only: run bwrap and the payload as this account") {
+        $0.user = $1
       },
       .flag("--verbose", group: .selfTest, "print every test, not only failures and skips") { $0.verbose = true },
       .flag("--extra-tests", group: .selfTest, "add the extended suite (sandbox_extra_tests.swift)") {
@@ -6203,6 +6383,7 @@ extension Sandbox {
       config.cgroupEnabled = !options.noCgroup
       config.cgroupParent = options.cgroupParent
       config.requireCgroup = options.requireCgroup
+      config.user = options.user
       if options.noCgroup && (options.requireCgroup || options.cgroupParent != nil) {
         throw .usage("--no-cgroup contradicts --require-cgroup and --cgroup-parent")
       }

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 85
+plan 93
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -248,6 +248,47 @@ try:
 except OSError as e:
     print("refused", e.errno)' 2>/dev/null)
 check "memory: --address-space-mb 512 refuses a 700 MiB shared mapping (ENOMEM), which --memory-mb alone does not count" test "$out" = "refused 12"
+
+# Root callers: --user drops bwrap and the payload to an unprivileged account (DECISIONS 13).
+if [ "$(id -u)" = 0 ] && id sandboxci >/dev/null 2>&1; then
+  out=$(run --code 1 2>&1 >/dev/null)
+  check "root: every run recommends --user, in one line" test "$(grep -c 'running as root: .* pass --user NAME' <<<"$out")" = 1
+  USERDIR=$(mktemp -d); mkdir "$USERDIR/mnt"; chown sandboxci "$USERDIR" "$USERDIR/mnt"  # the account's private pair
+  out=$(run --json --user sandboxci --max-processes 6 --mnt-dir "$USERDIR/mnt" --code 'import os, time
+open("/mnt/left", "w").close()
+made = 0
+for _ in range(40):  # capped by the test too
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(3); os._exit(0)
+    made += 1
+print(made)' 2>"$TMP/err")
+  check "root --user sandboxci: RLIMIT_NPROC binds (--max-processes 6: 4 forks), no root warning" \
+    bash -c 'test "$1" = "\"4\\n\"" && ! grep -q "running as root" "$2"' _ "$(json_field stdout <<<"$out")" "$TMP/err"
+  check "root --user sandboxci: what the payload leaves in /mnt belongs to sandboxci, not to root" test "$(stat -c %U "$USERDIR/mnt/left")" = sandboxci
+  out=$(run --json --user sandboxci --code 'import os; print(os.stat("/proc/self").st_uid, open("/proc/self/status").read().count("\n"))' 2>/dev/null)
+  check "root --user sandboxci: the payload is not uid 0 of the host" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"].split()[0] != "0", d["stdout"]' "$out"
+  rm -rf "$USERDIR"
+  ROOTDIR=$TMP/root-owned; mkdir -p "$ROOTDIR/mnt"
+  out=$(run --user sandboxci --mnt-dir "$ROOTDIR/mnt" --code 'print("ran")' 2>&1); rc=$?
+  check "root --user: a mount dir the account does not own is refused (exit 2), nothing runs" \
+    test "$rc" = 2 -a -n "$(grep 'who must own it' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+  mkdir -m 700 "$TMP/private" && /usr/bin/python3 -m venv --without-pip "$TMP/private/venv"
+  out=$("$SB" run --no-apparmor --venv "$TMP/private/venv" --user sandboxci --code 'print("ran")' 2>&1); rc=$?
+  check "root --user: a venv the account cannot read is refused (exit 2), naming the path" \
+    test "$rc" = 2 -a -n "$(grep "cannot read and enter $TMP/private" <<<"$out")"
+  usage_case "--user root" run --no-apparmor --venv "$VENV" --user root --code 1
+  usage_case "--user of no account" run --no-apparmor --venv "$VENV" --user no-such-account-here --code 1
+else
+  for name in "every run recommends --user" "RLIMIT_NPROC binds" "files belong to the account" "not uid 0" "a mount dir it does not own" "a venv it cannot read" "--user root or of no account"; do
+    skip "root --user: $name" "not root, or no user sandboxci"
+  done
+  out=$(run --user nobody --code 1 2>&1); rc=$?
+  check "--user as an unprivileged caller is refused (exit 2)" test "$rc" = 2 -a -n "$(grep 'only a root caller' <<<"$out")"
+fi
 
 # A bwrap older than 0.8.0 is refused before anything runs, in both modes.
 mkdir -p "$TMP/oldbwrap"
