@@ -237,6 +237,8 @@ public struct SandboxLimits: Sendable, Equatable {
   public var mountDirectoryBytes: Int?
   /// Free space that must remain on the mount dir's filesystem (the run is killed below it).
   public static let diskReserveBytes = 256 << 20
+  /// The stack of each process's main thread (RLIMIT_STACK, soft and hard): Linux's usual 8 MiB.
+  public static let stackBytes = 8 << 20
   /// Inodes (files, directories, links) the mount dir's filesystem may gain during a run, checked
   /// by the same watch; nil switches the inode budget off. Empty files cost no bytes, but a
   /// filesystem out of inodes takes no file from anyone.
@@ -1815,8 +1817,15 @@ extension Sandbox {
       static let setIDBits: UInt32 = 0o6000
       /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
       static let cloneNamespaceFlags: UInt32 = 0x7E02_0000
-      /// TIOCSTI and TIOCLINUX.
-      static let deniedIoctls: [UInt32] = [0x5412, 0x541C]
+      /// TIOCSTI and TIOCLINUX (typing into a terminal, console tricks); and the space
+      /// reservations that are fallocate by another door, which no limit follows (they leave the
+      /// size at 0, so not even RLIMIT_FSIZE): FS_IOC_RESVSP and _RESVSP64, FS_IOC_ZERO_RANGE,
+      /// XFS_IOC_ALLOCSP and _ALLOCSP64 (`_IOW('X', nr, struct space_resv)`).
+      static let deniedIoctls: [UInt32] = [
+        0x5412, 0x541C, 0x4030_5828, 0x4030_582A, 0x4030_5839, 0x4030_580A, 0x4030_5824,
+      ]
+      /// MAP_GROWSDOWN: a mapping the kernel grows as a stack, which RLIMIT_DATA does not count.
+      static let mapGrowsDown: UInt32 = 0x0100
       /// AF_UNIX, AF_NETLINK, and AF_INET/AF_INET6 only while the network is on.
       static func allowedSocketFamilies(networkEnabled: Bool) -> [UInt32] {
         networkEnabled ? [1, 2, 10, 16] : [1, 16]
@@ -1835,7 +1844,11 @@ extension Sandbox {
           ArgumentRule(
             call: Rule(name: "ioctl", x86_64: 16, aarch64: 29, errno: EPERM),
             conditions: [(1, .isNoneOf(deniedIoctls))],
-            why: "no typing into a terminal (TIOCSTI) or console tricks (TIOCLINUX)"),
+            why: "no typing into a terminal (TIOCSTI), console tricks (TIOCLINUX) or space reserved unseen"),
+          ArgumentRule(
+            call: Rule(name: "mmap", x86_64: 9, aarch64: 222, errno: EPERM),
+            conditions: [(3, .hasNoneOfBits(mapGrowsDown))],
+            why: "no MAP_GROWSDOWN: private memory RLIMIT_DATA would not count (glibc never asks for it)"),
           ArgumentRule(
             call: Rule(name: "personality", x86_64: 135, aarch64: 92, errno: EPERM),
             conditions: [(0, .isOneOf([0, 0xFFFF_FFFF]))],
@@ -3542,7 +3555,7 @@ extension Sandbox {
         loop.at(ContinuousClock.now + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline) }
       }
 
-      /// The tmpfs watch: each writable tmpfs's inode count, read with statvfs through pid 1's root
+      /// The tmpfs watch (every 20 ms): each writable tmpfs's inode count, read with statvfs through pid 1's root
       /// (a mount point the payload cannot move or unmount; what is read is only a count).
       private func checkTmpfs(_ watch: (paths: [String], inodes: Int64)) {
         guard stop == nil, !launcherExited, let pidOne, !pidOneGone else { return }
@@ -3554,7 +3567,7 @@ extension Sandbox {
             return halt(.tmpfs)
           }
         }
-        loop.at(ContinuousClock.now + .milliseconds(50)) { [unowned self] in checkTmpfs(watch) }
+        loop.at(ContinuousClock.now + .milliseconds(20)) { [unowned self] in checkTmpfs(watch) }
       }
 
       /// bwrap never reported its pid 1: kill the launcher (its pid 1, if any, is the reaper's).
@@ -3731,6 +3744,26 @@ extension Sandbox {
         return status.parent >= 0 ? status : nil
       }
 
+      /// `/proc/PID/limits` as the kernel shows it, by RLIMIT_* name: soft and hard ("unlimited"
+      /// is RLIM_INFINITY). Readable for any process, whoever owns it.
+      static func limits(_ pid: pid_t) -> [String: (rlim_t, rlim_t)] {
+        let names = [
+          "Max cpu time": "RLIMIT_CPU", "Max file size": "RLIMIT_FSIZE", "Max data size": "RLIMIT_DATA",
+          "Max stack size": "RLIMIT_STACK", "Max core file size": "RLIMIT_CORE", "Max processes": "RLIMIT_NPROC",
+          "Max open files": "RLIMIT_NOFILE", "Max address space": "RLIMIT_AS",
+        ]
+        var found: [String: (rlim_t, rlim_t)] = [:]
+        for line in (Sys.readSmallFile("/proc/\(pid)/limits") ?? "").split(separator: "\n") {
+          let text = String(line)
+          guard let (label, name) = names.first(where: { text.hasPrefix($0.key + " ") }) else { continue }
+          let values = text.dropFirst(label.count).split(separator: " ").prefix(2).map {
+            $0 == "unlimited" ? rlim_t.max : rlim_t($0)
+          }
+          if values.count == 2, let soft = values[0], let hard = values[1] { found[name] = (soft, hard) }
+        }
+        return found
+      }
+
       /// The CPU time `pid` has used itself (`/proc/PID/stat`: utime and stime): kernel
       /// accounting, which a process cannot inflate without burning the CPU.
       static func cpuTime(_ pid: pid_t) -> Duration? {
@@ -3810,6 +3843,9 @@ extension Sandbox {
       var wanted: [(resource: Int32, name: String, soft: Int, hard: Int)] = [
         (Sys.ResourceLimit.core, "RLIMIT_CORE", 0, 0),  // a crash must not write a core file past every limit
         (Sys.ResourceLimit.openFiles, "RLIMIT_NOFILE", limits.openFiles, limits.openFiles),
+        // The main stack is not data: with an unlimited hard limit the payload could raise its
+        // own soft one and grow the stack past RLIMIT_DATA. Both fixed at Linux's usual 8 MiB.
+        (Sys.ResourceLimit.stack, "RLIMIT_STACK", SandboxLimits.stackBytes, SandboxLimits.stackBytes),
       ]
       // SIGXCPU, then SIGKILL
       if let seconds = limits.cpuSeconds { wanted.append((Sys.ResourceLimit.cpu, "RLIMIT_CPU", seconds, seconds + 2)) }
@@ -3850,7 +3886,7 @@ extension Sandbox {
       let options: [Int32: String] = [
         Sys.ResourceLimit.core: "--core", Sys.ResourceLimit.openFiles: "--nofile", Sys.ResourceLimit.cpu: "--cpu",
         Sys.ResourceLimit.data: "--data", Sys.ResourceLimit.fileSize: "--fsize", Sys.ResourceLimit.addressSpace: "--as",
-        Sys.ResourceLimit.processes: "--nproc",
+        Sys.ResourceLimit.processes: "--nproc", Sys.ResourceLimit.stack: "--stack",
       ]
       guard let setpriv = Sys.findExecutable("setpriv"), let tool = Sys.findExecutable("prlimit") else {
         throw .layerUnavailable(
@@ -3860,6 +3896,7 @@ extension Sandbox {
       var arguments = [
         "--reuid", "\(account.uid)", "--regid", "\(account.gid)", "--clear-groups", "--", tool, "--pid", "\(pid)",
       ]
+      var expected: [(name: String, soft: rlim_t, hard: rlim_t)] = []
       for limit in wanted {
         var own = rlimit()
         guard getrlimit(__rlimit_resource_t(UInt32(limit.resource)), &own) == 0, let option = options[limit.resource]
@@ -3870,6 +3907,7 @@ extension Sandbox {
         }
         let hard = min(rlim_t(max(0, limit.hard)), own.rlim_max)
         arguments.append("\(option)=\(min(rlim_t(max(0, limit.soft)), hard)):\(hard)")
+        expected.append((limit.name, min(rlim_t(max(0, limit.soft)), hard), hard))
       }
       let outcome = try Spawner.runToCompletion(
         Spawner.Request(
@@ -3877,6 +3915,13 @@ extension Sandbox {
       guard outcome.status == .exited(0) else {
         throw .layerUnavailable(
           layer: .limits, reason: "prlimit as \(account.name) on the sandbox: \(Sys.firstLine(of: outcome.stderr))",
+          relax: "report this: the sandbox's first process refused its limits")
+      }
+      // The helper's word is not enough: the kernel's own view of the gate's limits, before GO.
+      let shown = Lifecycle.ProcessStatus.limits(pid)
+      for limit in expected where shown[limit.name].map({ $0 != (limit.soft, limit.hard) }) ?? true {
+        throw .layerUnavailable(
+          layer: .limits, reason: "\(limit.name) of the sandbox is not what the prlimit helper was asked to set",
           relax: "report this: the sandbox's first process refused its limits")
       }
     }
@@ -4843,6 +4888,7 @@ extension Sandbox {
       static let processes: Int32 = 6
       static let openFiles: Int32 = 7
       static let addressSpace: Int32 = 9
+      static let stack: Int32 = 3
     }
 
     /// `TIOCSPTLCK` and `TIOCGPTPEER` from `<asm-generic/ioctls.h>` (x86_64 and aarch64).

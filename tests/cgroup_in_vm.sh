@@ -5,7 +5,7 @@
 # service: a parent marked delegated (trusted.delegate=1) with controllers for its children, and a
 # subgroup holding the service's own processes (here: this shell). Nothing runs on the host.
 CG=/sys/fs/cgroup
-CG_TESTS=16
+CG_TESTS=17
 json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {"d": d}))' "$@" 2>/dev/null; }
 runs_left() { find "$1" -maxdepth 1 -name 'sandbox-*' -type d | wc -l; }
 
@@ -87,6 +87,15 @@ check "cgroup: --cgroup-parent DIR (empty, with memory and pids) is used, --requ
   test "$(json_get "$out" 'd["limit_hit"] == "memory" and "cgroup" in d["layers"]')" = True
 out=$("$SB" run --no-apparmor --venv "$VENV" --cgroup-parent "$PLAIN" --cpus 1 --code 1 2>&1)
 check "cgroup: --cpus under a parent without the cpu controller is refused, naming it" grep -q 'cpu controller' <<<"$out"
+
+# A root caller's --user where root has CAP_SYS_RESOURCE (the guest's): prlimit directly, as ever.
+if id "$TEST_USER" >/dev/null 2>&1; then
+  out=$(cgrun --user "$TEST_USER" --max-open-files 77 --code 'import os, resource; print(os.stat("/proc/self").st_uid != 0, resource.getrlimit(resource.RLIMIT_NOFILE))')
+  check "--user $TEST_USER (root with CAP_SYS_RESOURCE): the payload is not host root and has its limits" \
+    test "$(json_get "$out" 'd["stdout"]')" = "True (77, 77)"
+else
+  skip "--user: the payload is not host root and has its limits" "no user $TEST_USER in the guest"
+fi
 
 # An unprivileged service with a delegated subtree (chown, as systemd's Delegate=yes does for User=).
 if [ -n "${STAGE:-}" ] && [ -x "$STAGE/sandbox" ] && id "$TEST_USER" >/dev/null 2>&1; then

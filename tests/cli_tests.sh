@@ -202,9 +202,23 @@ out=$(run --code 'import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 print(libc.shmget(0, 1 << 20, 0o1600), ctypes.get_errno())
 fd = os.open("/tmp/f", os.O_CREAT | os.O_WRONLY)
-print("fallocate", libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(1 << 30)), ctypes.get_errno())' 2>/dev/null)
-check "seccomp: SysV shmget fails with ENOSYS and fallocate with EOPNOTSUPP" test "$out" = "-1 38
-fallocate -1 95"
+print("fallocate", libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(1 << 30)), ctypes.get_errno())
+space = (ctypes.c_int64 * 6)(0, 0, 0, 1 << 30, 0, 0)  # struct space_resv: 1 GiB from 0
+for name, number in (("resvsp64", 0x4030582A), ("zero_range", 0x40305839)):
+    print(name, libc.ioctl(fd, number, space), ctypes.get_errno())
+libc.mmap.restype = ctypes.c_void_p
+print("growsdown", libc.mmap(None, 1 << 20, 3, 0x22 | 0x100, -1, 0) == 2**64 - 1, ctypes.get_errno())
+import resource
+try:
+    resource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+except ValueError:
+    print("stack fixed", resource.getrlimit(resource.RLIMIT_STACK))' 2>/dev/null)
+check "seccomp and limits: shmget ENOSYS, fallocate EOPNOTSUPP, its ioctl doors and MAP_GROWSDOWN EPERM, the stack limit fixed" test "$out" = "-1 38
+fallocate -1 95
+resvsp64 -1 1
+zero_range -1 1
+growsdown True 1
+stack fixed (8388608, 8388608)"
 FALLOC=$TMP/falloc; mkdir "$FALLOC"
 out=$(run --json --max-mnt-mb 50 --mnt-dir "$FALLOC" --code 'import os
 fd = os.open("/mnt/big", os.O_CREAT | os.O_RDWR)

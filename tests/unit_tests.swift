@@ -606,6 +606,19 @@ func testCgroupChecks(_ t: inout Tally, temp: String) {
     let isCgroupError: Bool = if case .layerUnavailable(.cgroup, _, _) = error { true } else { false }
     t.expect(isCgroupError && !left.contains { $0.hasPrefix("sandbox-") }, "cgroup: a run's cgroup whose memory.max cannot be written is an error, and its directory is removed", "\(error) \(left)")
   }
+  if getuid() == 0, let owned = try? SandboxMountDirectory(prefix: "unit-owner-", owner: "sandboxci") {
+    var parent = stat()
+    var mount = stat()
+    stat(owned.parent, &parent)
+    stat(owned.path, &mount)
+    let account = try? Sandbox.Preflight.HostUser("sandboxci")
+    t.expect(
+      parent.st_uid == account?.uid && mount.st_uid == account?.uid && parent.st_mode & 0o777 == 0o700,
+      "--user: SandboxMountDirectory(owner:) makes the private parent and the mount dir the account's (parent 0700)")
+    owned.remove()
+  } else {
+    t.skip("--user: SandboxMountDirectory(owner:) makes the pair the account's", "not root, or no user sandboxci")
+  }
   let onThisHost = reason(Cgroup.find(configured: nil))
   t.expect(onThisHost != "available" || Sandbox.Sys.exists("/sys/fs/cgroup/cgroup.controllers"), "cgroup: detection on this host says why the layer does not apply", onThisHost)
   let config = SandboxConfig(venvPath: "/nonexistent", appArmor: .disabled)
@@ -991,7 +1004,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 258, endToEnd: 77)
+    let planned = (offline: 259, endToEnd: 77)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
