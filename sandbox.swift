@@ -1826,17 +1826,17 @@ extension Sandbox {
       ]
       /// MAP_GROWSDOWN: a mapping the kernel grows as a stack, which RLIMIT_DATA does not count.
       static let mapGrowsDown: UInt32 = 0x0100
-      /// AF_UNIX, AF_NETLINK, and AF_INET/AF_INET6 only while the network is on.
-      static func allowedSocketFamilies(networkEnabled: Bool) -> [UInt32] {
-        networkEnabled ? [1, 2, 10, 16] : [1, 16]
-      }
+      /// AF_UNIX, AF_NETLINK, AF_INET and AF_INET6, with the network on or off: off, the payload's
+      /// own network namespace has only `lo`, so IP reaches nothing outside it, and loopback
+      /// servers (http.server, multiprocessing managers, Jupyter kernels, test servers) work.
+      static func allowedSocketFamilies(networkEnabled: Bool) -> [UInt32] { [1, 2, 10, 16] }
       static let socketCall = Rule(name: "socket", x86_64: 41, aarch64: 198, errno: EAFNOSUPPORT)
 
       static func argumentRules(networkEnabled: Bool) -> [ArgumentRule] {
         [
           ArgumentRule(
             call: socketCall, conditions: [(0, .isOneOf(allowedSocketFamilies(networkEnabled: networkEnabled)))],
-            why: "no raw, packet or vsock sockets; no IP while the network is off"),
+            why: "no raw, packet or vsock sockets"),
           ArgumentRule(
             call: Rule(name: "clone", x86_64: 56, aarch64: 220, errno: EPERM),
             conditions: [(0, .hasNoneOfBits(cloneNamespaceFlags))],
@@ -5666,7 +5666,7 @@ public let baseSuite: [SelfTest] = [
       print("OK" if b.recv(4) == b"ping" else "WRONG")
       """),
   SelfTest(
-    "loopback TCP inside the sandbox works (control)", layer: .control, network: .enabled, expect: "OK",
+    "loopback TCP inside the sandbox works, network on or off (control)", layer: .control, expect: "OK",
     python: """
       import socket
       server = socket.socket()
@@ -5682,6 +5682,25 @@ public let baseSuite: [SelfTest] = [
     python: """
       import socket
       print("OK" if socket.gethostbyname("localhost") == "127.0.0.1" else "WRONG")
+      """),
+  SelfTest(
+    "network off: the payload's own HTTP server on 127.0.0.1 and ::1 answers its own client (control)",
+    layer: .control, network: .disabled, expect: "OK",
+    python: """
+      import http.server, socket, threading, urllib.request
+      class Quiet(http.server.BaseHTTPRequestHandler):
+          def do_GET(self):
+              self.send_response(200); self.end_headers(); self.wfile.write(b"inside")
+          def log_message(self, *args): pass
+      class Server6(http.server.HTTPServer):
+          address_family = socket.AF_INET6
+      bodies = []
+      for server in (http.server.HTTPServer(("127.0.0.1", 0), Quiet), Server6(("::1", 0), Quiet)):
+          threading.Thread(target=server.handle_request, daemon=True).start()
+          host = "127.0.0.1" if server.address_family == socket.AF_INET else "[::1]"
+          opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+          bodies.append(opener.open(f"http://{host}:{server.server_address[1]}/", timeout=5).read())
+      print("OK" if bodies == [b"inside", b"inside"] else "WRONG " + repr(bodies))
       """),
   SelfTest(
     "network off: only the loopback interface exists", layer: .namespaces, network: .disabled,

@@ -53,22 +53,6 @@ extension Sandbox.ExtraTests {
           """,
         skipReason: seccompRelaxed),
       SelfTest(
-        "seccomp, network off: AF_INET and AF_INET6 sockets are refused", layer: .seccomp, network: .disabled,
-        expect: "DENIED",
-        python: """
-          import socket
-          allowed = []
-          for family in (socket.AF_INET, socket.AF_INET6):
-              try:
-                  socket.socket(family, socket.SOCK_STREAM).close()
-                  allowed.append(int(family))
-              except OSError as e:
-                  if e.errno != 97:
-                      allowed.append(f"{int(family)}:{e.errno}")
-          print("ALLOWED " + str(allowed) if allowed else "DENIED")
-          """,
-        skipReason: seccompRelaxed),
-      SelfTest(
         "TIOCSTI with high bits set in the request is refused too", layer: .seccomp, expect: "BLOCKED",
         python: """
           import ctypes, os
