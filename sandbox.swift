@@ -2315,10 +2315,11 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "network unix,", why: "local sockets"),
         AppArmorProfile.Rule(rule: "network netlink dgram,", why: "interface lookups"),
         AppArmorProfile.Rule(
-          rule: "network inet stream,", why: "TCP when the network is on (the seccomp filter refuses it when off)"),
-        AppArmorProfile.Rule(rule: "network inet dgram,", why: "UDP and DNS when the network is on"),
-        AppArmorProfile.Rule(rule: "network inet6 stream,", why: "TCP over IPv6 when the network is on"),
-        AppArmorProfile.Rule(rule: "network inet6 dgram,", why: "UDP over IPv6 when the network is on"),
+          rule: "network inet stream,", why: "TCP: the host's network when on, the sandbox's own lo when off"),
+        AppArmorProfile.Rule(
+          rule: "network inet dgram,", why: "UDP and DNS (the sandbox's own lo when the network is off)"),
+        AppArmorProfile.Rule(rule: "network inet6 stream,", why: "TCP over IPv6 (::1 only when the network is off)"),
+        AppArmorProfile.Rule(rule: "network inet6 dgram,", why: "UDP over IPv6 (::1 only when the network is off)"),
       ]
       if support.usesABI4 {
         rules.append(

@@ -256,12 +256,12 @@ profile sandbox_golden flags=(attach_disconnected) {
   network unix,
   # interface lookups
   network netlink dgram,
-  # TCP when the network is on (the seccomp filter refuses it when off)
+  # TCP: the host's network when on, the sandbox's own lo when off
   network inet stream,
-  # UDP and DNS when the network is on
+  # UDP and DNS (the sandbox's own lo when the network is off)
   network inet dgram,
-  # TCP over IPv6 when the network is on
+  # TCP over IPv6 (::1 only when the network is off)
   network inet6 stream,
-  # UDP over IPv6 when the network is on
+  # UDP over IPv6 (::1 only when the network is off)
   network inet6 dgram,
 }
