@@ -1219,6 +1219,29 @@ extension Sandbox {
       return relative
     }
 
+    /// Why `temp` (the resolved temp dir, from $TMPDIR) may not hold writable binds, or nil.
+    /// $TMPDIR decides where a mount dir may be, so it must not widen that: not `/`, not a home
+    /// directory or a directory above one (`TMPDIR=/home` would allow `/home/USER/.ssh`), and
+    /// either sticky and world-writable, like /tmp, or the caller's own.
+    static func temporaryRootProblem(_ temp: String) -> String? {
+      let fix = "set TMPDIR to /tmp or to a directory of your own"
+      guard temp != "/" else { return "the temp dir is /, which would allow any directory: \(fix)" }
+      var info = stat()
+      guard stat(temp, &info) == 0 else { return "the temp dir \(temp) cannot be examined: \(Sys.errnoText(errno))" }
+      guard info.st_mode & 0o1002 == 0o1002 || info.st_uid == geteuid() else {
+        return "the temp dir \(temp) is neither sticky and world-writable (like /tmp) nor yours: \(fix)"
+      }
+      for line in (Sys.readSmallFile("/etc/passwd", limit: 16 << 20) ?? "").split(separator: "\n") {
+        let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+        guard fields.count >= 6, fields[5].hasPrefix("/") else { continue }
+        let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
+        if home == temp || home.hasPrefix("\(temp)/") {
+          return "the temp dir \(temp) is, or holds, the home directory \(home) (of \(fields[0])): \(fix)"
+        }
+      }
+      return nil
+    }
+
     /// The unprivileged account a root caller drops to (`--user`).
     struct HostUser: Sendable, Equatable {
       let name: String
@@ -3991,6 +4014,9 @@ extension Sandbox {
         let temp = Sys.temporaryDirectory()
         guard let tempReal = Sys.resolvedPath(temp) else {
           throw .invalidMountDirectory(path: path, reason: "the temp dir '\(temp)' does not exist")
+        }
+        if let problem = Preflight.temporaryRootProblem(tempReal) {
+          throw .invalidMountDirectory(path: path, reason: problem)
         }
         guard let real = Sys.resolvedPath(path) else {
           throw .invalidMountDirectory(path: path, reason: "does not exist")

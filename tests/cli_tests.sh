@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 93
+plan 96
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -42,6 +42,12 @@ usage_case "the temp dir itself as mount dir" run --no-apparmor --venv "$VENV" -
 ln -s /etc "$TMP/to-etc"
 usage_case "a mount dir symlinked out of the temp dir" run --no-apparmor --venv "$VENV" --mnt-dir "$TMP/to-etc" --code 1
 usage_case "a nonexistent mount dir" run --no-apparmor --venv "$VENV" --mnt-dir "$TMP/nope" --code 1
+# $TMPDIR cannot widen what may be bound writable: not /, not a home or above one, sticky or the caller's.
+for temp in / /home "$HOME"; do
+  out=$(TMPDIR=$temp "$SB" run --no-apparmor --venv "$VENV" --mnt-dir "$HOME" --code 'print("ran")' 2>&1); rc=$?
+  check "temp dir: TMPDIR=$temp is refused (exit 2) with the reason, nothing runs" \
+    test "$rc" = 2 -a -n "$(grep -e 'the temp dir is /' -e 'home directory' -e 'nor yours' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+done
 
 # Configuration from the environment.
 out=$(env -u CODEEXEC_SANDBOX_VENV -u CODEEXEC_SANDBOX_AA_PROFILE_NAME "$SB" run --code 1 2>&1); rc=$?
