@@ -2823,6 +2823,8 @@ extension Sandbox {
       var input: Int32
       /// Where the payload's terminal output goes.
       var output: Int32
+      /// What of that output may reach the user's terminal (state kept across reads).
+      let filter = Spawner.TerminalFilter()
 
       /// Relays keystrokes to the pty and its output to the user's terminal.
       func attach(to loop: Spawner.EventLoop) {
@@ -2847,7 +2849,112 @@ extension Sandbox {
         var shown: [UInt8] = []
         var ignored = false
         if !loop.drain(master, into: &shown, limit: .max, truncated: &ignored) { loop.unwatch(master) }
-        Sys.writeAll(output, shown)
+        Sys.writeAll(output, filter.filter(shown))
+      }
+    }
+
+    /// Drops from the payload's terminal output what would act on the user's terminal instead of
+    /// drawing on it: OSC, DCS, SOS, PM and APC strings (clipboard writes with OSC 52, titles,
+    /// colour and font queries, tmux and screen passthrough), their 8-bit C1 forms (raw, or
+    /// UTF-8 encoded), and the CSI requests a terminal answers by typing into its own input
+    /// (DSR `n`, DA `c`, window reports `t`, XTVERSION `> q`, DECRQM `$ p`, DECREQTPARM `x`),
+    /// which the host shell could read after the REPL exits. Colours, cursor movement, erasing
+    /// and every other CSI sequence pass: a REPL needs them.
+    final class TerminalFilter {
+      private enum State { case text, escape, csi, string, stringEscape, leadC2 }
+      private var state = State.text
+      private var sequence: [UInt8] = []
+      /// Continuation bytes still due in the current UTF-8 character.
+      private var continuations = 0
+      /// C1 introducers of strings (DCS, SOS, OSC, PM, APC) and of CSI.
+      private static let stringIntroducers: Set<UInt8> = [0x90, 0x98, 0x9D, 0x9E, 0x9F]
+      private static let csiIntroducer: UInt8 = 0x9B
+      /// A CSI longer than this is dropped whole (no real sequence is).
+      private static let longestCSI = 64
+
+      func filter(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        for byte in bytes {
+          switch state {
+          case .text: text(byte, &out)
+          case .leadC2:
+            state = .text
+            if TerminalFilter.stringIntroducers.contains(byte) {
+              state = .string
+            } else if byte == TerminalFilter.csiIntroducer {
+              sequence = []
+              state = .csi
+            } else {
+              out.append(0xC2)
+              continuations = 1
+              text(byte, &out)
+            }
+          case .escape:
+            switch byte {
+            case UInt8(ascii: "]"), UInt8(ascii: "P"), UInt8(ascii: "X"), UInt8(ascii: "^"), UInt8(ascii: "_"):
+              state = .string
+            case UInt8(ascii: "["):
+              sequence = []
+              state = .csi
+            case 0x1B: out.append(0x1B)
+            default:
+              out += [0x1B, byte]
+              state = .text
+            }
+          case .csi: csi(byte, &out)
+          case .string, .stringEscape:
+            // Ended by BEL, ST (ESC \ or C1 0x9C) or cancelled by CAN/SUB; all of it is dropped.
+            if byte == 0x07 || byte == 0x9C || byte == 0x18 || byte == 0x1A || (state == .stringEscape && byte == 0x5C)
+            {
+              state = .text
+            } else {
+              state = byte == 0x1B ? .stringEscape : .string
+            }
+          }
+        }
+        return out
+      }
+
+      private func text(_ byte: UInt8, _ out: inout [UInt8]) {
+        if continuations > 0 && byte & 0xC0 == 0x80 {
+          continuations -= 1
+          out.append(byte)
+          return
+        }
+        continuations = 0
+        switch byte {
+        case 0x1B: state = .escape
+        case 0xC2: state = .leadC2  // U+0080–U+00BF: C1 controls among them
+        case 0x80...0xBF:
+          // A stray continuation byte is a raw C1 control to an 8-bit terminal.
+          if TerminalFilter.stringIntroducers.contains(byte) {
+            state = .string
+          } else if byte == TerminalFilter.csiIntroducer {
+            sequence = []
+            state = .csi
+          } else {
+            out.append(byte)
+          }
+        default:
+          continuations = byte >= 0xF0 ? 3 : byte >= 0xE0 ? 2 : byte >= 0xC0 ? 1 : 0
+          out.append(byte)
+        }
+      }
+
+      private func csi(_ byte: UInt8, _ out: inout [UInt8]) {
+        guard (0x40...0x7E).contains(byte) else {
+          sequence.append(byte)
+          if sequence.count > TerminalFilter.longestCSI || !(0x20...0x3F).contains(byte) { state = .text }
+          return
+        }
+        state = .text
+        let parameters = sequence
+        let isRequest =
+          byte == UInt8(ascii: "n") || byte == UInt8(ascii: "c") || byte == UInt8(ascii: "t")
+          || byte == UInt8(ascii: "x") || (byte == UInt8(ascii: "q") && parameters.first == UInt8(ascii: ">"))
+          || (byte == UInt8(ascii: "p") && parameters.last == UInt8(ascii: "$"))
+        if !isRequest { out += [0x1B, UInt8(ascii: "[")] + parameters + [byte] }
       }
     }
 

@@ -6,7 +6,7 @@ set -u
 SB=$(realpath "$1")
 VENV=$(realpath "$2")
 . "$(dirname "$0")/lib.sh"
-plan 12
+plan 13
 SESSION=sandbox-interactive-$$
 show_screen() { screen | sed 's/^/#   /' | tail -n 8; }
 on_failure=show_screen
@@ -47,6 +47,12 @@ type_line "$SB --no-apparmor --venv $VENV --interactive; echo SECOND-\$?"
 wait_for ">>>" >/dev/null
 type_line "print('AGAIN', os.listdir('/mnt')) if 'os' in dir() else print('AGAIN', __import__('os').listdir('/mnt'))"
 check "/mnt was ephemeral: a new session starts empty" wait_for "AGAIN []"
+# What would act on the user's terminal (a title through OSC 2, tmux honours it) never reaches it.
+tmux send-keys -t "$SESSION" -l -- "print('\\x1b]2;PWNED-TITLE\\x07\\x1b]52;c;cHduZWQ=\\x07\\x1b[21t' + 'SENT-' + 'BYTES')"
+tmux send-keys -t "$SESSION" Enter
+wait_for "SENT-BYTES" >/dev/null
+check "the payload's OSC title, OSC 52 clipboard and CSI 21t report request do not reach the terminal" \
+  test "$(tmux display -p -t "$SESSION" '#{pane_title}')" != PWNED-TITLE
 type_line "exit(3)"
 check "exit(3) leaves with status 3" wait_for "SECOND-3"
 

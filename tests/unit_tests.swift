@@ -619,6 +619,25 @@ func testCgroupChecks(_ t: inout Tally, temp: String) {
   } else {
     t.skip("--user: SandboxMountDirectory(owner:) makes the pair the account's", "not root, or no user sandboxci")
   }
+  // The terminal relay's filter: what acts on the user's terminal goes, what draws passes.
+  func filtered(_ chunks: [String]) -> String {
+    let filter = Sandbox.Spawner.TerminalFilter()
+    return String(decoding: chunks.flatMap { filter.filter(Array($0.utf8)) }, as: UTF8.self)
+  }
+  let drawing = "\u{1B}[31mred\u{1B}[0m \u{1B}[2K\u{1B}[1G\u{1B}[?25l é€😀\r\n>>> "
+  t.expect(filtered([drawing]) == drawing, "terminal: colours, cursor movement, erasing and UTF-8 text pass unchanged", filtered([drawing]).debugDescription)
+  let attacks = [
+    "a\u{1B}]52;c;aGVsbG8=\u{07}b", "a\u{1B}]0;pwned\u{1B}\\b", "a\u{1B}P$q m\u{1B}\\b", "a\u{1B}_apc\u{1B}\\b",
+    "a\u{1B}^pm\u{07}b", "a\u{1B}[21tb", "a\u{1B}[6nb", "a\u{1B}[cb", "a\u{1B}[>0qb", "a\u{1B}[?2026$pb",
+    "a\u{9D}0;title\u{9C}b", "a\u{9B}6nb",
+  ]
+  let leaked = attacks.filter { filtered([$0]) != "ab" }
+  t.expect(leaked.isEmpty, "terminal: OSC 52 and titles, DCS, APC, PM, report requests (CSI 21t, 6n, c, >q, $p) and C1 forms are dropped", leaked.map(\.debugDescription).joined(separator: " "))
+  let split = filtered(["a\u{1B}]52;c;", "aGVsbG8=", "\u{07}b\u{1B}", "[6", "nc"])
+  t.expect(split == "abc", "terminal: sequences split across reads are dropped whole", split.debugDescription)
+  var raw: [UInt8] = Array("a".utf8) + [0x9D] + Array("0;x".utf8) + [0x07] + Array("b".utf8)
+  raw = Sandbox.Spawner.TerminalFilter().filter(raw)
+  t.expect(raw == Array("ab".utf8), "terminal: raw 8-bit OSC is dropped too", "\(raw)")
   let onThisHost = reason(Cgroup.find(configured: nil))
   t.expect(onThisHost != "available" || Sandbox.Sys.exists("/sys/fs/cgroup/cgroup.controllers"), "cgroup: detection on this host says why the layer does not apply", onThisHost)
   let config = SandboxConfig(venvPath: "/nonexistent", appArmor: .disabled)
@@ -1004,7 +1023,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 259, endToEnd: 77)
+    let planned = (offline: 263, endToEnd: 77)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
