@@ -1,5 +1,8 @@
 # sandbox.swift — build, test, demo, bench, lint.
-SWIFTC     ?= swiftc
+# swiftc from PATH, else the toolchain's usual place (/opt/swift, as the README installs it); its
+# directory goes on PATH for the tools beside it (swift format in `make lint`).
+SWIFTC     ?= $(or $(shell command -v swiftc 2>/dev/null),/opt/swift/usr/bin/swiftc)
+export PATH := $(if $(findstring /,$(SWIFTC)),$(patsubst %/,%,$(dir $(SWIFTC))):)$(PATH)
 SWIFTFLAGS := -parse-as-library -warnings-as-errors
 SOURCES    := sandbox.swift $(wildcard sandbox_extra_tests.swift)
 BUILD      := tests/build
