@@ -1219,6 +1219,14 @@ extension Sandbox {
       return relative
     }
 
+    /// The host's accounts: the fields of each line of /etc/passwd (name, password, uid, gid,
+    /// gecos, home, shell). Read from the file, never through NSS (see `HostUser`).
+    static func accounts() -> [[Substring]] {
+      (Sys.readSmallFile("/etc/passwd", limit: 16 << 20) ?? "").split(separator: "\n").map {
+        $0.split(separator: ":", omittingEmptySubsequences: false)
+      }
+    }
+
     /// Why `temp` (the resolved temp dir, from $TMPDIR) may not hold writable binds, or nil.
     /// $TMPDIR decides where a mount dir may be, so it must not widen that: not `/`, not a home
     /// directory or a directory above one (`TMPDIR=/home` would allow `/home/USER/.ssh`), and
@@ -1231,8 +1239,7 @@ extension Sandbox {
       guard info.st_mode & 0o1002 == 0o1002 || info.st_uid == geteuid() else {
         return "the temp dir \(temp) is neither sticky and world-writable (like /tmp) nor yours: \(fix)"
       }
-      for line in (Sys.readSmallFile("/etc/passwd", limit: 16 << 20) ?? "").split(separator: "\n") {
-        let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+      for fields in Preflight.accounts() {
         guard fields.count >= 6, fields[5].hasPrefix("/") else { continue }
         let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
         if home == temp || home.hasPrefix("\(temp)/") {
@@ -1255,9 +1262,7 @@ extension Sandbox {
         }
         // /etc/passwd itself, not NSS: the static CLI cannot load NSS modules (a lookup that falls
         // through to one crashes), and the file is what bwrap binds into the sandbox anyway.
-        let fields = (Sys.readSmallFile("/etc/passwd", limit: 16 << 20) ?? "").split(separator: "\n").lazy
-          .map { $0.split(separator: ":", omittingEmptySubsequences: false) }
-          .first { $0.count >= 4 && ($0[0] == user || $0[2] == user) }
+        let fields = Preflight.accounts().first { $0.count >= 4 && ($0[0] == user || $0[2] == user) }
         guard let fields, let number = uid_t(fields[2]), let group = gid_t(fields[3]) else {
           throw .invalidUser(user: user, reason: "no such account in /etc/passwd")
         }

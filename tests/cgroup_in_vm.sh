@@ -39,17 +39,7 @@ check "cgroup: 700 MiB through memfd_create under --memory-mb 64 is OOM-killed (
 out=$(cgrun --memory-mb 128 --code 'f = open("/tmp/fill", "wb")
 for _ in range(512): f.write(b"x" * (1 << 20)); f.flush()')
 check "cgroup: filling /tmp (a 512 MiB tmpfs) under --memory-mb 128 is stopped at the memory limit" test "$(json_get "$out" 'd["limit_hit"]')" = memory
-out=$(cgrun --max-processes 20 --code 'import os, time
-made = 0
-for _ in range(200):  # capped by the test too
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(3); os._exit(0)
-    made += 1
-print(made)')
+out=$(cgrun --max-processes 20 --code "$(fork_probe 200)")
 check "cgroup: as root, --max-processes 20 (pids.max) caps a fork bomb: 18 forks (pid 1 and the payload are the others)" test "$(json_get "$out" 'd["stdout"]')" = 18
 out=$(cgrun --cpus 0.5 --code 'import time
 end = time.monotonic() + 2
@@ -107,17 +97,7 @@ if [ -n "${STAGE:-}" ] && [ -x "$STAGE/sandbox" ] && id "$TEST_USER" >/dev/null 
   chown "$TEST_USER" "$USVC" "$USVC/cgroup.procs" "$USVC/cgroup.subtree_control" "$USVC/cgroup.threads" \
     "$USVC/host" "$USVC/host/cgroup.procs" "$USVC/host/cgroup.threads"
   out=$( (echo "$BASHPID" >"$USVC/host/cgroup.procs" && cd /tmp && exec runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME=/tmp TMPDIR=/tmp \
-    "$STAGE/sandbox" run --no-apparmor --venv "$STAGE/venv" --json --max-processes 10 --code 'import os, time
-made = 0
-for _ in range(100):
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(3); os._exit(0)
-    made += 1
-print(made)') 2>/dev/null)
+    "$STAGE/sandbox" run --no-apparmor --venv "$STAGE/venv" --json --max-processes 10 --code "$(fork_probe 100)") 2>/dev/null)
   check "cgroup: $TEST_USER under a delegated subtree gets the layer: --max-processes 10 (pids.max) allows 8 forks" \
     test "$(json_get "$out" '"cgroup" in d["layers"] and d["stdout"] == "8\n"')" = True
   [ "$(json_get "$out" '"cgroup" in d["layers"]')" = True ] || echo "#   $(head -c 600 <<<"$out")"

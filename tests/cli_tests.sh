@@ -189,17 +189,7 @@ usage_case "a negative --cpus" run --no-apparmor --venv "$VENV" --cpus -1 --code
 out=$(run --max-processes 1 --code 1 2>&1); rc=$?
 check "limits: --max-processes 1 is refused (bwrap's pid 1 is one of the N)" test "$rc" = 2 -a -n "$(grep 'N-1' <<<"$out")"
 if [ "$(id -u)" != 0 ]; then
-  out=$(run --max-processes 6 --code 'import os, time
-made = 0
-for _ in range(40):  # capped by the test too
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(3); os._exit(0)
-    made += 1
-print(made)' 2>/dev/null)
+  out=$(run --max-processes 6 --code "$(fork_probe 40)" 2>/dev/null)
   check "limits: --max-processes 6 gives the payload 5 tasks (itself and 4 forks; pid 1 is the sixth)" test "$out" = 4
 else
   skip "limits: --max-processes N gives the payload N-1 tasks" "root: RLIMIT_NPROC does not bind root (the AppArmor VM tests pids.max)"
@@ -274,18 +264,8 @@ if [ "$(id -u)" = 0 ] && id sandboxci >/dev/null 2>&1; then
   out=$(run --code 1 2>&1 >/dev/null)
   check "root: every run recommends --user, in one line" test "$(grep -c 'running as root: .* pass --user NAME' <<<"$out")" = 1
   USERDIR=$(mktemp -d); mkdir "$USERDIR/mnt"; chown sandboxci "$USERDIR" "$USERDIR/mnt"  # the account's private pair
-  out=$(run --json --user sandboxci --max-processes 6 --mnt-dir "$USERDIR/mnt" --code 'import os, time
-open("/mnt/left", "w").close()
-made = 0
-for _ in range(40):  # capped by the test too
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(3); os._exit(0)
-    made += 1
-print(made)' 2>"$TMP/err")
+  out=$(run --json --user sandboxci --max-processes 6 --mnt-dir "$USERDIR/mnt" --code "open('/mnt/left', 'w').close()
+$(fork_probe 40)" 2>"$TMP/err")
   check "root --user sandboxci: RLIMIT_NPROC binds (--max-processes 6: 4 forks), no root warning" \
     bash -c 'test "$1" = "\"4\\n\"" && ! grep -q "running as root" "$2"' _ "$(json_field stdout <<<"$out")" "$TMP/err"
   check "root --user sandboxci: what the payload leaves in /mnt belongs to sandboxci, not to root" test "$(stat -c %U "$USERDIR/mnt/left")" = sandboxci

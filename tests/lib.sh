@@ -45,3 +45,10 @@ finish() {
   echo "$lib_passed passed, $lib_failed failed, $lib_skipped skipped"
   [ "$lib_failed" = 0 ]
 }
+
+# fork_probe MAX: Python that forks up to MAX children (each sleeps 3 s, then exits) and prints
+# how many forks succeeded: a fork bomb capped by the test itself, for the process-limit tests.
+fork_probe() {
+  printf '%s\n' "import os, time" "made = 0" "for _ in range($1):" "    try:" "        pid = os.fork()" \
+    "    except OSError:" "        break" "    if pid == 0:" "        time.sleep(3); os._exit(0)" "    made += 1" "print(made)"
+}
