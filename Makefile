@@ -41,8 +41,12 @@ $(VENV)/bin/python:
 
 venv: $(VENV)/bin/python
 
+# The closing "N passed, N failed, N skipped" must stay the last line printed, and make prints
+# "make: *** [...] Error 1" after any failed recipe. So a failed run ends make by SIGPIPE
+# instead: exit status 141, not 0, and no line after the summary (neither make nor a shell
+# reports a SIGPIPE death).
 test: sandbox $(BUILD)/sandbox-base $(BUILD)/unit_tests venv
-	VENV=$(VENV) tests/run.sh
+	@VENV=$(VENV) tests/run.sh || kill -PIPE $$PPID
 
 demo: sandbox venv
 	@echo "# This machine's kernel has no AppArmor, so the demo passes --no-apparmor (the tool says so too)."
@@ -64,6 +68,12 @@ lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -swift-version 6 -D SANDBOX_LIBRARY sandbox.swift  # library users in Swift 6 mode
 	@# Embedding: beside an app that declares exists, check, trimmed, run, Mount, Layout, printError, Config, Result.
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -swift-version 6 -D SANDBOX_LIBRARY sandbox.swift tests/embedding/App.swift
+	@# The blocking run is noasync: from async code the compiler picks the async run (and asks for await).
+	@mkdir -p $(BUILD)
+	@if $(SWIFTC) -typecheck $(SWIFTFLAGS) -swift-version 6 -D SANDBOX_LIBRARY sandbox.swift tests/embedding/NoAsyncMisuse.swift >$(BUILD)/noasync.txt 2>&1; \
+	then echo "lint: the blocking run compiled from async code"; exit 1; \
+	elif grep -q "expression is 'async' but is not marked with 'await'" $(BUILD)/noasync.txt; then echo "lint: the blocking run is refused from async code"; \
+	else cat $(BUILD)/noasync.txt; exit 1; fi
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY $(UNIT_SOURCES)
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift
 	@# The style is .swift-format's (2-space indent, lines up to 120, no semicolons); any note fails.

@@ -574,6 +574,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case selfTestGateClosed(reason: String)
   /// The run was cancelled before it started (its Task already was): nothing was spawned.
   case runCancelled
+  /// `Sandbox.Admission.maximum` runs are in flight and the policy is `.fail`: nothing was spawned.
+  case tooManyRuns(maximum: Int)
 
   public var description: String {
     switch self {
@@ -621,6 +623,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .sandboxSetupFailed(let message): return "bubblewrap could not set up the sandbox: \(message)"
     case .selfTestGateClosed(let reason): return "refusing to run: \(reason)"
     case .runCancelled: return "the run was cancelled before it started; nothing was spawned"
+    case .tooManyRuns(let maximum):
+      return "\(maximum) runs are in flight already (Sandbox.Admission.maximum); nothing was spawned"
     case .outputUnreadable(let path, let reason):
       return "output '\(Sandbox.Sys.printable(path))' cannot be read safely: \(reason)"
     }
@@ -630,8 +634,15 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   public var hint: String? {
     switch self {
     case .usage: return "run 'sandbox --help' for the synopsis"
-    case .missingSetting(let variable, let flag):
-      return "export \(variable)=… or pass \(flag) (--venv and --apparmor-profile-name go together)"
+    case .missingSetting(let variable, _) where variable == SandboxConfig.venvVariable:
+      return "export \(variable)=PATH or pass --venv PATH (library: SandboxConfig(venvPath:appArmor:))"
+    case .missingSetting(let variable, _):
+      if let absence = Sandbox.Preflight.HostFacts.appArmorAbsenceReason() {
+        return
+          "\(absence): pass --no-apparmor to run with the other layers (library: SandboxConfig.fromEnvironment(appArmorDisabled: true) or appArmor: .disabled)"
+      }
+      return
+        "export \(variable)=NAME, or pass --apparmor-profile-name NAME with --venv PATH: they count only together (library: appArmor: .profile(NAME))"
     case .venvNotFound, .venvHasNoPython:
       return "create one with 'python3 -m venv PATH' and pass that path"
     case .invalidMountDirectory:
@@ -655,6 +666,16 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .unsafeAppArmorPath: return "move the venv (and its base interpreter) to a path without those characters"
     case .setprivNotFound: return "install it: apt-get install util-linux"
     case .lifecycleUnavailable: return "run on Linux 5.9 or newer with /proc mounted"
+    case .system(_, let path?, let code)
+    where (code == ENOENT || code == ENOTDIR) && Sandbox.Sys.parentDirectory(path) == Sandbox.Sys.temporaryDirectory()
+      || path == Sandbox.Sys.temporaryDirectory():
+      return
+        "the temp dir \(Sandbox.Sys.temporaryDirectory()) (from TMPDIR, else /tmp) is not a directory: create it, or point TMPDIR at one (unset, it is /tmp)"
+    case .system(_, _, let code) where code == EMFILE || code == ENFILE:
+      var limit = rlimit()
+      getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+      return
+        "this process is out of file descriptors (RLIMIT_NOFILE soft limit \(limit.rlim_cur)): each run in flight holds about \(Sandbox.Admission.descriptorsPerRun); raise the limit (ulimit -n, systemd LimitNOFILE=) or lower Sandbox.Admission.maximum"
     case .sandboxSetupFailed(let message):
       if message.contains("uid map") || message.contains("Permission denied") || message.contains("namespace") {
         return
@@ -663,6 +684,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return nil
     case .selfTestGateClosed: return "run 'sandbox --venv PATH --no-apparmor --verbose' and fix what fails"
     case .layerUnavailable(_, _, let relax): return relax
+    case .tooManyRuns:
+      return
+        "retry later, set Sandbox.Admission.policy = .wait to queue, or raise Sandbox.Admission.maximum (and RLIMIT_NOFILE with it)"
     default: return nil
     }
   }
@@ -678,7 +702,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       .setprivNotFound, .layerUnavailable:
       return Sandbox.ExitCode.usage
     case .bwrapNotFound, .bwrapTooOld, .userNamespacesUnavailable, .lifecycleUnavailable, .glibcTooOld, .system,
-      .sandboxSetupFailed, .selfTestGateClosed, .runCancelled:
+      .sandboxSetupFailed, .selfTestGateClosed, .runCancelled, .tooManyRuns:
       return Sandbox.ExitCode.cannotRun
     }
   }
@@ -859,6 +883,7 @@ public struct Sandbox: Sendable {
   ///   - stdin: bytes the payload reads on standard input.
   ///   - environment: extra variables for the payload (on top of PATH, HOME, LANG, TMPDIR).
   /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
+  @available(*, noasync, message: "blocks its thread and cannot be cancelled: use the async run from async code")
   public func run(
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
     stdin: [UInt8] = [], environment: [String: String] = [:]
@@ -880,7 +905,7 @@ public struct Sandbox: Sendable {
   ) async throws(SandboxError) -> SandboxResult {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
     if Task.isCancelled { throw .runCancelled }  // nothing is spawned for a Task cancelled already
-    let cancellation = try Spawner.CancellationSignal()
+    let cancellation = Spawner.CancellationSignal()  // no descriptor until the run is admitted
     let outcome: Swift.Result<SandboxResult, SandboxError> = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
         Sys.startThread {
@@ -899,6 +924,76 @@ public struct Sandbox: Sendable {
       cancellation.fire()
     }
     return try outcome.get()
+  }
+
+  /// The one process-wide admission limiter (DECISIONS 14): how many runs may be in flight at
+  /// once across every `Sandbox` of the process, and what a run past that does.
+  ///
+  /// Each run in flight holds at most `descriptorsPerRun` descriptors of the host process and
+  /// two threads: the one `run` occupies (the async `run` starts its own) and, where Landlock
+  /// scopes abstract sockets (network on), the fresh thread that supervises; output is read by
+  /// `poll` on that thread. The default maximum follows `RLIMIT_NOFILE` at each admission:
+  /// `(soft limit - 64) / descriptorsPerRun`, at least 1, so that runs never end in `EMFILE`
+  /// (40 at the systemd default of 1024). Runs past it wait for a slot (`.wait`, the default;
+  /// an async run waiting is still cancellable) or throw `SandboxError.tooManyRuns` (`.fail`).
+  public enum Admission {
+    /// Descriptors one run holds at most while in flight: 20 at its peak, while bwrap is
+    /// spawned (a pipe or socket pair per input, the pidfds, the mount dir), about 9 while it runs
+    /// (measured with strace on a run with a mount dir and the network on; the tests check the
+    /// running count), plus room for the cgroup and /proc reads.
+    public static let descriptorsPerRun = 24
+    /// What a run does when `maximum` runs are in flight already.
+    public enum Policy: Sendable { case wait, fail }
+
+    /// The most runs in flight at once; `nil` (the default) derives it from `RLIMIT_NOFILE`.
+    public static var maximum: Int? {
+      get { lock.withLock { configuredMaximum } }
+      set { lock.withLock { configuredMaximum = newValue.map { max(1, $0) } } }
+    }
+    /// What a run past `maximum` does (default `.wait`).
+    public static var policy: Policy {
+      get { lock.withLock { configuredPolicy } }
+      set { lock.withLock { configuredPolicy = newValue } }
+    }
+    /// Runs in flight now.
+    public static var inFlight: Int { lock.withLock { running } }
+
+    static let lock = Sys.Mutex()
+    nonisolated(unsafe) static var configuredMaximum: Int? = nil  // guarded by `lock`
+    nonisolated(unsafe) static var configuredPolicy = Policy.wait  // guarded by `lock`
+    nonisolated(unsafe) static var running = 0  // guarded by `lock`
+    nonisolated(unsafe) static var peak = 0  // guarded by `lock`; the tests read it
+
+    /// The maximum in force: the configured one, else what `RLIMIT_NOFILE` leaves room for.
+    static func effectiveMaximum() -> Int {
+      if let configuredMaximum { return configuredMaximum }
+      var limit = rlimit()
+      guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 64 }
+      let soft = Int(clamping: min(limit.rlim_cur, 1 << 20))  // RLIM_INFINITY is the largest value
+      return max(1, (soft - 64) / descriptorsPerRun)
+    }
+
+    /// Takes a slot, waiting (while `cancellation` has not fired) or throwing by the policy.
+    /// - Throws: `SandboxError.tooManyRuns` (policy `.fail`), `.runCancelled` (cancelled while waiting).
+    static func admit(cancellation: Spawner.CancellationSignal?) throws(SandboxError) {
+      try lock.withLock { () throws(SandboxError) in
+        while running >= effectiveMaximum() {
+          if configuredPolicy == .fail { throw .tooManyRuns(maximum: effectiveMaximum()) }
+          if cancellation?.hasFired == true { throw .runCancelled }
+          lock.wait(milliseconds: 50)  // a cancelled waiter notices within 50 ms
+        }
+        running += 1
+        peak = max(peak, running)
+      }
+    }
+
+    /// Gives the slot back and wakes the waiters.
+    static func release() {
+      lock.withLock {
+        running -= 1
+        lock.broadcast()
+      }
+    }
   }
 
   /// Runs a Python REPL whose terminal is `terminal`'s pty, on an ephemeral `/mnt`.
@@ -930,6 +1025,9 @@ public struct Sandbox: Sendable {
     if let runAs, let mountDir, let problem = runAs.ownershipProblem(mountDir.pathFD, path: mountDir.hostPath) {
       throw .invalidMountDirectory(path: mountDir.hostPath, reason: problem)
     }
+    try Admission.admit(cancellation: cancellation)  // before the run's first descriptor
+    defer { Admission.release() }
+    try cancellation?.arm()
     var excluded: [UInt8]? = nil
     if case .script(let sandboxPath) = payload {
       excluded = Array(try Preflight.checkScript(sandboxPath, in: mountDir).utf8)  // a clear error beats python's
@@ -987,7 +1085,8 @@ public struct Sandbox: Sendable {
       stderr: exit.stderr, timedOut: exit.stop == .timeout, cancelled: exit.stop == .cancelled,
       outputTruncated: exit.outputTruncated, duration: exit.duration, changedPaths: changes.changed,
       deletedPaths: changes.deleted, changesTruncated: changes.truncated, cleanupIncomplete: cleanupProblem,
-      limitHit: Lifecycle.classifyLimitHit(exit, limits: limits, cgroup: usage), layers: activeLayers.map(\.rawValue),
+      limitHit: Lifecycle.classifyLimitHit(exit, limits: limits, cgroup: usage),
+      layers: layers(mountDirectoryBound: mountDir != nil).map(\.rawValue),
       memoryPeakBytes: usage?.memoryPeakBytes, cpuTime: usage?.cpuTime)
   }
 
@@ -1036,10 +1135,14 @@ public struct Sandbox: Sendable {
   /// With the network on, host abstract unix sockets are closed off where Landlock can scope them.
   var scopesAbstractSockets: Bool { config.networkEnabled && Landlock.scopesAbstractSockets }
 
-  /// The protection layers every run of this sandbox gets.
-  public var activeLayers: [SandboxLayer] {
+  /// The protection layers of a run with a mount dir (one without lacks `disk-watch`, which
+  /// watches the mount dir's filesystem; the result's `layers` says which a run got).
+  public var activeLayers: [SandboxLayer] { layers(mountDirectoryBound: true) }
+
+  /// The protection layers a run gets, with or without a mount dir.
+  func layers(mountDirectoryBound: Bool) -> [SandboxLayer] {
     var layers: [SandboxLayer] = [.namespaces, .mounts, .environment, .limits, .tmpfsSize]
-    if config.limits.mountDirectoryBytes != nil { layers.append(.diskWatch) }
+    if mountDirectoryBound && config.limits.mountDirectoryBytes != nil { layers.append(.diskWatch) }
     if config.seccompEnabled { layers.append(.seccomp) }
     if scopesAbstractSockets { layers.append(.landlockScope) }
     if case .profile = config.appArmor { layers.append(.appArmor) }
@@ -2789,32 +2892,48 @@ extension Sandbox {
       private let bytes: [UInt8]
       private var offset = 0
 
+      /// Sends what the socket buffer takes at once, before the child exists: the small inputs
+      /// (arguments, the seccomp program, the code) are then sent and their descriptor closed
+      /// (the child still reads them, then EOF), so a run holds one descriptor less per input.
       init(fd: Int32, bytes: [UInt8]) {
         self.fd = fd
         self.bytes = bytes
         _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+        while fd >= 0 && sendSome() {}
       }
       deinit { if fd >= 0 { close(fd) } }
 
       func attach(to loop: Spawner.EventLoop) {
-        guard !bytes.isEmpty else { return finish(loop) }
-        loop.watch(fd, events: Int16(POLLOUT)) { [unowned self, unowned loop] _ in
-          let sent = Sys.retryingInterrupts {
-            bytes.withUnsafeBytes { raw in
-              Glibc.send(
-                fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16),
-                Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
-            }
-          }
-          if sent > 0 { offset += sent }
-          if (sent < 0 && errno != EAGAIN) || offset == bytes.count { finish(loop) }
+        guard fd >= 0 else { return }
+        let watched = fd
+        loop.watch(watched, events: Int16(POLLOUT)) { [unowned self, unowned loop] _ in
+          while sendSome() {}
+          if fd < 0 { loop.unwatch(watched) }
         }
       }
 
-      private func finish(_ loop: Spawner.EventLoop) {
-        loop.unwatch(fd)
-        close(fd)
-        fd = -1
+      /// One send; closes the descriptor when everything is sent or the reader is gone.
+      /// Returns whether to send again at once.
+      private func sendSome() -> Bool {
+        guard offset < bytes.count else {
+          close(fd)
+          fd = -1
+          return false
+        }
+        let sent = Sys.retryingInterrupts {
+          bytes.withUnsafeBytes { raw in
+            Glibc.send(
+              fd, raw.baseAddress! + offset, min(raw.count - offset, 1 << 16),
+              Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // offset < count
+          }
+        }
+        if sent > 0 { offset += sent }
+        if (sent < 0 && errno != EAGAIN) || offset == bytes.count {
+          close(fd)
+          fd = -1
+          return false
+        }
+        return sent > 0
       }
     }
 
@@ -2984,26 +3103,50 @@ extension Sandbox {
 
     /// Lets another thread stop a run: `fire()` wakes the run's poll loop, which kills the sandbox.
     final class CancellationSignal: @unchecked Sendable {
-      private let readFD: Int32
-      private let writeFD: Int32
+      private let lock = Sys.Mutex()
+      private var fired = false  // guarded by `lock`
+      private var ends: (read: Int32, write: Int32)? = nil  // guarded by `lock`; made by `arm()`
 
-      init() throws(SandboxError) {
-        let ends = try Sys.makePipe()
-        (readFD, writeFD) = (ends.read, ends.write)
-        _ = fcntl(writeFD, F_SETFL, O_NONBLOCK)
-      }
+      /// Holds no descriptor until `arm()`: a run waiting for admission costs none.
+      init() {}
 
       deinit {
-        close(readFD)
-        close(writeFD)
+        if let ends {
+          close(ends.read)
+          close(ends.write)
+        }
       }
 
-      var fd: Int32 { readFD }
+      /// Makes the pipe the run's event loop watches (once admitted); written at once when
+      /// `fire()` came first.
+      /// - Throws: `SandboxError.system` when pipe2 fails.
+      func arm() throws(SandboxError) {
+        try lock.withLock { () throws(SandboxError) in
+          guard ends == nil else { return }
+          let made = try Sys.makePipe()
+          _ = fcntl(made.write, F_SETFL, O_NONBLOCK)
+          ends = (made.read, made.write)
+          if fired { Self.signal(made.write) }
+        }
+      }
+
+      /// The pipe's read end (after `arm()`; -1 before, which `poll` ignores).
+      var fd: Int32 { lock.withLock { ends?.read ?? -1 } }
+
+      /// Whether `fire()` was called.
+      var hasFired: Bool { lock.withLock { fired } }
 
       /// Asks the run to stop; safe from any thread, any number of times.
       func fire() {
+        lock.withLock {
+          fired = true
+          if let ends { Self.signal(ends.write) }
+        }
+      }
+
+      private static func signal(_ fd: Int32) {
         var byte: UInt8 = 1
-        _ = write(writeFD, &byte, 1)
+        _ = write(fd, &byte, 1)
       }
     }
 
@@ -5217,6 +5360,15 @@ extension Sandbox {
       }
       /// Inside `withLock` only: sleeps until `broadcast()` (or spuriously; callers loop on their predicate).
       func wait() { pthread_cond_wait(condition, raw) }
+      /// Inside `withLock` only: like `wait()`, for at most `milliseconds` (pthread_cond_timedwait).
+      func wait(milliseconds: Int) {
+        var deadline = timespec()
+        clock_gettime(CLOCK_REALTIME, &deadline)
+        let nanoseconds = Int(deadline.tv_nsec) + milliseconds * 1_000_000
+        deadline.tv_sec += nanoseconds / 1_000_000_000
+        deadline.tv_nsec = nanoseconds % 1_000_000_000
+        pthread_cond_timedwait(condition, raw, &deadline)
+      }
       /// Inside `withLock` only: wakes every `wait()`.
       func broadcast() { pthread_cond_broadcast(condition) }
     }
@@ -6524,6 +6676,9 @@ extension Sandbox {
           inlineValue = String(argument[argument.index(after: equals)...])
         }
         guard let option = optionTable.first(where: { $0.names.contains(flag) }) else {
+          if argument == "run" {
+            throw .usage("'run' is a subcommand and comes first: sandbox run [OPTION]...")
+          }
           throw .usage("unknown argument '\(Sys.printable(argument))'")
         }
         guard option.repeatable || seen.insert(option.names[0]).inserted else { throw .usage("\(flag) is given twice") }
@@ -6573,6 +6728,17 @@ extension Sandbox {
       } else if let venv = options.venv, let profile = options.profile {
         config = SandboxConfig(venvPath: venv, appArmor: .profile(profile))
       } else {
+        let environmentComplete = [SandboxConfig.venvVariable, SandboxConfig.profileVariable].allSatisfy {
+          !(Sys.environmentValue($0) ?? "").isEmpty
+        }
+        if options.venv != nil && !environmentComplete {
+          // The original's rule would fall back to the environment, which has nothing: name what
+          // the command line lacks instead.
+          throw .missingSetting(variable: SandboxConfig.profileVariable, flag: "--apparmor-profile-name NAME")
+        }
+        if options.profile != nil && !environmentComplete {
+          throw .missingSetting(variable: SandboxConfig.venvVariable, flag: "--venv PATH")
+        }
         if options.venv != nil || options.profile != nil {
           warn(
             "--venv and --apparmor-profile-name only count together; ignoring the one given and using \(SandboxConfig.venvVariable) and \(SandboxConfig.profileVariable)"
@@ -6598,7 +6764,44 @@ extension Sandbox {
     /// added; fields are never renamed or removed. 1: this layout (before it, the object had no
     /// `schema` and no `*_b64`, `changes_truncated`, `cleanup_incomplete` or `outputs`); 2 adds
     /// `memory_peak_bytes` and `cpu_seconds` (the cgroup's accounting, null without it).
-    static let jsonSchema = 2
+    /// 3 adds the error object: a run that fails before its payload ran prints
+    /// `{"schema": 3, "error": {"kind", "message", "hint", "exit_status"}}` instead of a result.
+    static let jsonSchema = 3
+
+    /// The error object `sandbox run --json` prints on stdout when there is no result: `kind` is
+    /// the `SandboxError` case in snake_case (stable, for programs), `message` and `hint` are for
+    /// people, `exit_status` is the process's own.
+    static func makeErrorJSONBytes(_ error: SandboxError, exitStatus: Int32) -> [UInt8] {
+      var json = CLI.JSONWriter()
+      json.raw("{\"schema\": \(CLI.jsonSchema), \"error\": {\"kind\": ")
+      json.stringOrNull(CLI.errorKind(error))
+      json.raw(", \"message\": ")
+      json.stringOrNull(error.description)
+      json.raw(", \"hint\": ")
+      json.stringOrNull(error.hint)
+      json.raw(", \"exit_status\": \(exitStatus)}}\n")
+      return json.bytes
+    }
+
+    /// The case name of `error` in snake_case (`missingSetting` → `missing_setting`), from the
+    /// enum itself, so that a new case gets its kind without a table to keep in step.
+    static func errorKind(_ error: SandboxError) -> String {
+      let name: String
+      if let label = Mirror(reflecting: error).children.first?.label {
+        name = label
+      } else {
+        switch error {
+        case .bwrapNotFound: name = "bwrapNotFound"
+        case .setprivNotFound: name = "setprivNotFound"
+        default: name = "runCancelled"  // the only other case without associated values
+        }
+      }
+      var kind = ""
+      for character in name {
+        if character.isUppercase { kind += "_" + character.lowercased() } else { kind.append(character) }
+      }
+      return kind
+    }
 
     /// One file of `--output`, as the JSON carries it.
     struct OutputReport {
@@ -6786,19 +6989,22 @@ extension Sandbox {
         case .printProfile: return try CLI.printProfileCommand(options)
         }
       } catch {
+        let json = arguments.first == "run" && arguments.contains("--json")
         if case .appArmorProfileNotInstalled(let name, let profile, _) = error {
-          CLI.printAppArmorInstructions(name: name, profile: profile)
+          // with --json, stdout holds the JSON alone
+          CLI.printAppArmorInstructions(name: name, profile: profile, profileFD: json ? 2 : 1)
         }
         CLI.printError("error: \(error.description)")
         if let hint = error.hint { CLI.printError("hint: \(hint)") }
-        if error.exitCode == ExitCode.usage { return ExitCode.usage }
-        return arguments.first == "run" && arguments.contains("--json") ? ExitCode.failed : error.exitCode
+        let status = error.exitCode == ExitCode.usage ? ExitCode.usage : json ? ExitCode.failed : error.exitCode
+        if json { Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: status)) }  // machine callers read stdout
+        return status
       }
     }
 
     /// Prints the generated profile (stdout) and the exact commands that install and load it.
-    static func printAppArmorInstructions(name: String, profile: String) {
-      CLI.printOut(profile)
+    static func printAppArmorInstructions(name: String, profile: String, profileFD: Int32 = 1) {
+      Sys.writeAll(profileFD, Array("\(profile)\n".utf8))
       var saved = "\(Sys.temporaryDirectory())/sandbox-apparmor-\(name)"
       if let directory = try? Sys.makeTemporaryDirectory(prefix: "sandbox-apparmor-") {
         let path = "\(directory)/\(name)"
@@ -6986,6 +7192,9 @@ extension Sandbox {
 
     static func runSelfTestCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
+      guard Sys.isDirectory(Sys.temporaryDirectory()) else {  // the suite makes its dirs there: say so before it starts
+        throw .system(call: "stat", path: Sys.temporaryDirectory(), errno: ENOENT)
+      }
       let host = sandbox.host
       CLI.printOut(
         "# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(Preflight.HostFacts.minimumVersionText) or newer needed)"

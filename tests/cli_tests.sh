@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 96
+plan 104
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -19,8 +19,14 @@ usage_case() {
   local name=$1; shift
   local out err rc
   out=$("$SB" "$@" 2>"$TMP/err"); rc=$?
-  check "usage: $name exits 2 with a message and an empty stdout" \
-    test "$rc" = 2 -a -z "$out" -a -s "$TMP/err"
+  if [ "$1" = run ] && printf '%s\n' "$@" | grep -qx -- --json; then
+    # --json: the same message, also as one JSON error object on stdout
+    check "usage: $name exits 2 with a message and a JSON error object on stdout" \
+      python3 -c 'import json,sys; d=json.loads(sys.argv[1]); e=d["error"]; assert d["schema"] == 3 and e["exit_status"] == 2 and e["kind"] == "usage" and e["message"], d' "$out"
+  else
+    check "usage: $name exits 2 with a message and an empty stdout" \
+      test "$rc" = 2 -a -z "$out" -a -s "$TMP/err"
+  fi
 }
 usage_case "an unknown flag" run --no-apparmor --venv "$VENV" --frobnicate
 usage_case "a missing value" run --no-apparmor --venv "$VENV" --code
@@ -50,6 +56,36 @@ for temp in / /home "$HOME"; do
 done
 
 # Configuration from the environment.
+# Messages name what the command line lacks, with the hint for this host.
+out=$(env -u CODEEXEC_SANDBOX_VENV -u CODEEXEC_SANDBOX_AA_PROFILE_NAME "$SB" run --venv "$VENV" --code 1 2>&1); rc=$?
+if [ ! -e /sys/module/apparmor/parameters/enabled ]; then
+  check "config: --venv alone on a kernel without AppArmor names the profile and hints --no-apparmor (exit 2)" \
+    test "$rc" = 2 -a -n "$(grep 'CODEEXEC_SANDBOX_AA_PROFILE_NAME is not set' <<<"$out")" -a -n "$(grep 'hint: this kernel has no AppArmor.*pass --no-apparmor' <<<"$out")" -a -z "$(grep 'CODEEXEC_SANDBOX_VENV is not set' <<<"$out")"
+else
+  check "config: --venv alone names the profile and says the two go together (exit 2)" \
+    test "$rc" = 2 -a -n "$(grep 'CODEEXEC_SANDBOX_AA_PROFILE_NAME is not set' <<<"$out")" -a -n "$(grep 'only together' <<<"$out")"
+fi
+out=$(env -u CODEEXEC_SANDBOX_VENV "$SB" run --no-apparmor --code 1 2>&1); rc=$?
+check "config: --no-apparmor without a venv hints --venv and not that two flags go together" \
+  test "$rc" = 2 -a -n "$(grep 'pass --venv PATH' <<<"$out")" -a -z "$(grep 'together' <<<"$out")"
+out=$("$SB" --no-apparmor run --venv "$VENV" --code 1 2>&1); rc=$?
+check "config: 'run' after a flag says the subcommand comes first (exit 2)" \
+  test "$rc" = 2 -a -n "$(grep "'run' is a subcommand and comes first" <<<"$out")"
+out=$(TMPDIR="$TMP/no-such-dir" "$SB" --no-apparmor --venv "$VENV" 2>&1); rc=$?
+check "config: a missing TMPDIR in self-test mode is named with a hint before any test runs" \
+  test "$rc" = 125 -a -n "$(grep 'hint: the temp dir .*no-such-dir.* is not a directory' <<<"$out")" -a -z "$(grep '^1\.\.' <<<"$out")"
+out=$(run --json --code 1 --timeout 0 2>/dev/null); rc=$?
+check "json: a usage error is a JSON error object with kind, message, hint and the exit status" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); e=d["error"]; assert sys.argv[2] == "2" and set(d) == {"schema", "error"} and e["kind"] == "invalid_timeout" and "timeout" in e["message"] and "hint" in e and e["exit_status"] == 2, d' "$out" "$rc"
+out=$("$SB" run --json --venv "$VENV" --apparmor-profile-name sandbox_cli_absent --code 1 2>/dev/null); rc=$?
+check "json: a configuration error keeps stdout one JSON object (no profile text on stdout)" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["error"]["exit_status"] == int(sys.argv[2]) == 2, d' "$out" "$rc"
+out=$(run --json --code 'print(1)' 2>/dev/null)
+check "json: a run without a mount dir does not list disk-watch among its layers" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert "disk-watch" not in d["layers"] and "seccomp" in d["layers"], d' "$out"
+out=$(run --json --mnt-dir "$(mkdir -p "$TMP/lay/mnt" && echo "$TMP/lay/mnt")" --code 'print(1)' 2>/dev/null)
+check "json: a run with a mount dir lists disk-watch" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert "disk-watch" in d["layers"], d' "$out"
 out=$(env -u CODEEXEC_SANDBOX_VENV -u CODEEXEC_SANDBOX_AA_PROFILE_NAME "$SB" run --code 1 2>&1); rc=$?
 check "config: no venv configured names CODEEXEC_SANDBOX_VENV and exits 2" test "$rc" = 2 -a -n "$(grep CODEEXEC_SANDBOX_VENV <<<"$out")"
 out=$(CODEEXEC_SANDBOX_VENV=$VENV "$SB" run --no-apparmor --code 'print("env venv")' 2>/dev/null)
@@ -127,7 +163,7 @@ check "limits: --cpu-seconds ends a spin and the JSON says limit_hit cpu" python
 out=$(run --json --memory-mb 128 --code 'x = bytearray(1 << 30)' 2>/dev/null)
 check "limits: --memory-mb ends a memory bomb in MemoryError (limit_hit memory)" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["limit_hit"] == "memory" and "MemoryError" in d["stderr"], d' "$out"
 out=$(run --json --code 'print(1)' 2>/dev/null)
-check "layers: the JSON lists the active layers" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert {"namespaces", "mounts", "environment", "rlimits", "tmpfs-size", "disk-watch", "seccomp"} <= set(d["layers"]) and "apparmor" not in d["layers"] and d["limit_hit"] is None, d' "$out"
+check "layers: the JSON lists the active layers" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert {"namespaces", "mounts", "environment", "rlimits", "tmpfs-size", "seccomp"} <= set(d["layers"]) and "apparmor" not in d["layers"] and d["limit_hit"] is None, d' "$out"
 # Peak RSS of the CLI (the largest of its waited-for descendants, so the sandbox's too).
 rss=$(python3 - "$SB" "$VENV" "$TMP/flood.json" <<'PY'
 import resource, subprocess, sys
@@ -315,7 +351,7 @@ sys.stdout.buffer.write(b"\x00\xff\n")' 2>/dev/null)
 check "json: a name that is not UTF-8 is only in changed_files_b64, as its exact bytes; U+FFFD itself is text" python3 -c '
 import base64, json, sys
 d = json.loads(sys.argv[1])
-assert d["schema"] == 2 and d["memory_peak_bytes"] is None and d["cpu_seconds"] is None and sorted(d["changed_files"]) == ["plain", "\ufffd"], d
+assert d["schema"] == 3 and d["memory_peak_bytes"] is None and d["cpu_seconds"] is None and sorted(d["changed_files"]) == ["plain", "\ufffd"], d
 assert sorted(base64.b64decode(x) for x in d["changed_files_b64"]) == [b"\xfe", b"\xff"], d
 assert base64.b64decode(d["stdout_b64"]) == b"\x00\xff\n" and d["changes_truncated"] is False and d["cleanup_incomplete"] is None, d' "$out"
 rm -rf "$NAMES"

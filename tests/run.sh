@@ -111,6 +111,12 @@ else
     "$AA_VM" -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -e VENV="$VENV" -s tests/apparmor_in_vm.sh
 fi
 
+if [ "$(id -u)" = 0 ] && ! id "$TEST_USER" >/dev/null 2>&1; then
+  # A fresh machine has no such account: make it, and say so (userdel -r removes it again).
+  if useradd --create-home --shell /usr/sbin/nologin "$TEST_USER"; then
+    echo "# note: created the unprivileged account $TEST_USER for the runs below (remove it with: userdel -r $TEST_USER)"
+  fi
+fi
 if [ "$(id -u)" = 0 ]; then
   if id "$TEST_USER" >/dev/null 2>&1; then
     # Everything the user runs lives in a world-readable stage dir; the venv's base
@@ -141,7 +147,7 @@ if [ "$(id -u)" = 0 ]; then
     suites "as $TEST_USER, base interpreter in $PREFIX" "$STAGE/venv-home" as_user "$STAGE/sandbox"
     rm -rf "$STAGE"
   else
-    echo "not ok - unprivileged runs: user $TEST_USER does not exist (.ci/run creates it)"
+    echo "not ok - unprivileged runs: user $TEST_USER does not exist and useradd could not create it"
     total_failed=$((total_failed + 1))
   fi
 else

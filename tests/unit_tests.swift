@@ -651,6 +651,26 @@ func testCgroupChecks(_ t: inout Tally, temp: String) {
 // MARK: - Exit status, JSON, command line
 
 func testPureHelpers(_ t: inout Tally) {
+  let emfile = SandboxError.system(call: "pipe2", path: nil, errno: EMFILE)
+  t.expect(
+    emfile.hint?.contains("RLIMIT_NOFILE soft limit") == true && emfile.hint?.contains("Sandbox.Admission.maximum") == true,
+    "errors: EMFILE names the descriptor limit, the per-run cost and the fix", emfile.hint ?? "no hint")
+  let kinds = [
+    Sandbox.CLI.errorKind(.missingSetting(variable: "V", flag: "--venv PATH")),
+    Sandbox.CLI.errorKind(.bwrapNotFound), Sandbox.CLI.errorKind(.runCancelled), Sandbox.CLI.errorKind(.tooManyRuns(maximum: 3)),
+    Sandbox.CLI.errorKind(.appArmorUnavailable(reason: "r")),
+  ]
+  t.expect(
+    kinds == ["missing_setting", "bwrap_not_found", "run_cancelled", "too_many_runs", "app_armor_unavailable"],
+    "json: error kinds are the SandboxError cases in snake_case", "\(kinds)")
+  let venvHint = SandboxError.missingSetting(variable: SandboxConfig.venvVariable, flag: "--venv PATH").hint ?? ""
+  let profileHint = SandboxError.missingSetting(variable: SandboxConfig.profileVariable, flag: "--apparmor-profile-name NAME").hint ?? ""
+  t.expect(
+    venvHint.contains("SandboxConfig(venvPath:") && !venvHint.contains("together")
+      && (Sandbox.Preflight.HostFacts.appArmorAbsenceReason() == nil
+        ? profileHint.contains("only together") : profileHint.contains("fromEnvironment(appArmorDisabled: true)")),
+    "errors: a missing setting's hint gives the library's answer too, and --no-apparmor where the kernel has no AppArmor",
+    "\(venvHint) | \(profileHint)")
   t.expect(Sandbox.Spawner.ExitStatus(waitStatus: 3 << 8).returnCode == 3, "exit status: exited 3 is 3")
   t.expect(Sandbox.Spawner.ExitStatus(waitStatus: 9).returnCode == -9, "exit status: SIGKILL is -9")
   t.expect(Sandbox.Spawner.ExitStatus(waitStatus: 137 << 8).returnCode == 137, "exit status: exited 137 is 137 to the spawner")
@@ -666,7 +686,7 @@ func testPureHelpers(_ t: inout Tally) {
     Sandbox.CLI.OutputReport(path: "gone", error: "missing"),
   ])
   t.expect(
-    json == #"{"schema": 2, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "memory_peak_bytes": null, "cpu_seconds": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
+    json == #"{"schema": 3, "returncode": -9, "stdout": "a\#u{FFFD}\n", "stdout_b64": "Yf8K", "stderr": "q\"\\\u0001", "changed_files": ["a b"], "changed_files_b64": ["/w==", "/g=="], "deleted_files": ["\#u{FFFD}"], "deleted_files_b64": [], "timed_out": true, "output_truncated": false, "duration_seconds": 1.5, "limit_hit": "timeout", "layers": ["namespaces", "seccomp"], "changes_truncated": true, "cleanup_incomplete": null, "memory_peak_bytes": null, "cpu_seconds": null, "outputs": [{"path": "o.txt", "size": 2, "truncated": false, "text": "hi"}, {"path": "o.bin", "size": 9, "truncated": true, "b64": "AP8="}, {"path": "gone", "error": "missing"}]}"#,
     "json: schema, escaping, exact bytes in *_b64 fields (each name in one list), outputs", json)
   var accounted = result
   accounted.memoryPeakBytes = 67_108_864
@@ -904,6 +924,89 @@ func testEndToEnd(_ t: inout Tally, venv: String, temp: String) async {
     cancelled?.cancelled == true && ContinuousClock.now - started < .seconds(5) && cancelled?.stdoutText == "up\n",
     "e2e: cancelling the Task kills the sandbox and returns the partial output")
 
+  // The admission limiter: one per process, waiting or throwing by its policy.
+  Sandbox.Admission.maximum = 2
+  Sandbox.Admission.lock.withLock { Sandbox.Admission.peak = 0 }
+  let queued = await withTaskGroup(of: Bool.self) { group in
+    for _ in 0..<6 {
+      group.addTask { (try? await sandbox.run(.code("import time; time.sleep(0.3); print('ok')")))?.stdoutText == "ok\n" }
+    }
+    var all = true
+    for await ok in group { all = all && ok }
+    return all
+  }
+  let peak = Sandbox.Admission.lock.withLock { Sandbox.Admission.peak }
+  t.expect(queued && peak == 2, "admission: six runs with maximum 2 all run, never more than 2 at once", "peak \(peak)")
+  Sandbox.Admission.maximum = 1
+  let holder = Task { try? await sandbox.run(.code("import time; time.sleep(1.5)")) }
+  while Sandbox.Admission.inFlight == 0 { try? await Task.sleep(for: .milliseconds(10)) }
+  Sandbox.Admission.policy = .fail
+  var refused = false
+  do throws(SandboxError) {
+    _ = try await sandbox.run(.code("print('ran')"))
+  } catch {
+    if case .tooManyRuns(let maximum) = error { refused = maximum == 1 }
+  }
+  t.expect(refused, "admission: policy .fail throws tooManyRuns past the maximum, nothing spawned")
+  Sandbox.Admission.policy = .wait
+  let waitStart = ContinuousClock.now
+  let waiter = Task { () -> SandboxError? in
+    do throws(SandboxError) {
+      _ = try await sandbox.run(.code("print('ran')"))
+      return nil
+    } catch { return error }
+  }
+  try? await Task.sleep(for: .milliseconds(200))
+  waiter.cancel()
+  let waitError = await waiter.value
+  t.expect(
+    waitError == .runCancelled && ContinuousClock.now - waitStart < .seconds(1),
+    "admission: a run waiting for a slot is cancellable (runCancelled within 1 s)", "\(String(describing: waitError))")
+  _ = await holder.value
+  Sandbox.Admission.maximum = nil
+  // The default follows RLIMIT_NOFILE: at a soft limit of 256 (room for 8 runs), 48 concurrent runs never hit EMFILE.
+  var saved = rlimit()
+  getrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
+  var lowered = saved
+  lowered.rlim_cur = 256
+  setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lowered)
+  let crowd = await withTaskGroup(of: String.self) { group in
+    for _ in 0..<48 {
+      group.addTask {
+        do throws(SandboxError) {
+          return try await sandbox.run(.code("print('ok')"), timeout: .seconds(60)).stdoutText
+        } catch { return error.description }
+      }
+    }
+    var outcomes: [String] = []
+    for await outcome in group { outcomes.append(outcome) }
+    return outcomes
+  }
+  setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
+  t.expect(
+    crowd.allSatisfy { $0 == "ok\n" }, "admission: 48 concurrent runs at ulimit -n 256 all succeed (the default maximum)",
+    crowd.first { $0 != "ok\n" } ?? "")
+  // What one run holds: descriptors counted in /proc/self/fd while it sleeps, against descriptorsPerRun.
+  func openDescriptors() -> Int {
+    guard let directory = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(directory) }
+    var count = -1  // the directory's own descriptor
+    while let entry = readdir(directory) { if entry.pointee.d_name.0 != 0x2e { count += 1 } }
+    return count
+  }
+  let idle = openDescriptors()
+  var busiest = 0
+  let sleeper = Task { try? await sandbox.run(.code("import time; time.sleep(0.8)"), mountDirectory: directories[0]) }
+  for _ in 0..<30 {
+    try? await Task.sleep(for: .milliseconds(20))
+    busiest = max(busiest, openDescriptors() - idle)
+  }
+  _ = await sleeper.value
+  t.expect(
+    busiest > 0 && busiest <= Sandbox.Admission.descriptorsPerRun,
+    "admission: one run with a mount dir holds at most descriptorsPerRun (\(Sandbox.Admission.descriptorsPerRun)) descriptors",
+    "\(busiest) seen, \(idle) idle")
+
   // Limits: each one ends a bounded bomb, and the result says which.
   func limited(_ limits: SandboxLimits, seccomp: Bool = true) -> Sandbox? {
     do throws(SandboxError) {
@@ -1023,7 +1126,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 263, endToEnd: 77)
+    let planned = (offline: 266, endToEnd: 82)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
