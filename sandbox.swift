@@ -524,6 +524,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case venvNotFound(path: String)
   /// The venv has no usable `bin/python`.
   case venvHasNoPython(path: String)
+  /// The venv's base interpreter (outside the system dirs) lacks what Python needs to start.
+  case baseInterpreterIncomplete(prefix: String, reason: String)
   /// The AppArmor profile name is not a safe identifier.
   case invalidProfileName(String)
   /// An environment variable for the payload has an unusable name or value.
@@ -584,6 +586,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return "no \(flag == "--venv PATH" ? "venv" : "AppArmor profile name") configured: \(variable) is not set"
     case .venvNotFound(let path): return "venv '\(path)' does not exist or is not a directory"
     case .venvHasNoPython(let path): return "venv '\(path)' has no runnable bin/python"
+    case .baseInterpreterIncomplete(let prefix, let reason):
+      return "the venv's base interpreter in \(prefix) cannot be bound: \(reason)"
     case .invalidProfileName(let name):
       return
         "AppArmor profile name '\(Sandbox.Sys.printable(name))' is not allowed: use letters, digits, '_', '-' and '.' only"
@@ -645,6 +649,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
         "export \(variable)=NAME, or pass --apparmor-profile-name NAME with --venv PATH: they count only together (library: appArmor: .profile(NAME))"
     case .venvNotFound, .venvHasNoPython:
       return "create one with 'python3 -m venv PATH' and pass that path"
+    case .baseInterpreterIncomplete:
+      return "create the venv from a complete Python installation (pyenv, uv, or the system's python3 -m venv)"
     case .invalidMountDirectory:
       return
         "pass a fresh directory inside a private one below the temp dir: d=$(mktemp -d) && mkdir \"$d/mnt\", then --mnt-dir \"$d/mnt\" (the payload owns the directory it gets; its parent keeps everyone else out)"
@@ -695,7 +701,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   /// caller's input or configuration is at fault, 125 when the host cannot set up or run a sandbox.
   public var exitCode: Int32 {
     switch self {
-    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .invalidProfileName, .invalidEnvironment,
+    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .baseInterpreterIncomplete, .invalidProfileName,
+      .invalidEnvironment,
       .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable,
       .appArmorUnavailable,
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
@@ -1381,8 +1388,10 @@ extension Sandbox {
         guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
         var paths = [venv.root, "\(venv.root)/bin", bwrap]
         if let interpreter = Sys.resolvedPath(venv.python) { paths.append(interpreter) }
-        if let prefix = venv.basePrefix { paths.append(prefix) }
-        let script = #"for p; do [ -r "$p" ] && [ -x "$p" ] || { printf '%s' "$p"; exit 1; }; done"#
+        paths += venv.base?.binds ?? []
+        // readable, and executable unless a shared library (which the loader only maps)
+        let script =
+          #"for p; do [ -r "$p" ] && { [ -x "$p" ] || case $p in *.so*) true;; *) false;; esac; } || { printf '%s' "$p"; exit 1; }; done"#
         let outcome = try Spawner.runToCompletion(
           Spawner.Request(
             executable: setpriv,
@@ -1428,32 +1437,113 @@ extension Sandbox {
       }
     }
 
-    /// A venv as the sandbox binds it: its real path and, for pyenv/uv venvs, the base prefix.
+    /// A venv as the sandbox binds it: its real path and, for pyenv/uv venvs, the base interpreter.
     struct VenvLayout: Sendable, Equatable {
       /// The venv's real path (no symlinks); it is bound read-only at the same path.
       var root: String
-      /// The prefix of the base interpreter when it lies outside the bound system dirs.
-      var basePrefix: String?
+      /// The base interpreter when it lies outside the bound system dirs (pyenv, uv, a --prefix build).
+      var base: BaseInterpreter?
 
       var python: String { "\(root)/bin/python" }
+      /// The base interpreter's prefix, for messages and the self-tests (never bound as a whole).
+      var basePrefix: String? { base?.prefix }
 
-      init(root: String, basePrefix: String?) {
+      init(root: String, base: BaseInterpreter?) {
         self.root = root
-        self.basePrefix = basePrefix
+        self.base = base
+      }
+
+      /// The `key = value` lines of a pyvenv.cfg.
+      static func configValues(_ text: String) -> [String: String] {
+        var values: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+          guard let equals = line.firstIndex(of: "=") else { continue }
+          values[Sys.trimmed(String(line[..<equals]))] = Sys.trimmed(String(line[line.index(after: equals)...]))
+        }
+        return values
       }
 
       /// Resolves a venv path on the host.
-      /// - Throws: `venvNotFound` or `venvHasNoPython`.
+      /// - Throws: `venvNotFound`, `venvHasNoPython`, or `baseInterpreterIncomplete`.
       init(venvPath: String) throws(SandboxError) {
         guard let root = Sys.resolvedPath(venvPath), Sys.isDirectory(root) else { throw .venvNotFound(path: venvPath) }
-        // bin/python is usually a symlink to the base interpreter; its target's prefix must be bound too.
+        // bin/python is usually a symlink to the base interpreter, which must be reachable too.
         guard access("\(root)/bin/python", X_OK) == 0, let interpreter = Sys.resolvedPath("\(root)/bin/python") else {
           throw .venvHasNoPython(path: venvPath)
         }
-        let prefix = Sys.parentDirectory(Sys.parentDirectory(interpreter))
-        let covered = Bwrap.Layout.systemDirectories.contains { prefix == $0 || prefix.hasPrefix("\($0)/") }
-        let inside = prefix == root || prefix.hasPrefix("\(root)/")
-        self.init(root: root, basePrefix: covered || inside || prefix == "/" ? nil : prefix)
+        self.init(root: root, base: try BaseInterpreter.find(venvRoot: root, interpreter: interpreter))
+      }
+    }
+
+    /// What of a base interpreter outside the system dirs the sandbox binds: its binary, its
+    /// standard library and its libpython, never its whole prefix. A prefix may be `$HOME` (a
+    /// `./configure --prefix=$HOME` build) or `/opt`, whose other contents (`~/.ssh`, other
+    /// programs' files) the payload must not see; bwrap makes the directories leading to each
+    /// bind, empty and read-only.
+    struct BaseInterpreter: Sendable, Equatable {
+      /// The prefix the venv names (the parent of pyvenv.cfg's `home`), for messages.
+      var prefix: String
+      /// Real paths bound read-only at the same place: the interpreter binary, its stdlib
+      /// directory (found by its landmark, os.py), the libpython files beside the prefix's lib.
+      var binds: [String]
+      /// Symlinks on the way to those (`venv/bin/python` → `PREFIX/bin/python3` → `python3.12`,
+      /// a symlinked stdlib), recreated in the sandbox exactly as the host has them.
+      var links: [Link]
+      /// The prefix's real path, covered by an empty tmpfs that holds the binds and links and is
+      /// then made read-only: under a writable tmpfs of the sandbox (a prefix in the host's /tmp),
+      /// the directories bwrap makes on the way would otherwise be writable. Nil when bound already.
+      var cover: String? = nil
+
+      struct Link: Sendable, Equatable {
+        var path: String
+        var target: String
+      }
+
+      /// The base interpreter of the venv at `venvRoot` whose `bin/python` resolves to
+      /// `interpreter`; nil when it lies in the bound system dirs or inside the venv.
+      /// - Throws: `baseInterpreterIncomplete` when its standard library is not where Python looks.
+      static func find(venvRoot: String, interpreter: String) throws(SandboxError) -> BaseInterpreter? {
+        func isBound(_ path: String) -> Bool {
+          path == venvRoot || path.hasPrefix("\(venvRoot)/")
+            || Bwrap.Layout.systemDirectories.contains { path == $0 || path.hasPrefix("\($0)/") }
+        }
+        let configured = Sys.readSmallFile("\(venvRoot)/pyvenv.cfg").map(VenvLayout.configValues) ?? [:]
+        // Python finds its prefix from pyvenv.cfg's `home` (the base binary's directory), as written.
+        let home = configured["home"] ?? Sys.parentDirectory(interpreter)
+        let prefix = Sys.parentDirectory(home)
+        guard prefix != "/", !isBound(interpreter) || !isBound(Sys.resolvedPath(prefix) ?? prefix) else { return nil }
+        let name = interpreter.split(separator: "/").last.map(String.init) ?? ""
+        let version =
+          name.hasPrefix("python3.")
+          ? String(name.dropFirst("python".count))
+          : (configured["version"] ?? configured["version_info"] ?? "").split(separator: ".").prefix(2).joined(
+            separator: ".")
+        let stdlib = "\(prefix)/lib/python\(version)"
+        guard !version.isEmpty, Sys.resolvedPath("\(stdlib)/os.py") != nil else {
+          throw .baseInterpreterIncomplete(
+            prefix: prefix, reason: "no standard library at \(stdlib) (its landmark os.py is missing)")
+        }
+        var wanted = ["\(venvRoot)/bin/python", stdlib]
+        // libpython for a --enable-shared build (pyenv's, uv's), found where its RPATH points.
+        wanted += Sys.directoryNames("\(prefix)/lib").filter { $0.hasPrefix("libpython") }.map { "\(prefix)/lib/\($0)" }
+        // the names Python may run itself by (sys._base_executable is HOME/python…)
+        wanted += Sys.directoryNames(home).filter {
+          $0.hasPrefix("python") && Sys.resolvedPath("\(home)/\($0)") == interpreter
+        }.map { "\(home)/\($0)" }
+        let realPrefix = Sys.resolvedPath(prefix)
+        var base = BaseInterpreter(
+          prefix: prefix, binds: [], links: [], cover: realPrefix.flatMap { isBound($0) || $0 == "/" ? nil : $0 })
+        for path in wanted {
+          let (links, real) = Sys.symlinkChain(path)
+          for link in links.map({ Link(path: $0.path, target: $0.target) })
+          where !isBound(link.path) && !base.links.contains(link) {
+            base.links.append(link)
+          }
+          if let real, !isBound(real), !base.binds.contains(real) { base.binds.append(real) }
+        }
+        // a link inside a bind exists there already
+        base.links.removeAll { link in base.binds.contains { link.path.hasPrefix("\($0)/") } }
+        return base
       }
     }
 
@@ -1696,7 +1786,12 @@ extension Sandbox {
         mounts.append(.tmpfs(Bwrap.Layout.mountPoint, sizeBytes: plan.tmpfsBytes))  // ephemeral, gone with the run
       }
       mounts.append(.readOnly(plan.venv.root))  // interpreter and packages
-      if let prefix = plan.venv.basePrefix { mounts.append(.readOnly(prefix)) }  // pyenv/uv base
+      if let base = plan.venv.base {  // pyenv/uv base: its binary, stdlib and libpython, never the whole prefix
+        if let cover = base.cover { mounts.append(.tmpfs(cover, sizeBytes: 1 << 16)) }  // first: it holds the rest
+        mounts += base.binds.map { .readOnly($0) }
+        mounts += base.links.map { .symlink(target: $0.target, sandboxPath: $0.path) }
+        if let cover = base.cover { mounts.append(.remountReadOnly(cover)) }  // last: nothing more goes in
+      }
       let script: String
       switch plan.payload {
       case .code(let source):
@@ -2313,7 +2408,6 @@ extension Sandbox {
       support: AppArmorProfile.Support, isDirectory: (String) -> Bool
     ) throws(SandboxError) -> [AppArmorProfile.Rule] {
       let venvRoot = try AppArmorProfile.quotedPath(venv.root)
-      let prefix = try venv.basePrefix.map { (path) throws(SandboxError) in try AppArmorProfile.quotedPath(path) }
       let python = try AppArmorProfile.quotedPath(interpreter)
       let bwrap = try AppArmorProfile.quotedPath(bwrapPath)
       var rules: [AppArmorProfile.Rule] = [
@@ -2397,11 +2491,12 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "\(venvRoot)/** mr,", why: "the venv's packages, read-only"),
         AppArmorProfile.Rule(rule: "\(venvRoot)/bin/* ix,", why: "the venv's scripts"),
       ]
-      if let prefix {
-        rules += [
-          AppArmorProfile.Rule(rule: "\(prefix)/** mr,", why: "the base interpreter's prefix (pyenv/uv), read-only"),
-          AppArmorProfile.Rule(rule: "\(prefix)/bin/* ix,", why: "the base interpreter"),
-        ]
+      for bind in venv.base?.binds ?? [] {  // the interpreter's binary is `python` above
+        let path = try AppArmorProfile.quotedPath(bind)
+        rules.append(
+          isDirectory(bind)
+            ? AppArmorProfile.Rule(rule: "\(path)/{,**} mr,", why: "the base interpreter's standard library, read-only")
+            : AppArmorProfile.Rule(rule: "\(path) mr,", why: "the base interpreter's binary or libpython, read-only"))
       }
       rules += [
         AppArmorProfile.Rule(rule: "/etc/ r,", why: "listing /etc shows only the documented files")
@@ -5403,6 +5498,48 @@ extension Sandbox {
       return String(cString: resolved)
     }
 
+    /// The symlinks met while resolving `path` component by component (each link's own path and
+    /// its target, as readlink gives it), and the real path it ends at (nil when it does not exist
+    /// or loops: at most 40 links, as the kernel allows).
+    static func symlinkChain(_ path: String) -> (links: [(path: String, target: String)], real: String?) {
+      var links: [(path: String, target: String)] = []
+      var resolved = ""  // a real path so far ("" is /)
+      var remaining = path.split(separator: "/").map(String.init)[...]
+      while let component = remaining.popFirst() {
+        if component == "." { continue }
+        if component == ".." {
+          resolved = resolved.isEmpty ? "" : Sys.parentDirectory(resolved) == "/" ? "" : Sys.parentDirectory(resolved)
+          continue
+        }
+        let candidate = "\(resolved)/\(component)"
+        var info = stat()
+        guard lstat(candidate, &info) == 0 else { return (links, nil) }
+        guard info.st_mode & S_IFMT == S_IFLNK else {
+          resolved = candidate
+          continue
+        }
+        guard links.count < 40, let target = Sys.readLink(candidate) else { return (links, nil) }
+        links.append((candidate, target))
+        if target.hasPrefix("/") { resolved = "" }
+        remaining = (target.split(separator: "/").map(String.init) + remaining)[...]
+      }
+      return (links, resolved.isEmpty ? "/" : resolved)
+    }
+
+    /// The names in a directory (no "." or ".."), sorted; empty when it cannot be read.
+    static func directoryNames(_ path: String) -> [String] {
+      guard let directory = opendir(path) else { return [] }
+      defer { closedir(directory) }
+      var names: [String] = []
+      while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+          String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if name != "." && name != ".." { names.append(name) }
+      }
+      return names.sorted()
+    }
+
     static func readLink(_ path: String) -> String? {
       var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
       let count = readlink(path, &buffer, buffer.count - 1)
@@ -5687,6 +5824,8 @@ public struct SelfTestContext: Sendable {
   public var hostPort: Int
   /// The name (without the leading NUL) of an abstract unix socket the runner listens on.
   public var hostAbstractSocket: String = ""
+  /// What of the base interpreter is bound or linked (`BaseInterpreter`): nothing else of its prefix shows.
+  public var basePaths: [String] = []
 
   var placeholders: [(String, String)] {
     [
@@ -5697,7 +5836,7 @@ public struct SelfTestContext: Sendable {
       ("{OPEN_FILES}", String(config.limits.openFiles)), ("{PROFILE}", profileName),
       ("{HOST_ABSTRACT}", hostAbstractSocket), ("{ETC_NAMES}", Self.pythonSet(etcNames)),
       ("{DEV_NAMES}", Self.pythonSet(Layout.deviceNodes.map(\.name) + Layout.deviceOthers)),
-      ("{MASKED_PROC}", Self.pythonSet(Layout.maskedProcFiles)),
+      ("{MASKED_PROC}", Self.pythonSet(Layout.maskedProcFiles)), ("{BASE_PATHS}", Self.pythonSet(basePaths)),
     ]
   }
 
@@ -5731,7 +5870,7 @@ public struct SelfTestContext: Sendable {
   /// Whether `path` is something the sandbox shows by design (system dirs, the venv, /tmp, /mnt).
   func isExposedByDesign(_ path: String) -> Bool {
     let exposed =
-      Sandbox.Bwrap.Layout.systemDirectories + [venvRoot, basePrefix, "/tmp", "/mnt", "/proc", "/dev", "/etc", "/run"]
+      Sandbox.Bwrap.Layout.systemDirectories + basePaths + [venvRoot, "/tmp", "/mnt", "/proc", "/dev", "/etc", "/run"]
     return path == "/" || exposed.contains { !$0.isEmpty && (path == $0 || path.hasPrefix("\($0)/")) }
   }
 }
@@ -5779,7 +5918,7 @@ public let baseSuite: [SelfTest] = [
       """),
   SelfTest(
     "host home directories and /root are invisible (beyond the venv and base interpreter)",
-    layer: .mounts, expect: "HIDDEN", python: Sandbox.Probes.leakWalk(tops: #"("/home", "/root", "{HOME}")"#)),
+    layer: .mounts, expect: "HIDDEN", python: Sandbox.Probes.leakWalk(tops: #"("/home", "/root", "/opt", "{HOME}")"#)),
   SelfTest(
     "the caller's working directory is invisible (beyond the venv and base interpreter)",
     layer: .mounts, expect: "HIDDEN", python: Sandbox.Probes.leakWalk(tops: #"("{CWD}",)"#),
@@ -6111,7 +6250,7 @@ extension Sandbox {
     static func leakWalk(tops: String) -> String {
       """
       import os
-      keep = [p for p in ("{VENV}", "{BASE_PREFIX}") if p]
+      keep = ["{VENV}"] + sorted({BASE_PATHS})  # the base interpreter's binds and links, not its prefix
       def allowed(path):
           return any(k == path or k.startswith(path + "/") for k in keep)
       leaks = []
@@ -6312,7 +6451,8 @@ extension Sandbox {
         config: sandbox.config, venvRoot: sandbox.venv.root, basePrefix: sandbox.venv.basePrefix ?? "",
         hostHostname: Sys.stringUpToNUL(name), hostPID: getpid(),
         hostIPCNamespace: Sys.readLink("/proc/self/ns/ipc") ?? "", callerDirectory: cwd,
-        callerHome: Sys.environmentValue("HOME") ?? "", hostMarker: marker, hostPort: 0)
+        callerHome: Sys.environmentValue("HOME") ?? "", hostMarker: marker, hostPort: 0,
+        basePaths: (sandbox.venv.base?.binds ?? []) + (sandbox.venv.base?.links.map(\.path) ?? []))
     }
 
     /// A TCP socket listening on the host's 127.0.0.1 (never accepted from: the backlog answers).

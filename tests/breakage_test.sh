@@ -8,7 +8,7 @@ set -u
 SB=$(realpath "$1")
 VENV=$(realpath "$2")
 . "$(dirname "$0")/lib.sh"
-plan 14
+plan 15
 REAL_BWRAP=$(command -v bwrap)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-breakage-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -81,6 +81,20 @@ if [ "$(id -u)" = 0 ]; then
   breakage "capabilities kept (root caller)" "" "the payload holds no capabilities" "$(drop --cap-drop 1)"
 else
   skip "breakage: capabilities kept" "bwrap drops capabilities for unprivileged callers anyway"
+fi
+if [ "$(id -u)" = 0 ]; then
+  # A base interpreter in /opt with a canary beside it; binding its whole prefix must be caught.
+  OPT_PREFIX=$(mktemp -d /opt/sandbox-breakage-XXXXXX)
+  PYV=$(/usr/bin/python3 -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
+  mkdir -p "$OPT_PREFIX/bin" "$OPT_PREFIX/lib" "$OPT_PREFIX/.ssh" && echo canary > "$OPT_PREFIX/.ssh/id_ed25519"
+  cp "/usr/bin/$PYV" "$OPT_PREFIX/bin/" && ln -s "/usr/lib/$PYV" "$OPT_PREFIX/lib/$PYV"
+  "$OPT_PREFIX/bin/$PYV" -m venv --without-pip "$OPT_PREFIX-venv"
+  saved_venv=$VENV; VENV=$OPT_PREFIX-venv
+  breakage "the base interpreter's whole prefix bound (a canary .ssh beside it)" "" "host home directories and /root are invisible" \
+    "$(insert_before_chdir --ro-bind "$OPT_PREFIX" "$OPT_PREFIX")"
+  VENV=$saved_venv; rm -rf "$OPT_PREFIX" "$OPT_PREFIX-venv"
+else
+  skip "breakage: the base interpreter's whole prefix bound" "making a prefix in /opt needs root"
 fi
 breakage "an inherited descriptor" "" "no descriptors beyond 0-2 are inherited" "exec 20</dev/null"
 breakage "the seccomp filter replaced by a permissive one" "" "seccomp: every denied system call fails with its errno" \

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 104
+plan 109
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -405,5 +405,41 @@ else
   skip "help: README.md shows what --help prints" "no README.md beside this script (a staged copy)"
   skip "header: the section map lists every MARK" "no sandbox.swift beside this script (a staged copy)"
 fi
+
+# A base interpreter whose prefix holds other things (a --prefix=$HOME build, one in /opt): the
+# sandbox binds its binary, standard library and libpython, never the prefix. Canaries beside them.
+PYV=$(/usr/bin/python3 -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
+prefix_case() {  # prefix_case LABEL PREFIX STDLIB_MODE(copy|link)
+  local label=$1 prefix=$2 mode=$3
+  mkdir -p "$prefix/bin" "$prefix/lib" "$prefix/.ssh" "$prefix/share"
+  cp "/usr/bin/$PYV" "$prefix/bin/$PYV" && ln -sf "$PYV" "$prefix/bin/python3"
+  if [ "$mode" = copy ]; then cp -a "/usr/lib/$PYV" "$prefix/lib/$PYV"; else ln -sfn "/usr/lib/$PYV" "$prefix/lib/$PYV"; fi
+  echo "canary-key" > "$prefix/.ssh/id_ed25519"; echo "canary-tool" > "$prefix/bin/other-tool"; echo "canary" > "$prefix/share/notes"
+  "$prefix/bin/python3" -m venv --without-pip "$prefix-venv"
+  out=$("$SB" run --no-apparmor --venv "$prefix-venv" --code '
+import os, sys
+p = sys.argv[1] if len(sys.argv) > 1 else "'"$prefix"'"
+seen = sorted(os.listdir(p)), sorted(os.listdir(p + "/bin")), sorted(os.listdir(p + "/lib"))
+print(seen, os.path.exists(p + "/.ssh/id_ed25519"), sys.version_info[:2] == tuple(map(int, "'"${PYV#python}"'".split("."))))' 2>/dev/null)
+  check "base interpreter in $label ($mode stdlib): python runs, and only its binary, links and stdlib show (no .ssh, no other files)" \
+    test "$out" = "(['bin', 'lib'], ['python3', '$PYV'], ['$PYV']) False True"
+  out=$("$SB" --no-apparmor --venv "$prefix-venv" 2>&1 | tail -n 1)
+  check "base interpreter in $label: the base suite passes (its leak walk knows what is bound)" grep -qE '^[0-9]+ passed, 0 failed' <<<"$out"
+}
+prefix_case "a home-like prefix" "$TMP/home-prefix" link
+if [ "$(id -u)" = 0 ]; then
+  OPT_PREFIX=$(mktemp -d /opt/sandbox-cli-prefix-XXXXXX)
+  prefix_case "/opt" "$OPT_PREFIX" copy
+  rm -rf "$OPT_PREFIX" "$OPT_PREFIX-venv"
+else
+  skip "base interpreter in /opt: python runs, and only its binary, links and stdlib show" "/opt is root's"
+  skip "base interpreter in /opt: the base suite passes" "/opt is root's"
+fi
+mkdir -p "$TMP/no-stdlib/bin" && cp "/usr/bin/$PYV" "$TMP/no-stdlib/bin/$PYV"
+mkdir -p "$TMP/no-stdlib-venv/bin" && ln -s "$TMP/no-stdlib/bin/$PYV" "$TMP/no-stdlib-venv/bin/python"
+printf 'home = %s\nversion = 3.11.2\n' "$TMP/no-stdlib/bin" > "$TMP/no-stdlib-venv/pyvenv.cfg"
+out=$("$SB" run --no-apparmor --venv "$TMP/no-stdlib-venv" --code 'print(1)' 2>&1); rc=$?
+check "base interpreter without its standard library: exit 2 naming the missing landmark" \
+  test "$rc" = 2 -a -n "$(grep 'no standard library at .*no-stdlib/lib/python.*os.py' <<<"$out")"
 
 finish

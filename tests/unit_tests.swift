@@ -91,7 +91,13 @@ let goldenLayout = Sandbox.Preflight.HostLayout(
   procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
   etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group")],
   bootstrap: Sandbox.Bwrap.Gate(shell: "/usr/bin/dash", envCommand: nil))
-let goldenVenv = Sandbox.Preflight.VenvLayout(root: "/opt/venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
+/// A pyenv base interpreter (--enable-shared) as `BaseInterpreter.find` describes it: three binds, two links.
+let pyenvBase = Sandbox.Preflight.BaseInterpreter(
+  prefix: "/home/u/.pyenv/versions/3.12.1",
+  binds: ["/home/u/.pyenv/versions/3.12.1/bin/python3.12", "/home/u/.pyenv/versions/3.12.1/lib/python3.12", "/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0"],
+  links: [.init(path: "/home/u/.pyenv/versions/3.12.1/bin/python3", target: "python3.12"), .init(path: "/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so", target: "libpython3.12.so.1.0")],
+  cover: "/home/u/.pyenv/versions/3.12.1")
+let goldenVenv = Sandbox.Preflight.VenvLayout(root: "/opt/venv", base: pyenvBase)
 
 func goldenArguments(network: Bool) -> [String] {
   var expected = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -106,7 +112,13 @@ func goldenArguments(network: Bool) -> [String] {
     "--proc", "/proc", "--ro-bind", "/dev/null", "/proc/kcore", "--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi",
     "--remount-ro", "/proc", "--dev", "/dev", "--size", "1048576", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
     "--size", "1048576", "--tmpfs", "/tmp", "--bind-fd", "6", "/mnt", "--ro-bind", "/opt/venv", "/opt/venv",
-    "--ro-bind", "/home/u/.pyenv/versions/3.12.1", "/home/u/.pyenv/versions/3.12.1",
+    "--size", "65536", "--tmpfs", "/home/u/.pyenv/versions/3.12.1",
+    "--ro-bind", "/home/u/.pyenv/versions/3.12.1/bin/python3.12", "/home/u/.pyenv/versions/3.12.1/bin/python3.12",
+    "--ro-bind", "/home/u/.pyenv/versions/3.12.1/lib/python3.12", "/home/u/.pyenv/versions/3.12.1/lib/python3.12",
+    "--ro-bind", "/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0", "/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0",
+    "--symlink", "python3.12", "/home/u/.pyenv/versions/3.12.1/bin/python3",
+    "--symlink", "libpython3.12.so.1.0", "/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so",
+    "--remount-ro", "/home/u/.pyenv/versions/3.12.1",
     "--ro-bind-data", "7", "/run/sandbox/main.py", "--remount-ro", "/",
     "--chdir", "/mnt", "--", "/usr/bin/dash", "-c",
     #"printf R >&3 && read -r go <&3 && [ "$go" = GO ] && exec "$0" "$@" 3<&-"#,
@@ -143,7 +155,7 @@ func testGolden(_ t: inout Tally) {
       "golden: child fds 3-9 carry the gate's channel, resolv.conf, hosts, mount dir, code, bwrap's report, seccomp", "\(shape)")
   }
   let script = Sandbox.Bwrap.makeInvocation(
-    Sandbox.Bwrap.RunPlan(host: goldenLayout, venv: Sandbox.Preflight.VenvLayout(root: "/v", basePrefix: nil), networkEnabled: true, mountDirectoryFD: nil,
+    Sandbox.Bwrap.RunPlan(host: goldenLayout, venv: Sandbox.Preflight.VenvLayout(root: "/v", base: nil), networkEnabled: true, mountDirectoryFD: nil,
       payload: .script(sandboxPath: "/mnt/job.py"), environment: [], tmpfsBytes: 4096, seccompProgram: Sandbox.Seccomp.Filter.allowAll))
   t.expect(script.arguments.suffix(2) == ["/v/bin/python", "/mnt/job.py"], "golden: a script runs by its sandbox path, behind the gate")
   t.expect(
@@ -341,13 +353,13 @@ func compareGolden(_ t: inout Tally, _ name: String, _ text: String) {
 }
 
 func testAppArmor(_ t: inout Tally, temp: String) {
-  let debianVenv = Sandbox.Preflight.VenvLayout(root: "/srv/app/venv", basePrefix: nil)
-  let pyenvVenv = Sandbox.Preflight.VenvLayout(root: "/home/u/project/.venv", basePrefix: "/home/u/.pyenv/versions/3.12.1")
+  let debianVenv = Sandbox.Preflight.VenvLayout(root: "/srv/app/venv", base: nil)
+  let pyenvVenv = Sandbox.Preflight.VenvLayout(root: "/home/u/project/.venv", base: pyenvBase)
   let layout = Sandbox.Preflight.HostLayout(
     systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
     procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
     etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group"), .readOnly("/etc/ssl/certs")])
-  let directories: Set<String> = ["/usr", "/etc/ssl/certs"]
+  let directories: Set<String> = ["/usr", "/etc/ssl/certs", "/home/u/.pyenv/versions/3.12.1/lib/python3.12"]
   let abi3 = Sandbox.AppArmorProfile.Support(parserVersion: "3.0.8", kernelMediatesUserns: false)
   let abi4 = Sandbox.AppArmorProfile.Support(parserVersion: "4.0.1", kernelMediatesUserns: true)
   let cases: [(String, Sandbox.Preflight.VenvLayout, String, Sandbox.AppArmorProfile.Support)] = [

@@ -152,10 +152,22 @@ profile sandbox_golden flags=(attach_disconnected) {
   mount options=(rw, rbind) /oldroot/home/u/project/.venv -> /newroot/home/u/project/.venv,
   # remount /home/u/project/.venv with its flags
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/project/.venv,
-  # bind /home/u/.pyenv/versions/3.12.1 from the host
-  mount options=(rw, rbind) /oldroot/home/u/.pyenv/versions/3.12.1 -> /newroot/home/u/.pyenv/versions/3.12.1,
+  # tmpfs at /home/u/.pyenv/versions/3.12.1
+  mount fstype=tmpfs -> /newroot/home/u/.pyenv/versions/3.12.1/,
   # remount /home/u/.pyenv/versions/3.12.1 with its flags
-  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/.pyenv/versions/3.12.1,
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/.pyenv/versions/3.12.1/,
+  # bind /home/u/.pyenv/versions/3.12.1/bin/python3.12 from the host
+  mount options=(rw, rbind) /oldroot/home/u/.pyenv/versions/3.12.1/bin/python3.12 -> /newroot/home/u/.pyenv/versions/3.12.1/bin/python3.12,
+  # remount /home/u/.pyenv/versions/3.12.1/bin/python3.12 with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/.pyenv/versions/3.12.1/bin/python3.12,
+  # bind /home/u/.pyenv/versions/3.12.1/lib/python3.12 from the host
+  mount options=(rw, rbind) /oldroot/home/u/.pyenv/versions/3.12.1/lib/python3.12/ -> /newroot/home/u/.pyenv/versions/3.12.1/lib/python3.12/,
+  # remount /home/u/.pyenv/versions/3.12.1/lib/python3.12 with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/.pyenv/versions/3.12.1/lib/python3.12/,
+  # bind /home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0 from the host
+  mount options=(rw, rbind) /oldroot/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0 -> /newroot/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0,
+  # remount /home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0 with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0,
   # bwrap stages /run/sandbox/main.py as /bindfileXXXXXX, then binds it
   mount options=(rw, rbind) /bindfile* -> /newroot/run/sandbox/main.py,
   # remount /run/sandbox/main.py with its flags
@@ -192,10 +204,12 @@ profile sandbox_golden flags=(attach_disconnected) {
   /home/u/project/.venv/** mr,
   # the venv's scripts
   /home/u/project/.venv/bin/* ix,
-  # the base interpreter's prefix (pyenv/uv), read-only
-  /home/u/.pyenv/versions/3.12.1/** mr,
-  # the base interpreter
-  /home/u/.pyenv/versions/3.12.1/bin/* ix,
+  # the base interpreter's binary or libpython, read-only
+  /home/u/.pyenv/versions/3.12.1/bin/python3.12 mr,
+  # the base interpreter's standard library, read-only
+  /home/u/.pyenv/versions/3.12.1/lib/python3.12/{,**} mr,
+  # the base interpreter's binary or libpython, read-only
+  /home/u/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0 mr,
   # listing /etc shows only the documented files
   /etc/ r,
   # user names for uids (pwd, getpass, ~)
