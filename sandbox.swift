@@ -1453,6 +1453,44 @@ extension Sandbox {
         self.base = base
       }
 
+      /// What the self-test header should tell the user about this venv: packages without
+      /// bytecode (uv does not compile by default, and the venv is read-only inside, so every run
+      /// compiles them again) and `.pth` entries that point outside what the sandbox binds (an
+      /// editable install fails there with ModuleNotFoundError).
+      func advisories() -> [String] {
+        var notes: [String] = []
+        let lib = "\(root)/lib"
+        for version in Sys.directoryNames(lib) where version.hasPrefix("python") {
+          let site = "\(lib)/\(version)/site-packages"
+          let packages = Sys.directoryNames(site).filter {
+            !$0.hasSuffix(".dist-info") && $0 != "__pycache__" && Sys.isFile("\(site)/\($0)/__init__.py")
+          }
+          let uncompiled = packages.filter { Sys.directoryNames("\(site)/\($0)/__pycache__").isEmpty }
+          if !uncompiled.isEmpty {
+            notes.append(
+              "\(uncompiled.count) of \(packages.count) packages in \(site) have no bytecode (e.g. \(uncompiled.prefix(3).joined(separator: ", "))): the venv is read-only inside, so every run compiles them again (seconds for pandas); install with 'uv pip install --compile-bytecode' or run '\(python) -m compileall -q \(site)'"
+            )
+          }
+          for file in Sys.directoryNames(site) where file.hasSuffix(".pth") {
+            for line in (Sys.readSmallFile("\(site)/\(file)") ?? "").split(separator: "\n").map(String.init) {
+              let entry = Sys.trimmed(line)
+              if entry.isEmpty || entry.hasPrefix("#") || entry.hasPrefix("import ") || entry.hasPrefix("import\t") {
+                continue
+              }
+              let path = entry.hasPrefix("/") ? entry : "\(site)/\(entry)"
+              let real = Sys.resolvedPath(path) ?? path
+              let bound =
+                [root] + Bwrap.Layout.systemDirectories + (base?.binds ?? [])
+              guard !bound.contains(where: { real == $0 || real.hasPrefix("\($0)/") }) else { continue }
+              notes.append(
+                "\(site)/\(file) adds \(Sys.printable(real)) to sys.path, which the sandbox does not bind: imports from it fail with ModuleNotFoundError (install the package into the venv, not as an editable install)"
+              )
+            }
+          }
+        }
+        return notes
+      }
+
       /// The `key = value` lines of a pyvenv.cfg.
       static func configValues(_ text: String) -> [String: String] {
         var values: [String: String] = [:]
@@ -1587,6 +1625,9 @@ extension Sandbox {
         Exposed(path: "/etc/group", directory: false, why: "group names for gids"),
         Exposed(path: "/etc/ssl/certs", directory: true, why: "CA certificates (TLS)"),
         Exposed(path: "/etc/ca-certificates", directory: true, why: "CA certificates (what certs/ links to)"),
+        Exposed(
+          path: "/etc/fonts", directory: true,
+          why: "the public font configuration: fontconfig (matplotlib's fc-list) finds /usr/share/fonts, no error"),
       ]
       /// /etc files the sandbox writes itself (read-only data, never the host's).
       static let generatedEtc = [
@@ -5582,6 +5623,11 @@ extension Sandbox {
       return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
     }
 
+    static func isFile(_ path: String) -> Bool {
+      var info = stat()
+      return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
+    }
+
     static func parentDirectory(_ path: String) -> String {
       guard let slash = path.lastIndex(of: "/") else { return "." }
       let parent = String(path[..<slash])
@@ -7343,6 +7389,7 @@ extension Sandbox {
       CLI.printOut(
         "# venv: \(sandbox.venv.root)"
           + (sandbox.venv.basePrefix.map { " (base interpreter \($0), bound read-only)" } ?? ""))
+      for note in sandbox.venv.advisories() { CLI.printOut("# warning: \(note)") }
       CLI.printOut("# network: \(sandbox.config.networkEnabled ? "on (--enable-network)" : "off (--disable-network)")")
       CLI.printOut("# \(CLI.cgroupReport(sandbox))")
       CLI.printOut(

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 109
+plan 112
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -441,5 +441,19 @@ printf 'home = %s\nversion = 3.11.2\n' "$TMP/no-stdlib/bin" > "$TMP/no-stdlib-ve
 out=$("$SB" run --no-apparmor --venv "$TMP/no-stdlib-venv" --code 'print(1)' 2>&1); rc=$?
 check "base interpreter without its standard library: exit 2 naming the missing landmark" \
   test "$rc" = 2 -a -n "$(grep 'no standard library at .*no-stdlib/lib/python.*os.py' <<<"$out")"
+
+# The self-test header warns about packages without bytecode and .pth paths outside the binds.
+/usr/bin/python3 -m venv --without-pip "$TMP/advice-venv"
+SITE=$(echo "$TMP"/advice-venv/lib/python3*/site-packages)
+mkdir -p "$SITE/fakepkg" "$TMP/editable-src" && echo 'x = 1' > "$SITE/fakepkg/__init__.py"
+echo "$TMP/editable-src" > "$SITE/__editable__.fake.pth"
+out=$("$SB" --no-apparmor --venv "$TMP/advice-venv" 2>&1 | grep '^# warning')
+check "header: packages without bytecode are named, with the uv and compileall fixes" \
+  grep -q "1 of 1 packages .* have no bytecode (e.g. fakepkg).*--compile-bytecode.*compileall" <<<"$out"
+check "header: a .pth entry outside the binds is named (editable installs fail inside)" \
+  grep -q "__editable__.fake.pth adds .*editable-src to sys.path, which the sandbox does not bind" <<<"$out"
+/usr/bin/python3 -m compileall -q "$SITE" >/dev/null; rm "$SITE/__editable__.fake.pth"
+out=$("$SB" --no-apparmor --venv "$TMP/advice-venv" 2>&1 | grep '^# warning')
+check "header: a compiled venv without stray .pth entries gets no warning" test -z "$out"
 
 finish

@@ -5,7 +5,8 @@
 # 2. CLI tests (tests/cli_tests.sh);
 # 3. the built-in suites (base + extended) in both network modes, with a Debian venv and,
 #    when pyenv is installed, a pyenv venv whose base interpreter lives under a home dir;
-# 4. --extra-tests on a build without the companion; --interactive through tmux; breakage
+# 4. real Python work (pandas, matplotlib, scikit-learn …) in a Debian and a uv venv;
+#    --extra-tests on a build without the companion; --interactive through tmux; breakage
 #    tests (a fake bwrap damages the command line, the suites must catch it); host death
 #    (the host SIGKILLed at random moments, library and CLI);
 # 5. as root: the AppArmor enforcement tests in a VM with an AppArmor kernel;
@@ -83,6 +84,29 @@ else
   echo "ok - pyenv venv suites # SKIP no pyenv interpreter under ${PYENV_ROOT:-$HOME/.pyenv}/versions"
   total_skipped=$((total_skipped + 1))
 fi
+
+# Real Python work (pandas, matplotlib, scikit-learn) in a Debian venv and a uv venv (uv from
+# PyPI, packages byte-compiled as the README says), network on and off. Built once in tests/build.
+WORK_PACKAGES="pandas matplotlib scikit-learn"
+WORK_VENV=$BUILD/venv-work UV_VENV=$BUILD/venv-uv
+if [ ! -e "$WORK_VENV/.complete" ]; then
+  rm -rf "$WORK_VENV" && /usr/bin/python3 -m venv "$WORK_VENV" &&
+    "$WORK_VENV/bin/pip" install -q $WORK_PACKAGES uv >/dev/null 2>&1 && touch "$WORK_VENV/.complete"
+fi
+if [ -e "$WORK_VENV/.complete" ] && [ ! -e "$UV_VENV/.complete" ]; then
+  rm -rf "$UV_VENV" && "$WORK_VENV/bin/uv" venv -q -p /usr/bin/python3 "$UV_VENV" &&
+    VIRTUAL_ENV=$PWD/$UV_VENV "$WORK_VENV/bin/uv" pip install -q --compile-bytecode $WORK_PACKAGES >/dev/null 2>&1 &&
+    touch "$UV_VENV/.complete"
+fi
+for kind in Debian uv; do
+  venv=$([ "$kind" = uv ] && echo "$UV_VENV" || echo "$WORK_VENV")
+  if [ -e "$venv/.complete" ]; then
+    part "real Python work ($kind venv: $WORK_PACKAGES)" tests/workloads_test.sh ./sandbox "$venv" "$kind venv"
+  else
+    echo "ok - real Python work in a $kind venv # SKIP could not install $WORK_PACKAGES from PyPI"
+    total_skipped=$((total_skipped + 1))
+  fi
+done
 
 extra_note() {
   echo "1..1"

@@ -220,6 +220,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   /etc/ssl/certs/{,**} r,
   # CA certificates (what certs/ links to)
   /etc/ca-certificates/{,**} r,
+  # the public font configuration: fontconfig (matplotlib's fc-list) finds /usr/share/fonts, no error
+  /etc/fonts/{,**} r,
   # fixed public resolvers; the host's stays hidden
   /etc/resolv.conf r,
   # localhost and the sandbox's hostname
