@@ -119,6 +119,12 @@ extra_note() {
   echo "$([ "$rc" = 0 ] && echo 1 || echo 0) passed, $([ "$rc" = 0 ] && echo 0 || echo 1) failed"
 }
 part "companion detection" extra_note
+if swift build --version >/dev/null 2>&1; then
+  part "SwiftPM embedding: the README's examples in a Swift 6 package" tests/swiftpm_test.sh "$VENV"
+else
+  echo "ok - SwiftPM embedding # SKIP swift build is not in this toolchain"
+  total_skipped=$((total_skipped + 1))
+fi
 
 # AppArmor enforcement cannot be observed on a kernel without it: one VM with Debian's
 # AppArmor kernel runs every enforcement check (tests/apparmor_in_vm.sh).
