@@ -33,6 +33,7 @@
 //   configuration (both commands):
 //     --venv PATH                   the venv whose interpreter runs the code (read-only)
 //     --apparmor-profile-name NAME  the enforce-mode profile confining every run
+//     --ro-dir DIR                  a host directory bound read-only (checked) (repeatable)
 //     --no-apparmor                 run without the AppArmor layer (says so); the others stay
 //     --enable-network              share the host's network (the default)
 //     --disable-network             a network namespace with loopback only
@@ -162,6 +163,11 @@ public struct SandboxConfig: Sendable, Equatable {
   /// then stops being the host's root for every check the kernel makes by uid, and RLIMIT_NPROC
   /// binds. The venv must be readable and each mount dir owned by that account.
   public var user: String? = nil
+  /// Extra host directories bound read-only at the same path (`--ro-dir`): the source tree of an
+  /// editable install, reference data. Each is checked like the venv and more: a directory that
+  /// is not `/`, a home directory or above one, a system or sandbox path, and holds no
+  /// credentials at its top (`.ssh`, `.gnupg`, `.aws`, …).
+  public var readOnlyDirectories: [String] = []
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
@@ -524,6 +530,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case venvNotFound(path: String)
   /// The venv has no usable `bin/python`.
   case venvHasNoPython(path: String)
+  /// A directory given to bind read-only (`--ro-dir`) is missing or could expose the host.
+  case invalidReadOnlyDirectory(path: String, reason: String)
   /// The venv's base interpreter (outside the system dirs) lacks what Python needs to start.
   case baseInterpreterIncomplete(prefix: String, reason: String)
   /// The AppArmor profile name is not a safe identifier.
@@ -586,6 +594,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return "no \(flag == "--venv PATH" ? "venv" : "AppArmor profile name") configured: \(variable) is not set"
     case .venvNotFound(let path): return "venv '\(path)' does not exist or is not a directory"
     case .venvHasNoPython(let path): return "venv '\(path)' has no runnable bin/python"
+    case .invalidReadOnlyDirectory(let path, let reason):
+      return "--ro-dir '\(Sandbox.Sys.printable(path))' cannot be bound: \(reason)"
     case .baseInterpreterIncomplete(let prefix, let reason):
       return "the venv's base interpreter in \(prefix) cannot be bound: \(reason)"
     case .invalidProfileName(let name):
@@ -649,6 +659,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
         "export \(variable)=NAME, or pass --apparmor-profile-name NAME with --venv PATH: they count only together (library: appArmor: .profile(NAME))"
     case .venvNotFound, .venvHasNoPython:
       return "create one with 'python3 -m venv PATH' and pass that path"
+    case .invalidReadOnlyDirectory:
+      return "name the directory the payload needs (a source tree, a data set), nothing above it"
     case .baseInterpreterIncomplete:
       return "create the venv from a complete Python installation (pyenv, uv, or the system's python3 -m venv)"
     case .invalidMountDirectory:
@@ -701,7 +713,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   /// caller's input or configuration is at fault, 125 when the host cannot set up or run a sandbox.
   public var exitCode: Int32 {
     switch self {
-    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .baseInterpreterIncomplete, .invalidProfileName,
+    case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .baseInterpreterIncomplete,
+      .invalidReadOnlyDirectory, .invalidProfileName,
       .invalidEnvironment,
       .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable,
       .appArmorUnavailable,
@@ -771,7 +784,10 @@ public struct Sandbox: Sendable {
     // 1. A profile name reaches profile syntax and paths: checked before anything uses it.
     if case .profile(let name) = config.appArmor { try Preflight.validateProfileName(name) }
     // 2. The venv, resolved once: every run binds this real path (and a pyenv/uv base prefix).
-    let venv = try Preflight.VenvLayout(venvPath: config.venvPath)
+    var venv = try Preflight.VenvLayout(venvPath: config.venvPath)
+    for directory in config.readOnlyDirectories {
+      venv.extraDirectories.append(try Preflight.VenvLayout.checkExtraDirectory(directory))
+    }
     // 3. Fail closed: a layer that was asked for and cannot be applied stops everything.
     let cgroup =
       config.cgroupEnabled
@@ -1388,7 +1404,7 @@ extension Sandbox {
         guard let setpriv = Sys.findExecutable("setpriv") else { throw .setprivNotFound }
         var paths = [venv.root, "\(venv.root)/bin", bwrap]
         if let interpreter = Sys.resolvedPath(venv.python) { paths.append(interpreter) }
-        paths += venv.base?.binds ?? []
+        paths += (venv.base?.binds ?? []) + venv.extraDirectories
         // readable, and executable unless a shared library (which the loader only maps)
         let script =
           #"for p; do [ -r "$p" ] && { [ -x "$p" ] || case $p in *.so*) true;; *) false;; esac; } || { printf '%s' "$p"; exit 1; }; done"#
@@ -1443,6 +1459,8 @@ extension Sandbox {
       var root: String
       /// The base interpreter when it lies outside the bound system dirs (pyenv, uv, a --prefix build).
       var base: BaseInterpreter?
+      /// Extra directories bound read-only (`SandboxConfig.readOnlyDirectories`), real paths, checked.
+      var extraDirectories: [String] = []
 
       var python: String { "\(root)/bin/python" }
       /// The base interpreter's prefix, for messages and the self-tests (never bound as a whole).
@@ -1479,8 +1497,7 @@ extension Sandbox {
               }
               let path = entry.hasPrefix("/") ? entry : "\(site)/\(entry)"
               let real = Sys.resolvedPath(path) ?? path
-              let bound =
-                [root] + Bwrap.Layout.systemDirectories + (base?.binds ?? [])
+              let bound = [root] + Bwrap.Layout.systemDirectories + (base?.binds ?? []) + extraDirectories
               guard !bound.contains(where: { real == $0 || real.hasPrefix("\($0)/") }) else { continue }
               notes.append(
                 "\(site)/\(file) adds \(Sys.printable(real)) to sys.path, which the sandbox does not bind: imports from it fail with ModuleNotFoundError (install the package into the venv, not as an editable install)"
@@ -1489,6 +1506,41 @@ extension Sandbox {
           }
         }
         return notes
+      }
+
+      /// Files a directory bound with `--ro-dir` must not hold at its top: credentials, by name.
+      static let credentialNames = [
+        ".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".netrc", ".git-credentials", ".pypirc",
+        ".password-store",
+      ]
+
+      /// Checks one `--ro-dir` directory and returns its real path.
+      /// - Throws: `invalidReadOnlyDirectory` naming why it may not be bound.
+      static func checkExtraDirectory(_ path: String) throws(SandboxError) -> String {
+        func refuse(_ reason: String) -> SandboxError { .invalidReadOnlyDirectory(path: path, reason: reason) }
+        guard path.hasPrefix("/") else { throw refuse("not an absolute path") }
+        guard let real = Sys.resolvedPath(path), Sys.isDirectory(real) else { throw refuse("not a directory") }
+        guard real != "/" else { throw refuse("that is /, the whole host") }
+        guard real.split(separator: "/").count >= 2 else {
+          throw refuse("\(real) is a top-level directory, which holds far more than one project")
+        }
+        let sandboxPaths =
+          Bwrap.Layout.systemDirectories + ["/proc", "/sys", "/dev", "/etc", "/run", "/mnt", "/tmp", "/boot"]
+        if let clash = sandboxPaths.first(where: { real == $0 || real.hasPrefix("\($0)/") || $0.hasPrefix("\(real)/") })
+        {
+          throw refuse("it is, lies in or holds \(clash), which the sandbox shows as it decides (or not at all)")
+        }
+        for fields in Preflight.accounts() where fields.count >= 6 && fields[5].hasPrefix("/") {
+          let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
+          if home == real || home.hasPrefix("\(real)/") {
+            throw refuse(
+              "it is, or holds, the home directory \(home) (of \(fields[0])): bind the project directory inside it")
+          }
+        }
+        if let secret = credentialNames.first(where: { Sys.pathExists("\(real)/\($0)") }) {
+          throw refuse("it holds \(secret), credentials the payload must not read")
+        }
+        return real
       }
 
       /// The `key = value` lines of a pyvenv.cfg.
@@ -1827,6 +1879,7 @@ extension Sandbox {
         mounts.append(.tmpfs(Bwrap.Layout.mountPoint, sizeBytes: plan.tmpfsBytes))  // ephemeral, gone with the run
       }
       mounts.append(.readOnly(plan.venv.root))  // interpreter and packages
+      mounts += plan.venv.extraDirectories.map { .readOnly($0) }  // --ro-dir, checked in Sandbox.init
       if let base = plan.venv.base {  // pyenv/uv base: its binary, stdlib and libpython, never the whole prefix
         if let cover = base.cover { mounts.append(.tmpfs(cover, sizeBytes: 1 << 16)) }  // first: it holds the rest
         mounts += base.binds.map { .readOnly($0) }
@@ -2532,6 +2585,10 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "\(venvRoot)/** mr,", why: "the venv's packages, read-only"),
         AppArmorProfile.Rule(rule: "\(venvRoot)/bin/* ix,", why: "the venv's scripts"),
       ]
+      for directory in venv.extraDirectories {
+        let path = try AppArmorProfile.quotedPath(directory)
+        rules.append(AppArmorProfile.Rule(rule: "\(path)/{,**} mr,", why: "an extra read-only directory (--ro-dir)"))
+      }
       for bind in venv.base?.binds ?? [] {  // the interpreter's binary is `python` above
         let path = try AppArmorProfile.quotedPath(bind)
         rules.append(
@@ -5623,6 +5680,12 @@ extension Sandbox {
       return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
     }
 
+    /// Whether anything (a symlink included) is at `path` (lstat).
+    static func pathExists(_ path: String) -> Bool {
+      var info = stat()
+      return lstat(path, &info) == 0
+    }
+
     static func isFile(_ path: String) -> Bool {
       var info = stat()
       return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
@@ -6498,7 +6561,8 @@ extension Sandbox {
         hostHostname: Sys.stringUpToNUL(name), hostPID: getpid(),
         hostIPCNamespace: Sys.readLink("/proc/self/ns/ipc") ?? "", callerDirectory: cwd,
         callerHome: Sys.environmentValue("HOME") ?? "", hostMarker: marker, hostPort: 0,
-        basePaths: (sandbox.venv.base?.binds ?? []) + (sandbox.venv.base?.links.map(\.path) ?? []))
+        basePaths: (sandbox.venv.base?.binds ?? []) + (sandbox.venv.base?.links.map(\.path) ?? [])
+          + sandbox.venv.extraDirectories)
     }
 
     /// A TCP socket listening on the host's 127.0.0.1 (never accepted from: the backlog answers).
@@ -6623,6 +6687,7 @@ extension Sandbox {
       var requireCgroup = false
       var cgroupParent: String?
       var user: String?
+      var readOnlyDirectories: [String] = []
       var limits = SandboxLimits()
     }
 
@@ -6707,6 +6772,9 @@ extension Sandbox {
       },
       .value("--apparmor-profile-name", "NAME", group: .configuration, "the enforce-mode profile confining every run") {
         $0.profile = $1
+      },
+      .value("--ro-dir", "DIR", group: .configuration, repeatable: true, "a host directory bound read-only (checked)") {
+        $0.readOnlyDirectories.append($1)
       },
       .flag("--no-apparmor", group: .configuration, "run without the AppArmor layer (says so); the others stay") {
         $0.noAppArmor = true
@@ -6940,6 +7008,7 @@ extension Sandbox {
       config.cgroupParent = options.cgroupParent
       config.requireCgroup = options.requireCgroup
       config.user = options.user
+      config.readOnlyDirectories = options.readOnlyDirectories
       if options.noCgroup && (options.requireCgroup || options.cgroupParent != nil) {
         throw .usage("--no-cgroup contradicts --require-cgroup and --cgroup-parent")
       }

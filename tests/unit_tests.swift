@@ -354,12 +354,13 @@ func compareGolden(_ t: inout Tally, _ name: String, _ text: String) {
 
 func testAppArmor(_ t: inout Tally, temp: String) {
   let debianVenv = Sandbox.Preflight.VenvLayout(root: "/srv/app/venv", base: nil)
-  let pyenvVenv = Sandbox.Preflight.VenvLayout(root: "/home/u/project/.venv", base: pyenvBase)
+  var pyenvVenv = Sandbox.Preflight.VenvLayout(root: "/home/u/project/.venv", base: pyenvBase)
+  pyenvVenv.extraDirectories = ["/home/u/project/src"]  // --ro-dir
   let layout = Sandbox.Preflight.HostLayout(
     systemMounts: [.readOnly("/usr"), .symlink(target: "usr/bin", sandboxPath: "/bin"), .symlink(target: "usr/lib", sandboxPath: "/lib")],
     procMasks: [.maskFile("/proc/kcore"), .maskDirectory("/proc/acpi")],
     etcMounts: [.readOnly("/etc/passwd"), .readOnly("/etc/group"), .readOnly("/etc/ssl/certs")])
-  let directories: Set<String> = ["/usr", "/etc/ssl/certs", "/home/u/.pyenv/versions/3.12.1/lib/python3.12"]
+  let directories: Set<String> = ["/usr", "/etc/ssl/certs", "/home/u/.pyenv/versions/3.12.1/lib/python3.12", "/home/u/project/src"]
   let abi3 = Sandbox.AppArmorProfile.Support(parserVersion: "3.0.8", kernelMediatesUserns: false)
   let abi4 = Sandbox.AppArmorProfile.Support(parserVersion: "4.0.1", kernelMediatesUserns: true)
   let cases: [(String, Sandbox.Preflight.VenvLayout, String, Sandbox.AppArmorProfile.Support)] = [

@@ -152,6 +152,10 @@ profile sandbox_golden flags=(attach_disconnected) {
   mount options=(rw, rbind) /oldroot/home/u/project/.venv -> /newroot/home/u/project/.venv,
   # remount /home/u/project/.venv with its flags
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/project/.venv,
+  # bind /home/u/project/src from the host
+  mount options=(rw, rbind) /oldroot/home/u/project/src/ -> /newroot/home/u/project/src/,
+  # remount /home/u/project/src with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/project/src/,
   # tmpfs at /home/u/.pyenv/versions/3.12.1
   mount fstype=tmpfs -> /newroot/home/u/.pyenv/versions/3.12.1/,
   # remount /home/u/.pyenv/versions/3.12.1 with its flags
@@ -204,6 +208,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   /home/u/project/.venv/** mr,
   # the venv's scripts
   /home/u/project/.venv/bin/* ix,
+  # an extra read-only directory (--ro-dir)
+  /home/u/project/src/{,**} mr,
   # the base interpreter's binary or libpython, read-only
   /home/u/.pyenv/versions/3.12.1/bin/python3.12 mr,
   # the base interpreter's standard library, read-only
