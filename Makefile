@@ -59,7 +59,8 @@ $(BUILD)/bench: sandbox.swift tests/bench.swift
 	$(SWIFTC) -O $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift -o $@
 
 bench: sandbox $(BUILD)/bench venv
-	$(BUILD)/bench $(VENV) ./sandbox tests/bench-results.json
+	@# the plotting rows use the workload venv make test builds (pandas, matplotlib, scikit-learn), when it is there
+	SANDBOX_BENCH_PLOT_VENV=$(if $(wildcard $(BUILD)/venv-work/.complete),$(CURDIR)/$(BUILD)/venv-work) $(BUILD)/bench $(VENV) ./sandbox tests/bench-results.json
 
 lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift

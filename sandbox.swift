@@ -767,6 +767,8 @@ public struct Sandbox: Sendable {
   let cgroup: Cgroup.Availability
   /// The account bwrap and the payload run as (`config.user`), or nil for the caller's own.
   let runAs: Preflight.HostUser?
+  /// matplotlib's font list, built once per key inside a sandbox (nil without matplotlib, with --user).
+  var fontList: Preflight.FontList? = nil
 
   /// Checks the configuration and the host, so that later runs fail only for per-run reasons.
   ///
@@ -810,6 +812,10 @@ public struct Sandbox: Sendable {
     self.warnings = warnings
     self.cgroup = cgroup
     self.runAs = runAs
+    // 6. matplotlib's font list, once per key (a sandbox of our own code builds it; see FontList).
+    if runAs == nil, let key = Preflight.FontList.key(venv: venv) {
+      fontList = Preflight.FontList.find(key, with: self)
+    }
   }
 
   /// Refuses a configuration that asks for a layer this host or caller cannot have.
@@ -1194,7 +1200,8 @@ public struct Sandbox: Sendable {
       // `init` refused a requested filter this architecture has none of.
       seccompProgram: config.seccompEnabled
         ? Seccomp.Filter.program(networkEnabled: config.networkEnabled) ?? Seccomp.Filter.allowAll
-        : Seccomp.Filter.allowAll)
+        : Seccomp.Filter.allowAll,
+      fontList: fontList?.loaded())
   }
 }
 
@@ -1453,6 +1460,88 @@ extension Sandbox {
       }
     }
 
+    /// matplotlib's font list (`fontlist-vX.json`), built once per key by a run of our own code in
+    /// a fresh sandbox and copied into each run's `/tmp/.cache/matplotlib` (HOME is `/tmp`):
+    /// without it, matplotlib scans every font on each run (a second with many fonts). Each run
+    /// gets its own copy (bwrap `--file`), so nothing written is shared between runs (DECISIONS 17).
+    /// The key covers the venv, matplotlib's version and the font directories' change times; the
+    /// list lives in `$XDG_CACHE_HOME/sandbox-swift` (else `~/.cache/sandbox-swift`), mode 0700.
+    /// Not used with `--user` (that account could not read the caller's cache).
+    struct FontList: Sendable {
+      /// Where in the sandbox matplotlib looks for it.
+      var sandboxPath: String
+      /// The host file (in the cache dir) it is read from at each run.
+      var hostPath: String
+      var contents: [UInt8] = []
+
+      /// The cache key, or nil when the venv has no matplotlib or there is nowhere to cache.
+      static func key(venv: VenvLayout) -> (key: String, directory: String)? {
+        guard let site = VenvLayout.sitePackages(venv.root),
+          let distInfo = Sys.directoryNames(site).first(where: {
+            $0.hasPrefix("matplotlib-") && $0.hasSuffix(".dist-info")
+          })
+        else { return nil }
+        let cacheHome =
+          Sys.environmentValue("XDG_CACHE_HOME").flatMap { $0.hasPrefix("/") ? $0 : nil }
+          ?? Sys.environmentValue("HOME").flatMap { $0.hasPrefix("/") && $0 != "/" ? "\($0)/.cache" : nil }
+        guard let cacheHome else { return nil }
+        var facts = [venv.root, distInfo]
+        var directories = [
+          "/etc/fonts", "/usr/share/fonts", "/usr/local/share/fonts", "\(site)/matplotlib/mpl-data/fonts",
+        ]
+        var index = 0
+        while index < directories.count && index < 512 {  // bounded: font dirs are few levels deep
+          let directory = directories[index]
+          var info = stat()
+          if stat(directory, &info) == 0 {
+            facts.append("\(directory):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_ino)")
+            if index >= 4 || directory.hasPrefix("/usr") {
+              directories += Sys.directoryNames(directory).map { "\(directory)/\($0)" }.filter(Sys.isDirectory)
+            }
+          }
+          index += 1
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a over the facts: a name, not a secret
+        for byte in facts.joined(separator: "\n").utf8 {
+          hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return (String(hash, radix: 16), "\(cacheHome)/sandbox-swift")
+      }
+
+      /// The cached list for `key`, or one built now by a run of `sandbox`; nil when it cannot be
+      /// had (matplotlib then builds its own in the run, as without this).
+      static func find(_ key: (key: String, directory: String), with sandbox: Sandbox) -> FontList? {
+        let stamp = "\(key.directory)/fontlist-\(key.key)"
+        if let name = Sys.readSmallFile("\(stamp).name").map(Sys.trimmed), Sys.isFile("\(stamp).json") {
+          return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(stamp).json")
+        }
+        guard let io = try? SandboxMountDirectory(prefix: "sandbox-fonts-") else { return nil }
+        defer { io.remove() }
+        guard
+          let result = try? sandbox.runOnce(
+            .code("import matplotlib.font_manager"), mountDirectory: io.path, timeout: .seconds(120), stdin: [],
+            environment: ["MPLCONFIGDIR": "/mnt"], cancellation: nil),
+          result.returnCode == 0,
+          let name = result.changedFiles.first(where: { $0.hasPrefix("fontlist-") && $0.hasSuffix(".json") }),
+          !name.contains("/"),
+          let list = try? io.readOutput(name, limit: 32 << 20), !list.truncated, list.bytes.first == UInt8(ascii: "{")
+        else { return nil }
+        guard Sys.makeDirectories(key.directory, mode: 0o700) else { return nil }
+        guard Sys.writeFileAtomically("\(stamp).json", list.bytes),
+          Sys.writeFileAtomically("\(stamp).name", Array(name.utf8))
+        else { return nil }
+        return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(stamp).json")
+      }
+
+      /// This list with its contents read now (nil when the file went away: the run goes without).
+      func loaded() -> FontList? {
+        guard let text = Sys.readSmallFile(hostPath, limit: 32 << 20) else { return nil }
+        var copy = self
+        copy.contents = Array(text.utf8)
+        return copy
+      }
+    }
+
     /// A venv as the sandbox binds it: its real path and, for pyenv/uv venvs, the base interpreter.
     struct VenvLayout: Sendable, Equatable {
       /// The venv's real path (no symlinks); it is bound read-only at the same path.
@@ -1506,6 +1595,12 @@ extension Sandbox {
           }
         }
         return notes
+      }
+
+      /// The venv's site-packages directory (the first `lib/python*/site-packages`), if any.
+      static func sitePackages(_ root: String) -> String? {
+        Sys.directoryNames("\(root)/lib").filter { $0.hasPrefix("python") }.map { "\(root)/lib/\($0)/site-packages" }
+          .first(where: Sys.isDirectory)
       }
 
       /// Files a directory bound with `--ro-dir` must not hold at its top: credentials, by name.
@@ -1798,6 +1893,7 @@ extension Sandbox {
       case proc(String)  // --proc P
       case dev(String)  // --dev P
       case data(fd: Int32, sandboxPath: String)  // --ro-bind-data FD P (bwrap reads FD, closes it)
+      case file(fd: Int32, sandboxPath: String)  // --file FD P: a copy in a tmpfs, the run's own (no mount)
       case maskFile(String)  // --ro-bind /dev/null P
       case maskDirectory(String)  // --tmpfs P --remount-ro P
       case remountReadOnly(String)  // --remount-ro P
@@ -1811,6 +1907,7 @@ extension Sandbox {
         case .proc(let path): return ["--proc", path]
         case .dev(let path): return ["--dev", path]
         case .data(let fd, let path): return ["--ro-bind-data", String(fd), path]
+        case .file(let fd, let path): return ["--file", String(fd), path]
         case .maskFile(let path): return ["--ro-bind", "/dev/null", path]
         case .maskDirectory(let path): return ["--tmpfs", path, "--remount-ro", path]
         case .remountReadOnly(let path): return ["--remount-ro", path]
@@ -1831,6 +1928,8 @@ extension Sandbox {
       /// The seccomp program (`--seccomp`); `SeccompFilter.allowAll` when that layer is relaxed
       /// (the host watches pid 1 load a filter to know it is armed, see `superviseSandbox`).
       var seccompProgram: [UInt8]
+      /// matplotlib's font list for this venv (`Preflight.FontList`): copied into the run's /tmp.
+      var fontList: Preflight.FontList? = nil
     }
 
     /// A bwrap command line plus the descriptors it names, which become fds 3, 4, … in bwrap.
@@ -1870,6 +1969,9 @@ extension Sandbox {
       mounts.append(.tmpfs("/dev/shm", sizeBytes: plan.tmpfsBytes))  // POSIX semaphores (multiprocessing)
       mounts.append(.remountReadOnly("/dev"))  // no new nodes or files in /dev
       mounts.append(.tmpfs("/tmp", sizeBytes: plan.tmpfsBytes))  // private scratch space
+      if let fonts = plan.fontList {  // after /tmp: a copy in it, so matplotlib does not rebuild the list
+        mounts.append(.file(fd: childFD(for: .bytes(fonts.contents)), sandboxPath: fonts.sandboxPath))
+      }
       if let hostFD = plan.mountDirectoryFD {
         // Bind the directory we validated and hold open, not its path: renaming or swapping a
         // symlink after the check cannot redirect the bind. bwrap closes the descriptor after
@@ -2739,7 +2841,7 @@ extension Sandbox {
         ]
       case .remountReadOnly(let path):
         return [try remount(path, directory: true)]
-      case .symlink:
+      case .symlink, .file:  // made in the new root's tmpfs, which /newroot/** rwl covers
         return []
       }
     }
@@ -5654,6 +5756,34 @@ extension Sandbox {
       var bytes: [UInt8] = []
       do throws(SandboxError) { try Sys.readAll(fd, into: &bytes, limit: limit) } catch { return nil }
       return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Makes `path` and any missing parents (mkdir, `mode` for the new ones); true when it is then
+    /// a directory of this user's that no one else may write to.
+    static func makeDirectories(_ path: String, mode: mode_t) -> Bool {
+      var built = ""
+      for component in path.split(separator: "/") {
+        built += "/\(component)"
+        if mkdir(built, mode) != 0 && errno != EEXIST { return false }
+      }
+      var info = stat()
+      return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR && info.st_uid == geteuid()
+        && info.st_mode & 0o022 == 0
+    }
+
+    /// Writes `bytes` to `path` through a new temporary file beside it, renamed over it (readers see
+    /// the old file or the whole new one, never a part); false on any error.
+    static func writeFileAtomically(_ path: String, _ bytes: [UInt8]) -> Bool {
+      let temporary = "\(path).tmp-\(getpid())"
+      let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+      guard fd >= 0 else { return false }
+      let written = Sys.writeAll(fd, bytes)
+      close(fd)
+      guard written, rename(temporary, path) == 0 else {
+        unlink(temporary)
+        return false
+      }
+      return true
     }
 
     /// Writes all of `bytes` to `fd`, retrying short writes; false on error.

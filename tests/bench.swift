@@ -264,6 +264,38 @@ enum Bench {
       json.append("{\"network\": \(network), \"variant\": \"throughput_2_workers\", \"bwrap_runs_per_second\": \(rawRate), \"sandbox_runs_per_second\": \(sandboxRate), \"ratio\": \(ratio), \"round_ratios\": [\(ratios.map { String($0) }.joined(separator: ", "))]}")
     }
 
+    // A plotting run (matplotlib, Agg, one PNG): bare python on the host (its font cache warm),
+    // Sandbox.run with the font list built once, and Sandbox.run without it (matplotlib scans
+    // the fonts itself), interleaved. SANDBOX_BENCH_PLOT_VENV names a venv with matplotlib.
+    if let plotVenv = Sandbox.Sys.environmentValue("SANDBOX_BENCH_PLOT_VENV"), !plotVenv.isEmpty,
+      let withList = try? Sandbox(config: SandboxConfig(venvPath: plotVenv, appArmor: .disabled))
+    {
+      let plot = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig('/dev/null', format='png')"
+      var withoutList = withList
+      withoutList.fontList = nil
+      let bare = Sandbox.Spawner.Request(
+        executable: withList.venv.python, arguments: ["-c", plot],
+        environment: ["HOME=\(Sandbox.Sys.environmentValue("HOME") ?? "/root")", "MPLBACKEND=Agg"])
+      var samples: [String: [Double]] = ["bare": [], "list": [], "nolist": []]
+      for round in 0..<(max(6, runs / 4) + 1) {
+        let b = measure { _ = spawnOrDie(bare) }
+        let l = measure { runOrDie(withList, plot) }
+        let n = measure { runOrDie(withoutList, plot) }
+        if round == 0 { continue }  // warm-up
+        samples["bare"]!.append(b)
+        samples["list"]!.append(l)
+        samples["nolist"]!.append(n)
+      }
+      let bareMedian = percentile(samples["bare"]!, 0.5)
+      for (key, title) in [("bare", "bare python"), ("list", "Sandbox.run, font list built once"), ("nolist", "Sandbox.run, no font list")] {
+        let median = percentile(samples[key]!, 0.5)
+        rows.append(Row(name: "matplotlib plot: \(title)", median: median, p90: percentile(samples[key]!, 0.9), unit: "ms", versusBare: median / bareMedian))
+        json.append("{\"variant\": \"plot_\(key)\", \"median_ms\": \(median), \"vs_bare\": \(median / bareMedian)}")
+      }
+    } else {
+      print("bench: SANDBOX_BENCH_PLOT_VENV is not set (a venv with matplotlib): the plotting rows are left out")
+    }
+
     // Change tracking alone: two snapshots and a diff, as one run does.
     let sandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled))
     for count in [10, 1_000, 10_000] {

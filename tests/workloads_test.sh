@@ -10,7 +10,7 @@ SB=$1
 VENV=$2
 LABEL=$3
 . "$(dirname "$0")/lib.sh"
-plan 18
+plan 20
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-workloads-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -45,6 +45,14 @@ plt.plot([1, 2, 3], [3, 1, 2])
 plt.title("sandbox")
 plt.savefig("/mnt/plot.png")
 print("saved")'
+  snippet "matplotlib finds its font list (built once in a sandbox) and does not rebuild it" "$network" \
+    'd["stdout"] == "1 True\n"' '
+import os
+p = "/tmp/.cache/matplotlib"
+names = [n for n in os.listdir(p) if n.startswith("fontlist-")]
+before = os.stat(os.path.join(p, names[0])).st_mtime_ns
+import matplotlib.font_manager
+print(len(names), os.stat(os.path.join(p, names[0])).st_mtime_ns == before)'
   snippet "scikit-learn fits a small model" "$network" 'float(d["stdout"]) > 0.9' '
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
