@@ -571,6 +571,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case bwrapTooOld(found: String, required: String)
   /// The kernel will not create user namespaces for this user.
   case userNamespacesUnavailable(reason: String, fix: String)
+  /// Something around this process (a container's seccomp or AppArmor profile, a masked /proc)
+  /// refuses the namespaces or mounts bwrap needs; `fix` names the container option.
+  case hostRestricted(reason: String, fix: String)
   /// The kernel or /proc lacks what the lifecycle guarantee needs (pidfds, seccomp counters).
   case lifecycleUnavailable(reason: String)
   /// The C library lacks a function the spawner needs.
@@ -612,6 +615,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .bwrapTooOld(let found, let required):
       return "bubblewrap \(found) is too old: the sandbox needs \(required) or newer (for --disable-userns)"
     case .userNamespacesUnavailable(let reason, _): return "user namespaces are unavailable: \(reason)"
+    case .hostRestricted(let reason, _): return "this host cannot run bubblewrap: \(reason)"
     case .appArmorUnavailable(let reason):
       return "the AppArmor layer cannot be applied here: \(reason)"
     case .appArmorProfileNotInstalled(let name, _, let installed):
@@ -671,7 +675,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return
         "name an unprivileged account that can read the venv (and its base interpreter) and owns the mount dir (SandboxMountDirectory(owner:) makes one)"
     case .bwrapNotFound, .bwrapTooOld: return "install it: apt-get install bubblewrap (Debian 12 ships 0.8.0)"
-    case .userNamespacesUnavailable(_, let fix): return fix
+    case .userNamespacesUnavailable(_, let fix), .hostRestricted(_, let fix): return fix
     case .appArmorUnavailable:
       return "pass --no-apparmor (library: appArmor: .disabled) to run with the other layers only"
     case .appArmorProfileNotInstalled(let name, _, _):
@@ -721,7 +725,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
       .setprivNotFound, .layerUnavailable:
       return Sandbox.ExitCode.usage
-    case .bwrapNotFound, .bwrapTooOld, .userNamespacesUnavailable, .lifecycleUnavailable, .glibcTooOld, .system,
+    case .bwrapNotFound, .bwrapTooOld, .userNamespacesUnavailable, .hostRestricted, .lifecycleUnavailable, .glibcTooOld,
+      .system,
       .sandboxSetupFailed, .selfTestGateClosed, .runCancelled, .tooManyRuns:
       return Sandbox.ExitCode.cannotRun
     }
@@ -1145,7 +1150,10 @@ public struct Sandbox: Sendable {
         found: "\(host.bwrapVersion ?? "an older version") (\(message))",
         required: Preflight.HostFacts.minimumVersionText)
     }
-    if !message.isEmpty { return .sandboxSetupFailed(message: message) }
+    if !message.isEmpty {
+      return Preflight.HostFacts.diagnoseNamespaceFailure(bwrapMessage: message)
+        ?? .sandboxSetupFailed(message: message)
+    }
     let status = exit.status.map { "\($0)" } ?? "an unknown status"
     return .sandboxSetupFailed(message: exit.leftover ?? "bwrap ended with \(status) before the payload started")
   }
@@ -1244,18 +1252,21 @@ extension Sandbox {
       }
 
       /// Explains, from the kernel's sysctls, why bwrap could not create a user namespace.
-      static func checkUserNamespaces() throws(SandboxError) {
-        if Sys.readSmallFile("/proc/sys/user/max_user_namespaces").map(Sys.trimmed) == "0" {
+      /// `read` reads a sysctl file (the tests simulate Ubuntu's knob, which no Debian kernel has).
+      static func checkUserNamespaces(
+        uid: uid_t = getuid(), read: (String) -> String? = { Sys.readSmallFile($0) }
+      ) throws(SandboxError) {
+        if read("/proc/sys/user/max_user_namespaces").map(Sys.trimmed) == "0" {
           throw .userNamespacesUnavailable(
             reason: "user.max_user_namespaces is 0", fix: "sysctl -w user.max_user_namespaces=15000")
         }
-        guard getuid() != 0 else { return }  // the remaining knobs only restrict unprivileged users
-        if Sys.readSmallFile("/proc/sys/kernel/unprivileged_userns_clone").map(Sys.trimmed) == "0" {
+        guard uid != 0 else { return }  // the remaining knobs only restrict unprivileged users
+        if read("/proc/sys/kernel/unprivileged_userns_clone").map(Sys.trimmed) == "0" {
           throw .userNamespacesUnavailable(
             reason: "kernel.unprivileged_userns_clone is 0 (Debian's switch for unprivileged user namespaces)",
             fix: "sysctl -w kernel.unprivileged_userns_clone=1")
         }
-        if Sys.readSmallFile("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").map(Sys.trimmed) == "1" {
+        if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").map(Sys.trimmed) == "1" {
           throw .userNamespacesUnavailable(
             reason:
               "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 24.04): unconfined programs get a namespace without capabilities, so bwrap fails with 'setting up uid map: Permission denied'",
@@ -1263,6 +1274,78 @@ extension Sandbox {
               "load an AppArmor profile that allows 'userns,' for bwrap, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
           )
         }
+      }
+
+      /// Names what stopped bwrap from making its namespaces or mounts, when its message says it
+      /// could not, and the fix: the most common first failure is a container whose seccomp or
+      /// AppArmor profile refuses `unshare`, `clone` with namespace flags or `mount`. Probes only
+      /// after a failure (`unshare --user true`, util-linux), so a working host pays nothing.
+      static func diagnoseNamespaceFailure(bwrapMessage message: String) -> SandboxError? {
+        let lowered = message.lowercased()
+        let namespaceFailure = ["namespace", "uid map", "unshare", "clone"].contains { lowered.contains($0) }
+        let procFailure = lowered.contains("mount proc") || lowered.contains("can't mount proc")
+        let mountFailure =
+          lowered.contains("mount") || lowered.contains("pivot_root") || lowered.contains("make / slave")
+        guard namespaceFailure || procFailure || mountFailure else { return nil }
+        let status = Sys.readSmallFile("/proc/self/status") ?? ""
+        let seccomp = status.split(separator: "\n").first { $0.hasPrefix("Seccomp:") }.map {
+          Sys.trimmed(String($0.dropFirst(8)))
+        }
+        let label =
+          Sys.readSmallFile("/proc/self/attr/apparmor/current").map(Sys.trimmed)
+          ?? Sys.readSmallFile("/proc/self/attr/current").map(Sys.trimmed)
+        let confined = label.map { !$0.isEmpty && $0 != "unconfined" } ?? false
+        if procFailure {
+          return .hostRestricted(
+            reason:
+              "bwrap cannot mount a new /proc (\(message)): this /proc has paths masked by mounts over them, as container runtimes do",
+            fix:
+              "Docker: docker run --security-opt systempaths=unconfined; Kubernetes: securityContext.procMount: Unmasked (needs hostUsers: false)"
+          )
+        }
+        var probeError = ""
+        if let unshare = Sys.findExecutable("unshare"),
+          let outcome = try? Spawner.runToCompletion(
+            Spawner.Request(
+              executable: unshare, arguments: ["--user", "true"], environment: ["PATH=/usr/bin:/bin"],
+              timeout: .seconds(5)))
+        {
+          probeError = outcome.status == .exited(0) ? "" : Sys.firstLine(of: outcome.stderr)
+        }
+        let containerFix =
+          "Docker: docker run --security-opt seccomp=unconfined --security-opt apparmor=unconfined (or profiles that allow unshare, clone with namespace flags, mount, pivot_root); Kubernetes: securityContext.seccompProfile.type: Unconfined and appArmorProfile.type: Unconfined, with hostUsers: false"
+        if seccomp == "2" && (probeError.contains("not permitted") || !namespaceFailure) {
+          return .hostRestricted(
+            reason:
+              "a seccomp filter on this process (Seccomp: 2 in /proc/self/status, as a container runtime's default profile sets) refuses what bwrap needs\(probeError.isEmpty ? "" : " (unshare --user: \(probeError))"); bwrap said: \(message)",
+            fix: containerFix)
+        }
+        if confined, let label {
+          return .hostRestricted(
+            reason:
+              "this process runs under the AppArmor profile '\(Sys.printable(label))', which refuses what bwrap needs; bwrap said: \(message)",
+            fix: containerFix)
+        }
+        if probeError.contains("No space left") {
+          return .userNamespacesUnavailable(
+            reason: "the user-namespace limit is reached (user.max_user_namespaces; unshare --user: \(probeError))",
+            fix:
+              "sysctl -w user.max_user_namespaces=15000 (in a container: on the host, or hostUsers: false in Kubernetes)"
+          )
+        }
+        if probeError.contains("Invalid argument") {
+          return .userNamespacesUnavailable(
+            reason: "this kernel has no user namespaces (CONFIG_USER_NS; unshare --user: \(probeError))",
+            fix: "run on a kernel built with CONFIG_USER_NS=y (every Debian and Ubuntu kernel is)")
+        }
+        if !probeError.isEmpty {
+          return .userNamespacesUnavailable(
+            reason:
+              "the kernel refuses user namespaces to this process (unshare --user: \(probeError)); bwrap said: \(message)",
+            fix:
+              "check kernel.unprivileged_userns_clone and user.max_user_namespaces; in a container, \(containerFix)")
+        }
+        return nil
       }
 
       /// Returns why the kernel cannot enforce AppArmor, or nil when it can.

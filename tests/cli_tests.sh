@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 122
+plan 126
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -473,5 +473,34 @@ done
 out=$("$SB" --no-apparmor --venv "$VENV" --ro-dir "$RO/src" 2>&1 | tail -n 1)
 check "--ro-dir: the base suite passes with it (its leak walk knows the directory is bound)" grep -qE '^[0-9]+ passed, 0 failed' <<<"$out"
 rm -rf "$RO"
+
+# Hosts that cannot run bwrap (containers): each blocker made real in a child process, no
+# container engine. The error names the blocker and the container option that lifts it.
+DENY=$HERE/deny_namespaces.py
+blocked() {  # blocked NAME EXPECTED_REASON EXPECTED_FIX COMMAND...
+  local name=$1 reason=$2 fix=$3; shift 3
+  out=$("$@" 2>&1); rc=$?
+  check "blocked host: $name: exit 125, the blocker and the fix named, nothing ran" \
+    test "$rc" = 125 -a -n "$(grep -e "error: .*$reason" <<<"$out")" -a -n "$(grep -e "hint: .*$fix" <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+}
+if [ -f "$DENY" ]; then
+  blocked "a seccomp filter refusing unshare and clone of namespaces (Docker's default)" "a seccomp filter on this process" \
+    "seccomp=unconfined.*seccompProfile" python3 "$DENY" "$SB" run --no-apparmor --venv "$VENV" --code 'print("ran")'
+  blocked "a seccomp filter refusing mount" "a seccomp filter .*Failed to make / slave" "seccomp=unconfined" \
+    python3 "$DENY" --mount "$SB" run --no-apparmor --venv "$VENV" --code 'print("ran")'
+else
+  skip "blocked host: seccomp refusing namespaces" "no deny_namespaces.py beside this script"
+  skip "blocked host: seccomp refusing mount" "no deny_namespaces.py beside this script"
+fi
+blocked "user.max_user_namespaces 0 (inside a user namespace of the test's own)" "user.max_user_namespaces is 0" \
+  "sysctl -w user.max_user_namespaces" unshare -U -r sh -c 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"' sh \
+  "$SB" run --no-apparmor --venv "$VENV" --code 'print("ran")'
+if [ "$(id -u)" = 0 ]; then
+  blocked "a /proc with masked paths (a mount over /proc/keys, as container runtimes do)" "cannot mount a new /proc" \
+    "systempaths=unconfined.*procMount: Unmasked" unshare -m --propagation private sh -c \
+    'mount --bind /dev/null /proc/keys && exec "$@"' sh "$SB" run --no-apparmor --venv "$VENV" --code 'print("ran")'
+else
+  skip "blocked host: a /proc with masked paths" "masking /proc in a mount namespace of the test's needs root"
+fi
 
 finish

@@ -153,7 +153,7 @@ if [ "$(id -u)" = 0 ]; then
     # interpreter lives in the user's home, as with pyenv or uv.
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
-    cp ./sandbox "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py "$STAGE/"
+    cp ./sandbox "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py tests/deny_namespaces.py "$STAGE/"
     cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)

@@ -664,6 +664,12 @@ func testCgroupChecks(_ t: inout Tally, temp: String) {
 // MARK: - Exit status, JSON, command line
 
 func testPureHelpers(_ t: inout Tally) {
+  // Ubuntu's kernel.apparmor_restrict_unprivileged_userns exists on no Debian kernel: simulated.
+  t.expectError("blocked host: Ubuntu's apparmor_restrict_unprivileged_userns=1 (simulated) is named with its fix", {
+    if case .userNamespacesUnavailable(let reason, let fix) = $0 { reason.contains("apparmor_restrict_unprivileged_userns is 1") && fix.contains("userns,") } else { false }
+  }) { () throws(SandboxError) in
+    try Sandbox.Preflight.HostFacts.checkUserNamespaces(uid: 1000) { $0.hasSuffix("apparmor_restrict_unprivileged_userns") ? "1\n" : nil }
+  }
   let emfile = SandboxError.system(call: "pipe2", path: nil, errno: EMFILE)
   t.expect(
     emfile.hint?.contains("RLIMIT_NOFILE soft limit") == true && emfile.hint?.contains("Sandbox.Admission.maximum") == true,
@@ -1139,7 +1145,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 266, endToEnd: 82)
+    let planned = (offline: 267, endToEnd: 82)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
