@@ -264,6 +264,27 @@ enum Bench {
       json.append("{\"network\": \(network), \"variant\": \"throughput_2_workers\", \"bwrap_runs_per_second\": \(rawRate), \"sandbox_runs_per_second\": \(sandboxRate), \"ratio\": \(ratio), \"round_ratios\": [\(ratios.map { String($0) }.joined(separator: ", "))]}")
     }
 
+    // --isolated-network (pasta): Sandbox.run in the host's namespace and through pasta, interleaved.
+    if Sandbox.NetworkHelper.unavailability() == nil,
+      let shared = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled)),
+      let isolated = try? Sandbox(
+        config: { var config = SandboxConfig(venvPath: venv, appArmor: .disabled); config.isolatedNetwork = true; return config }())
+    {
+      var host: [Double] = []
+      var through: [Double] = []
+      for round in 0..<(max(10, runs / 2) + 1) {
+        let h = measure { runOrDie(shared, code) }
+        let t = measure { runOrDie(isolated, code) }
+        if round > 0 { host.append(h); through.append(t) }
+      }
+      let hostMedian = percentile(host, 0.5)
+      rows.append(Row(name: "network on, host namespace: Sandbox.run", median: hostMedian, p90: percentile(host, 0.9), unit: "ms", versusBare: 1))
+      rows.append(Row(name: "network on, isolated (pasta): Sandbox.run", median: percentile(through, 0.5), p90: percentile(through, 0.9), unit: "ms", versusBare: percentile(through, 0.5) / hostMedian))
+      json.append("{\"variant\": \"isolated_network\", \"host_ms\": \(hostMedian), \"isolated_ms\": \(percentile(through, 0.5))}")
+    } else {
+      print("bench: pasta (passt) is not usable here: the isolated-network rows are left out")
+    }
+
     // A plotting run (matplotlib, Agg, one PNG): bare python on the host (its font cache warm),
     // Sandbox.run with the font list built once, and Sandbox.run without it (matplotlib scans
     // the fonts itself), interleaved. SANDBOX_BENCH_PLOT_VENV names a venv with matplotlib.

@@ -65,6 +65,14 @@ part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && ec
   env SANDBOX_TEST_VENV="$VENV" "$BUILD/unit_tests"
 part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
 suites "Debian venv" "$VENV" ./sandbox
+if [ "$(id -u)" = 0 ]; then
+  part "self-tests, isolated network: its own namespace through pasta (Debian venv)" \
+    ./sandbox --no-apparmor --venv "$VENV" --extra-tests --isolated-network
+  part "isolated network against a test host of our own (ip netns + veth)" tests/isolated_network_test.sh ./sandbox "$VENV"
+else
+  echo "ok - isolated network # SKIP its test host (ip netns, veth) needs root"
+  total_skipped=$((total_skipped + 1))
+fi
 part "breakage tests: the suites catch deliberately broken sandboxes" tests/breakage_test.sh ./sandbox "$VENV"
 part "host death: the host SIGKILLed at random moments leaves no process of its runs" \
   tests/host_death_test.py ./sandbox "$BUILD/unit_tests" "$VENV"

@@ -664,6 +664,13 @@ func testCgroupChecks(_ t: inout Tally, temp: String) {
 // MARK: - Exit status, JSON, command line
 
 func testPureHelpers(_ t: inout Tally) {
+  let missing = Sandbox.NetworkHelper.unavailability(find: { $0 == "pasta" ? nil : "/usr/bin/\($0)" }) ?? ""
+  t.expect(missing.contains("pasta is not installed") && missing.contains("'passt'"), "isolated network: without pasta the mode fails closed, naming the package", missing)
+  let batches = Sandbox.NetworkHelper.ruleBatches(hostAddresses: (["192.0.2.2", "127.0.0.1"], ["::1", "fe80::1", "2001:db8::5"]))
+  t.expect(
+    batches.v4.contains("to 169.254.0.0/16 prohibit") && batches.v4.contains("to 192.0.2.2/32 prohibit") && batches.v6.contains("to fd00:ec2::254/128 prohibit")
+      && batches.v6.contains("to 2001:db8::5/128 prohibit") && !batches.v6.contains("fe80::1/128") && batches.v6.split(separator: "\n").filter { $0.contains(" ::1/128 ") }.count == 1,
+    "isolated network: the rules prohibit link-local, metadata and every host address, each once", batches.v4 + batches.v6)
   // Ubuntu's kernel.apparmor_restrict_unprivileged_userns exists on no Debian kernel: simulated.
   t.expectError("blocked host: Ubuntu's apparmor_restrict_unprivileged_userns=1 (simulated) is named with its fix", {
     if case .userNamespacesUnavailable(let reason, let fix) = $0 { reason.contains("apparmor_restrict_unprivileged_userns is 1") && fix.contains("userns,") } else { false }
@@ -1145,7 +1152,7 @@ enum UnitTests {
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 267, endToEnd: 82)
+    let planned = (offline: 269, endToEnd: 82)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
