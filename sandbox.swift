@@ -1253,6 +1253,22 @@ extension Sandbox {
       var appArmorAbsenceReason: String?
 
       static let minimumBwrap = [0, 8, 0]
+      /// Sandbox-escape fixes by bubblewrap release, for the self-test header's advisory
+      /// (informational, never a failure: DECISIONS 19).
+      static let bwrapFixes: [(version: [Int], cve: String, what: String)] = [
+        ([0, 12, 0], "CVE-2026-87766", "setup-time symlink following in the new root")
+      ]
+
+      /// The advisory for a bwrap older than a release that fixed a known escape, or nil.
+      static func bwrapAdvisory(_ versionText: String?) -> String? {
+        guard let versionText, let version = Sys.parseVersion(versionText) else { return nil }
+        let missing = bwrapFixes.filter { version.lexicographicallyPrecedes($0.version) }
+        guard !missing.isEmpty else { return nil }
+        return missing.map {
+          "bubblewrap \(version.map(String.init).joined(separator: ".")) predates \($0.version.map(String.init).joined(separator: ".")), which fixes \($0.cve) (\($0.what))"
+        }.joined(separator: "; ")
+          + ". Distributions backport such fixes without changing the upstream version (Debian 12's 0.8.0-2+deb12u1 carries backports): check your distribution's security tracker. The sandbox mounts nothing beneath the writable /mnt, so a payload's planted symlinks cannot steer bwrap's setup through it."
+      }
       static var minimumVersionText: String { minimumBwrap.map(String.init).joined(separator: ".") }
 
       /// The probe's verdict, computed on first use and shared by every `Sandbox` in the process.
@@ -2623,7 +2639,8 @@ extension Sandbox {
     struct Support: Sendable, Equatable {
       /// `apparmor_parser --version`, e.g. "3.0.8"; nil when the parser is not installed.
       var parserVersion: String?
-      /// The kernel mediates user namespace creation (`features/namespaces/userns_create`).
+      /// The kernel mediates user namespace creation: `userns_create` in `features/namespaces/mask`
+      /// (upstream and Debian 13 kernels), or the file `features/namespaces/userns_create` (Ubuntu).
       var kernelMediatesUserns: Bool
 
       /// AppArmor 4 syntax (`abi <abi/4.0>`, `userns,`) only where both sides support it.
@@ -2637,9 +2654,11 @@ extension Sandbox {
         if let parser = Sys.findExecutable("apparmor_parser") {
           version = try? Sys.readVersion(of: parser)  // "AppArmor parser version 3.0.8"
         }
+        let namespaces = "\(AppArmorProfile.Paths.features)/namespaces"
+        let mask = Sys.readSmallFile("\(namespaces)/mask").map { $0.split(whereSeparator: \.isWhitespace) } ?? []
         return AppArmorProfile.Support(
           parserVersion: version,
-          kernelMediatesUserns: Sys.exists("\(AppArmorProfile.Paths.features)/namespaces/userns_create"))
+          kernelMediatesUserns: mask.contains("userns_create") || Sys.exists("\(namespaces)/userns_create"))
       }
     }
 
@@ -2756,6 +2775,13 @@ extension Sandbox {
         AppArmorProfile.Rule(rule: "pivot_root oldroot=/tmp/oldroot/ /tmp/,", why: "bwrap: first pivot"),
         AppArmorProfile.Rule(
           rule: "mount options=(rw, silent, rprivate) -> /oldroot/,", why: "bwrap: detach the host's mounts"),
+        // bwrap 0.12 (verified in enforce mode on Debian 13; unused by 0.8, and kept for every
+        // version so that a bwrap upgrade never invalidates an installed profile)
+        AppArmorProfile.Rule(rule: "/proc/ w,", why: "bwrap 0.12: mkdir /proc in the staging tmpfs"),
+        AppArmorProfile.Rule(
+          rule: "mount options=(rw, rbind) /oldroot/proc/ -> /proc/,",
+          why: "bwrap 0.12: the host's /proc in the staging root (its /proc/self/fd paths)"),
+        AppArmorProfile.Rule(rule: "/newroot/ r,", why: "bwrap 0.12: opens the new root to resolve paths in it"),
       ]
       // Mounts of the sandbox, from the mount table (with and without a host mount dir).
       let variants = [Int32(3), nil].map { fd in
@@ -4018,7 +4044,9 @@ extension Sandbox {
 
       /// Whether `now`, measured against `baseline`, breaks a bound.
       func isBroken(_ now: Sys.FilesystemUsage, baseline: Sys.FilesystemUsage) -> Bool {
-        if now.used - baseline.used > budget || now.available < reserve { return true }
+        // ramfs counts no blocks at all (used and available 0): its bytes cannot be watched
+        let measuresBytes = now.used > 0 || now.available > 0
+        if measuresBytes && (now.used - baseline.used > budget || now.available < reserve) { return true }
         guard now.inodes > 0 else { return false }  // a filesystem without inode counts (btrfs: 0)
         if let inodeBudget, now.inodesUsed - baseline.inodesUsed > inodeBudget { return true }
         return now.inodesFree < inodeReserve
@@ -7999,6 +8027,7 @@ extension Sandbox {
       CLI.printOut(
         "# bubblewrap \(host.bwrapVersion ?? "?") at \(host.bwrapPath) (\(Preflight.HostFacts.minimumVersionText) or newer needed)"
       )
+      if let advisory = Preflight.HostFacts.bwrapAdvisory(host.bwrapVersion) { CLI.printOut("# advisory: \(advisory)") }
       for line in CLI.makeAppArmorReport(sandbox.config, host: host) { CLI.printOut("# \(line)") }
       CLI.printOut(
         "# venv: \(sandbox.venv.root)"

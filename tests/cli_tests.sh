@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 126
+plan 128
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -502,5 +502,25 @@ if [ "$(id -u)" = 0 ]; then
 else
   skip "blocked host: a /proc with masked paths" "masking /proc in a mount namespace of the test's needs root"
 fi
+
+# The bwrap advisory: informational, in the header, for bwrap older than the CVE fix.
+out=$("$SB" --no-apparmor --venv "$VENV" 2>&1 | grep '^# advisory')
+if "$(command -v bwrap)" --version | grep -qE ' 0\.([0-9]|1[01])\.'; then
+  check "header: bwrap older than 0.12 gets the CVE advisory with the backport note" \
+    bash -c 'grep -q "CVE-2026-87766" <<<"$1" && grep -q "backport" <<<"$1"' _ "$out"
+else
+  check "header: bwrap 0.12 or newer gets no advisory" test -z "$out"
+fi
+# A mount dir reused across runs: symlinks an earlier payload planted there cannot steer bwrap's
+# setup in a later run (nothing is mounted beneath /mnt), so a canary dir stays empty.
+REUSE=$(mktemp -d "$TMP/reuse-XXXXXX") && mkdir "$REUSE/mnt" "$REUSE/canary"
+run --mnt-dir "$REUSE/mnt" --code "
+import os
+for name in ('tmp', 'run', 'dev', 'proc', 'etc', 'usr', 'mnt', 'sandbox', 'run/sandbox', 'main.py'):
+    os.makedirs(os.path.dirname('/mnt/' + name) or '/mnt', exist_ok=True)
+    os.symlink('$REUSE/canary', '/mnt/' + name)" >/dev/null 2>&1
+out=$(run --mnt-dir "$REUSE/mnt" --code 'print("second")' 2>/dev/null)
+check "mount dir reuse: planted symlinks steer nothing in the next run (it runs, the canary dir stays empty)" \
+  test "$out" = second -a -z "$(ls -A "$REUSE/canary")"
 
 finish

@@ -145,8 +145,17 @@ elif [ ! -x "$AA_VM" ]; then
   total_skipped=$((total_skipped + 1))
 else
   "$AA_VM" --prepare >/dev/null 2>&1 || true
-  part "AppArmor enforcement and the cgroup layer in a VM (Debian's AppArmor kernel, cgroup2 with every controller)" \
+  part "AppArmor enforcement and the cgroup layer in a VM: Debian 12 (kernel 6.1, AppArmor 3.0, bwrap 0.8)" \
     "$AA_VM" -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -e VENV="$VENV" -s tests/apparmor_in_vm.sh
+  # Debian 13's own root filesystem (debootstrap, cached once by --prepare): its Python makes the venv.
+  if "$AA_VM" --distro trixie --prepare >/dev/null 2>&1; then
+    part "AppArmor enforcement and the cgroup layer in a VM: Debian 13 (kernel 6.12, AppArmor 4.1, bwrap 0.12, Python 3.13)" \
+      "$AA_VM" --distro trixie -w "$PWD" -C "$PWD" -e SANDBOX_TEST_USER="$TEST_USER" -- \
+      sh -c 'python3 -m venv --without-pip /tmp/v && VENV=/tmp/v exec bash tests/apparmor_in_vm.sh'
+  else
+    echo "not ok - AppArmor on Debian 13: $AA_VM --distro trixie --prepare failed (it needs the Debian mirror)"
+    total_failed=$((total_failed + 1))
+  fi
 fi
 
 if [ "$(id -u)" = 0 ] && ! id "$TEST_USER" >/dev/null 2>&1; then

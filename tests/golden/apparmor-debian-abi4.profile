@@ -52,6 +52,12 @@ profile sandbox_golden flags=(attach_disconnected) {
   pivot_root oldroot=/tmp/oldroot/ /tmp/,
   # bwrap: detach the host's mounts
   mount options=(rw, silent, rprivate) -> /oldroot/,
+  # bwrap 0.12: mkdir /proc in the staging tmpfs
+  /proc/ w,
+  # bwrap 0.12: the host's /proc in the staging root (its /proc/self/fd paths)
+  mount options=(rw, rbind) /oldroot/proc/ -> /proc/,
+  # bwrap 0.12: opens the new root to resolve paths in it
+  /newroot/ r,
   # bind /usr from the host
   mount options=(rw, rbind) /oldroot/usr/ -> /newroot/usr/,
   # remount /usr with its flags
