@@ -1088,6 +1088,10 @@ public struct Sandbox: Sendable {
     if case .script(let sandboxPath) = payload {
       excluded = Array(try Preflight.checkScript(sandboxPath, in: mountDir).utf8)  // a clear error beats python's
     }
+    // The --ro-dir directories, opened and checked now: bwrap binds these descriptors.
+    var extraFDs: [Int32] = []
+    defer { for fd in extraFDs { close(fd) } }
+    for directory in venv.extraDirectories { extraFDs.append(try Preflight.VenvLayout.openExtraDirectory(directory)) }
     // 2. The mount dir's snapshot, before any process of the sandbox exists.
     let limits = config.limits
     let before = try mountDir?.snapshot(limits: limits)
@@ -1096,7 +1100,9 @@ public struct Sandbox: Sendable {
       try Cgroup.RunGroup(parent: parent, limits: limits)
     }
     // 4. The command line, from data; under setpriv (and the profile) when AppArmor is on.
-    let invocation = Bwrap.makeInvocation(makePlan(payload, mountDir: mountDir, environment: payloadEnvironment))
+    var plan = makePlan(payload, mountDir: mountDir, environment: payloadEnvironment)
+    plan.extraDirectoryFDs = extraFDs
+    let invocation = Bwrap.makeInvocation(plan)
     let launch = Lifecycle.Launch(
       executable: launcher.first ?? host.bwrapPath,
       arguments: launcher.dropFirst() + (launcher.isEmpty ? [] : [host.bwrapPath]) + invocation.arguments,
@@ -1635,9 +1641,11 @@ extension Sandbox {
       /// The cached list for `key`, or one built now by a run of `sandbox`; nil when it cannot be
       /// had (matplotlib then builds its own in the run, as without this).
       static func find(_ key: (key: String, directory: String), with sandbox: Sandbox) -> FontList? {
-        let stamp = "\(key.directory)/fontlist-\(key.key)"
-        if let name = Sys.readSmallFile("\(stamp).name").map(Sys.trimmed), Sys.isFile("\(stamp).json") {
-          return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(stamp).json")
+        let stem = "fontlist-\(key.key)"
+        if let stored = Sys.readOwnFile(directory: key.directory, name: "\(stem).name", limit: 256),
+          let name = Sys.validUTF8(stored).map(Sys.trimmed), isListName(name)
+        {
+          return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(key.directory)/\(stem).json")
         }
         guard let io = try? SandboxMountDirectory(prefix: "sandbox-fonts-") else { return nil }
         defer { io.remove() }
@@ -1646,22 +1654,36 @@ extension Sandbox {
             .code("import matplotlib.font_manager"), mountDirectory: io.path, timeout: .seconds(120), stdin: [],
             environment: ["MPLCONFIGDIR": "/mnt"], cancellation: nil),
           result.returnCode == 0,
-          let name = result.changedFiles.first(where: { $0.hasPrefix("fontlist-") && $0.hasSuffix(".json") }),
-          !name.contains("/"),
+          let name = result.changedFiles.first(where: isListName),
           let list = try? io.readOutput(name, limit: 32 << 20), !list.truncated, list.bytes.first == UInt8(ascii: "{")
         else { return nil }
         guard Sys.makeDirectories(key.directory, mode: 0o700) else { return nil }
-        guard Sys.writeFileAtomically("\(stamp).json", list.bytes),
-          Sys.writeFileAtomically("\(stamp).name", Array(name.utf8))
+        guard Sys.writeFileAtomically("\(key.directory)/\(stem).json", list.bytes),
+          Sys.writeFileAtomically("\(key.directory)/\(stem).name", Array(name.utf8))
         else { return nil }
-        return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(stamp).json")
+        return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(key.directory)/\(stem).json")
       }
 
-      /// This list with its contents read now (nil when the file went away: the run goes without).
+      /// matplotlib's own name for the list (`fontlist-v390.json`, `fontlist-v3.11.0.json`): nothing
+      /// else becomes a path in the sandbox.
+      static func isListName(_ name: String) -> Bool {
+        guard name.hasPrefix("fontlist-v") && name.hasSuffix(".json") && !name.contains("..") else { return false }
+        return name.dropFirst("fontlist-v".count).dropLast(".json".count).allSatisfy {
+          $0.isASCII && ($0.isLetter || $0.isNumber || $0 == ".")
+        }
+      }
+
+      /// This list with its contents read now (nil when the file went away or is not ours: the
+      /// run goes without). Read through the cache dir's descriptor, no symlink followed, only a
+      /// regular file of this user's that no one else may write (another user may own $HOME/.cache).
       func loaded() -> FontList? {
-        guard let text = Sys.readSmallFile(hostPath, limit: 32 << 20) else { return nil }
+        guard
+          let bytes = Sys.readOwnFile(
+            directory: Sys.parentDirectory(hostPath), name: String(hostPath.split(separator: "/").last ?? ""),
+            limit: 32 << 20)
+        else { return nil }
         var copy = self
-        copy.contents = Array(text.utf8)
+        copy.contents = bytes
         return copy
       }
     }
@@ -1759,7 +1781,35 @@ extension Sandbox {
         if let secret = credentialNames.first(where: { Sys.pathExists("\(real)/\($0)") }) {
           throw refuse("it holds \(secret), credentials the payload must not read")
         }
+        if let secret = real.split(separator: "/").first(where: { credentialNames.contains(String($0)) }) {
+          throw refuse("it lies in \(secret), credentials the payload must not read")
+        }
+        for fields in Preflight.accounts() where fields.count >= 6 && fields[5].hasPrefix("/") {
+          let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
+          if real.hasPrefix("\(home)/"), real.dropFirst(home.count + 1).hasPrefix(".") {
+            throw refuse("it lies in a dot-directory of the home \(home), where programs keep tokens and keys")
+          }
+        }
         return real
+      }
+
+      /// Opens a `--ro-dir` for one run and checks what was opened (not the path, which may change
+      /// after): the descriptor is what bwrap binds (`--ro-bind-fd`), and it must still be the
+      /// directory `Sandbox.init` checked.
+      /// - Throws: `invalidReadOnlyDirectory` when it moved or no longer passes.
+      static func openExtraDirectory(_ path: String) throws(SandboxError) -> Int32 {
+        let fd = open(path, Sys.openPathOnly | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+          throw .invalidReadOnlyDirectory(path: path, reason: "cannot be opened: \(Sys.errnoText(errno))")
+        }
+        guard let opened = Sys.readLink("/proc/self/fd/\(fd)"), opened == path,
+          (try? checkExtraDirectory(opened)) == opened
+        else {
+          close(fd)
+          throw .invalidReadOnlyDirectory(
+            path: path, reason: "it changed since the sandbox was made (a symlink, a rename)")
+        }
+        return fd
       }
 
       /// The `key = value` lines of a pyvenv.cfg.
@@ -1842,13 +1892,33 @@ extension Sandbox {
         let realPrefix = Sys.resolvedPath(prefix)
         var base = BaseInterpreter(
           prefix: prefix, binds: [], links: [], cover: realPrefix.flatMap { isBound($0) || $0 == "/" ? nil : $0 })
+        // Whatever is bound must lie inside the prefix's real path (pyvenv.cfg and every link in
+        // the prefix are the venv maker's to write: none may steer a bind to /root or ~/.ssh),
+        // be what it claims (the stdlib a directory, the rest regular files), and hold no
+        // credentials at its top.
+        func refuse(_ path: String, _ why: String) -> SandboxError {
+          .baseInterpreterIncomplete(prefix: prefix, reason: "\(Sys.printable(path)) \(why)")
+        }
         for path in wanted {
           let (links, real) = Sys.symlinkChain(path)
           for link in links.map({ Link(path: $0.path, target: $0.target) })
           where !isBound(link.path) && !base.links.contains(link) {
             base.links.append(link)
           }
-          if let real, !isBound(real), !base.binds.contains(real) { base.binds.append(real) }
+          guard let real, !isBound(real), !base.binds.contains(real) else { continue }
+          guard let inside = realPrefix, real.hasPrefix("\(inside)/") else {
+            throw refuse(
+              path, "resolves to \(Sys.printable(real)), outside the interpreter's prefix \(realPrefix ?? prefix)")
+          }
+          if path == stdlib {
+            guard Sys.isDirectory(real) else { throw refuse(path, "is not a directory") }
+            if let secret = VenvLayout.credentialNames.first(where: { Sys.pathExists("\(real)/\($0)") }) {
+              throw refuse(path, "holds \(secret), credentials the payload must not read")
+            }
+          } else if !Sys.isFile(real) {
+            throw refuse(path, "is not a regular file (the interpreter binary and libpython are files)")
+          }
+          base.binds.append(real)
         }
         // a link inside a bind exists there already
         base.links.removeAll { link in base.binds.contains { link.path.hasPrefix("\($0)/") } }
@@ -2012,6 +2082,7 @@ extension Sandbox {
     enum Mount: Sendable, Equatable {
       case readOnly(String)  // --ro-bind P P
       case readWriteDescriptor(fd: Int32, sandboxPath: String)  // --bind-fd FD P (bwrap closes FD)
+      case readOnlyDescriptor(fd: Int32, sandboxPath: String)  // --ro-bind-fd FD P (bwrap closes FD)
       case symlink(target: String, sandboxPath: String)  // --symlink TARGET P
       case tmpfs(String, sizeBytes: Int)  // --size N --tmpfs P
       case proc(String)  // --proc P
@@ -2026,6 +2097,7 @@ extension Sandbox {
         switch self {
         case .readOnly(let path): return ["--ro-bind", path, path]
         case .readWriteDescriptor(let fd, let sandbox): return ["--bind-fd", String(fd), sandbox]
+        case .readOnlyDescriptor(let fd, let sandbox): return ["--ro-bind-fd", String(fd), sandbox]
         case .symlink(let target, let path): return ["--symlink", target, path]
         case .tmpfs(let path, let size): return ["--size", String(size), "--tmpfs", path]
         case .proc(let path): return ["--proc", path]
@@ -2046,6 +2118,8 @@ extension Sandbox {
       var networkEnabled: Bool
       /// `--unshare-net`: with the network off, or on through pasta (`--isolated-network`).
       var ownNetworkNamespace: Bool = false
+      /// Descriptors (O_PATH) of `venv.extraDirectories`, opened and checked for this run, in order.
+      var extraDirectoryFDs: [Int32] = []
       /// Host descriptor of the validated mount directory (O_PATH), if any.
       var mountDirectoryFD: Int32?
       var payload: SandboxPayload
@@ -2107,7 +2181,10 @@ extension Sandbox {
         mounts.append(.tmpfs(Bwrap.Layout.mountPoint, sizeBytes: plan.tmpfsBytes))  // ephemeral, gone with the run
       }
       mounts.append(.readOnly(plan.venv.root))  // interpreter and packages
-      mounts += plan.venv.extraDirectories.map { .readOnly($0) }  // --ro-dir, checked in Sandbox.init
+      for (index, path) in plan.venv.extraDirectories.enumerated() {  // --ro-dir: the checked directory itself
+        let fd = index < plan.extraDirectoryFDs.count ? plan.extraDirectoryFDs[index] : -1  // -1: the profile's plan
+        mounts.append(.readOnlyDescriptor(fd: childFD(for: .descriptor(fd)), sandboxPath: path))
+      }
       if let base = plan.venv.base {  // pyenv/uv base: its binary, stdlib and libpython, never the whole prefix
         if let cover = base.cover { mounts.append(.tmpfs(cover, sizeBytes: 1 << 16)) }  // first: it holds the rest
         mounts += base.binds.map { .readOnly($0) }
@@ -2919,6 +2996,13 @@ extension Sandbox {
           AppArmorProfile.Rule(
             rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),",
             why: "bind the validated mount dir (reached through its descriptor) at \(path)"),
+          try remount(path, directory: true),
+        ]
+      case .readOnlyDescriptor(_, let path):
+        return [
+          AppArmorProfile.Rule(
+            rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),",
+            why: "bind the checked --ro-dir (reached through its descriptor) at \(path)"),
           try remount(path, directory: true),
         ]
       case .tmpfs(let path, _), .maskDirectory(let path):
@@ -3958,7 +4042,7 @@ extension Sandbox {
         return prefixes.filter { seen.insert($0).inserted }.map { "rule add priority 5 to \($0) prohibit\n" }.joined()
       }
       return (
-        batch(deniedIPv4.map(\.prefix) + hostAddresses.v4.map { "\($0)/32" }),
+        batch(deniedIPv4.map(\.prefix) + hostAddresses.v4.map { $0.contains("/") ? $0 : "\($0)/32" }),
         batch(deniedIPv6.map(\.prefix) + hostAddresses.v6.filter { !$0.hasPrefix("fe80") }.map { "\($0)/128" })
       )
     }
@@ -3966,7 +4050,10 @@ extension Sandbox {
     /// Installs the rules in `pid`'s namespace with the owner's capabilities (nsenter, then
     /// `ip -batch`) and reads them back; returns what went wrong, or nil.
     static func installBlocks(_ plan: Plan, pid: pid_t, owner: Int32) -> String? {
-      let batches = ruleBatches(hostAddresses: Sys.hostAddresses())
+      let interfaces = Sys.hostAddresses()
+      // the kernel's local table too: AnyIP ranges (`ip route add local 10.0.0.0/24 dev lo`) and
+      // broadcast addresses are this host without being an interface address
+      let batches = ruleBatches(hostAddresses: (interfaces.v4 + Sys.localIPv4Prefixes(), interfaces.v6))
       for (family, rules) in [("-4", batches.v4), ("-6", batches.v6)] {
         let expected = rules.split(separator: "\n").count
         let enter = [
@@ -5884,6 +5971,25 @@ extension Sandbox {
       #endif
     }
 
+    /// The IPv4 prefixes this host's routing tables deliver locally or broadcast, from
+    /// /proc/net/fib_trie ("|-- 10.0.0.0" then "/24 host LOCAL"), as "10.0.0.0/24".
+    static func localIPv4Prefixes() -> [String] {
+      var prefixes: Set<String> = []
+      var address = ""
+      for line in (Sys.readSmallFile("/proc/net/fib_trie", limit: 8 << 20) ?? "").split(separator: "\n") {
+        let fields = line.split(separator: " ")
+        if fields.first == "|--", fields.count == 2 {
+          address = String(fields[1])
+        } else if let length = fields.first, length.hasPrefix("/"),
+          line.contains("LOCAL") || line.contains("BROADCAST"),
+          !address.isEmpty
+        {
+          prefixes.insert("\(address)\(length)")
+        }
+      }
+      return prefixes.sorted()
+    }
+
     /// Every address of this host's interfaces (getifaddrs), as text, IPv4 and IPv6 apart.
     static func hostAddresses() -> (v4: [String], v6: [String]) {
       var list: UnsafeMutablePointer<ifaddrs>? = nil
@@ -6143,6 +6249,27 @@ extension Sandbox {
       var bytes: [UInt8] = []
       do throws(SandboxError) { try Sys.readAll(fd, into: &bytes, limit: limit) } catch { return nil }
       return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Reads `name` in `directory` only if both are this user's and writable by no one else,
+    /// with no symlink followed at either step and only a regular file read, at most `limit` bytes.
+    static func readOwnFile(directory: String, name: String, limit: Int) -> [UInt8]? {
+      func owned(_ fd: Int32, _ type: mode_t) -> Bool {
+        var info = stat()
+        return fstat(fd, &info) == 0 && info.st_mode & S_IFMT == type && info.st_uid == geteuid()
+          && info.st_mode & 0o022 == 0 && (type != S_IFREG || info.st_size <= limit)
+      }
+      let parent = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+      guard parent >= 0 else { return nil }
+      defer { close(parent) }
+      guard owned(parent, S_IFDIR), !name.contains("/") else { return nil }
+      let fd = Sys.withCName(Array(name.utf8)) { openat(parent, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
+      guard fd >= 0 else { return nil }
+      defer { close(fd) }
+      guard owned(fd, S_IFREG) else { return nil }
+      var bytes: [UInt8] = []
+      do throws(SandboxError) { try Sys.readAll(fd, into: &bytes, limit: limit) } catch { return nil }
+      return bytes
     }
 
     /// Makes `path` and any missing parents (mkdir, `mode` for the new ones); true when it is then

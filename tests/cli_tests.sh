@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 128
+plan 131
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -522,5 +522,52 @@ for name in ('tmp', 'run', 'dev', 'proc', 'etc', 'usr', 'mnt', 'sandbox', 'run/s
 out=$(run --mnt-dir "$REUSE/mnt" --code 'print("second")' 2>/dev/null)
 check "mount dir reuse: planted symlinks steer nothing in the next run (it runs, the canary dir stays empty)" \
   test "$out" = second -a -z "$(ls -A "$REUSE/canary")"
+
+# --ro-dir race: a directory swapped for a symlink to a canary (renameat2 RENAME_EXCHANGE in a
+# loop, both cores busy) between the check and the bind must never show the canary: bwrap binds
+# the descriptor that was checked.
+RACE=$(mktemp -d /var/tmp/sandbox-cli-race-XXXXXX) && mkdir -p "$RACE/proj" "$RACE/secret" && echo CANARY > "$RACE/secret/key"
+ln -s "$RACE/secret" "$RACE/evil"
+python3 -c '
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = (os.path.join(sys.argv[1], n).encode() for n in ("proj", "evil"))
+while os.path.exists(sys.argv[1]):
+    libc.syscall(316, -100, a, -100, b, 2)  # renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE), x86_64
+' "$RACE" 2>/dev/null &
+SWAPPER=$!
+leaks=0
+for _ in $(seq 100); do
+  out=$(run --ro-dir "$RACE/proj" --code "import os
+print(open('$RACE/proj/key').read() if os.path.exists('$RACE/proj/key') else 'clean')" 2>/dev/null)
+  [ "$out" = CANARY ] && leaks=$((leaks + 1))
+done
+kill $SWAPPER 2>/dev/null; wait $SWAPPER 2>/dev/null; rm -rf "$RACE"
+check "--ro-dir race: 100 runs against a dir/symlink swap loop never bind the canary ($leaks leaks)" test "$leaks" = 0
+
+# A crafted venv: pyvenv.cfg and links in the prefix steer a "libpython" to a canary outside the
+# prefix; refused (exit 2), nothing runs.
+EV=$(mktemp -d "$TMP/evil-XXXXXX") && mkdir -p "$EV/venv/bin" "$EV/prefix/lib" "$EV/canary/.ssh" && echo CANARY > "$EV/canary/.ssh/id"
+ln -s "/usr/bin/$PYV" "$EV/venv/bin/python" && printf 'home = %s\nversion = 3.11.2\n' "$EV/prefix/bin" > "$EV/venv/pyvenv.cfg"
+ln -s "/usr/lib/$PYV" "$EV/prefix/lib/$PYV" && ln -s "$EV/canary/.ssh" "$EV/prefix/lib/libpython3.so"
+out=$("$SB" run --no-apparmor --venv "$EV/venv" --code 'print("ran")' 2>&1); rc=$?
+check "crafted venv: a libpython symlinked out of the prefix is refused (exit 2), nothing runs" \
+  test "$rc" = 2 -a -n "$(grep 'outside the interpreter.s prefix' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+# matplotlib's font list: a cache dir that is not ours (XDG_CACHE_HOME pointed at another user's)
+# is never read, even with a planted list symlinked to a canary.
+if [ -x "$(dirname "$VENV")/venv-work/bin/python" ] && [ "$(id -u)" = 0 ] && id sandboxci >/dev/null 2>&1; then
+  FOREIGN=$(mktemp -d /var/tmp/sandbox-cli-cache-XXXXXX) && mkdir -p "$FOREIGN/sandbox-swift"
+  for key in $(ls ~/.cache/sandbox-swift 2>/dev/null | sed -n 's/\.name$//p') fontlist-0; do
+    ln -sf "$EV/canary/.ssh/id" "$FOREIGN/sandbox-swift/$key.json"; printf 'fontlist-v3.11.0.json' > "$FOREIGN/sandbox-swift/$key.name"
+  done
+  chown -R sandboxci "$FOREIGN"
+  out=$(XDG_CACHE_HOME=$FOREIGN "$SB" run --no-apparmor --venv "$(dirname "$VENV")/venv-work" --code '
+import glob
+print([open(p).read() for p in glob.glob("/tmp/.cache/matplotlib/*")])' 2>/dev/null)
+  check "font list: another user's cache dir is never read (no canary in the run)" test "$out" = "[]"
+  rm -rf "$FOREIGN"
+else
+  skip "font list: another user's cache dir is never read" "needs root, sandboxci and tests/build/venv-work (matplotlib)"
+fi
 
 finish

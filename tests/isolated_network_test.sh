@@ -11,24 +11,25 @@ set -u
 SB=$1
 VENV=$2
 . "$(dirname "$0")/lib.sh"
-plan 9
+plan 10
 NS=sbtest-$$
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-isolated-XXXXXX")
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   ip route del 169.254.169.254/32 via 10.213.0.2 2>/dev/null
+  ip route del local 10.213.77.0/24 dev lo table local 2>/dev/null
   ip netns del "$NS" 2>/dev/null
   ip link del "veth-$$" 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 if [ "$(id -u)" != 0 ]; then
-  for i in $(seq 9); do skip "isolated network check $i" "a test host (ip netns, veth) needs root"; done
+  for i in $(seq 10); do skip "isolated network check $i" "a test host (ip netns, veth) needs root"; done
   finish; exit
 fi
 if ! command -v pasta >/dev/null; then
-  for i in $(seq 9); do skip "isolated network check $i" "pasta is not installed (apt-get install passt; .ci/packages has it)"; done
+  for i in $(seq 10); do skip "isolated network check $i" "pasta is not installed (apt-get install passt; .ci/packages has it)"; done
   finish; exit
 fi
 ip netns add "$NS" && ip link add "veth-$$" type veth peer name eth0 netns "$NS" &&
@@ -37,6 +38,8 @@ ip netns add "$NS" && ip link add "veth-$$" type veth peer name eth0 netns "$NS"
   ip -n "$NS" link set eth0 up && ip -n "$NS" link set lo up &&
   ip -n "$NS" route add 10.213.0.0/24 dev eth0 2>/dev/null
 ip route add 169.254.169.254/32 via 10.213.0.2 2>/dev/null  # the stand-in is reached through the test host only
+# an AnyIP range of this machine (a local route, no interface address): this machine too
+ip route add local 10.213.77.0/24 dev lo table local
 # listeners: a web server on the test host (and its metadata stand-in), and one on this machine's
 # 10.213.0.1 and 127.0.0.1 that logs every contact
 mkdir -p "$TMP/www" && echo "test host says hi" > "$TMP/www/index.html"
@@ -51,7 +54,7 @@ def serve(family, address):
     s.bind(address); s.listen(8)
     while True:
         c, peer = s.accept(); log.write(f"{address} from {peer}\n"); c.close()
-for address in (("10.213.0.1", 8081), ("127.0.0.1", 8081)):
+for address in (("10.213.0.1", 8081), ("127.0.0.1", 8081), ("10.213.77.9", 8081)):
     threading.Thread(target=serve, args=(socket.AF_INET, address), daemon=True).start()
 a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); a.bind("\0sandbox-isolated-test"); a.listen(8)
 def abstract():
@@ -76,7 +79,8 @@ try:
     print("REACHED")
 except OSError as e:
     print(errno.errorcode.get(e.errno, e.errno))'
-for target in "10.213.0.1 8081 this machine's own address" "169.254.169.254 8080 the metadata stand-in" \
+for target in "10.213.0.1 8081 this machine's own address" "10.213.77.9 8081 an AnyIP address of this machine (local route)" \
+  "169.254.169.254 8080 the metadata stand-in" \
   "127.0.0.1 8081 this machine's 127.0.0.1 listener" "abstract 0 this machine's abstract socket"; do
   set -- $target
   code="import sys; sys.argv = ['', '$1', '$2']

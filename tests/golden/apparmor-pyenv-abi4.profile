@@ -158,8 +158,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   mount options=(rw, rbind) /oldroot/home/u/project/.venv -> /newroot/home/u/project/.venv,
   # remount /home/u/project/.venv with its flags
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/project/.venv,
-  # bind /home/u/project/src from the host
-  mount options=(rw, rbind) /oldroot/home/u/project/src/ -> /newroot/home/u/project/src/,
+  # bind the checked --ro-dir (reached through its descriptor) at /home/u/project/src
+  mount options=(rw, rbind) /oldroot/** -> /newroot/home/u/project/src/,
   # remount /home/u/project/src with its flags
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/home/u/project/src/,
   # tmpfs at /home/u/.pyenv/versions/3.12.1
