@@ -12,11 +12,16 @@ NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)
 . "$PWD/tests/lib.sh"
-plan 37  # 20 here, 17 in tests/cgroup_in_vm.sh
+plan 38  # 21 here, 17 in tests/cgroup_in_vm.sh
 show_failures() {  # the failing lines and the summary, or the tail when there is no summary
   if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
 }
 
+# The golden profiles (tests/golden) compile with this stack's parser: abi 3.0 everywhere, abi 4.0
+# where the parser ships it (AppArmor 4: Debian 13).
+goldens=$(ls tests/golden/*abi3.profile; [ -e /etc/apparmor.d/abi/4.0 ] && ls tests/golden/*abi4.profile)
+check "parser $(apparmor_parser --version | head -n 1 | grep -oE '[0-9.]+$'): the golden profiles compile (apparmor_parser -Q -K -T: $(echo $goldens | wc -w) files)" \
+  bash -c 'for f; do apparmor_parser -Q -K -T "$f" >/dev/null || exit 1; done' _ $goldens
 check "guest: AppArmor is enabled and securityfs mounted" test "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y -a -e /sys/kernel/security/apparmor/profiles
 
 # Not installed: the profile and the exact commands are printed, nothing runs, exit 2.
