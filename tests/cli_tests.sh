@@ -556,8 +556,9 @@ check "crafted venv: a libpython symlinked out of the prefix is refused (exit 2)
 # matplotlib's font list: a cache dir that is not ours (XDG_CACHE_HOME pointed at another user's)
 # is never read, even with a planted list symlinked to a canary.
 if [ -x "$(dirname "$VENV")/venv-work/bin/python" ] && [ "$(id -u)" = 0 ] && id sandboxci >/dev/null 2>&1; then
+  "$SB" run --no-apparmor --venv "$(dirname "$VENV")/venv-work" --code pass >/dev/null 2>&1  # our own list: its key
   FOREIGN=$(mktemp -d /var/tmp/sandbox-cli-cache-XXXXXX) && mkdir -p "$FOREIGN/sandbox-swift"
-  for key in $(ls ~/.cache/sandbox-swift 2>/dev/null | sed -n 's/\.name$//p') fontlist-0; do
+  for key in $(ls "${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-swift" 2>/dev/null | sed -n 's/\.name$//p') fontlist-0; do
     ln -sf "$EV/canary/.ssh/id" "$FOREIGN/sandbox-swift/$key.json"; printf 'fontlist-v3.11.0.json' > "$FOREIGN/sandbox-swift/$key.name"
   done
   chown -R sandboxci "$FOREIGN"

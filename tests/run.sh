@@ -61,6 +61,19 @@ suites() {  # suites LABEL VENV COMMAND...: base + extended suites, network on a
   part "self-tests, network off ($label)" "$@" --no-apparmor --venv "$venv" --extra-tests --disable-network
 }
 
+# The workload venvs, first (the CLI tests use the Debian one for the font-list checks): a Debian
+# venv and a uv venv (uv from PyPI, packages byte-compiled as the README says). Built once in tests/build.
+WORK_PACKAGES="pandas matplotlib scikit-learn"
+WORK_VENV=$BUILD/venv-work UV_VENV=$BUILD/venv-uv
+if [ ! -e "$WORK_VENV/.complete" ]; then
+  rm -rf "$WORK_VENV" && /usr/bin/python3 -m venv "$WORK_VENV" &&
+    "$WORK_VENV/bin/pip" install -q $WORK_PACKAGES uv >/dev/null 2>&1 && touch "$WORK_VENV/.complete"
+fi
+if [ -e "$WORK_VENV/.complete" ] && [ ! -e "$UV_VENV/.complete" ]; then
+  rm -rf "$UV_VENV" && "$WORK_VENV/bin/uv" venv -q -p /usr/bin/python3 "$UV_VENV" &&
+    VIRTUAL_ENV=$PWD/$UV_VENV "$WORK_VENV/bin/uv" pip install -q --compile-bytecode $WORK_PACKAGES >/dev/null 2>&1 &&
+    touch "$UV_VENV/.complete"
+fi
 part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && echo yes || echo no))" \
   env SANDBOX_TEST_VENV="$VENV" "$BUILD/unit_tests"
 part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
@@ -93,19 +106,7 @@ else
   total_skipped=$((total_skipped + 1))
 fi
 
-# Real Python work (pandas, matplotlib, scikit-learn) in a Debian venv and a uv venv (uv from
-# PyPI, packages byte-compiled as the README says), network on and off. Built once in tests/build.
-WORK_PACKAGES="pandas matplotlib scikit-learn"
-WORK_VENV=$BUILD/venv-work UV_VENV=$BUILD/venv-uv
-if [ ! -e "$WORK_VENV/.complete" ]; then
-  rm -rf "$WORK_VENV" && /usr/bin/python3 -m venv "$WORK_VENV" &&
-    "$WORK_VENV/bin/pip" install -q $WORK_PACKAGES uv >/dev/null 2>&1 && touch "$WORK_VENV/.complete"
-fi
-if [ -e "$WORK_VENV/.complete" ] && [ ! -e "$UV_VENV/.complete" ]; then
-  rm -rf "$UV_VENV" && "$WORK_VENV/bin/uv" venv -q -p /usr/bin/python3 "$UV_VENV" &&
-    VIRTUAL_ENV=$PWD/$UV_VENV "$WORK_VENV/bin/uv" pip install -q --compile-bytecode $WORK_PACKAGES >/dev/null 2>&1 &&
-    touch "$UV_VENV/.complete"
-fi
+# Real Python work (pandas, matplotlib, scikit-learn) in both, network on and off.
 for kind in Debian uv; do
   venv=$([ "$kind" = uv ] && echo "$UV_VENV" || echo "$WORK_VENV")
   if [ -e "$venv/.complete" ]; then
