@@ -1778,7 +1778,7 @@ extension Sandbox {
               "it is, or holds, the home directory \(home) (of \(fields[0])): bind the project directory inside it")
           }
         }
-        if let secret = credentialNames.first(where: { Sys.pathExists("\(real)/\($0)") }) {
+        if let secret = credentialNames.first(where: { Sys.exists("\(real)/\($0)") }) {
           throw refuse("it holds \(secret), credentials the payload must not read")
         }
         if let secret = real.split(separator: "/").first(where: { credentialNames.contains(String($0)) }) {
@@ -1912,7 +1912,7 @@ extension Sandbox {
           }
           if path == stdlib {
             guard Sys.isDirectory(real) else { throw refuse(path, "is not a directory") }
-            if let secret = VenvLayout.credentialNames.first(where: { Sys.pathExists("\(real)/\($0)") }) {
+            if let secret = VenvLayout.credentialNames.first(where: { Sys.exists("\(real)/\($0)") }) {
               throw refuse(path, "holds \(secret), credentials the payload must not read")
             }
           } else if !Sys.isFile(real) {
@@ -6322,12 +6322,6 @@ extension Sandbox {
     static func isDirectory(_ path: String) -> Bool {
       var info = stat()
       return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
-    }
-
-    /// Whether anything (a symlink included) is at `path` (lstat).
-    static func pathExists(_ path: String) -> Bool {
-      var info = stat()
-      return lstat(path, &info) == 0
     }
 
     static func isFile(_ path: String) -> Bool {
