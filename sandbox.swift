@@ -1647,7 +1647,11 @@ extension Sandbox {
         {
           return FontList(sandboxPath: "/tmp/.cache/matplotlib/\(name)", hostPath: "\(key.directory)/\(stem).json")
         }
-        guard let io = try? SandboxMountDirectory(prefix: "sandbox-fonts-") else { return nil }
+        // Nowhere of our own to keep it (no writable HOME, a cache dir of another user's): no
+        // build either, or every Sandbox would pay for one.
+        guard Sys.makeDirectories(key.directory, mode: 0o700),
+          let io = try? SandboxMountDirectory(prefix: "sandbox-fonts-")
+        else { return nil }
         defer { io.remove() }
         guard
           let result = try? sandbox.runOnce(
@@ -1657,7 +1661,6 @@ extension Sandbox {
           let name = result.changedFiles.first(where: isListName),
           let list = try? io.readOutput(name, limit: 32 << 20), !list.truncated, list.bytes.first == UInt8(ascii: "{")
         else { return nil }
-        guard Sys.makeDirectories(key.directory, mode: 0o700) else { return nil }
         guard Sys.writeFileAtomically("\(key.directory)/\(stem).json", list.bytes),
           Sys.writeFileAtomically("\(key.directory)/\(stem).name", Array(name.utf8))
         else { return nil }
