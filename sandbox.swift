@@ -784,6 +784,8 @@ public struct Sandbox: Sendable {
   let cgroup: Cgroup.Availability
   /// The account bwrap and the payload run as (`config.user`), or nil for the caller's own.
   let runAs: Preflight.HostUser?
+  /// pasta and the programs its rules need, found once (`--isolated-network`).
+  let networkHelper: NetworkHelper.Plan?
   /// matplotlib's font list, built once per key inside a sandbox (nil without matplotlib, with --user).
   var fontList: Preflight.FontList? = nil
 
@@ -829,6 +831,7 @@ public struct Sandbox: Sendable {
     self.warnings = warnings
     self.cgroup = cgroup
     self.runAs = runAs
+    self.networkHelper = config.isolatedNetwork ? NetworkHelper.makePlan(dropTo: runAs) : nil
     // 6. matplotlib's font list, once per key (a sandbox of our own code builds it; see FontList).
     if runAs == nil, let key = Preflight.FontList.key(venv: venv) {
       fontList = Preflight.FontList.find(key, with: self)
@@ -1118,7 +1121,7 @@ public struct Sandbox: Sendable {
         }
       },
       tmpfsWatch: (invocation.writableTmpfsPaths, Int64(limits.tmpfsInodes)),
-      networkHelper: config.isolatedNetwork ? NetworkHelper.makePlan(dropTo: runAs) : nil)
+      networkHelper: networkHelper)
     // 5. bwrap, until every process of the sandbox is gone; then what the cgroup accounted.
     let exit: Lifecycle.Exit
     do throws(SandboxError) {
@@ -1490,6 +1493,14 @@ extension Sandbox {
       }
     }
 
+    /// The host's home directories, resolved, with their accounts' names (from `accounts()`).
+    static func homeDirectories() -> [(home: String, account: Substring)] {
+      Preflight.accounts().compactMap { fields in
+        guard fields.count >= 6, fields[5].hasPrefix("/") else { return nil }
+        return (Sys.resolvedPath(String(fields[5])) ?? String(fields[5]), fields[0])
+      }
+    }
+
     /// Why `temp` (the resolved temp dir, from $TMPDIR) may not hold writable binds, or nil.
     /// $TMPDIR decides where a mount dir may be, so it must not widen that: not `/`, not a home
     /// directory or a directory above one (`TMPDIR=/home` would allow `/home/USER/.ssh`), and
@@ -1502,12 +1513,8 @@ extension Sandbox {
       guard info.st_mode & 0o1002 == 0o1002 || info.st_uid == geteuid() else {
         return "the temp dir \(temp) is neither sticky and world-writable (like /tmp) nor yours: \(fix)"
       }
-      for fields in Preflight.accounts() {
-        guard fields.count >= 6, fields[5].hasPrefix("/") else { continue }
-        let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
-        if home == temp || home.hasPrefix("\(temp)/") {
-          return "the temp dir \(temp) is, or holds, the home directory \(home) (of \(fields[0])): \(fix)"
-        }
+      for (home, account) in Preflight.homeDirectories() where home == temp || home.hasPrefix("\(temp)/") {
+        return "the temp dir \(temp) is, or holds, the home directory \(home) (of \(account)): \(fix)"
       }
       return nil
     }
@@ -1774,12 +1781,10 @@ extension Sandbox {
         {
           throw refuse("it is, lies in or holds \(clash), which the sandbox shows as it decides (or not at all)")
         }
-        for fields in Preflight.accounts() where fields.count >= 6 && fields[5].hasPrefix("/") {
-          let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
-          if home == real || home.hasPrefix("\(real)/") {
-            throw refuse(
-              "it is, or holds, the home directory \(home) (of \(fields[0])): bind the project directory inside it")
-          }
+        let homes = Preflight.homeDirectories()
+        for (home, account) in homes where home == real || home.hasPrefix("\(real)/") {
+          throw refuse(
+            "it is, or holds, the home directory \(home) (of \(account)): bind the project directory inside it")
         }
         if let secret = credentialNames.first(where: { Sys.exists("\(real)/\($0)") }) {
           throw refuse("it holds \(secret), credentials the payload must not read")
@@ -1787,11 +1792,8 @@ extension Sandbox {
         if let secret = real.split(separator: "/").first(where: { credentialNames.contains(String($0)) }) {
           throw refuse("it lies in \(secret), credentials the payload must not read")
         }
-        for fields in Preflight.accounts() where fields.count >= 6 && fields[5].hasPrefix("/") {
-          let home = Sys.resolvedPath(String(fields[5])) ?? String(fields[5])
-          if real.hasPrefix("\(home)/"), real.dropFirst(home.count + 1).hasPrefix(".") {
-            throw refuse("it lies in a dot-directory of the home \(home), where programs keep tokens and keys")
-          }
+        for (home, _) in homes where real.hasPrefix("\(home)/") && real.dropFirst(home.count + 1).hasPrefix(".") {
+          throw refuse("it lies in a dot-directory of the home \(home), where programs keep tokens and keys")
         }
         return real
       }
@@ -2994,18 +2996,12 @@ extension Sandbox {
             why: "bind \(path) from the host"),
           try remount(path, directory: directory),
         ]
-      case .readWriteDescriptor(_, let path):
+      case .readWriteDescriptor(_, let path), .readOnlyDescriptor(_, let path):
+        let what = if case .readWriteDescriptor = mount { "the validated mount dir" } else { "the checked --ro-dir" }
         return [
           AppArmorProfile.Rule(
             rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),",
-            why: "bind the validated mount dir (reached through its descriptor) at \(path)"),
-          try remount(path, directory: true),
-        ]
-      case .readOnlyDescriptor(_, let path):
-        return [
-          AppArmorProfile.Rule(
-            rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),",
-            why: "bind the checked --ro-dir (reached through its descriptor) at \(path)"),
+            why: "bind \(what) (reached through its descriptor) at \(path)"),
           try remount(path, directory: true),
         ]
       case .tmpfs(let path, _), .maskDirectory(let path):
