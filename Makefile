@@ -11,7 +11,10 @@ VENV       ?= $(CURDIR)/tests/build/venv
 
 .PHONY: build test demo bench lint clean venv
 
-build: sandbox
+# The CLI is built into tests/build, so the top level holds only the sources (the project's layout).
+SANDBOX    := $(BUILD)/sandbox
+
+build: $(SANDBOX)
 
 # The CLI is a static PIE: no shared libraries to load and bind at each start (`sandbox --help`
 # takes 1.1–1.4 ms instead of 1.8–2.7 ms with -static-stdlib), yet its base address is still randomized.
@@ -20,7 +23,8 @@ build: sandbox
 # build line (`swiftc -O -parse-as-library sandbox.swift -o sandbox`) works too; tests/build/sandbox-base is built that way.
 STATIC_PIE := -static-executable -use-ld=lld -Xclang-linker -static-pie -enable-experimental-feature Extern
 
-sandbox: $(SOURCES)
+$(SANDBOX): $(SOURCES)
+	@mkdir -p $(BUILD)
 	$(SWIFTC) -O $(SWIFTFLAGS) $(STATIC_PIE) $(SOURCES) -o $@
 
 # The same file without the companion: --extra-tests must say so and run the base suite.
@@ -45,22 +49,22 @@ venv: $(VENV)/bin/python
 # "make: *** [...] Error 1" after any failed recipe. So a failed run ends make by SIGPIPE
 # instead: exit status 141, not 0, and no line after the summary (neither make nor a shell
 # reports a SIGPIPE death).
-test: sandbox $(BUILD)/sandbox-base $(BUILD)/unit_tests venv
-	@VENV=$(VENV) tests/run.sh || kill -PIPE $$PPID
+test: $(SANDBOX) $(BUILD)/sandbox-base $(BUILD)/unit_tests venv
+	@VENV=$(VENV) SB=$(SANDBOX) tests/run.sh || kill -PIPE $$PPID
 
-demo: sandbox venv
+demo: $(SANDBOX) venv
 	@echo "# This machine's kernel has no AppArmor, so the demo passes --no-apparmor (the tool says so too)."
-	@echo "# With AppArmor: ./sandbox --venv $(VENV) --apparmor-profile-name NAME prints the profile and how to install it."
-	./sandbox --no-apparmor --venv $(VENV) --verbose
-	./sandbox run --no-apparmor --venv $(VENV) --disable-network --code 'import sys, socket; print("hello from", sys.prefix, "on", socket.gethostname())'
+	@echo "# With AppArmor: $(SANDBOX) --venv $(VENV) --apparmor-profile-name NAME prints the profile and how to install it."
+	$(SANDBOX) --no-apparmor --venv $(VENV) --verbose
+	$(SANDBOX) run --no-apparmor --venv $(VENV) --disable-network --code 'import sys, socket; print("hello from", sys.prefix, "on", socket.gethostname())'
 
 $(BUILD)/bench: sandbox.swift tests/bench.swift
 	@mkdir -p $(BUILD)
 	$(SWIFTC) -O $(SWIFTFLAGS) -D SANDBOX_LIBRARY sandbox.swift tests/bench.swift -o $@
 
-bench: sandbox $(BUILD)/bench venv
+bench: $(SANDBOX) $(BUILD)/bench venv
 	@# the plotting rows use the workload venv make test builds (pandas, matplotlib, scikit-learn), when it is there
-	SANDBOX_BENCH_PLOT_VENV=$(if $(wildcard $(BUILD)/venv-work/.complete),$(CURDIR)/$(BUILD)/venv-work) $(BUILD)/bench $(VENV) ./sandbox tests/bench-results.json
+	SANDBOX_BENCH_PLOT_VENV=$(if $(wildcard $(BUILD)/venv-work/.complete),$(CURDIR)/$(BUILD)/venv-work) $(BUILD)/bench $(VENV) $(SANDBOX) tests/bench-results.json
 
 lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift
@@ -84,4 +88,4 @@ lint:
 	else echo "lint: swift format is not in this toolchain; the style check is skipped"; fi
 
 clean:
-	rm -rf sandbox $(BUILD)
+	rm -rf $(BUILD)

@@ -6,7 +6,7 @@
 # Ends with the line "N passed, N failed, N skipped".
 set -u
 # The VM tool copies this script elsewhere; it runs in the project directory (-C / the caller's cwd).
-SB=$PWD/sandbox
+SB=$PWD/tests/build/sandbox  # as the Makefile builds it
 VENV=${VENV:-$PWD/tests/build/venv}
 NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}

@@ -19,6 +19,7 @@ set -u
 cd "$(dirname "$0")/.."
 VENV=${VENV:-$PWD/tests/build/venv}
 BUILD=tests/build
+SB=${SB:-$BUILD/sandbox}  # the CLI, as the Makefile builds it
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 total_passed=0 total_failed=0 total_skipped=0
 
@@ -76,21 +77,21 @@ if [ -e "$WORK_VENV/.complete" ] && [ ! -e "$UV_VENV/.complete" ]; then
 fi
 part "unit, golden and library end-to-end tests (root=$([ "$(id -u)" = 0 ] && echo yes || echo no))" \
   env SANDBOX_TEST_VENV="$VENV" "$BUILD/unit_tests"
-part "command-line tests" tests/cli_tests.sh ./sandbox "$VENV"
-suites "Debian venv" "$VENV" ./sandbox
+part "command-line tests" tests/cli_tests.sh "$SB" "$VENV"
+suites "Debian venv" "$VENV" "$SB"
 if [ "$(id -u)" = 0 ]; then
   part "self-tests, isolated network: its own namespace through pasta (Debian venv)" \
-    ./sandbox --no-apparmor --venv "$VENV" --extra-tests --isolated-network
-  part "isolated network against a test host of our own (ip netns + veth)" tests/isolated_network_test.sh ./sandbox "$VENV"
+    "$SB" --no-apparmor --venv "$VENV" --extra-tests --isolated-network
+  part "isolated network against a test host of our own (ip netns + veth)" tests/isolated_network_test.sh "$SB" "$VENV"
 else
   echo "ok - isolated network # SKIP its test host (ip netns, veth) needs root"
   total_skipped=$((total_skipped + 1))
 fi
-part "breakage tests: the suites catch deliberately broken sandboxes" tests/breakage_test.sh ./sandbox "$VENV"
+part "breakage tests: the suites catch deliberately broken sandboxes" tests/breakage_test.sh "$SB" "$VENV"
 part "host death: the host SIGKILLed at random moments leaves no process of its runs" \
-  tests/host_death_test.py ./sandbox "$BUILD/unit_tests" "$VENV"
+  tests/host_death_test.py "$SB" "$BUILD/unit_tests" "$VENV"
 if command -v tmux >/dev/null; then
-  part "--interactive through a real terminal (tmux)" tests/interactive_test.sh ./sandbox "$VENV"
+  part "--interactive through a real terminal (tmux)" tests/interactive_test.sh "$SB" "$VENV"
 else
   echo "ok - --interactive through a terminal # SKIP tmux is not installed (.ci/run installs it)"
   total_skipped=$((total_skipped + 1))
@@ -99,7 +100,7 @@ fi
 PYENV_PYTHON=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3 2>/dev/null | head -n 1)
 if [ -n "$PYENV_PYTHON" ]; then
   [ -x "$BUILD/venv-pyenv/bin/python" ] || "$PYENV_PYTHON" -m venv "$BUILD/venv-pyenv"
-  suites "pyenv venv: $PYENV_PYTHON" "$BUILD/venv-pyenv" ./sandbox
+  suites "pyenv venv: $PYENV_PYTHON" "$BUILD/venv-pyenv" "$SB"
   part "library end-to-end tests (pyenv venv)" env SANDBOX_TEST_VENV="$BUILD/venv-pyenv" "$BUILD/unit_tests"
 else
   echo "ok - pyenv venv suites # SKIP no pyenv interpreter under ${PYENV_ROOT:-$HOME/.pyenv}/versions"
@@ -110,7 +111,7 @@ fi
 for kind in Debian uv; do
   venv=$([ "$kind" = uv ] && echo "$UV_VENV" || echo "$WORK_VENV")
   if [ -e "$venv/.complete" ]; then
-    part "real Python work ($kind venv: $WORK_PACKAGES)" tests/workloads_test.sh ./sandbox "$venv" "$kind venv"
+    part "real Python work ($kind venv: $WORK_PACKAGES)" tests/workloads_test.sh "$SB" "$venv" "$kind venv"
   else
     echo "ok - real Python work in a $kind venv # SKIP could not install $WORK_PACKAGES from PyPI"
     total_skipped=$((total_skipped + 1))
@@ -121,7 +122,7 @@ extra_note() {
   echo "1..1"
   out=$("$BUILD/sandbox-base" --no-apparmor --venv "$VENV" --extra-tests 2>&1)
   grep -q "sandbox_extra_tests.swift was not compiled in" <<<"$out" && ! grep -q "TIOCSTI" <<<"$out" &&
-    grep -q "TIOCSTI" < <(./sandbox --no-apparmor --venv "$VENV" --extra-tests --verbose 2>&1)
+    grep -q "TIOCSTI" < <("$SB" --no-apparmor --venv "$VENV" --extra-tests --verbose 2>&1)
   local rc=$?
   [ "$rc" = 0 ] && echo "ok - --extra-tests without the companion says so and runs the base suite only"
   [ "$rc" = 0 ] || echo "not ok - --extra-tests without the companion"
@@ -171,7 +172,7 @@ if [ "$(id -u)" = 0 ]; then
     # interpreter lives in the user's home, as with pyenv or uv.
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
-    cp ./sandbox "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py tests/deny_namespaces.py "$STAGE/"
+    cp "$SB" "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py tests/deny_namespaces.py "$STAGE/"
     cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
