@@ -29,6 +29,7 @@
 // Usage (what `sandbox --help` prints; tests/cli_tests.sh checks they agree):
 //   usage: sandbox [OPTION]...        check this host, then run the self-test suite
 //          sandbox run [OPTION]...    run Python code in a fresh sandbox
+//          sandbox session [OPTION]... one interpreter kept between cells: JSON lines in and out
 //
 //   configuration (both commands):
 //     --venv PATH                   the venv whose interpreter runs the code (read-only)
@@ -61,6 +62,10 @@
 //     --json                        print one JSON object (schema 2) instead of the streams
 //     --output REL                  with --json and --mnt-dir: return this file of the mount dir (repeatable)
 //     --print-bwrap-argv            print this run's bwrap command line and run nothing
+//
+//   sandbox session (also takes --mnt-dir, --env, and --timeout as each cell's default):
+//     --idle-timeout SECONDS        end the session after this long without a cell (default 600)
+//     --lifetime SECONDS            end the session this long after it opened (default 3600)
 //
 //   limits (both commands; 0 switches off a limit whose minimum allows it):
 //     --cpu-seconds N               CPU seconds per process (RLIMIT_CPU) (default 300)
@@ -109,6 +114,8 @@
 //                               code that decides a run has ended
 //   Mount dir changes (Changes) OpenMountDirectory: snapshot, finishRun, readOutput, remove: only
 //                               through descriptors, never a path the payload controls
+//   Sessions (Sessions)         SandboxSession, openSession, the cell driver, decodeReply: every
+//                               reply from the sandbox is checked field by field, never trusted
 //   System helpers (Sys)        EINTR-safe I/O, Mutex, threads, glibc extras: no policy
 //   Self-tests: suite           baseSuite as data (SelfTest rows), Probes: no I/O of its own
 //   Self-tests: runner          runSelfTests, SelfTestGate: runs probes only through runOnce
@@ -451,6 +458,60 @@ public struct SandboxResult: Sendable, Equatable {
   public var isSuccess: Bool { returnCode == 0 && !timedOut && !cancelled }
 }
 
+/// A session cell's uncaught exception, as the interpreter described it (advisory: the payload's own words).
+public struct SandboxCellException: Sendable, Equatable {
+  /// The class name, qualified by its module unless it is a builtin (`ZeroDivisionError`, `json.decoder.JSONDecodeError`).
+  public var type: String
+  /// `str()` of the exception.
+  public var message: String
+  /// The traceback as Python prints it, one line per element, without the driver's own frames.
+  public var traceback: [String]
+}
+
+/// What one cell of a session did. What the interpreter said (value, exception, images) is
+/// advisory: the payload can forge it; stdout, stderr, the changes, the timing and `timedOut`
+/// are the host's own observations.
+public struct SandboxCellResult: Sendable, Equatable {
+  /// Bytes the cell wrote to stdout (the session keeps at most `outputLimitBytes` over its life).
+  public var stdout: [UInt8]
+  /// Bytes the cell wrote to stderr.
+  public var stderr: [UInt8]
+  /// The last expression's value as a REPL shows it (`repr`), or nil (no expression, or `None`).
+  public var value: String? = nil
+  /// The exception that ended the cell, or nil. `SystemExit` is one: the session goes on.
+  public var exception: SandboxCellException? = nil
+  /// PNG images the cell showed: matplotlib figures (`plt.show()`, or left open), `display(x)`.
+  public var images: [[UInt8]] = []
+  /// Entries of the mount dir created or modified since the previous cell (as `SandboxResult`
+  /// lists them; advisory while the session lives: a process of the session may change more).
+  public var changedPaths: [[UInt8]] = []
+  /// Entries of the mount dir removed since the previous cell.
+  public var deletedPaths: [[UInt8]] = []
+  /// The change lists stop at a cap.
+  public var changesTruncated = false
+  /// Wall-clock time from sending the cell to its reply.
+  public var duration: Duration
+  /// The cell passed its timeout: it was interrupted (KeyboardInterrupt), or the session was killed.
+  public var timedOut: Bool
+  /// Output of the cell was cut: the session's output budget is spent.
+  public var outputTruncated: Bool
+  /// The limit the cell hit, when one did (`memory` from a MemoryError is advisory).
+  public var limitHit: SandboxLimitHit? = nil
+  /// CPU time the interpreter's own process used during the cell (kernel accounting).
+  public var cpuTime: Duration? = nil
+  /// Why the session ended during this cell, or nil while it lives on.
+  public var sessionEnded: String? = nil
+
+  /// Stdout as text; invalid UTF-8 becomes U+FFFD.
+  public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+  /// Stderr as text; invalid UTF-8 becomes U+FFFD.
+  public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+  /// `changedPaths` that are valid UTF-8, as text.
+  public var changedFiles: [String] { changedPaths.compactMap(Sandbox.Sys.validUTF8) }
+  /// `deletedPaths` that are valid UTF-8, as text.
+  public var deletedFiles: [String] { deletedPaths.compactMap(Sandbox.Sys.validUTF8) }
+}
+
 /// A file the payload left, as `Sandbox.readOutput` read it.
 public struct SandboxOutputFile: Sendable, Equatable {
   /// The first bytes of the file, at most the limit asked for.
@@ -561,6 +622,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case invalidUser(user: String, reason: String)
   /// A file the payload left cannot be read safely (see `Sandbox.readOutput`).
   case outputUnreadable(path: String, reason: String)
+  /// A session's cell cannot be sent: its code is too large, or its request is malformed.
+  case invalidCell(reason: String)
   // AppArmor and layer configuration (exit 2: a setting or a profile to fix)
   /// AppArmor was requested but the kernel cannot apply it.
   case appArmorUnavailable(reason: String)
@@ -601,6 +664,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case runCancelled
   /// `Sandbox.Admission.maximum` runs are in flight and the policy is `.fail`: nothing was spawned.
   case tooManyRuns(maximum: Int)
+  /// The session is over (closed, timed out, idle, or its interpreter died): open a new one.
+  case sessionEnded(reason: String)
 
   public var description: String {
     switch self {
@@ -657,6 +722,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return "\(maximum) runs are in flight already (Sandbox.Admission.maximum); nothing was spawned"
     case .outputUnreadable(let path, let reason):
       return "output '\(Sandbox.Sys.printable(path))' cannot be read safely: \(reason)"
+    case .invalidCell(let reason): return "the cell cannot be run: \(reason)"
+    case .sessionEnded(let reason): return "the session has ended: \(reason)"
     }
   }
 
@@ -721,6 +788,11 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .tooManyRuns:
       return
         "retry later, set Sandbox.Admission.policy = .wait to queue, or raise Sandbox.Admission.maximum (and RLIMIT_NOFILE with it)"
+    case .sessionEnded:
+      return "its state is gone; open a new session (Sandbox.openSession) and run the cells it needs again"
+    case .invalidCell:
+      return
+        "send the code as UTF-8 of at most \(Sandbox.Lifecycle.SessionLink.frameLimitBytes) bytes, with a timeout > 0"
     default: return nil
     }
   }
@@ -732,14 +804,14 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .usage, .missingSetting, .venvNotFound, .venvHasNoPython, .baseInterpreterIncomplete,
       .invalidReadOnlyDirectory, .invalidProfileName,
       .invalidEnvironment,
-      .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable,
+      .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable, .invalidCell,
       .appArmorUnavailable,
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
       .setprivNotFound, .layerUnavailable:
       return Sandbox.ExitCode.usage
     case .bwrapNotFound, .bwrapTooOld, .userNamespacesUnavailable, .hostRestricted, .lifecycleUnavailable, .glibcTooOld,
       .system,
-      .sandboxSetupFailed, .selfTestGateClosed, .runCancelled, .tooManyRuns:
+      .sandboxSetupFailed, .selfTestGateClosed, .runCancelled, .tooManyRuns, .sessionEnded:
       return Sandbox.ExitCode.cannotRun
     }
   }
@@ -1073,7 +1145,8 @@ public struct Sandbox: Sendable {
   /// a result. The steps, in an order that matters:
   func runOnce(
     _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
-    environment: [String: String], cancellation: Spawner.CancellationSignal?, terminal: Spawner.TerminalRelay? = nil
+    environment: [String: String], cancellation: Spawner.CancellationSignal?, terminal: Spawner.TerminalRelay? = nil,
+    session: Lifecycle.SessionLink? = nil
   ) throws(SandboxError) -> SandboxResult {
     // 1. Bad input spawns nothing: a timeout that is not positive, a variable that cannot be
     //    passed, a mount dir or script that fails its checks.
@@ -1105,6 +1178,11 @@ public struct Sandbox: Sendable {
     // 4. The command line, from data; under setpriv (and the profile) when AppArmor is on.
     var plan = makePlan(payload, mountDir: mountDir, environment: payloadEnvironment)
     plan.extraDirectoryFDs = extraFDs
+    plan.keepsChannel = session != nil
+    session?.limits = limits
+    if let session, let mountDir {  // per-cell changes: read-only, through the descriptor we hold
+      session.snapshotMountDirectory = { try? mountDir.snapshot(limits: limits) }
+    }
     let invocation = Bwrap.makeInvocation(plan)
     let launch = Lifecycle.Launch(
       executable: launcher.first ?? host.bwrapPath,
@@ -1121,7 +1199,7 @@ public struct Sandbox: Sendable {
         }
       },
       tmpfsWatch: (invocation.writableTmpfsPaths, Int64(limits.tmpfsInodes)),
-      networkHelper: networkHelper)
+      networkHelper: networkHelper, session: session)
     // 5. bwrap, until every process of the sandbox is gone; then what the cgroup accounted.
     let exit: Lifecycle.Exit
     do throws(SandboxError) {
@@ -2046,12 +2124,14 @@ extension Sandbox {
         return Bwrap.Gate(shell: "/bin/sh", envCommand: Sys.findExecutable("env") ?? "/usr/bin/env")
       }
 
-      /// The command bwrap runs: the gate, then `python script`.
-      func command(python: String, script: String) -> [String] {
+      /// The command bwrap runs: the gate, then `python script`. A session's driver keeps the
+      /// channel (`keepingChannel`): its cells come over it.
+      func command(python: String, script: String, keepingChannel: Bool = false) -> [String] {
         let fd = Self.channelFD
         let start = envCommand.map { "exec \($0) -u SHLVL \"$0\" \"$@\"" } ?? "exec \"$0\" \"$@\""
+        let closing = keepingChannel ? "" : " \(fd)<&-"
         return [
-          shell, "-c", "printf R >&\(fd) && read -r go <&\(fd) && [ \"$go\" = GO ] && \(start) \(fd)<&-", python,
+          shell, "-c", "printf R >&\(fd) && read -r go <&\(fd) && [ \"$go\" = GO ] && \(start)\(closing)", python,
           script,
         ]
       }
@@ -2135,6 +2215,8 @@ extension Sandbox {
       var seccompProgram: [UInt8]
       /// matplotlib's font list for this venv (`Preflight.FontList`): copied into the run's /tmp.
       var fontList: Preflight.FontList? = nil
+      /// A session: the payload is the driver, which keeps the gate's channel for its cells.
+      var keepsChannel = false
     }
 
     /// A bwrap command line plus the descriptors it names, which become fds 3, 4, … in bwrap.
@@ -2228,7 +2310,7 @@ extension Sandbox {
       for mount in mounts { arguments += mount.bwrapArguments }
       arguments +=
         ["--chdir", Bwrap.Layout.mountPoint, "--"]
-        + plan.host.bootstrap.command(python: plan.venv.python, script: script)
+        + plan.host.bootstrap.command(python: plan.venv.python, script: script, keepingChannel: plan.keepsChannel)
       return Bwrap.Invocation(arguments: arguments, inputs: inputs, mounts: mounts)
     }
 
@@ -3375,6 +3457,8 @@ extension Sandbox {
       var bytes: [UInt8] = []
       var truncated = false
       let limit: Int
+      /// Bytes handed over by `take` (a session's cells): they count against `limit`, a session budget.
+      private var taken = 0
 
       init(fd: Int32, limit: Int) {
         self.fd = fd
@@ -3385,14 +3469,31 @@ extension Sandbox {
 
       func attach(to loop: Spawner.EventLoop) {
         loop.watch(fd, events: Int16(POLLIN)) { [unowned self, unowned loop] _ in
-          if !loop.drain(fd, into: &bytes, limit: limit, truncated: &truncated) { finish(loop) }
+          if !loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated) { finish(loop) }
         }
+      }
+
+      /// Reads what the pipe holds now (at most 4 MiB: a writer that keeps it full cannot hold
+      /// the loop), as a session does before it hands a cell its output.
+      func drainNow(_ loop: Spawner.EventLoop) {
+        guard fd >= 0 else { return }
+        if !loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated, reads: 64) { finish(loop) }
+      }
+
+      /// Hands over what was kept since the last call, and whether some was cut since then.
+      func take() -> (bytes: [UInt8], truncated: Bool) {
+        defer {
+          taken += bytes.count
+          bytes = []
+          truncated = false
+        }
+        return (bytes, truncated)
       }
 
       /// Takes what is left once every writer is gone.
       func finish(_ loop: Spawner.EventLoop) {
         guard fd >= 0 else { return }
-        _ = loop.drain(fd, into: &bytes, limit: limit, truncated: &truncated, reads: .max)
+        _ = loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated, reads: .max)
         loop.unwatch(fd)
         close(fd)
         fd = -1
@@ -4090,6 +4191,9 @@ extension Sandbox {
       case timeout, cancelled, disk, tmpfs
       /// The start-up handshake failed (a limit could not be set, pid 1 did not arm in time).
       case setup
+      /// A session: closed by the host, idle too long, past its lifetime, or its channel broke
+      /// (the payload's interpreter sent what the protocol does not allow).
+      case closed, idle, lifetime, channel
     }
 
     /// What one bwrap run needs from the host: the command line, its inputs, and its bounds.
@@ -4116,6 +4220,8 @@ extension Sandbox {
       var tmpfsWatch: (paths: [String], inodes: Int64)? = nil
       /// pasta, attached to pid 1's network namespace before "GO" (`--isolated-network`).
       var networkHelper: NetworkHelper.Plan? = nil
+      /// A session: the channel stays open after "GO" and carries cells (see `SessionLink`).
+      var session: Lifecycle.SessionLink? = nil
     }
 
     /// The bounds on the filesystem holding a mount dir, checked with fstatvfs every 50 ms: it may
@@ -4359,6 +4465,19 @@ extension Sandbox {
           loop.at(start + .milliseconds(50)) { [unowned self] in checkDisk(watch, baseline: baseline) }
         }
         loop.at(start + Lifecycle.handshakeBound) { [unowned self] in handshakeExpired() }
+        if let link = launch.session {
+          loop.watch(link.wakeFD, events: Int16(POLLIN)) { [unowned self] _ in serveSession(link) }
+          if let lifetime = link.lifetime {
+            loop.at(start + lifetime) { [unowned self] in
+              endSession(.lifetime, "it reached its lifetime of \(lifetime)")
+            }
+          }
+          loop.at(start + Lifecycle.SessionLink.readyBound) { [unowned self] in
+            if !link.ready {
+              endSession(.channel, "the interpreter did not get ready within \(Lifecycle.SessionLink.readyBound)")
+            }
+          }
+        }
       }
 
       /// Step 2: bwrap's report, read as it comes; pid 1 is adopted as soon as it is in it.
@@ -4404,8 +4523,9 @@ extension Sandbox {
         }
       }
 
-      /// Step 3: the gate says "R" when it is up.
+      /// Step 3: the gate says "R" when it is up. (After "GO", a session's frames.)
       private func readChannel() {
+        if started, let link = launch.session { return readSessionChannel(link) }
         var ignored = false
         let open = loop.drain(channelFD, into: &said, limit: 16, truncated: &ignored)
         if said.first == UInt8(ascii: "R") && !ready {
@@ -4452,7 +4572,7 @@ extension Sandbox {
         if status.seccompFilters.map({ $0 > inherited.filters }) ?? (inherited.mode == 0 && status.seccompMode == 2) {
           Sys.sendAll(channelFD, Array(Bwrap.Gate.go.utf8))
           started = true
-          closeChannel()
+          if launch.session == nil { closeChannel() }  // a session's cells go over it
           if launch.limits.cpuSeconds != nil { sampleCPUPeriodically() }
           if let watch = launch.tmpfsWatch { checkTmpfs(watch) }
         } else if ContinuousClock.now >= deadline {
@@ -4637,6 +4757,7 @@ extension Sandbox {
         // Once every writer is gone, what is in the pipes is all there will be.
         stdout?.finish(loop)
         stderr?.finish(loop)
+        if let link = launch.session { endCurrentCell(link) }  // with what was left in the pipes
         if let terminal = launch.terminal { terminal.show(loop) }
         let reported = Bwrap.Report.number(after: "exit-code", in: report).map { Spawner.ExitStatus.exited($0) }
         return Lifecycle.Exit(
@@ -4644,6 +4765,143 @@ extension Sandbox {
           outputTruncated: (stdout?.truncated ?? false) || (stderr?.truncated ?? false),
           duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
           mainProcessCPU: mainProcessCPU, allGone: !abandoned && leftover == nil, leftover: leftover)
+      }
+    }
+
+    /// The host's end of a session (`SandboxSession`): requests come from any thread and are
+    /// served, one cell at a time, by the supervisor's loop on the session's own thread.
+    ///
+    /// The channel (fd 3, the gate's) stays open after "GO". Both ways a message is a frame: a
+    /// 4-byte big-endian length, then that many bytes. The host sends a cell's code; the
+    /// interpreter's driver (`Sessions.driverSource`) answers "R" once, when it is ready, then one
+    /// "D…" frame per cell. Everything that comes back is the payload's: a frame longer than
+    /// `frameLimitBytes`, a frame nobody asked for, or the channel's end ends the session.
+    final class SessionLink: @unchecked Sendable {  // `queue` and `wakeFD`'s writes are guarded by `lock`
+      /// What another thread asks of the session.
+      enum Request {
+        case cell(Cell)
+        /// Interrupt this cell (by `Cell.id`), or drop it if it has not started.
+        case interrupt(Int)
+        case close
+      }
+
+      /// One cell: its code and timeout, and what to call (on the supervisor's thread) when it is over.
+      struct Cell {
+        var id: Int
+        var code: [UInt8]
+        var timeout: Duration
+        /// Returns why the reply cannot be believed (the session then ends), or nil.
+        var done: (CellOutcome) -> String?
+      }
+
+      /// How a cell went, as the host saw it: bytes, not yet believed (`Sessions.decodeReply`).
+      struct CellOutcome {
+        /// The driver's "D" frame without its kind byte; nil when none came (the session ended, or
+        /// the cell never started).
+        var reply: [UInt8]?
+        var stdout: [UInt8] = []
+        var stderr: [UInt8] = []
+        var outputTruncated = false
+        var duration: Duration = .zero
+        /// SIGINT was sent to the interpreter: the cell passed its timeout (or was cancelled).
+        var interrupted = false
+        /// The interpreter's own CPU time during the cell (kernel accounting), when it could be read.
+        var cpuTime: Duration? = nil
+        /// Why the session ended during this cell (or before it started), if it did.
+        var ended: String? = nil
+        /// The cell never reached the interpreter.
+        var neverStarted = false
+        /// Why the host ended the session during this cell, if it did (a limit, the interrupt's grace).
+        var stoppedBy: Lifecycle.StopReason? = nil
+      }
+
+      /// The largest frame either way: a cell's code, or a reply with its images.
+      static let frameLimitBytes = 32 << 20
+      /// How long an interrupted cell may take to stop before the session is killed.
+      static let interruptGrace: Duration = .seconds(2)
+      /// How long the driver may take to say it is ready (the interpreter's start, its imports).
+      static let readyBound: Duration = .seconds(60)
+
+      let lifetime: Duration?
+      let idleTimeout: Duration?
+      private let lock = Sys.Mutex()
+      private var queue: [Request] = []  // guarded by `lock`
+      private var finalReason: String? = nil  // guarded by `lock`; set once no request is taken
+      private let wake: (read: Int32, write: Int32)
+
+      // The supervisor thread's alone, once the session runs.
+      /// Called once, when the driver said "R".
+      var onReady: () -> Void = {}
+      /// Reads the mount dir (set by `runOnce`, which holds it open for the session's life).
+      var snapshotMountDirectory: () -> Changes.Snapshot? = { nil }
+      /// The session's limits (their caps on change lists apply per cell too).
+      var limits = SandboxLimits()
+      /// The mount dir as the last cell left it (per-cell changes are measured from it).
+      var lastSnapshot: Changes.Snapshot? = nil
+      var pending: [Cell] = []
+      var current: Cell? = nil
+      var ready = false
+      var inbox: [UInt8] = []
+      var outbox: [UInt8] = []
+      var cellStart = ContinuousClock.now
+      var cellCPUAtStart: Duration? = nil
+      var interrupted = false
+      var cellTimers: [Int] = []
+      var idleTimer: Int? = nil
+      /// Why the session ends, in words, once it does.
+      var endReason: String? = nil
+
+      init(lifetime: Duration?, idleTimeout: Duration?) throws(SandboxError) {
+        self.lifetime = lifetime
+        self.idleTimeout = idleTimeout
+        let pipe = try Sys.makePipe()
+        for fd in [pipe.read, pipe.write] { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+        wake = (pipe.read, pipe.write)
+      }
+
+      deinit {
+        close(wake.read)
+        close(wake.write)
+      }
+
+      /// The descriptor the supervisor's loop watches for requests.
+      var wakeFD: Int32 { wake.read }
+
+      /// Queues a request and wakes the loop; once the session takes no more, why it ended.
+      @discardableResult
+      func send(_ request: Request) -> String? {
+        lock.withLock {
+          if let finalReason { return finalReason }
+          queue.append(request)
+          var byte: UInt8 = 1
+          _ = write(wake.write, &byte, 1)  // EAGAIN: a wake-up is pending already
+          return nil
+        }
+      }
+
+      /// Why the session ended, once it takes no more requests.
+      var ended: String? { lock.withLock { finalReason } }
+
+      /// The requests queued since the last call (the loop's handler).
+      func takeRequests() -> [Request] {
+        var sink = [UInt8](repeating: 0, count: 64)
+        while Sys.readSome(wake.read, into: &sink) > 0 {}
+        return lock.withLock {
+          defer { queue = [] }
+          return queue
+        }
+      }
+
+      /// Takes no more requests (the session ended for `reason`); returns the cells still queued
+      /// or pending, for the caller to fail.
+      func stopTakingRequests(reason: String) -> [Cell] {
+        let queued = lock.withLock {
+          finalReason = reason
+          defer { queue = [] }
+          return queue
+        }
+        defer { pending = [] }
+        return pending + queued.compactMap { if case .cell(let cell) = $0 { cell } else { nil } }
       }
     }
 
@@ -4953,7 +5211,7 @@ extension Sandbox {
       case .cancelled: return .cancelled
       case .disk: return .disk
       case .tmpfs: return .tmpfs
-      case .setup, nil: break
+      case .setup, .closed, .idle, .lifetime, .channel, nil: break
       }
       guard let code = outcome.status.map(Bwrap.Report.returnCode) else { return nil }
       if let seconds = limits.cpuSeconds, code == -SIGXCPU || code == -SIGKILL {
@@ -4973,6 +5231,199 @@ extension Sandbox {
       return nil
     }
 
+  }
+}
+
+/// A session's conversation, on the supervisor's loop (see `SessionLink`): requests, frames,
+/// the cell's timers and its share of the output.
+extension Sandbox.Lifecycle.Supervisor {
+  typealias Lifecycle = Sandbox.Lifecycle
+  typealias SessionLink = Sandbox.Lifecycle.SessionLink
+  typealias Spawner = Sandbox.Spawner
+  typealias Sys = Sandbox.Sys
+  typealias Bwrap = Sandbox.Bwrap
+
+  /// A session's requests: cells queue up, an interrupt strikes the current cell, close ends it.
+  fileprivate func serveSession(_ link: SessionLink) {
+    for request in link.takeRequests() {
+      switch request {
+      case .cell(let cell): link.pending.append(cell)
+      case .interrupt(let id):
+        if link.current?.id == id {
+          interruptCell(link)
+        } else if let index = link.pending.firstIndex(where: { $0.id == id }) {
+          let cell = link.pending.remove(at: index)
+          _ = cell.done(SessionLink.CellOutcome(reply: nil, ended: nil, neverStarted: true))
+        }
+      case .close: endSession(.closed, "it was closed")
+      }
+    }
+    startNextCell(link)
+  }
+
+  /// Sends the next queued cell once the driver is ready and no cell runs.
+  fileprivate func startNextCell(_ link: SessionLink) {
+    guard link.ready, link.current == nil, !link.pending.isEmpty, stop == nil, channelFD >= 0 else { return }
+    let cell = link.pending.removeFirst()
+    if let timer = link.idleTimer { loop.cancel(timer: timer) }
+    link.idleTimer = nil
+    if link.lastSnapshot == nil { link.lastSnapshot = link.snapshotMountDirectory() }
+    link.current = cell
+    link.interrupted = false
+    link.cellStart = ContinuousClock.now
+    link.cellCPUAtStart = gate.flatMap { Lifecycle.ProcessStatus.cpuTime($0.pid) }
+    let length = UInt32(cell.code.count)  // at most frameLimitBytes (SandboxSession checks)
+    link.outbox += [UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)]
+    link.outbox += cell.code
+    flushOutbox(link)
+    link.cellTimers = [loop.at(link.cellStart + cell.timeout) { [unowned self] in interruptCell(link) }]
+  }
+
+  /// The interpreter itself gets SIGINT (bwrap's pid 1 forwards nothing): Python raises
+  /// KeyboardInterrupt in the cell. If the cell has not answered within the grace, the session dies.
+  fileprivate func interruptCell(_ link: SessionLink) {
+    guard link.current != nil, !link.interrupted, let gate else { return }
+    link.interrupted = true
+    Spawner.send(SIGINT, to: gate.pidFD)
+    link.cellTimers.append(
+      loop.at(ContinuousClock.now + SessionLink.interruptGrace) { [unowned self] in
+        endSession(.timeout, "the cell did not stop within \(SessionLink.interruptGrace) of its interrupt (SIGINT)")
+      })
+  }
+
+  /// Sends what the outbox holds without blocking; the rest when the channel has room.
+  fileprivate func flushOutbox(_ link: SessionLink) {
+    while !link.outbox.isEmpty && channelFD >= 0 {
+      let sent = Sys.retryingInterrupts {
+        link.outbox.withUnsafeBytes {
+          Glibc.send(channelFD, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))  // not empty
+        }
+      }
+      if sent > 0 {
+        link.outbox.removeFirst(sent)
+      } else if sent < 0 && errno == EAGAIN {
+        return watchSessionChannel(link, writing: true)
+      } else {
+        return endSession(.channel, "its channel refused a cell (\(Sys.errnoText(errno)))")
+      }
+    }
+    if channelFD >= 0 { watchSessionChannel(link, writing: false) }
+  }
+
+  fileprivate func watchSessionChannel(_ link: SessionLink, writing: Bool) {
+    let fd = channelFD
+    loop.unwatch(fd)
+    loop.watch(fd, events: Int16(POLLIN) | (writing ? Int16(POLLOUT) : 0)) { [unowned self] revents in
+      if revents & Int16(POLLOUT) != 0 { flushOutbox(link) }
+      if revents & ~Int16(POLLOUT) != 0 { readSessionChannel(link) }
+    }
+  }
+
+  /// Frames from the driver, read as they come; the inbox never holds more than one frame's
+  /// cap plus one read.
+  fileprivate func readSessionChannel(_ link: SessionLink) {
+    for _ in 0..<16 {
+      guard channelFD >= 0, stop == nil else { return }
+      let count = Sys.readSome(channelFD, into: &loop.buffer)
+      if count < 0 && errno == EAGAIN { return }
+      guard count > 0 else {
+        // An interpreter that exits closes the channel first: its status says more, so wait a moment for it.
+        if let gate, Spawner.hasExited(gate.pidFD, within: 100) {
+          loop.unwatch(channelFD)
+          return
+        }
+        return endSession(.channel, "the interpreter closed its channel")
+      }
+      link.inbox += loop.buffer[0..<count]
+      while link.inbox.count >= 4 && stop == nil {
+        let length = link.inbox[0..<4].reduce(0) { $0 << 8 | Int($1) }
+        guard length <= SessionLink.frameLimitBytes else {
+          return endSession(
+            .channel,
+            "the interpreter sent a frame of \(length) bytes, past the \(SessionLink.frameLimitBytes)-byte cap")
+        }
+        guard link.inbox.count >= 4 + length else { break }
+        let frame = Array(link.inbox[4..<(4 + length)])
+        link.inbox.removeFirst(4 + length)
+        handleFrame(frame, link)
+      }
+    }
+  }
+
+  fileprivate func handleFrame(_ frame: [UInt8], _ link: SessionLink) {
+    switch frame.first {
+    case UInt8(ascii: "R") where !link.ready && frame.count == 1:
+      link.ready = true
+      link.onReady()
+      armIdleTimer(link)
+      startNextCell(link)
+    case UInt8(ascii: "D") where link.current != nil:
+      finishCell(link, reply: Array(frame.dropFirst()))
+      armIdleTimer(link)
+      startNextCell(link)
+    default:
+      endSession(.channel, "the interpreter sent a message the protocol does not allow (\(frame.count) bytes)")
+    }
+  }
+
+  fileprivate func armIdleTimer(_ link: SessionLink) {
+    guard let idle = link.idleTimeout, link.current == nil else { return }
+    if let timer = link.idleTimer { loop.cancel(timer: timer) }
+    link.idleTimer = loop.at(ContinuousClock.now + idle) { [unowned self] in
+      endSession(.idle, "it was idle for \(idle)")
+    }
+  }
+
+  /// The current cell is over (its reply came, or the session ended): its share of the output,
+  /// drained first, since the interpreter wrote it before its reply.
+  fileprivate func finishCell(_ link: SessionLink, reply: [UInt8]?) {
+    guard let cell = link.current else { return }
+    link.current = nil
+    for timer in link.cellTimers { loop.cancel(timer: timer) }
+    link.cellTimers = []
+    var outcome = SessionLink.CellOutcome(reply: reply)
+    if let stdout {
+      stdout.drainNow(loop)
+      (outcome.stdout, outcome.outputTruncated) = stdout.take()
+    }
+    if let stderr {
+      stderr.drainNow(loop)
+      let (bytes, truncated) = stderr.take()
+      outcome.stderr = bytes
+      outcome.outputTruncated = outcome.outputTruncated || truncated
+    }
+    outcome.duration = ContinuousClock.now - link.cellStart
+    outcome.interrupted = link.interrupted
+    if let before = link.cellCPUAtStart, let gate, let now = Lifecycle.ProcessStatus.cpuTime(gate.pid) {
+      outcome.cpuTime = now - before
+    }
+    if reply == nil {
+      outcome.ended = link.endReason ?? sessionEndDescription()
+      outcome.stoppedBy = stop
+    }
+    if let problem = cell.done(outcome) { endSession(.channel, problem) }
+  }
+
+  /// At the end of the session: the cell that was running gets what is left.
+  fileprivate func endCurrentCell(_ link: SessionLink) {
+    link.endReason = link.endReason ?? sessionEndDescription()
+    finishCell(link, reply: nil)
+  }
+
+  /// Why the session ended, when the host did not end it: how the interpreter went.
+  private func sessionEndDescription() -> String {
+    switch launcherStatus.map(Bwrap.Report.returnCode) {
+    case .some(let code) where code < 0: return "the interpreter was killed by signal \(-code)"
+    case .some(let code): return "the interpreter exited with status \(code)"
+    case nil: return "the interpreter is gone"
+    }
+  }
+
+  /// Ends the session for `reason`, keeping the first reason given.
+  fileprivate func endSession(_ reason: Lifecycle.StopReason, _ words: String) {
+    guard let link = launch.session else { return }
+    if link.endReason == nil && stop == nil && !launcherExited { link.endReason = words }
+    halt(reason)
   }
 }
 
@@ -5859,6 +6310,465 @@ extension Sandbox {
   }
 }
 
+// MARK: - Sessions
+
+/// A sandboxed interpreter kept alive between cells: one bwrap, one Python, every layer of a
+/// one-shot run. State (variables, imports, functions, files in /tmp) persists from cell to cell.
+///
+/// Made by `Sandbox.openSession`. Cells are serialised: `execute` calls from many tasks queue up
+/// and run one at a time, in the order they arrive. `close()`, deinit and the end of this process
+/// all end the sandbox; the lifecycle guarantees of a one-shot run apply at that end (every
+/// process gone, then the mount dir's set-id clearing). Limits: wall time is per cell (the cell
+/// gets KeyboardInterrupt, and if it has not stopped `interruptGrace` later, the session is
+/// killed); CPU, memory, processes, disk and output are budgets of the whole session.
+public final class SandboxSession: @unchecked Sendable {  // immutable; `state` and `link` lock themselves
+  /// A session's bounds (besides the `Sandbox`'s limits, which are the session's budgets).
+  public struct Options: Sendable, Equatable {
+    /// The wall-clock limit of a cell that names none (default 60 s).
+    public var cellTimeout: Duration
+    /// The session ends after this long without a cell (default 10 minutes); nil: never.
+    public var idleTimeout: Duration?
+    /// The session ends this long after it opened, whatever it is doing (default 1 hour); nil: never.
+    public var lifetime: Duration?
+
+    public init(
+      cellTimeout: Duration = .seconds(60), idleTimeout: Duration? = .seconds(600), lifetime: Duration? = .seconds(3600)
+    ) {
+      self.cellTimeout = cellTimeout
+      self.idleTimeout = idleTimeout
+      self.lifetime = lifetime
+    }
+  }
+
+  /// The options the session was opened with.
+  public let options: Options
+  let link: Sandbox.Lifecycle.SessionLink
+  let state = Sandbox.Sessions.State()
+
+  init(link: Sandbox.Lifecycle.SessionLink, options: Options) {
+    self.link = link
+    self.options = options
+  }
+
+  deinit { link.send(.close) }
+
+  /// Runs `code` as the next cell and returns what it did.
+  ///
+  /// An exception, a timeout or the session's end during the cell is reported in the result
+  /// (`exception`, `timedOut`, `sessionEnded`). Cancelling the Task interrupts the cell.
+  /// - Throws: `SandboxError.sessionEnded` once the session is over (nothing runs),
+  ///   `.invalidCell` for code past the frame cap, `.invalidTimeout`, `.runCancelled` when the
+  ///   Task was cancelled before the cell started.
+  public func execute(_ code: String, timeout: Duration? = nil) async throws(SandboxError) -> SandboxCellResult {
+    let bytes = Array(code.utf8)
+    guard bytes.count <= Sandbox.Lifecycle.SessionLink.frameLimitBytes else {
+      throw .invalidCell(
+        reason: "its code is \(bytes.count) bytes, past the \(Sandbox.Lifecycle.SessionLink.frameLimitBytes)-byte cap")
+    }
+    let limit = timeout ?? options.cellTimeout
+    guard limit > .zero else { throw .invalidTimeout("\(limit)") }
+    if Task.isCancelled { throw .runCancelled }
+    let id = state.nextCellID()
+    let link = self.link
+    let outcome: Swift.Result<SandboxCellResult, SandboxError> = await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        let cell = Sandbox.Lifecycle.SessionLink.Cell(id: id, code: bytes, timeout: limit) { outcome in
+          let (result, problem) = Sandbox.Sessions.makeCellResult(outcome, link: link)
+          continuation.resume(returning: result)
+          return problem
+        }
+        if let reason = link.send(.cell(cell)) {
+          continuation.resume(returning: .failure(.sessionEnded(reason: reason)))
+        }
+      }
+    } onCancel: {
+      link.send(.interrupt(id))
+    }
+    return try outcome.get()
+  }
+
+  /// Ends the session: the sandbox is killed, every process of it is gone, then the host's work on
+  /// the mount dir runs (set-id clearing). Returns the session's whole run, as a one-shot run
+  /// reports it (the changes since the session opened, `cleanupIncomplete`); safe to call twice.
+  @discardableResult
+  public func close() async -> SandboxResult? {
+    link.send(.close)
+    return await state.waitForEnd()
+  }
+
+  /// Why the session ended, once it has (nil while it is open).
+  public var endReason: String? { link.ended }
+}
+
+extension Sandbox {
+  /// Opens a session: a sandbox whose interpreter keeps its state between cells.
+  ///
+  /// Returns once the interpreter is up and waiting for its first cell. Each open session holds
+  /// one slot of `Sandbox.Admission` for its whole life, and one thread.
+  /// - Parameters:
+  ///   - mountDirectory: bound read-write at `/mnt` for the session's life (as `run` takes it).
+  ///   - environment: extra variables for the interpreter.
+  /// - Throws: `SandboxError` when the sandbox cannot be set up, or `.sessionEnded` when the
+  ///   interpreter ended before it was ready.
+  public func openSession(
+    mountDirectory: String? = nil, environment: [String: String] = [:],
+    options: SandboxSession.Options = SandboxSession.Options()
+  ) async throws(SandboxError) -> SandboxSession {
+    if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
+    for bound in [options.cellTimeout, options.idleTimeout, options.lifetime].compactMap({ $0 }) where bound <= .zero {
+      throw .invalidTimeout("\(bound)")
+    }
+    let link = try Lifecycle.SessionLink(lifetime: options.lifetime, idleTimeout: options.idleTimeout)
+    let session = SandboxSession(link: link, options: options)
+    let state = session.state
+    let sandbox = self
+    let opened: Swift.Result<Void, SandboxError> = await withCheckedContinuation { continuation in
+      let once = Sessions.Once(continuation)
+      link.onReady = { once.resume(.success(())) }
+      // The session's own thread: it spawns bwrap and lives exactly as long as the sandbox.
+      let started = Sys.startThread(inline: false) {
+        let outcome: Swift.Result<SandboxResult, SandboxError>
+        do throws(SandboxError) {
+          outcome = .success(
+            try sandbox.runOnce(
+              .code(Sessions.driverSource), mountDirectory: mountDirectory, timeout: nil, stdin: [],
+              environment: environment, cancellation: nil, session: link))
+        } catch {
+          outcome = .failure(error)
+        }
+        let reason: String
+        switch outcome {
+        case .success(let result): reason = link.endReason ?? Sessions.describeEnd(result)
+        case .failure(let error): reason = error.description
+        }
+        for cell in link.stopTakingRequests(reason: reason) {
+          _ = cell.done(Lifecycle.SessionLink.CellOutcome(reply: nil, ended: reason, neverStarted: true))
+        }
+        switch outcome {
+        case .failure(let error): once.resume(.failure(error))
+        case .success(let result):
+          once.resume(
+            .failure(
+              .sessionEnded(reason: "the interpreter ended before it was ready: \(Sessions.describeEnd(result))")))
+        }
+        state.finish(try? outcome.get())
+      }
+      if !started { once.resume(.failure(.system(call: "pthread_create", path: nil, errno: EAGAIN))) }
+    }
+    try opened.get()
+    return session
+  }
+
+  /// A session's parts: the driver that runs cells inside the sandbox, and the host's reading of
+  /// what it sends back (untrusted: the driver runs in the payload's own interpreter).
+  enum Sessions {
+    /// What a session's open and close wait on; thread-safe.
+    final class State: @unchecked Sendable {  // every field is guarded by `lock`
+      private let lock = Sys.Mutex()
+      private var cells = 0
+      private var ended = false
+      private var result: SandboxResult? = nil
+      private var waiters: [CheckedContinuation<SandboxResult?, Never>] = []
+
+      func nextCellID() -> Int {
+        lock.withLock {
+          cells += 1
+          return cells
+        }
+      }
+
+      /// The session's thread is done: the sandbox is gone and the mount dir finished.
+      func finish(_ result: SandboxResult?) {
+        let waiting = lock.withLock {
+          ended = true
+          self.result = result
+          defer { waiters = [] }
+          return waiters
+        }
+        for waiter in waiting { waiter.resume(returning: result) }
+      }
+
+      func waitForEnd() async -> SandboxResult? {
+        await withCheckedContinuation { continuation in
+          let now: SandboxResult?? = lock.withLock {
+            if ended { return .some(result) }
+            waiters.append(continuation)
+            return nil
+          }
+          if let now { continuation.resume(returning: now) }
+        }
+      }
+    }
+
+    /// Resumes a continuation once, whichever of several ways gets there first.
+    final class Once: @unchecked Sendable {  // `continuation` is guarded by `lock`
+      private let lock = Sys.Mutex()
+      private var continuation: CheckedContinuation<Swift.Result<Void, SandboxError>, Never>?
+      init(_ continuation: CheckedContinuation<Swift.Result<Void, SandboxError>, Never>) {
+        self.continuation = continuation
+      }
+      func resume(_ value: Swift.Result<Void, SandboxError>) {
+        let taken = lock.withLock {
+          defer { continuation = nil }
+          return continuation
+        }
+        taken?.resume(returning: value)
+      }
+    }
+
+    /// How a session's whole run ended, in words.
+    static func describeEnd(_ result: SandboxResult) -> String {
+      if let limit = result.limitHit { return "it hit the \(limit.rawValue) limit" }
+      let tail = String(
+        Sys.printable(Sys.lastLine(of: String(decoding: result.stderr.suffix(4096), as: UTF8.self))).prefix(200))
+      let how =
+        result.returnCode < 0 ? "killed by signal \(-result.returnCode)" : "exited with status \(result.returnCode)"
+      return tail.isEmpty ? "the interpreter \(how)" : "the interpreter \(how) (\(tail))"
+    }
+
+    /// Caps the driver keeps to, which the host checks again: a reply stays below the frame cap.
+    static let valueLimitBytes = 1 << 20
+    static let imageLimitBytes = 16 << 20
+    static let imageLimitCount = 32
+    static let tracebackLimitLines = 200
+
+    /// The Python that runs cells (the session's payload). It keeps the gate's channel (fd 3),
+    /// says "R" when ready, then for each cell frame runs the code in one `__main__` namespace,
+    /// the last expression evaluated as a REPL would show it, and answers with a "D" frame of
+    /// fields (tag byte, 4-byte length, bytes): `S` ok|error, `v` the value's repr, `t` `m` the
+    /// exception's type and message, `l` traceback lines, `i` PNG images. SIGINT raises
+    /// KeyboardInterrupt only while a cell runs. matplotlib uses Agg; `plt.show()` and figures
+    /// left open come back as images, and so does `display(x)` for PNG bytes, a figure or
+    /// anything with `_repr_png_` (anything else is printed).
+    static let driverSource = """
+      import builtins, os, signal, sys
+
+      def _driver():
+          import ast, io, linecache, traceback, types
+          channel = 3
+          os.set_inheritable(channel, False)
+          os.environ.setdefault("MPLBACKEND", "Agg")
+          png = b"\\x89PNG\\r\\n\\x1a\\n"
+          images = []
+          running = [False]
+
+          def read_exactly(count):
+              chunks = []
+              while count:
+                  chunk = os.read(channel, min(count, 1 << 20))
+                  if not chunk:
+                      os._exit(0)  # the host closed the channel: the session is over
+                  chunks.append(chunk)
+                  count -= len(chunk)
+              return b"".join(chunks)
+
+          def send(kind, fields=()):
+              body = kind + b"".join(tag + len(data).to_bytes(4, "big") + data for tag, data in fields)
+              view = memoryview(len(body).to_bytes(4, "big") + body)
+              while view:
+                  view = view[os.write(channel, view):]
+
+          def text(value, limit):
+              data = value.encode("utf-8", "backslashreplace")
+              return data if len(data) <= limit else data[:limit].decode("utf-8", "ignore").encode() + b"..."
+
+          def image(data):
+              if len(images) >= \(imageLimitCount) or sum(map(len, images)) + len(data) > \(imageLimitBytes):
+                  print("sandbox: an image was dropped: a cell returns at most \(imageLimitCount) images, \(imageLimitBytes >> 20) MiB", file=sys.stderr)
+              else:
+                  images.append(bytes(data))
+
+          def figure_png(figure):
+              buffer = io.BytesIO()
+              figure.savefig(buffer, format="png")
+              image(buffer.getvalue())
+
+          def figures():
+              plt = sys.modules.get("matplotlib.pyplot")
+              if plt is None:
+                  return
+              try:
+                  for number in plt.get_fignums():
+                      figure_png(plt.figure(number))
+                  plt.close("all")
+              except Exception as error:
+                  print(f"sandbox: a figure could not be rendered: {error!r}", file=sys.stderr)
+
+          def display(*objects):
+              for item in objects:
+                  if isinstance(item, (bytes, bytearray)) and bytes(item[:8]) == png:
+                      image(item)
+                  elif hasattr(item, "savefig"):
+                      figure_png(item)
+                  elif hasattr(item, "_repr_png_") and item._repr_png_() is not None:
+                      image(item._repr_png_())
+                  else:
+                      print(repr(item))
+
+          class PyplotHook:
+              def find_spec(self, name, path=None, target=None):
+                  if name != "matplotlib.pyplot":
+                      return None
+                  import importlib.machinery
+                  spec = importlib.machinery.PathFinder.find_spec(name, path)
+                  if spec is not None and spec.loader is not None:
+                      load = spec.loader.exec_module
+                      def exec_module(module):
+                          load(module)
+                          module.show = lambda *args, **kwargs: figures()
+                      spec.loader.exec_module = exec_module
+                  return spec
+
+          def interrupt(signum, frame):
+              if running[0]:
+                  raise KeyboardInterrupt
+
+          def describe(error, parsing):
+              kind = type(error)
+              name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+              try:
+                  message = str(error)
+              except Exception:
+                  message = "<unprintable>"
+              try:
+                  frames = [] if parsing else [f for f in traceback.extract_tb(error.__traceback__) if f.filename != __file__]
+                  lines = ["Traceback (most recent call last):\\n"] if frames else []
+                  lines += traceback.StackSummary.from_list(frames).format()
+                  lines = "".join(lines + traceback.format_exception_only(kind, error)).splitlines()
+              except Exception:
+                  lines = [f"{name}: {message}"]
+              fields = [(b"t", text(name, 4096)), (b"m", text(message, \(valueLimitBytes)))]
+              return fields + [(b"l", text(line, 4096)) for line in lines[-\(tracebackLimitLines):]]
+
+          sys.meta_path.insert(0, PyplotHook())
+          builtins.display = display
+          main = types.ModuleType("__main__")
+          main.__dict__["__builtins__"] = builtins
+          sys.modules["__main__"] = main
+          count = 0
+          send(b"R")
+          while True:
+              code = read_exactly(int.from_bytes(read_exactly(4), "big")).decode("utf-8", "replace")
+              count += 1
+              name = f"<cell {count}>"
+              linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+              images.clear()
+              fields = []
+              parsing = True
+              signal.signal(signal.SIGINT, interrupt)
+              try:
+                  running[0] = True
+                  try:
+                      tree = ast.parse(code, name, "exec")
+                      parsing = False
+                      last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                      exec(compile(tree, name, "exec"), main.__dict__)
+                      value = None if last is None else eval(compile(ast.Expression(last.value), name, "eval"), main.__dict__)
+                  finally:
+                      running[0] = False
+                  fields.append((b"S", b"ok"))
+                  if value is not None:
+                      builtins._ = value
+                      fields.append((b"v", text(repr(value), \(valueLimitBytes))))
+              except BaseException as error:
+                  running[0] = False
+                  fields = [(b"S", b"error")] + describe(error, parsing)
+              for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                  try:
+                      stream.flush()
+                  except BaseException:
+                      pass
+              figures()
+              send(b"D", fields + [(b"i", data) for data in images])
+
+      _driver()
+
+      """
+
+    /// A cell's result from what the host saw and the driver's reply, which is checked field by
+    /// field and never trusted further; returns why the reply is malformed (the session then ends).
+    static func makeCellResult(_ outcome: Lifecycle.SessionLink.CellOutcome, link: Lifecycle.SessionLink) -> (
+      Swift.Result<SandboxCellResult, SandboxError>, String?
+    ) {
+      if outcome.neverStarted {
+        return (.failure(outcome.ended.map { .sessionEnded(reason: $0) } ?? .runCancelled), nil)
+      }
+      var result = SandboxCellResult(
+        stdout: outcome.stdout, stderr: outcome.stderr, duration: outcome.duration, timedOut: outcome.interrupted,
+        outputTruncated: outcome.outputTruncated, cpuTime: outcome.cpuTime, sessionEnded: outcome.ended)
+      var problem: String? = nil
+      if let reply = outcome.reply {
+        do throws(SandboxError) {
+          try decodeReply(reply, into: &result)
+        } catch {
+          problem = "its reply is malformed: \(error.description)"
+          result.sessionEnded = problem
+        }
+      }
+      if let after = link.snapshotMountDirectory() {
+        let changes = Changes.makeChangeList(
+          before: link.lastSnapshot ?? Changes.Snapshot(directories: [:]), after: after, excluding: nil,
+          limits: link.limits)
+        link.lastSnapshot = after
+        (result.changedPaths, result.deletedPaths, result.changesTruncated) =
+          (changes.changed, changes.deleted, changes.truncated)
+      }
+      switch outcome.stoppedBy {
+      case .timeout: result.timedOut = true
+      case .disk: result.limitHit = .disk
+      case .tmpfs: result.limitHit = .tmpfs
+      default: break
+      }
+      if result.timedOut {
+        result.limitHit = .timeout
+      } else if result.limitHit == nil && result.exception?.type == "MemoryError" {
+        result.limitHit = .memory  // advisory: the payload's word
+      }
+      return (.success(result), problem)
+    }
+
+    /// Reads the driver's fields into `result`.
+    /// - Throws: `SandboxError.invalidCell` naming what breaks the protocol.
+    static func decodeReply(_ reply: [UInt8], into result: inout SandboxCellResult) throws(SandboxError) {
+      var offset = 0
+      var status: [UInt8]? = nil
+      var type: String? = nil
+      var message = ""
+      var traceback: [String] = []
+      var imageBytes = 0
+      while offset < reply.count {
+        guard reply.count - offset >= 5 else { throw .invalidCell(reason: "a field header is cut short") }
+        let tag = reply[offset]
+        let length = reply[(offset + 1)..<(offset + 5)].reduce(0) { $0 << 8 | Int($1) }
+        offset += 5
+        guard length <= reply.count - offset else { throw .invalidCell(reason: "a field runs past the frame") }
+        let data = Array(reply[offset..<(offset + length)])
+        offset += length
+        let words = String(decoding: data, as: UTF8.self)
+        switch tag {
+        case UInt8(ascii: "S") where status == nil: status = data
+        case UInt8(ascii: "v") where result.value == nil && length <= valueLimitBytes + 3: result.value = words
+        case UInt8(ascii: "t") where type == nil && length <= 4096: type = words
+        case UInt8(ascii: "m") where length <= valueLimitBytes + 3: message = words
+        case UInt8(ascii: "l") where traceback.count < tracebackLimitLines && length <= 4096 + 3:
+          traceback.append(words)
+        case UInt8(ascii: "i") where result.images.count < imageLimitCount && imageBytes + length <= imageLimitBytes:
+          imageBytes += length
+          result.images.append(data)
+        default: throw .invalidCell(reason: "a field (tag \(tag), \(length) bytes) the protocol does not allow there")
+        }
+      }
+      switch status.map({ String(decoding: $0, as: UTF8.self) }) {
+      case "ok"?: guard type == nil else { throw .invalidCell(reason: "an ok reply with an exception") }
+      case "error"?:
+        guard let type, result.value == nil else { throw .invalidCell(reason: "an error reply without its type") }
+        result.exception = SandboxCellException(type: type, message: message, traceback: traceback)
+      default: throw .invalidCell(reason: "a reply without a status")
+      }
+    }
+  }
+}
+
 // MARK: - System helpers
 
 #if hasFeature(Extern)
@@ -6158,6 +7068,27 @@ extension Sandbox {
       }
       /// Inside `withLock` only: wakes every `wait()`.
       func broadcast() { pthread_cond_broadcast(condition) }
+    }
+
+    /// One value handed from one thread to another that blocks for it.
+    final class Handoff<Value>: @unchecked Sendable {  // `value` is guarded by `mutex`
+      private let mutex = Sys.Mutex()
+      private var value: Value? = nil
+
+      func put(_ new: Value) {
+        mutex.withLock {
+          value = new
+          mutex.broadcast()
+        }
+      }
+
+      /// Blocks until `put` has been called.
+      func take() -> Value {
+        mutex.withLock {
+          while value == nil { mutex.wait() }
+          return value!  // the loop ended: it is set
+        }
+      }
     }
 
     /// Calls `body` with a NULL-terminated C array of `strings`.
@@ -7326,11 +8257,11 @@ extension Sandbox {
   /// The command line: one option table, parsing, the JSON, and the commands. The only code that prints.
   enum CLI {
     /// The two commands: `sandbox` (checks the host, runs the self-tests) and `sandbox run`.
-    enum Command: Equatable { case selfTest, run }
+    enum Command: Equatable { case selfTest, run, session }
 
     /// What one invocation does: a command, or a mode one flag of the table selects.
     enum Mode: Equatable {
-      case selfTest, run
+      case selfTest, run, session
       case interactive  // --interactive: a sandboxed REPL on the terminal
       case printProfile  // --print-apparmor-profile: the profile this venv needs
       case printArgv  // run --print-bwrap-argv: the exact bwrap command line
@@ -7339,7 +8270,7 @@ extension Sandbox {
       /// The flag that selects a mode (nil for the two commands).
       var flag: String? {
         switch self {
-        case .selfTest, .run: nil
+        case .selfTest, .run, .session: nil
         case .interactive: "--interactive"
         case .printProfile: "--print-apparmor-profile"
         case .printArgv: "--print-bwrap-argv"
@@ -7374,6 +8305,9 @@ extension Sandbox {
       var readOnlyDirectories: [String] = []
       var isolatedNetwork = false
       var limits = SandboxLimits()
+      /// `sandbox session`: how long without a cell, and how long in all, before the session ends.
+      var idleTimeout: Duration?
+      var lifetime: Duration?
     }
 
     /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
@@ -7382,6 +8316,7 @@ extension Sandbox {
         case configuration = "configuration (both commands):"
         case selfTest = "sandbox (self-tests):"
         case run = "sandbox run:"
+        case session = "sandbox session (also takes --mnt-dir, --env, and --timeout as each cell's default):"
         case limits = "limits (both commands; 0 switches off a limit whose minimum allows it):"
       }
       var names: [String]
@@ -7394,11 +8329,15 @@ extension Sandbox {
 
       var commands: [Command] {
         switch group {
-        case .configuration, .limits: [.selfTest, .run]
+        case .configuration, .limits: [.selfTest, .run, .session]
         case .selfTest: [.selfTest]
-        case .run: [.run]
+        case .run: Option.sharedWithSession.contains(names[0]) ? [.run, .session] : [.run]
+        case .session: [.session]
         }
       }
+
+      /// The options of `sandbox run` that `sandbox session` takes too.
+      static let sharedWithSession: Set<String> = ["--mnt-dir", "--env", "--timeout"]
 
       static func flag(
         _ names: String..., group: Group, _ help: String,
@@ -7536,6 +8475,16 @@ extension Sandbox {
         options throws(SandboxError) in
         try CLI.select(.printArgv, in: &options)
       },
+      .value(
+        "--idle-timeout", "SECONDS", group: .session, "end the session after this long without a cell (default 600)"
+      ) {
+        options, text throws(SandboxError) in
+        options.idleTimeout = try CLI.parseTimeout(text)
+      },
+      .value("--lifetime", "SECONDS", group: .session, "end the session this long after it opened (default 3600)") {
+        options, text throws(SandboxError) in
+        options.lifetime = try CLI.parseTimeout(text)
+      },
       .limit("--cpu-seconds", "CPU seconds per process (RLIMIT_CPU)", \.cpuSeconds),
       .limit("--memory-mb", "MiB of memory (cgroup: the run's; else heap per process)", \.memoryBytes, unit: 1 << 20),
       .limit("--max-file-mb", "largest written file in MiB (RLIMIT_FSIZE)", \.fileSizeBytes, unit: 1 << 20),
@@ -7579,6 +8528,7 @@ extension Sandbox {
       var lines = [
         "usage: sandbox [OPTION]...        check this host, then run the self-test suite",
         "       sandbox run [OPTION]...    run Python code in a fresh sandbox",
+        "       sandbox session [OPTION]... one interpreter kept between cells: JSON lines in and out",
       ]
       for group in Option.Group.allCases {
         lines.append("")
@@ -7608,9 +8558,9 @@ extension Sandbox {
     static func parse(_ arguments: [String]) throws(SandboxError) -> Options {
       var options = Options()
       var rest = arguments[...]
-      let command: Command = rest.first == "run" ? .run : .selfTest
-      if command == .run {
-        options.mode = .run
+      let command: Command = rest.first == "run" ? .run : rest.first == "session" ? .session : .selfTest
+      if command != .selfTest {
+        options.mode = command == .run ? .run : .session
         rest = rest.dropFirst()
       }
       var seen: Set<String> = []
@@ -7622,16 +8572,18 @@ extension Sandbox {
           inlineValue = String(argument[argument.index(after: equals)...])
         }
         guard let option = optionTable.first(where: { $0.names.contains(flag) }) else {
-          if argument == "run" {
-            throw .usage("'run' is a subcommand and comes first: sandbox run [OPTION]...")
+          if argument == "run" || argument == "session" {
+            throw .usage("'\(argument)' is a subcommand and comes first: sandbox \(argument) [OPTION]...")
           }
           throw .usage("unknown argument '\(Sys.printable(argument))'")
         }
         guard option.repeatable || seen.insert(option.names[0]).inserted else { throw .usage("\(flag) is given twice") }
         guard option.commands.contains(command) else {
-          throw .usage(
-            command == .selfTest
-              ? "\(flag) belongs to 'sandbox run'" : "\(flag) belongs to the self-test mode (no subcommand)")
+          let owner =
+            option.commands.contains(.run)
+            ? "'sandbox run'"
+            : option.commands.contains(.session) ? "'sandbox session'" : "the self-test mode (no subcommand)"
+          throw .usage("\(flag) belongs to \(owner)")
         }
         if option.value == nil {
           guard inlineValue == nil else { throw .usage("\(flag) takes no value") }
@@ -7869,6 +8821,16 @@ extension Sandbox {
         if let text { string(text) } else { raw("null") }
       }
 
+      /// A request's echoed `id`: a string or a number, else null.
+      mutating func value(_ value: CLI.JSONValue?) {
+        switch value {
+        case .string(let text)?: string(text)
+        case .number(let number)? where number == number.rounded() && abs(number) < 1e15: raw("\(Int64(number))")
+        case .number(let number)?: raw("\(number)")
+        default: raw("null")
+        }
+      }
+
       mutating func base64(_ data: [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
         Sys.appendBase64(data, to: &bytes)
@@ -7907,6 +8869,355 @@ extension Sandbox {
       }
     }
 
+    /// A JSON value as `JSONReader` parses it (requests on stdin: the caller's, bounded, never trusted).
+    enum JSONValue: Equatable {
+      case null
+      case bool(Bool)
+      case number(Double)
+      case string(String)
+      case array([JSONValue])
+      case object([String: JSONValue])
+    }
+
+    /// A strict JSON parser (RFC 8259) for one document, with a depth cap; no Foundation.
+    struct JSONReader {
+      private let bytes: [UInt8]
+      private var index = 0
+      static let depthLimit = 32
+
+      /// Parses `bytes` as one JSON document.
+      /// - Throws: `SandboxError.invalidCell` saying what is wrong and where.
+      static func parse(_ bytes: [UInt8]) throws(SandboxError) -> JSONValue {
+        var reader = JSONReader(bytes: bytes)
+        let value = try reader.value(depth: 0)
+        reader.skipSpace()
+        guard reader.index == bytes.count else { throw reader.failure("text after the JSON value") }
+        return value
+      }
+
+      private init(bytes: [UInt8]) { self.bytes = bytes }
+
+      private func failure(_ what: String) -> SandboxError {
+        .invalidCell(reason: "malformed JSON at byte \(index): \(what)")
+      }
+
+      private mutating func skipSpace() {
+        while index < bytes.count && [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+      }
+
+      private mutating func expect(_ word: String) throws(SandboxError) {
+        let expected = Array(word.utf8)
+        guard bytes.count - index >= expected.count, Array(bytes[index..<(index + expected.count)]) == expected else {
+          throw failure("expected \(word)")
+        }
+        index += expected.count
+      }
+
+      private mutating func value(depth: Int) throws(SandboxError) -> JSONValue {
+        guard depth < JSONReader.depthLimit else { throw failure("nested deeper than \(JSONReader.depthLimit)") }
+        skipSpace()
+        guard index < bytes.count else { throw failure("unexpected end") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"):
+          index += 1
+          var members: [String: JSONValue] = [:]
+          skipSpace()
+          if index < bytes.count && bytes[index] == UInt8(ascii: "}") {
+            index += 1
+            return .object(members)
+          }
+          while true {
+            skipSpace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw failure("expected a key") }
+            let key = try string()
+            guard members[key] == nil else { throw failure("the key '\(Sys.printable(key))' appears twice") }
+            skipSpace()
+            try expect(":")
+            members[key] = try value(depth: depth + 1)
+            skipSpace()
+            guard index < bytes.count else { throw failure("unexpected end") }
+            index += 1
+            if bytes[index - 1] == UInt8(ascii: "}") { return .object(members) }
+            guard bytes[index - 1] == UInt8(ascii: ",") else { throw failure("expected , or }") }
+          }
+        case UInt8(ascii: "["):
+          index += 1
+          var items: [JSONValue] = []
+          skipSpace()
+          if index < bytes.count && bytes[index] == UInt8(ascii: "]") {
+            index += 1
+            return .array(items)
+          }
+          while true {
+            items.append(try value(depth: depth + 1))
+            skipSpace()
+            guard index < bytes.count else { throw failure("unexpected end") }
+            index += 1
+            if bytes[index - 1] == UInt8(ascii: "]") { return .array(items) }
+            guard bytes[index - 1] == UInt8(ascii: ",") else { throw failure("expected , or ]") }
+          }
+        case UInt8(ascii: "\""): return .string(try string())
+        case UInt8(ascii: "t"):
+          try expect("true")
+          return .bool(true)
+        case UInt8(ascii: "f"):
+          try expect("false")
+          return .bool(false)
+        case UInt8(ascii: "n"):
+          try expect("null")
+          return .null
+        default: return .number(try number())
+        }
+      }
+
+      private mutating func number() throws(SandboxError) -> Double {
+        let start = index
+        let allowed = Array("0123456789+-.eE".utf8)
+        while index < bytes.count && allowed.contains(bytes[index]) { index += 1 }
+        let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        // JSON's grammar: no leading '+', no leading zeros, digits around the point.
+        let shape = text.utf8.first.map { $0 == UInt8(ascii: "-") || ($0 >= 0x30 && $0 <= 0x39) } ?? false
+        guard shape, !text.hasPrefix("-.") && !text.hasPrefix("."), let number = Double(text), number.isFinite,
+          !(text.count > 1 && text.hasPrefix("0") && text.dropFirst().first.map(\.isNumber) == true)
+        else { throw failure("not a JSON value") }
+        return number
+      }
+
+      private mutating func string() throws(SandboxError) -> String {
+        index += 1  // the opening quote
+        var scalars = String.UnicodeScalarView()
+        var pendingHigh: UInt32? = nil
+        while true {
+          guard index < bytes.count else { throw failure("an unterminated string") }
+          let byte = bytes[index]
+          if byte == UInt8(ascii: "\"") {
+            index += 1
+            guard pendingHigh == nil else { throw failure("a lone surrogate escape") }
+            return String(scalars)
+          }
+          guard byte >= 0x20 else { throw failure("a control character in a string") }
+          if byte != UInt8(ascii: "\\") {
+            // a run of plain bytes, which must be valid UTF-8
+            let start = index
+            while index < bytes.count && bytes[index] != UInt8(ascii: "\"") && bytes[index] != UInt8(ascii: "\\")
+              && bytes[index] >= 0x20
+            {
+              index += 1
+            }
+            guard pendingHigh == nil, let text = Sys.validUTF8(Array(bytes[start..<index])) else {
+              throw failure("a string that is not valid UTF-8")
+            }
+            scalars.append(contentsOf: text.unicodeScalars)
+            continue
+          }
+          guard index + 1 < bytes.count else { throw failure("an unterminated escape") }
+          let escape = bytes[index + 1]
+          index += 2
+          let simple: [UInt8: Unicode.Scalar] = [
+            UInt8(ascii: "\""): "\"", UInt8(ascii: "\\"): "\\", UInt8(ascii: "/"): "/", UInt8(ascii: "b"): "\u{8}",
+            UInt8(ascii: "f"): "\u{c}", UInt8(ascii: "n"): "\n", UInt8(ascii: "r"): "\r", UInt8(ascii: "t"): "\t",
+          ]
+          if let scalar = simple[escape] {
+            guard pendingHigh == nil else { throw failure("a lone surrogate escape") }
+            scalars.append(scalar)
+            continue
+          }
+          guard escape == UInt8(ascii: "u"), bytes.count - index >= 4,
+            let code = UInt32(String(decoding: bytes[index..<(index + 4)], as: UTF8.self), radix: 16)
+          else { throw failure("an unknown escape") }
+          index += 4
+          switch (pendingHigh, code) {
+          case (nil, 0xD800...0xDBFF): pendingHigh = code
+          case (let high?, 0xDC00...0xDFFF):
+            pendingHigh = nil
+            // a pair gives 0x10000...0x10FFFF: always a scalar
+            scalars.append(Unicode.Scalar(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00))!)
+          case (nil, _):
+            guard let scalar = Unicode.Scalar(code) else { throw failure("a lone surrogate escape") }
+            scalars.append(scalar)
+          default: throw failure("a lone surrogate escape")
+          }
+        }
+      }
+    }
+
+    /// One cell request of `sandbox session`: `{"code": "…"}`, with `"timeout"` (seconds, > 0)
+    /// and `"id"` (a string or number, echoed in the reply) optional; nothing else.
+    struct CellRequest {
+      var code: String
+      var timeout: Duration?
+      var id: JSONValue?
+
+      /// - Throws: `SandboxError.invalidCell` naming the field at fault.
+      init(line: [UInt8]) throws(SandboxError) {
+        guard case .object(let fields) = try JSONReader.parse(line) else {
+          throw .invalidCell(reason: "a request is a JSON object such as {\"code\": \"1 + 1\"}")
+        }
+        if let unknown = fields.keys.sorted().first(where: { !["code", "timeout", "id"].contains($0) }) {
+          throw .invalidCell(reason: "unknown field '\(Sys.printable(unknown))' (the fields are code, timeout and id)")
+        }
+        guard case .string(let code)? = fields["code"] else { throw .invalidCell(reason: "\"code\" must be a string") }
+        self.code = code
+        switch fields["timeout"] {
+        case nil, .null?: timeout = nil
+        case .number(let seconds)? where seconds > 0 && seconds <= 1e7: timeout = .nanoseconds(Int64(seconds * 1e9))
+        default: throw .invalidCell(reason: "\"timeout\" must be a number of seconds > 0")
+        }
+        switch fields["id"] {
+        case nil: id = nil
+        case .string?, .number?: id = fields["id"]
+        default: throw .invalidCell(reason: "\"id\" must be a string or a number")
+        }
+      }
+    }
+
+    /// The longest request line `sandbox session` reads (a cell's code at its cap, escaped).
+    static let requestLineLimitBytes = 2 * Lifecycle.SessionLink.frameLimitBytes
+
+    /// One cell's result as `sandbox session` prints it: one line, schema 3 (see the README).
+    static func makeCellJSONBytes(_ result: SandboxCellResult, cell: Int, id: JSONValue?) -> [UInt8] {
+      var json = CLI.JSONWriter()
+      json.reserve(result.stdout.count + result.stderr.count + result.images.reduce(0) { $0 + $1.count * 4 / 3 })
+      json.raw("{\"schema\": \(CLI.jsonSchema), \"cell\": \(cell), \"id\": ")
+      json.value(id)
+      json.raw(", ")
+      json.stream(result.stdout, "stdout")
+      json.raw(", ")
+      json.stream(result.stderr, "stderr")
+      json.raw(", \"value\": ")
+      json.stringOrNull(result.value)
+      json.raw(", \"exception\": ")
+      if let exception = result.exception {
+        json.raw("{\"type\": ")
+        json.string(exception.type)
+        json.raw(", \"message\": ")
+        json.string(exception.message)
+        json.raw(", \"traceback\": ")
+        json.list(exception.traceback)
+        json.raw("}")
+      } else {
+        json.raw("null")
+      }
+      json.raw(", \"images\": [")
+      for (index, image) in result.images.enumerated() {
+        json.raw(index == 0 ? "{\"type\": \"image/png\", \"b64\": " : ", {\"type\": \"image/png\", \"b64\": ")
+        json.base64(image)
+        json.raw("}")
+      }
+      json.raw("], ")
+      json.names(result.changedPaths, "changed_files")
+      json.raw(", ")
+      json.names(result.deletedPaths, "deleted_files")
+      json.raw(", \"changes_truncated\": \(result.changesTruncated), \"timed_out\": \(result.timedOut), ")
+      json.raw(
+        "\"output_truncated\": \(result.outputTruncated), \"duration_seconds\": \(CLI.seconds(result.duration)), ")
+      json.raw("\"limit_hit\": ")
+      json.stringOrNull(result.limitHit?.rawValue)
+      json.raw(", \"cpu_seconds\": \(result.cpuTime.map { "\(CLI.seconds($0))" } ?? "null"), \"session_ended\": ")
+      json.stringOrNull(result.sessionEnded)
+      json.raw("}\n")
+      return json.bytes
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+      Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// Runs `body` on the cooperative pool and blocks this (the command line's) thread until it is done.
+    static func blocking<Value: Sendable>(_ body: @escaping @Sendable () async -> Value) -> Value {
+      let handoff = Sys.Handoff<Value>()
+      Task { handoff.put(await body()) }
+      return handoff.take()
+    }
+
+    /// `sandbox session`: one session, cells from stdin (one JSON object per line), one JSON
+    /// result per cell on stdout. Ends at end of input (the session is closed) or when the session
+    /// ends by itself (its last result says why).
+    static func runSessionCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
+      let sandbox = try CLI.makeSandbox(options)
+      let sessionOptions = SandboxSession.Options(
+        cellTimeout: options.timeout ?? .seconds(60), idleTimeout: options.idleTimeout ?? .seconds(600),
+        lifetime: options.lifetime ?? .seconds(3600))
+      let opened: Swift.Result<SandboxSession, SandboxError> = CLI.blocking {
+        do throws(SandboxError) {
+          return .success(
+            try await sandbox.openSession(
+              mountDirectory: options.mountDirectory, environment: options.environment, options: sessionOptions))
+        } catch {
+          return .failure(error)
+        }
+      }
+      let session = try opened.get()
+      var pending: [UInt8] = []
+      var buffer = [UInt8](repeating: 0, count: 1 << 16)
+      var discarding = false
+      var cells = 0
+      reading: while session.endReason == nil {
+        let count = Sys.readSome(0, into: &buffer)
+        if count <= 0 { break }
+        pending += buffer[0..<count]
+        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+          let line = Array(pending[..<newline])
+          pending.removeFirst(newline + 1)
+          if discarding {
+            discarding = false
+            continue
+          }
+          if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+          if !CLI.serveCell(line, cells: &cells, session: session) { break reading }
+        }
+        if pending.count > CLI.requestLineLimitBytes {
+          Sys.writeAll(
+            1,
+            CLI.makeErrorJSONBytes(
+              .invalidCell(reason: "a request line longer than \(CLI.requestLineLimitBytes) bytes"),
+              exitStatus: ExitCode.usage))
+          pending = []
+          discarding = true
+        }
+      }
+      let end = CLI.blocking { await session.close() }
+      if let reason = session.endReason, !reason.hasPrefix("it was closed") {
+        CLI.printError("note: the session ended: \(reason)")
+      }
+      if let problem = end?.cleanupIncomplete {
+        CLI.printError(
+          "warning: the host's clean-up of the mount dir is incomplete (\(problem)); it is closed (mode 000): remove it, never read it by path"
+        )
+      }
+      return 0
+    }
+
+    /// One request line: its result (or an error object) on stdout; `cells` counts the cells run.
+    /// False once the session is over.
+    static func serveCell(_ line: [UInt8], cells: inout Int, session: SandboxSession) -> Bool {
+      let request: CLI.CellRequest
+      do throws(SandboxError) {
+        request = try CLI.CellRequest(line: line)
+      } catch {
+        Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: ExitCode.usage))
+        return true
+      }
+      cells += 1
+      let number = cells
+      let outcome: Swift.Result<SandboxCellResult, SandboxError> = CLI.blocking {
+        do throws(SandboxError) {
+          return .success(try await session.execute(request.code, timeout: request.timeout))
+        } catch {
+          return .failure(error)
+        }
+      }
+      switch outcome {
+      case .success(let result):
+        Sys.writeAll(1, CLI.makeCellJSONBytes(result, cell: number, id: request.id))
+        return result.sessionEnded == nil
+      case .failure(let error):
+        Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: error.exitCode))
+        if case .sessionEnded = error { return false }
+        return true
+      }
+    }
+
     /// Reads all of standard input (the code, when neither --code nor --script is given).
     static func readStandardInput() throws(SandboxError) -> [UInt8] {
       var bytes: [UInt8] = []
@@ -7931,13 +9242,14 @@ extension Sandbox {
           CLI.printOut(CLI.usageText)
           return 0
         case .run: return try CLI.runPayloadCommand(options)
+        case .session: return try CLI.runSessionCommand(options)
         case .printArgv: return try CLI.printArgvCommand(options)
         case .selfTest: return try CLI.runSelfTestCommand(options)
         case .interactive: return try CLI.runInteractiveCommand(options)
         case .printProfile: return try CLI.printProfileCommand(options)
         }
       } catch {
-        let json = arguments.first == "run" && arguments.contains("--json")
+        let json = (arguments.first == "run" && arguments.contains("--json")) || arguments.first == "session"
         if case .appArmorProfileNotInstalled(let name, let profile, _) = error {
           // with --json, stdout holds the JSON alone
           CLI.printAppArmorInstructions(name: name, profile: profile, profileFD: json ? 2 : 1)
