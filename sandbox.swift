@@ -11,7 +11,8 @@
 // A run ends only when every process of the sandbox is gone (a pidfd on bwrap's pid 1), and the
 // payload starts only on the host's "GO", after its limits are set; if the host dies at any
 // moment, nothing of the sandbox outlives it (see "The lifecycle"). Only then does the
-// host touch /mnt, and never by path.
+// host touch /mnt, and never by path. A session (`openSession`, `sandbox session`) keeps one
+// such sandbox and its interpreter between cells; what comes back from it is checked, never trusted.
 //
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
 // kernel is shared), network exfiltration and host loopback access while the network is on

@@ -13,7 +13,8 @@
 //   cli     `sandbox run --code …`, the whole process;
 //   api     `Sandbox.run` in this process; and `async` with 4 concurrent tasks (wall time / 4).
 // Plus: change tracking alone with 10, 1,000 and 10,000 files (two snapshots and a diff), a
-// whole run with 10,000 files in the mount dir, and 2-worker throughput, bwrap vs sandbox.
+// whole run with 10,000 files in the mount dir, 2-worker throughput, bwrap vs sandbox, and a
+// session's cell round trip beside a one-shot run.
 // It never fails on a slow machine: it reports.
 
 import Glibc
@@ -315,6 +316,38 @@ enum Bench {
       }
     } else {
       print("bench: SANDBOX_BENCH_PLOT_VENV is not set (a venv with matplotlib): the plotting rows are left out")
+    }
+
+    // A session cell round trip for `1+1` (the caller's wall time of `execute`: host side, the
+    // channel both ways and the interpreter's own few microseconds), with and without a mount
+    // dir (two walks of an empty dir per cell), interleaved with a one-shot run of the same code.
+    if let sessionSandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled)),
+      let mount = try? SandboxMountDirectory(prefix: "sandbox-bench-"),
+      let plain = try? await sessionSandbox.openSession(), let mounted = try? await sessionSandbox.openSession(mountDirectory: mount.path)
+    {
+      var samples: [String: [Double]] = ["cell": [], "cell_mnt": [], "oneshot": []]
+      for round in 0..<(max(40, runs) + 1) {
+        var start = ContinuousClock.now
+        _ = try? await plain.execute("1+1")
+        let cell = milliseconds(ContinuousClock.now - start)
+        start = ContinuousClock.now
+        _ = try? await mounted.execute("1+1")
+        let cellMount = milliseconds(ContinuousClock.now - start)
+        let oneShot = measure { runOrDie(sessionSandbox, "print(1+1)") }
+        if round == 0 { continue }  // warm-up
+        samples["cell"]!.append(cell)
+        samples["cell_mnt"]!.append(cellMount)
+        samples["oneshot"]!.append(oneShot)
+      }
+      let oneShotMedian = percentile(samples["oneshot"]!, 0.5)
+      for (key, title) in [("cell", "session cell 1+1"), ("cell_mnt", "session cell 1+1, with a mount dir"), ("oneshot", "one-shot Sandbox.run of print(1+1)")] {
+        let median = percentile(samples[key]!, 0.5)
+        rows.append(Row(name: title, median: median, p90: percentile(samples[key]!, 0.9), unit: "ms"))
+        json.append("{\"variant\": \"session_\(key)\", \"median_ms\": \(median), \"p90_ms\": \(percentile(samples[key]!, 0.9)), \"vs_oneshot\": \(median / oneShotMedian)}")
+      }
+      await plain.close()
+      await mounted.close()
+      mount.remove()
     }
 
     // Change tracking alone: two snapshots and a diff, as one run does.

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 131
+plan 136
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -570,5 +570,46 @@ print([open(p).read() for p in glob.glob("/tmp/.cache/matplotlib/*")])' 2>/dev/n
 else
   skip "font list: another user's cache dir is never read" "needs root, sandboxci and tests/build/venv-work (matplotlib)"
 fi
+
+
+# sandbox session: one interpreter between cells, JSON lines in and out; bad lines get an error
+# object and the session goes on; end of input closes it (exit 0).
+SESSION_MNT=$(mktemp -d "$TMP/session-XXXXXX")/mnt && mkdir "$SESSION_MNT"
+printf '%s\n' '{"code": "x = 41", "id": 7}' 'not json' '{"code": "x + 1", "extra": 1}' '{"code": 5}' \
+  '{"code": "open(\"/mnt/made\", \"w\").write(\"1\"); x + 1", "id": "s"}' '' '{"code": "while True: pass", "timeout": 0.3}' \
+  '{"code": "print(\"still\", x)"}' > "$TMP/cells"
+"$SB" session --no-apparmor --venv "$VENV" --mnt-dir "$SESSION_MNT" < "$TMP/cells" > "$TMP/session.out" 2>"$TMP/session.err"; rc=$?
+check "session: a conversation: state kept, bad lines answered with error objects, a timeout survived, exit 0" \
+  python3 - "$TMP/session.out" "$rc" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert sys.argv[2] == "0", sys.argv[2]
+assert len(lines) == 7, lines
+assert lines[0]["cell"] == 1 and lines[0]["id"] == 7 and lines[0]["value"] is None and lines[0]["schema"] == 3
+assert [l["error"]["kind"] for l in lines[1:4]] == ["invalid_cell"] * 3, lines[1:4]
+assert "unknown field 'extra'" in lines[2]["error"]["message"], lines[2]
+assert lines[4]["value"] == "42" and lines[4]["id"] == "s" and lines[4]["changed_files"] == ["made"], lines[4]
+assert lines[5]["timed_out"] and lines[5]["exception"]["type"] == "KeyboardInterrupt" and lines[5]["session_ended"] is None
+assert lines[6]["stdout"] == "still 41\n" and lines[6]["cell"] == 4, lines[6]
+PY
+printf '%s\n' '{"code": "import os; os._exit(3)"}' '{"code": "1"}' | "$SB" session --no-apparmor --venv "$VENV" > "$TMP/session.out" 2>"$TMP/session.err"; rc=$?
+check "session: an interpreter that exits ends the session: its last result says why, nothing more runs, a note on stderr" \
+  python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1])]; assert len(l) == 1 and "status 3" in l[0]["session_ended"], l; assert "session ended" in open(sys.argv[2]).read()' "$TMP/session.out" "$TMP/session.err"
+out=$("$SB" session --no-apparmor --venv "$VENV" --code 1 2>&1 </dev/null); rc=$?
+check "session: a run-only flag is refused (exit 2)" test "$rc" = 2 -a -n "$(grep "belongs to 'sandbox run'" <<<"$out")"
+out=$("$SB" session --no-apparmor --venv "$VENV" --idle-timeout 0 2>/dev/null </dev/null); rc=$?
+check "session: a zero idle timeout is refused (exit 2) with a JSON error object" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["error"]["kind"] == "invalid_timeout" and sys.argv[2] == "2", d' "$out" "$rc"
+# The JSON reader against hostile lines: each gets an error object; the session answers the next.
+python3 - > "$TMP/hostile" <<'PY'
+lines = [b'{"code": "1", "code": "2"}', b'[' * 100000, b'{"code": "\\ud800"}', b'{"code": "\xff"}', b'{"code": "a\x00"}',
+         b'{"code": 1e999}', b'{"code": "1", "timeout": -1}', b'{"code": "1", "timeout": "5"}', b'"just a string"',
+         b'{"code": "1"} trailing', b'{"code": "1", "id": [1]}', b'{' + b'"a": 1, ' * 10000 + b'"code": "1"}']
+import sys
+sys.stdout.buffer.write(b"\n".join(lines + [b'{"code": "6 * 7"}']) + b"\n")
+PY
+"$SB" session --no-apparmor --venv "$VENV" < "$TMP/hostile" > "$TMP/session.out" 2>/dev/null; rc=$?
+check "session: 12 hostile request lines get 12 error objects, then the next cell runs" \
+  python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1], encoding="utf-8", errors="strict")]; assert len(l) == 13 and all("error" in x for x in l[:12]) and l[12]["value"] == "42", [x.get("error", x.get("value")) for x in l]' "$TMP/session.out"
 
 finish

@@ -4,8 +4,10 @@
 Usage: tests/host_death_test.py SANDBOX_BINARY UNIT_TESTS_BINARY VENV [KILLS]
        (SANDBOX_PROFILE=NAME: runs under that loaded AppArmor profile instead of --no-apparmor)
 
-For the library (unit_tests --host-death-victim, several runs in flight per host) and for the
-CLI (`sandbox run`), KILLS times each (default 200): half of the kills land early in start-up
+For the library (unit_tests --host-death-victim, several runs in flight per host), the CLI
+(`sandbox run`), library sessions (unit_tests --session-victim, two sessions per host, the
+payload a cell) and `sandbox session` (the payload a cell sent on its stdin), KILLS times each
+(default 200; half that for the two session kinds): half of the kills land early in start-up
 (0-20 ms), half anywhere in the first 2 s. Afterwards no process of those runs may exist (no
 payload, no bwrap, no reaper: found by a tag in their command line or environment), and every
 report a payload wrote (its rlimits, after a delay) must show the limits it was given: a
@@ -13,7 +15,7 @@ payload that ran without them would say so. Safe for the machine: the payloads o
 write into mount dirs this script made; leftovers are killed before the script exits.
 Prints a plan line first; ends with the line "N passed, N failed, N skipped".
 """
-import os, random, shutil, signal, subprocess, sys, tempfile, time
+import json, os, random, shutil, signal, subprocess, sys, tempfile, time
 
 SANDBOX, UNIT, VENV = sys.argv[1:4]
 KILLS = int(sys.argv[4]) if len(sys.argv) > 4 else 200
@@ -80,24 +82,35 @@ def reaper_groups():
 
 def host(kind, tag, base):
     environment = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    layer = ["--apparmor-profile-name", PROFILE] if PROFILE else ["--no-apparmor"]
+    limits = ["--cpu-seconds", "77", "--max-open-files", "77", "--env", f"SANDBOX_DEATH_TAG={tag}"]
     if kind == "library":
         command = [UNIT, "--host-death-victim", VENV, base, tag, "4", REPORTER, PROFILE or "-"]
+    elif kind == "session":
+        command = [UNIT, "--session-victim", VENV, base, tag, REPORTER]
+    elif kind == "session-cli":
+        os.makedirs(f"{base}/run0", exist_ok=True)
+        command = [SANDBOX, "session", *layer, "--venv", VENV, "--mnt-dir", f"{base}/run0", *limits]
+        process = subprocess.Popen(command, env=environment, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        process.stdin.write(json.dumps({"code": REPORTER, "timeout": 2.5}).encode() + b"\n")
+        process.stdin.flush()  # stdin stays open: the session waits for more
+        return process
     else:
         os.makedirs(f"{base}/run0", exist_ok=True)
-        layer = ["--apparmor-profile-name", PROFILE] if PROFILE else ["--no-apparmor"]
         command = [SANDBOX, "run", *layer, "--venv", VENV, "--mnt-dir", f"{base}/run0", "--timeout", "2.5",
-                   "--cpu-seconds", "77", "--max-open-files", "77", "--env", f"SANDBOX_DEATH_TAG={tag}", "--code", REPORTER]
+                   *limits, "--code", REPORTER]
     return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run(kind):
+def run(kind, kills):
     work = tempfile.mkdtemp(prefix=f"sandbox-death-{kind}-")
     os.chmod(work, 0o755)
     survivors, unlimited, reports, orphaned_reapers = [], [], 0, []
-    kills = 0
-    while kills < KILLS:
+    limit, kills = kills, 0
+    while kills < limit:
         round_tags, hosts = [], []
-        for _ in range(min(PARALLEL, KILLS - kills)):
+        for _ in range(min(PARALLEL, limit - kills)):
             tag = f"death{random.getrandbits(48):012x}"
             base = f"{work}/{tag}"
             os.makedirs(base)
@@ -132,16 +145,16 @@ def run(kind):
                 if text != EXPECTED:
                     unlimited.append(text)
     shutil.rmtree(work, ignore_errors=True)
-    check(not survivors, f"host death ({kind}): after {KILLS} SIGKILLs of the host, no payload, bwrap or gate of its runs is left",
+    check(not survivors, f"host death ({kind}): after {limit} SIGKILLs of the host, no payload, bwrap or gate of its runs is left",
           f"{len(survivors)} survived")
     check(not orphaned_reapers, f"host death ({kind}): no reaper outlives its host", f"{orphaned_reapers}")
     check(not unlimited, f"host death ({kind}): every one of {reports} payload reports shows its limits (none ran without them)",
           f"{unlimited[:3]}")
 
 
-KINDS = ("library", "cli")
+KINDS = {"library": KILLS, "cli": KILLS, "session": max(1, KILLS // 2), "session-cli": max(1, KILLS // 2)}
 print(f"1..{3 * len(KINDS)}")  # run() makes three checks
-for kind in KINDS:
-    run(kind)
+for kind, kills in KINDS.items():
+    run(kind, kills)
 print(f"{passed} passed, {failed} failed, 0 skipped")
 sys.exit(0 if failed == 0 else 1)

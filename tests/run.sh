@@ -172,7 +172,8 @@ if [ "$(id -u)" = 0 ]; then
     # interpreter lives in the user's home, as with pyenv or uv.
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
-    cp "$SB" "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py tests/deny_namespaces.py "$STAGE/"
+    cp "$SB" "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py tests/deny_namespaces.py \
+      tests/workloads_test.sh "$STAGE/"
     cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
@@ -192,6 +193,14 @@ if [ "$(id -u)" = 0 ]; then
     part "library end-to-end tests as $TEST_USER" as_user env SANDBOX_TEST_VENV="$STAGE/venv" SANDBOX_GOLDEN_DIR="$STAGE/golden" "$STAGE/unit_tests"
     part "command-line tests as $TEST_USER" as_user "$STAGE/cli_tests.sh" "$STAGE/sandbox" "$STAGE/venv"
     part "host death as $TEST_USER" as_user "$STAGE/host_death_test.py" "$STAGE/sandbox" "$STAGE/unit_tests" "$STAGE/venv"
+    # Sessions' figures and the real work, as the account: the workload venv where it can read it.
+    if [ -e "$WORK_VENV/.complete" ] && as_user test -x "$PWD/$WORK_VENV/bin/python"; then
+      part "real Python work as $TEST_USER (Debian venv: $WORK_PACKAGES)" \
+        as_user "$STAGE/workloads_test.sh" "$STAGE/sandbox" "$PWD/$WORK_VENV" "Debian venv as $TEST_USER"
+    else
+      echo "ok - real Python work as $TEST_USER # SKIP $PWD/$WORK_VENV is missing or out of $TEST_USER's reach"
+      total_skipped=$((total_skipped + 1))
+    fi
     suites "as $TEST_USER, Debian venv" "$STAGE/venv" as_user "$STAGE/sandbox"
     suites "as $TEST_USER, base interpreter in $PREFIX" "$STAGE/venv-home" as_user "$STAGE/sandbox"
     rm -rf "$STAGE"

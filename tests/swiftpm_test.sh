@@ -38,8 +38,8 @@ out.append(f"let readmeExampleCount = {len(blocks)}")
 open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PY
 cat > "$PKG/Sources/ReadmeExamples/main.swift" <<'SWIFT'
-// Runs the README's examples 2 (mount dir), 3 (script), 5 (async) and 6 (admission) against the
-// test venv; 1 needs AppArmor and 4 a made-up venv path, so they are compiled only.
+// Runs the README's examples 2 (mount dir), 3 (script), 5 (async), 6 (admission) and 7 (a session)
+// against the test venv; 1 needs AppArmor and 4 a made-up venv path, so they are compiled only.
 import Glibc
 
 let venv = String(cString: getenv("SANDBOX_TEST_VENV"))
@@ -53,14 +53,17 @@ fclose(file)
 try readmeExample3(sandbox: sandbox, source: "", input: "", hostDirectory: scripts.path)
 try await readmeExample5(sandbox: sandbox, source: "print(input())", input: "typed\n", hostDirectory: "")
 try readmeExample6(sandbox: sandbox, source: "", input: "", hostDirectory: "")
+let sessionDirectory = try SandboxMountDirectory(prefix: "readme_session_")
+try await readmeExample7(sandbox: sandbox, source: "", input: "", hostDirectory: sessionDirectory.path)
+sessionDirectory.remove()
 print("examples: \(readmeExampleCount), admission maximum now \(Sandbox.Admission.maximum ?? 0)")
 SWIFT
 log=$(cd "$PKG" && swift build -q 2>&1); rc=$?
 on_failure=show check "SwiftPM: the README's examples build in a Swift 6 package with .define(\"SANDBOX_LIBRARY\")" test "$rc" = 0
 show() { tail -n 20 <<<"$log" | sed 's/^/#   /'; }
 out=$(cd "$PKG" && SANDBOX_TEST_VENV=$VENV "$(swift build --show-bin-path)/ReadmeExamples" 2>&1)
-check "SwiftPM: examples 2, 3, 5 and 6 run (mount dir, script, async, admission)" \
-  bash -c 'grep -q "changed files: \[\"out.txt\"\]" <<<"$1" && grep -q "host out: result" <<<"$1" && grep -q "^script ran" <<<"$1" && grep -q "admission maximum now 16" <<<"$1"' _ "$out"
-check "SwiftPM: every swift block of the README was compiled (at least 6)" \
-  test "$(grep -c '^func readmeExample' "$PKG/Sources/ReadmeExamples/Examples.swift")" -ge 6
+check "SwiftPM: examples 2, 3, 5, 6 and 7 run (mount dir, script, async, admission, session)" \
+  bash -c 'grep -q "changed files: \[\"out.txt\"\]" <<<"$1" && grep -q "host out: result" <<<"$1" && grep -q "^script ran" <<<"$1" && grep -q "admission maximum now 16" <<<"$1" && grep -q "^cell value: 3$" <<<"$1" && grep -q "^session ended: cleanly$" <<<"$1"' _ "$out"
+check "SwiftPM: every swift block of the README was compiled (at least 7)" \
+  test "$(grep -c '^func readmeExample' "$PKG/Sources/ReadmeExamples/Examples.swift")" -ge 7
 finish

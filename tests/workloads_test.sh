@@ -10,7 +10,7 @@ SB=$1
 VENV=$2
 LABEL=$3
 . "$(dirname "$0")/lib.sh"
-plan 20
+plan 21
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-workloads-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -93,4 +93,15 @@ check "$LABEL: the self-test header raises no bytecode warning for a compiled ve
 out=$("$SB" run --no-apparmor --venv "$VENV" --json --code 'import pandas, time; print("ok")' 2>/dev/null)
 check "$LABEL: import pandas runs (a warm import after the compiled install)" \
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == "ok\n", d' "$out"
+# A session: a matplotlib figure shown (plt.show()) and one left open come back as PNG images,
+# with nothing on stderr; a pandas frame defined in one cell is used by the next.
+printf '%s\n' '{"code": "import pandas as pd\ndf = pd.DataFrame({\"v\": [1, 2, 3]})"}' \
+  '{"code": "import matplotlib.pyplot as plt\nplt.plot(df[\"v\"])\nplt.show()\nplt.figure()\nplt.bar([1], [2])\nint(df.v.sum())"}' |
+  "$SB" session --no-apparmor --venv "$VENV" > "$TMP/session.out" 2>/dev/null
+check "$LABEL: a session returns its figures as PNG images and keeps a DataFrame between cells" python3 -c '
+import base64, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+images = [base64.b64decode(i["b64"]) for i in lines[-1]["images"]]
+assert len(lines) == 2 and lines[-1]["value"] == "6" and lines[-1]["stderr"] == "", lines[-1]
+assert len(images) == 2 and all(i.startswith(b"\x89PNG\r\n\x1a\n") and len(i) > 1000 for i in images)' "$TMP/session.out"
 finish
