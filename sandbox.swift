@@ -36,6 +36,7 @@
 //     --venv PATH                   the venv whose interpreter runs the code (read-only)
 //     --apparmor-profile-name NAME  the enforce-mode profile confining every run
 //     --ro-dir DIR                  a host directory bound read-only (checked) (repeatable)
+//     --input-dir DIR               a directory below the temp dir, bound read-only at /input
 //     --no-apparmor                 run without the AppArmor layer (says so); the others stay
 //     --enable-network              share the host's network (the default)
 //     --isolated-network            network on in a namespace of its own, through pasta
@@ -57,10 +58,13 @@
 //   sandbox run:
 //     --code CODE                   the Python code (without --code or --script: stdin)
 //     --script /mnt/REL.py          a script inside the mount dir
+//     --arg VALUE                   an argument for the payload (sys.argv[1:]) (repeatable)
+//     --stdin-file PATH             the payload's stdin (else stdin with --code or --script, unless a tty)
 //     --mnt-dir DIR                 a directory below the temp dir, bound read-write at /mnt
 //     --timeout SECONDS             wall-clock limit (> 0); 124 when it strikes
 //     --env NAME=VALUE              an extra environment variable (repeatable)
-//     --json                        print one JSON object (schema 2) instead of the streams
+//     --json                        print one JSON object (schema 3) instead of the streams
+//     --b64                         with --json: stdout_b64 and stderr_b64 always, not only for non-UTF-8
 //     --output REL                  with --json and --mnt-dir: return this file of the mount dir (repeatable)
 //     --print-bwrap-argv            print this run's bwrap command line and run nothing
 //
@@ -185,6 +189,10 @@ public struct SandboxConfig: Sendable, Equatable {
   /// is not `/`, a home directory or above one, a system or sandbox path, and holds no
   /// credentials at its top (`.ssh`, `.gnupg`, `.aws`, …).
   public var readOnlyDirectories: [String] = []
+  /// A host directory of inputs, bound read-only at `/input` (`--input-dir`): files the payload
+  /// reads but can neither change nor delete. Checked like a mount dir (its real path strictly
+  /// below the temp dir) and bound through a descriptor opened on that path for every run.
+  public var inputDirectory: String? = nil
 
   /// Creates a configuration; nothing is checked until a `Sandbox` is made from it.
   public init(
@@ -625,6 +633,10 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case outputUnreadable(path: String, reason: String)
   /// A session's cell cannot be sent: its code is too large, or its request is malformed.
   case invalidCell(reason: String)
+  /// An argument for the payload (`--arg`) holds a NUL byte.
+  case invalidArgument(String)
+  /// The input directory (`--input-dir`) is missing, not a directory, or outside the temp dir.
+  case invalidInputDirectory(path: String, reason: String)
   // AppArmor and layer configuration (exit 2: a setting or a profile to fix)
   /// AppArmor was requested but the kernel cannot apply it.
   case appArmorUnavailable(reason: String)
@@ -687,7 +699,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
         "environment variable '\(Sandbox.Sys.printable(name))' cannot be passed: names are [A-Za-z_][A-Za-z0-9_]*, values hold no NUL byte"
     case .invalidMountDirectory(let path, let reason): return "mount directory '\(path)': \(reason)"
     case .invalidScriptPath(let path, let reason): return "script '\(path)': \(reason)"
-    case .invalidTimeout(let text): return "timeout '\(text)' is not a positive number of seconds"
+    case .invalidTimeout(let text):
+      return "timeout '\(text)' is not a positive number of seconds (at most \(Sandbox.longestTimeout))"
     case .invalidUser(let user, let reason): return "--user \(Sandbox.Sys.printable(user)): \(reason)"
     case .bwrapNotFound: return "bubblewrap (bwrap) is not installed or not on PATH"
     case .bwrapTooOld(let found, let required):
@@ -724,6 +737,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .outputUnreadable(let path, let reason):
       return "output '\(Sandbox.Sys.printable(path))' cannot be read safely: \(reason)"
     case .invalidCell(let reason): return "the cell cannot be run: \(reason)"
+    case .invalidArgument(let argument):
+      return "the payload argument '\(Sandbox.Sys.printable(argument))' cannot be passed: it holds a NUL byte"
+    case .invalidInputDirectory(let path, let reason): return "input directory '\(path)': \(reason)"
     case .sessionEnded(let reason): return "the session has ended: \(reason)"
     }
   }
@@ -791,6 +807,10 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
         "retry later, set Sandbox.Admission.policy = .wait to queue, or raise Sandbox.Admission.maximum (and RLIMIT_NOFILE with it)"
     case .sessionEnded:
       return "its state is gone; open a new session (Sandbox.openSession) and run the cells it needs again"
+    case .invalidArgument: return "pass arguments as text without NUL bytes (or the data in a file of the input dir)"
+    case .invalidInputDirectory:
+      return
+        "pass a directory below the temp dir, e.g. d=$(mktemp -d) && cp -r INPUTS \"$d/in\", then --input-dir \"$d/in\" (the payload sees it read-only at /input)"
     case .invalidCell:
       return
         "send the code as UTF-8 of at most \(Sandbox.Lifecycle.SessionLink.frameLimitBytes) bytes, with a timeout > 0"
@@ -806,6 +826,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       .invalidReadOnlyDirectory, .invalidProfileName,
       .invalidEnvironment,
       .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable, .invalidCell,
+      .invalidArgument, .invalidInputDirectory,
       .appArmorUnavailable,
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
       .setprivNotFound, .layerUnavailable:
@@ -882,6 +903,7 @@ public struct Sandbox: Sendable {
     for directory in config.readOnlyDirectories {
       venv.extraDirectories.append(try Preflight.VenvLayout.checkExtraDirectory(directory))
     }
+    try config.inputDirectory.map(Sandbox.openInputDirectory)?.close()  // a bad input dir fails here, once
     // 3. Fail closed: a layer that was asked for and cannot be applied stops everything.
     let cgroup =
       config.cgroupEnabled
@@ -1015,15 +1037,16 @@ public struct Sandbox: Sendable {
   ///   - stdin: bytes the payload reads on standard input.
   ///   - environment: extra variables for the payload (on top of PATH, HOME, LANG, TMPDIR).
   /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
+  ///   - arguments: the payload's `sys.argv[1:]`.
   @available(*, noasync, message: "blocks its thread and cannot be cancelled: use the async run from async code")
   public func run(
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
-    stdin: [UInt8] = [], environment: [String: String] = [:]
+    stdin: [UInt8] = [], environment: [String: String] = [:], arguments: [String] = []
   ) throws(SandboxError) -> SandboxResult {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
     return try runOnce(
       payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
-      environment: environment, cancellation: nil)
+      environment: environment, cancellation: nil, arguments: arguments)
   }
 
   /// Runs `payload` without blocking a cooperative thread; cancelling the Task kills the sandbox.
@@ -1033,7 +1056,7 @@ public struct Sandbox: Sendable {
   /// - Throws: `SandboxError` when the host cannot set up or start the sandbox.
   public func run(
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
-    stdin: [UInt8] = [], environment: [String: String] = [:]
+    stdin: [UInt8] = [], environment: [String: String] = [:], arguments: [String] = []
   ) async throws(SandboxError) -> SandboxResult {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
     if Task.isCancelled { throw .runCancelled }  // nothing is spawned for a Task cancelled already
@@ -1046,7 +1069,7 @@ public struct Sandbox: Sendable {
               returning: .success(
                 try self.runOnce(
                   payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
-                  environment: environment, cancellation: cancellation)))
+                  environment: environment, cancellation: cancellation, arguments: arguments)))
           } catch {
             continuation.resume(returning: .failure(error))
           }
@@ -1147,14 +1170,25 @@ public struct Sandbox: Sendable {
   func runOnce(
     _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
     environment: [String: String], cancellation: Spawner.CancellationSignal?, terminal: Spawner.TerminalRelay? = nil,
-    session: Lifecycle.SessionLink? = nil
+    session: Lifecycle.SessionLink? = nil, arguments: [String] = []
   ) throws(SandboxError) -> SandboxResult {
     // 1. Bad input spawns nothing: a timeout that is not positive, a variable that cannot be
     //    passed, a mount dir or script that fails its checks.
-    if let timeout, timeout <= .zero { throw .invalidTimeout("\(timeout)") }
+    if let timeout { try Sandbox.checkTimeout(timeout) }
     let payloadEnvironment = try Bwrap.makePayloadEnvironment(venvRoot: venv.root, extra: environment)
+    if let bad = arguments.first(where: { $0.utf8.contains(0) }) { throw .invalidArgument(bad) }
     let mountDir = try mountDirectory.map { (path) throws(SandboxError) in try Changes.OpenMountDirectory(path: path) }
     defer { mountDir?.close() }
+    let inputDir = try config.inputDirectory.map(Sandbox.openInputDirectory)  // re-checked for every run
+    defer { inputDir?.close() }
+    if let inputDir, let mountDir,
+      inputDir.hostPath == mountDir.hostPath || inputDir.hostPath.hasPrefix(mountDir.hostPath + "/")
+        || mountDir.hostPath.hasPrefix(inputDir.hostPath + "/")
+    {
+      throw .invalidInputDirectory(
+        path: inputDir.hostPath,
+        reason: "it and the mount dir \(mountDir.hostPath) contain one another: the payload could change its inputs")
+    }
     if let runAs, let mountDir, let problem = runAs.ownershipProblem(mountDir.pathFD, path: mountDir.hostPath) {
       throw .invalidMountDirectory(path: mountDir.hostPath, reason: problem)
     }
@@ -1179,6 +1213,8 @@ public struct Sandbox: Sendable {
     // 4. The command line, from data; under setpriv (and the profile) when AppArmor is on.
     var plan = makePlan(payload, mountDir: mountDir, environment: payloadEnvironment)
     plan.extraDirectoryFDs = extraFDs
+    plan.inputDirectoryFD = inputDir?.pathFD
+    plan.arguments = arguments
     plan.keepsChannel = session != nil
     session?.limits = limits
     if let session, let mountDir {  // per-cell changes: read-only, through the descriptor we hold
@@ -1233,6 +1269,27 @@ public struct Sandbox: Sendable {
       limitHit: Lifecycle.classifyLimitHit(exit, limits: limits, cgroup: usage),
       layers: layers(mountDirectoryBound: mountDir != nil).map(\.rawValue),
       memoryPeakBytes: usage?.memoryPeakBytes, cpuTime: usage?.cpuTime)
+  }
+
+  /// The longest timeout, idle timeout or lifetime the library takes (about 115 days, as the CLI).
+  public static let longestTimeout: Duration = .seconds(10_000_000)
+
+  /// Refuses a bound that is not positive or longer than `longestTimeout` (DECISIONS 2).
+  /// - Throws: `SandboxError.invalidTimeout`.
+  static func checkTimeout(_ timeout: Duration) throws(SandboxError) {
+    guard timeout > .zero, timeout <= longestTimeout else { throw .invalidTimeout("\(timeout)") }
+  }
+
+  /// Opens the input directory with the mount dir's checks (its real path strictly below the temp
+  /// dir, held by an O_PATH descriptor that the bind uses).
+  /// - Throws: `SandboxError.invalidInputDirectory` naming what is wrong.
+  static func openInputDirectory(_ path: String) throws(SandboxError) -> Changes.OpenMountDirectory {
+    do throws(SandboxError) {
+      return try Changes.OpenMountDirectory(path: path)
+    } catch {
+      if case .invalidMountDirectory(_, let reason) = error { throw .invalidInputDirectory(path: path, reason: reason) }
+      throw error
+    }
   }
 
   /// Supervises `launch`; where Landlock's scope applies, from a fresh thread restricted first.
@@ -2021,6 +2078,8 @@ extension Sandbox {
     /// Fixed places in the sandbox's filesystem, and what of the host it may see.
     enum Layout {
       static let mountPoint = "/mnt"
+      /// Where `SandboxConfig.inputDirectory` appears, read-only (never beneath /mnt: DECISIONS 8).
+      static let inputPoint = "/input"
       /// Where the code of a `.code` payload appears, read-only.
       static let codePath = "/run/sandbox/main.py"
       static let hostname = "sandbox"
@@ -2208,6 +2267,10 @@ extension Sandbox {
       var extraDirectoryFDs: [Int32] = []
       /// Host descriptor of the validated mount directory (O_PATH), if any.
       var mountDirectoryFD: Int32?
+      /// Host descriptor of the validated input directory (O_PATH), bound read-only at /input.
+      var inputDirectoryFD: Int32? = nil
+      /// The payload's `sys.argv[1:]`.
+      var arguments: [String] = []
       var payload: SandboxPayload
       var environment: [(String, String)]
       var tmpfsBytes: Int
@@ -2268,6 +2331,9 @@ extension Sandbox {
       } else {
         mounts.append(.tmpfs(Bwrap.Layout.mountPoint, sizeBytes: plan.tmpfsBytes))  // ephemeral, gone with the run
       }
+      if let inputFD = plan.inputDirectoryFD {  // the inputs, read-only, beside /mnt (never beneath it)
+        mounts.append(.readOnlyDescriptor(fd: childFD(for: .descriptor(inputFD)), sandboxPath: Bwrap.Layout.inputPoint))
+      }
       mounts.append(.readOnly(plan.venv.root))  // interpreter and packages
       for (index, path) in plan.venv.extraDirectories.enumerated() {  // --ro-dir: the checked directory itself
         let fd = index < plan.extraDirectoryFDs.count ? plan.extraDirectoryFDs[index] : -1  // -1: the profile's plan
@@ -2312,6 +2378,7 @@ extension Sandbox {
       arguments +=
         ["--chdir", Bwrap.Layout.mountPoint, "--"]
         + plan.host.bootstrap.command(python: plan.venv.python, script: script, keepingChannel: plan.keepsChannel)
+        + plan.arguments
       return Bwrap.Invocation(arguments: arguments, inputs: inputs, mounts: mounts)
     }
 
@@ -2952,8 +3019,8 @@ extension Sandbox {
       let variants = [Int32(3), nil].map { fd in
         Bwrap.makeInvocation(
           Bwrap.RunPlan(
-            host: host, venv: venv, networkEnabled: false, mountDirectoryFD: fd, payload: .code(""), environment: [],
-            tmpfsBytes: 1, seccompProgram: [])
+            host: host, venv: venv, networkEnabled: false, mountDirectoryFD: fd, inputDirectoryFD: fd,
+            payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])
         ).mounts
       }
       var seen: Set<String> = Set(rules.map(\.rule))
@@ -3014,6 +3081,7 @@ extension Sandbox {
           rule: "/run/{,sandbox/} r,", why: "the directory of the code (Python lists its script's directory)"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.codePath) r,", why: "the code of a .code payload"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.mountPoint)/{,**} rwlkm,", why: "/mnt, the one host interface"),
+        AppArmorProfile.Rule(rule: "\(Bwrap.Layout.inputPoint)/{,**} mr,", why: "/input, the inputs (read-only)"),
         AppArmorProfile.Rule(rule: "/tmp/{,**} rwlkm,", why: "the private /tmp"),
         AppArmorProfile.Rule(rule: "/dev/shm/{,**} rwlkm,", why: "POSIX semaphores (multiprocessing)"),
         AppArmorProfile.Rule(rule: "/dev/ r,", why: "listing the minimal /dev"),
@@ -3080,7 +3148,14 @@ extension Sandbox {
           try remount(path, directory: directory),
         ]
       case .readWriteDescriptor(_, let path), .readOnlyDescriptor(_, let path):
-        let what = if case .readWriteDescriptor = mount { "the validated mount dir" } else { "the checked --ro-dir" }
+        let what =
+          if case .readWriteDescriptor = mount {
+            "the validated mount dir"
+          } else if path == Bwrap.Layout.inputPoint {
+            "the validated input dir"
+          } else {
+            "the checked --ro-dir"
+          }
         return [
           AppArmorProfile.Rule(
             rule: "mount options=(rw, rbind) /oldroot/** -> \(try target(path, directory: true)),",
@@ -4774,8 +4849,8 @@ extension Sandbox {
     ///
     /// The channel (fd 3, the gate's) stays open after "GO". Both ways a message is a frame: a
     /// 4-byte big-endian length, then that many bytes. The host sends a cell's code; the
-    /// interpreter's driver (`Sessions.driverSource`) answers "R" once, when it is ready, then one
-    /// "D…" frame per cell. Everything that comes back is the payload's: a frame longer than
+    /// interpreter's driver (`Sessions.driverSource`) answers "R" once, when it is ready, then per
+    /// cell "S" when its code starts and "D", the cell's token and its fields, when it is over. Everything that comes back is the payload's: a frame longer than
     /// `frameLimitBytes`, a frame nobody asked for, or the channel's end ends the session.
     final class SessionLink: @unchecked Sendable {  // `queue` and `wakeFD`'s writes are guarded by `lock`
       /// What another thread asks of the session.
@@ -4790,6 +4865,9 @@ extension Sandbox {
       struct Cell {
         var id: Int
         var code: [UInt8]
+        /// Sent with the code and expected back first in its reply: a reply that lacks it (one
+        /// for an earlier cell, one forged by a process that never saw the cell) ends the session.
+        var token: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
         var timeout: Duration
         /// Returns why the reply cannot be believed (the session then ends), or nil.
         var done: (CellOutcome) -> String?
@@ -4847,6 +4925,8 @@ extension Sandbox {
       var cellStart = ContinuousClock.now
       var cellCPUAtStart: Duration? = nil
       var interrupted = false
+      /// The driver said "S": the cell's code runs, and SIGINT reaches it.
+      var cellRunning = false
       var cellTimers: [Int] = []
       var idleTimer: Int? = nil
       /// Why the session ends, in words, once it does.
@@ -5271,21 +5351,23 @@ extension Sandbox.Lifecycle.Supervisor {
     if link.lastSnapshot == nil { link.lastSnapshot = link.snapshotMountDirectory() }
     link.current = cell
     link.interrupted = false
+    link.cellRunning = false
     link.cellStart = ContinuousClock.now
     link.cellCPUAtStart = gate.flatMap { Lifecycle.ProcessStatus.cpuTime($0.pid) }
-    let length = UInt32(cell.code.count)  // at most frameLimitBytes (SandboxSession checks)
+    let length = UInt32(cell.token.count + cell.code.count)  // at most frameLimitBytes (SandboxSession checks)
     link.outbox += [UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)]
-    link.outbox += cell.code
+    link.outbox += cell.token + cell.code
     flushOutbox(link)
     link.cellTimers = [loop.at(link.cellStart + cell.timeout) { [unowned self] in interruptCell(link) }]
   }
 
-  /// The interpreter itself gets SIGINT (bwrap's pid 1 forwards nothing): Python raises
-  /// KeyboardInterrupt in the cell. If the cell has not answered within the grace, the session dies.
+  /// The interpreter itself gets SIGINT (bwrap's pid 1 forwards nothing) once the cell's code runs
+  /// (at once, or when its "S" comes): Python raises KeyboardInterrupt in the cell. If the cell has
+  /// not answered within the grace, the session dies.
   fileprivate func interruptCell(_ link: SessionLink) {
     guard link.current != nil, !link.interrupted, let gate else { return }
     link.interrupted = true
-    Spawner.send(SIGINT, to: gate.pidFD)
+    if link.cellRunning { Spawner.send(SIGINT, to: gate.pidFD) }
     link.cellTimers.append(
       loop.at(ContinuousClock.now + SessionLink.interruptGrace) { [unowned self] in
         endSession(.timeout, "the cell did not stop within \(SessionLink.interruptGrace) of its interrupt (SIGINT)")
@@ -5353,13 +5435,16 @@ extension Sandbox.Lifecycle.Supervisor {
 
   fileprivate func handleFrame(_ frame: [UInt8], _ link: SessionLink) {
     switch frame.first {
+    case UInt8(ascii: "S") where link.current != nil && !link.cellRunning && frame.count == 1:
+      link.cellRunning = true
+      if link.interrupted, let gate { Spawner.send(SIGINT, to: gate.pidFD) }  // its timeout came first
     case UInt8(ascii: "R") where !link.ready && frame.count == 1:
       link.ready = true
       link.onReady()
       armIdleTimer(link)
       startNextCell(link)
-    case UInt8(ascii: "D") where link.current != nil:
-      finishCell(link, reply: Array(frame.dropFirst()))
+    case UInt8(ascii: "D") where link.current.map { frame.dropFirst().starts(with: $0.token) } == true:
+      finishCell(link, reply: Array(frame.dropFirst(17)))
       armIdleTimer(link)
       startNextCell(link)
     default:
@@ -6362,12 +6447,12 @@ public final class SandboxSession: @unchecked Sendable {  // immutable; `state` 
   ///   Task was cancelled before the cell started.
   public func execute(_ code: String, timeout: Duration? = nil) async throws(SandboxError) -> SandboxCellResult {
     let bytes = Array(code.utf8)
-    guard bytes.count <= Sandbox.Lifecycle.SessionLink.frameLimitBytes else {
+    guard bytes.count <= Sandbox.Lifecycle.SessionLink.frameLimitBytes - 16 else {
       throw .invalidCell(
         reason: "its code is \(bytes.count) bytes, past the \(Sandbox.Lifecycle.SessionLink.frameLimitBytes)-byte cap")
     }
     let limit = timeout ?? options.cellTimeout
-    guard limit > .zero else { throw .invalidTimeout("\(limit)") }
+    try Sandbox.checkTimeout(limit)
     if Task.isCancelled { throw .runCancelled }
     let id = state.nextCellID()
     let link = self.link
@@ -6416,8 +6501,8 @@ extension Sandbox {
     options: SandboxSession.Options = SandboxSession.Options()
   ) async throws(SandboxError) -> SandboxSession {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
-    for bound in [options.cellTimeout, options.idleTimeout, options.lifetime].compactMap({ $0 }) where bound <= .zero {
-      throw .invalidTimeout("\(bound)")
+    for bound in [options.cellTimeout, options.idleTimeout, options.lifetime].compactMap({ $0 }) {
+      try Sandbox.checkTimeout(bound)
     }
     let link = try Lifecycle.SessionLink(lifetime: options.lifetime, idleTimeout: options.idleTimeout)
     let session = SandboxSession(link: link, options: options)
@@ -6551,7 +6636,11 @@ extension Sandbox {
           os.environ.setdefault("MPLBACKEND", "Agg")
           png = b"\\x89PNG\\r\\n\\x1a\\n"
           images = []
-          running = [False]
+          # 0 waiting for a cell; 1 reading or preparing it; 2 running its code; 3 answering.
+          # The host interrupts only after the "S" that starts 2; SIGINT raises only in 2, is
+          # kept in 1 (the code then does not run), and is dropped in 0 and 3 (its cell is over).
+          phase = [0]
+          interrupted = [False]
 
           def read_exactly(count):
               chunks = []
@@ -6571,7 +6660,7 @@ extension Sandbox {
 
           def text(value, limit):
               data = value.encode("utf-8", "backslashreplace")
-              return data if len(data) <= limit else data[:limit].decode("utf-8", "ignore").encode() + b"..."
+              return data if len(data) <= limit else data[:limit - 3].decode("utf-8", "ignore").encode() + b"..."
 
           def image(data):
               if len(images) >= \(imageLimitCount) or sum(map(len, images)) + len(data) > \(imageLimitBytes):
@@ -6621,8 +6710,10 @@ extension Sandbox {
                   return spec
 
           def interrupt(signum, frame):
-              if running[0]:
+              if phase[0] == 2:
                   raise KeyboardInterrupt
+              if phase[0] == 1:
+                  interrupted[0] = True
 
           def describe(error, parsing):
               kind = type(error)
@@ -6647,32 +6738,41 @@ extension Sandbox {
           main.__dict__["__builtins__"] = builtins
           sys.modules["__main__"] = main
           count = 0
+          signal.signal(signal.SIGINT, interrupt)
           send(b"R")
           while True:
-              code = read_exactly(int.from_bytes(read_exactly(4), "big")).decode("utf-8", "replace")
+              phase[0] = 0
+              length = int.from_bytes(read_exactly(4), "big")
+              phase[0] = 1
+              interrupted[0] = False
+              signal.signal(signal.SIGINT, interrupt)  # a cell may have replaced it
+              frame = read_exactly(length)
+              token, code = frame[:16], frame[16:].decode("utf-8", "replace")
               count += 1
               name = f"<cell {count}>"
               linecache.cache[name] = (len(code), None, code.splitlines(True), name)
               images.clear()
               fields = []
               parsing = True
-              signal.signal(signal.SIGINT, interrupt)
               try:
-                  running[0] = True
                   try:
                       tree = ast.parse(code, name, "exec")
                       parsing = False
                       last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                      send(b"S")  # the code starts: from now on the host may interrupt it
+                      phase[0] = 2
+                      if interrupted[0]:
+                          raise KeyboardInterrupt
                       exec(compile(tree, name, "exec"), main.__dict__)
                       value = None if last is None else eval(compile(ast.Expression(last.value), name, "eval"), main.__dict__)
                   finally:
-                      running[0] = False
+                      phase[0] = 3
                   fields.append((b"S", b"ok"))
                   if value is not None:
                       builtins._ = value
                       fields.append((b"v", text(repr(value), \(valueLimitBytes))))
               except BaseException as error:
-                  running[0] = False
+                  phase[0] = 3
                   fields = [(b"S", b"error")] + describe(error, parsing)
               for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
                   try:
@@ -6680,7 +6780,7 @@ extension Sandbox {
                   except BaseException:
                       pass
               figures()
-              send(b"D", fields + [(b"i", data) for data in images])
+              send(b"D" + token, fields + [(b"i", data) for data in images])
 
       _driver()
 
@@ -6748,10 +6848,10 @@ extension Sandbox {
         let words = String(decoding: data, as: UTF8.self)
         switch tag {
         case UInt8(ascii: "S") where status == nil: status = data
-        case UInt8(ascii: "v") where result.value == nil && length <= valueLimitBytes + 3: result.value = words
+        case UInt8(ascii: "v") where result.value == nil && length <= valueLimitBytes: result.value = words
         case UInt8(ascii: "t") where type == nil && length <= 4096: type = words
-        case UInt8(ascii: "m") where length <= valueLimitBytes + 3: message = words
-        case UInt8(ascii: "l") where traceback.count < tracebackLimitLines && length <= 4096 + 3:
+        case UInt8(ascii: "m") where length <= valueLimitBytes: message = words
+        case UInt8(ascii: "l") where traceback.count < tracebackLimitLines && length <= 4096:
           traceback.append(words)
         case UInt8(ascii: "i") where result.images.count < imageLimitCount && imageBytes + length <= imageLimitBytes:
           imageBytes += length
@@ -7071,6 +7171,15 @@ extension Sandbox {
       func broadcast() { pthread_cond_broadcast(condition) }
     }
 
+    /// A Boolean shared by threads, and an action taken only while it holds.
+    final class Flag: @unchecked Sendable {  // `value` is guarded by `mutex`
+      private let mutex = Sys.Mutex()
+      private var value = false
+      func set(_ new: Bool) { mutex.withLock { value = new } }
+      /// Runs `body` under the lock if the flag is set (so `set(false)` waits for it to finish).
+      func ifSet(_ body: () -> Void) { mutex.withLock { if value { body() } } }
+    }
+
     /// One value handed from one thread to another that blocks for it.
     final class Handoff<Value>: @unchecked Sendable {  // `value` is guarded by `mutex`
       private let mutex = Sys.Mutex()
@@ -7105,6 +7214,7 @@ extension Sandbox {
       let remaining = deadline - ContinuousClock.now
       if remaining <= .zero { return 0 }
       let (seconds, attoseconds) = remaining.components
+      if seconds >= Int64(Int32.max / 1000) { return Int32.max }  // poll's longest wait, no overflow
       let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
       return Int32(clamping: milliseconds)
     }
@@ -8309,6 +8419,11 @@ extension Sandbox {
       /// `sandbox session`: how long without a cell, and how long in all, before the session ends.
       var idleTimeout: Duration?
       var lifetime: Duration?
+      /// `--input-dir`, `--arg`, `--stdin-file`, `--b64`.
+      var inputDirectory: String?
+      var arguments: [String] = []
+      var stdinFile: String?
+      var alwaysBase64 = false
     }
 
     /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
@@ -8401,6 +8516,9 @@ extension Sandbox {
       .value("--ro-dir", "DIR", group: .configuration, repeatable: true, "a host directory bound read-only (checked)") {
         $0.readOnlyDirectories.append($1)
       },
+      .value("--input-dir", "DIR", group: .configuration, "a directory below the temp dir, bound read-only at /input") {
+        $0.inputDirectory = $1
+      },
       .flag("--no-apparmor", group: .configuration, "run without the AppArmor layer (says so); the others stay") {
         $0.noAppArmor = true
       },
@@ -8450,6 +8568,14 @@ extension Sandbox {
       },
       .value("--code", "CODE", group: .run, "the Python code (without --code or --script: stdin)") { $0.code = $1 },
       .value("--script", "/mnt/REL.py", group: .run, "a script inside the mount dir") { $0.script = $1 },
+      .value("--arg", "VALUE", group: .run, repeatable: true, "an argument for the payload (sys.argv[1:])") {
+        $0.arguments.append($1)
+      },
+      .value(
+        "--stdin-file", "PATH", group: .run, "the payload's stdin (else stdin with --code or --script, unless a tty)"
+      ) {
+        $0.stdinFile = $1
+      },
       .value("--mnt-dir", "DIR", group: .run, "a directory below the temp dir, bound read-write at /mnt") {
         $0.mountDirectory = $1
       },
@@ -8466,7 +8592,10 @@ extension Sandbox {
         guard Bwrap.isEnvironmentName(name) else { throw SandboxError.invalidEnvironment(name: name) }
         options.environment[name] = String(pair[pair.index(after: equals)...])
       },
-      .flag("--json", group: .run, "print one JSON object (schema 2) instead of the streams") { $0.json = true },
+      .flag("--json", group: .run, "print one JSON object (schema 3) instead of the streams") { $0.json = true },
+      .flag("--b64", group: .run, "with --json: stdout_b64 and stderr_b64 always, not only for non-UTF-8") {
+        $0.alwaysBase64 = true
+      },
       .value(
         "--output", "REL", group: .run, repeatable: true, "with --json and --mnt-dir: return this file of the mount dir"
       ) {
@@ -8595,6 +8724,10 @@ extension Sandbox {
         }
       }
       if options.code != nil && options.script != nil { throw .usage("--code and --script contradict each other") }
+      if options.alwaysBase64 && !options.json { throw .usage("--b64 adds fields to the JSON: it needs --json") }
+      if options.stdinFile != nil && options.code == nil && options.script == nil {
+        throw .usage("--stdin-file is the payload's stdin, but without --code or --script stdin is the code")
+      }
       if !options.outputs.isEmpty && (!options.json || options.mountDirectory == nil) {
         throw .usage("--output returns files of the mount dir in the JSON: it needs --json and --mnt-dir")
       }
@@ -8655,6 +8788,7 @@ extension Sandbox {
       config.user = options.user
       config.readOnlyDirectories = options.readOnlyDirectories
       config.isolatedNetwork = options.isolatedNetwork
+      config.inputDirectory = options.inputDirectory
       if options.noCgroup && (options.requireCgroup || options.cgroupParent != nil) {
         throw .usage("--no-cgroup contradicts --require-cgroup and --cgroup-parent")
       }
@@ -8672,9 +8806,15 @@ extension Sandbox {
     /// The error object `sandbox run --json` prints on stdout when there is no result: `kind` is
     /// the `SandboxError` case in snake_case (stable, for programs), `message` and `hint` are for
     /// people, `exit_status` is the process's own.
-    static func makeErrorJSONBytes(_ error: SandboxError, exitStatus: Int32) -> [UInt8] {
+    static func makeErrorJSONBytes(_ error: SandboxError, exitStatus: Int32, id: CLI.JSONValue? = nil) -> [UInt8] {
       var json = CLI.JSONWriter()
-      json.raw("{\"schema\": \(CLI.jsonSchema), \"error\": {\"kind\": ")
+      json.raw("{\"schema\": \(CLI.jsonSchema), ")
+      if let id {  // `sandbox session`: the request's id, when it had one
+        json.raw("\"id\": ")
+        json.value(id)
+        json.raw(", ")
+      }
+      json.raw("\"error\": {\"kind\": ")
       json.stringOrNull(CLI.errorKind(error))
       json.raw(", \"message\": ")
       json.stringOrNull(error.description)
@@ -8724,15 +8864,17 @@ extension Sandbox {
 
     /// `makeJSON`'s bytes, written once into one buffer: the host holds about the JSON's own size
     /// (up to 6 bytes per byte printed, for control characters) and no copies of it.
-    static func makeJSONBytes(_ result: SandboxResult, outputs: [CLI.OutputReport] = []) -> [UInt8] {
+    static func makeJSONBytes(_ result: SandboxResult, outputs: [CLI.OutputReport] = [], alwaysBase64: Bool = false)
+      -> [UInt8]
+    {
       var json = CLI.JSONWriter()
       json.reserve(result.stdout.count + result.stderr.count)
       let (seconds, attoseconds) = result.duration.components
       let duration = Double(seconds) + Double(attoseconds) / 1e18
       json.raw("{\"schema\": \(CLI.jsonSchema), \"returncode\": \(result.returnCode), ")
-      json.stream(result.stdout, "stdout")
+      json.stream(result.stdout, "stdout", alwaysBase64: alwaysBase64)
       json.raw(", ")
-      json.stream(result.stderr, "stderr")
+      json.stream(result.stderr, "stderr", alwaysBase64: alwaysBase64)
       json.raw(", ")
       json.names(result.changedPaths, "changed_files")
       json.raw(", ")
@@ -8847,11 +8989,12 @@ extension Sandbox {
         raw("]")
       }
 
-      /// A stream: its text (invalid UTF-8 replaced) and, when it is not valid UTF-8, its exact bytes.
-      mutating func stream(_ data: [UInt8], _ key: String) {
+      /// A stream: its text (invalid UTF-8 replaced) and, when it is not valid UTF-8 (or always,
+      /// on request), its exact bytes.
+      mutating func stream(_ data: [UInt8], _ key: String, alwaysBase64: Bool = false) {
         raw("\"\(key)\": ")
         string(decoding: data)
-        if Sys.validUTF8(data) == nil {
+        if alwaysBase64 || Sys.validUTF8(data) == nil {
           raw(", \"\(key)_b64\": ")
           base64(data)
         }
@@ -8971,16 +9114,34 @@ extension Sandbox {
         }
       }
 
+      /// RFC 8259's number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, finite.
       private mutating func number() throws(SandboxError) -> Double {
         let start = index
-        let allowed = Array("0123456789+-.eE".utf8)
-        while index < bytes.count && allowed.contains(bytes[index]) { index += 1 }
-        let text = String(decoding: bytes[start..<index], as: UTF8.self)
-        // JSON's grammar: no leading '+', no leading zeros, digits around the point.
-        let shape = text.utf8.first.map { $0 == UInt8(ascii: "-") || ($0 >= 0x30 && $0 <= 0x39) } ?? false
-        guard shape, !text.hasPrefix("-.") && !text.hasPrefix("."), let number = Double(text), number.isFinite,
-          !(text.count > 1 && text.hasPrefix("0") && text.dropFirst().first.map(\.isNumber) == true)
-        else { throw failure("not a JSON value") }
+        func digits() -> Int {
+          let first = index
+          while index < bytes.count && bytes[index] >= 0x30 && bytes[index] <= 0x39 { index += 1 }
+          return index - first
+        }
+        if index < bytes.count && bytes[index] == UInt8(ascii: "-") { index += 1 }
+        let integerStart = index
+        let integerDigits = digits()
+        guard integerDigits > 0, integerDigits == 1 || bytes[integerStart] != 0x30 else {
+          throw failure("not a JSON value")
+        }
+        if index < bytes.count && bytes[index] == UInt8(ascii: ".") {
+          index += 1
+          guard digits() > 0 else { throw failure("not a JSON value") }
+        }
+        if index < bytes.count && (bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E")) {
+          index += 1
+          if index < bytes.count && (bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-")) {
+            index += 1
+          }
+          guard digits() > 0 else { throw failure("not a JSON value") }
+        }
+        guard let number = Double(String(decoding: bytes[start..<index], as: UTF8.self)), number.isFinite else {
+          throw failure("a number out of range")
+        }
         return number
       }
 
@@ -9023,7 +9184,9 @@ extension Sandbox {
             scalars.append(scalar)
             continue
           }
+          let hex = Array("0123456789abcdefABCDEF".utf8)
           guard escape == UInt8(ascii: "u"), bytes.count - index >= 4,
+            bytes[index..<(index + 4)].allSatisfy(hex.contains),
             let code = UInt32(String(decoding: bytes[index..<(index + 4)], as: UTF8.self), radix: 16)
           else { throw failure("an unknown escape") }
           index += 4
@@ -9149,24 +9312,39 @@ extension Sandbox {
         }
       }
       let session = try opened.get()
+      // A session that ends by itself (idle, lifetime) while this thread waits for input says so
+      // at once, not at the next line: the watcher reports it and exits while `waitingForInput` holds.
+      let waitingForInput = Sys.Flag()
+      _ = Sys.startThread(inline: false) {
+        let end = CLI.blocking { await session.state.waitForEnd() }
+        waitingForInput.ifSet {
+          Sys.writeAll(1, CLI.makeErrorJSONBytes(.sessionEnded(reason: session.endReason ?? "it ended"), exitStatus: 0))
+          CLI.reportSessionEnd(session, end)
+          exit(0)
+        }
+      }
       var pending: [UInt8] = []
       var buffer = [UInt8](repeating: 0, count: 1 << 16)
       var discarding = false
       var cells = 0
       reading: while session.endReason == nil {
+        waitingForInput.set(true)
         let count = Sys.readSome(0, into: &buffer)
+        waitingForInput.set(false)
         if count <= 0 { break }
-        pending += buffer[0..<count]
-        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-          let line = Array(pending[..<newline])
-          pending.removeFirst(newline + 1)
+        var start = 0
+        while let newline = buffer[start..<count].firstIndex(of: UInt8(ascii: "\n")) {  // only the new bytes
+          defer { start = newline + 1 }
           if discarding {
             discarding = false
             continue
           }
+          let line = pending + buffer[start..<newline]
+          pending = []
           if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
           if !CLI.serveCell(line, cells: &cells, session: session) { break reading }
         }
+        if !discarding { pending += buffer[start..<count] }
         if pending.count > CLI.requestLineLimitBytes {
           Sys.writeAll(
             1,
@@ -9178,6 +9356,13 @@ extension Sandbox {
         }
       }
       let end = CLI.blocking { await session.close() }
+      CLI.reportSessionEnd(session, end)
+      return 0
+    }
+
+    /// The notes on stderr once a session is over: why it ended (unless it was closed), and an
+    /// incomplete clean-up of its mount dir.
+    static func reportSessionEnd(_ session: SandboxSession, _ end: SandboxResult?) {
       if let reason = session.endReason, !reason.hasPrefix("it was closed") {
         CLI.printError("note: the session ended: \(reason)")
       }
@@ -9186,7 +9371,6 @@ extension Sandbox {
           "warning: the host's clean-up of the mount dir is incomplete (\(problem)); it is closed (mode 000): remove it, never read it by path"
         )
       }
-      return 0
     }
 
     /// One request line: its result (or an error object) on stdout; `cells` counts the cells run.
@@ -9199,8 +9383,7 @@ extension Sandbox {
         Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: ExitCode.usage))
         return true
       }
-      cells += 1
-      let number = cells
+      let number = cells + 1
       let outcome: Swift.Result<SandboxCellResult, SandboxError> = CLI.blocking {
         do throws(SandboxError) {
           return .success(try await session.execute(request.code, timeout: request.timeout))
@@ -9210,10 +9393,11 @@ extension Sandbox {
       }
       switch outcome {
       case .success(let result):
+        cells = number  // only a cell that ran counts, as the interpreter numbers them
         Sys.writeAll(1, CLI.makeCellJSONBytes(result, cell: number, id: request.id))
         return result.sessionEnded == nil
       case .failure(let error):
-        Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: error.exitCode))
+        Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: error.exitCode, id: request.id))
         if case .sessionEnded = error { return false }
         return true
       }
@@ -9349,12 +9533,35 @@ extension Sandbox {
       return 0
     }
 
+    /// The most bytes of stdin `sandbox run` hands the payload (it holds them in memory).
+    static let payloadStdinLimitBytes = 256 << 20
+
+    /// The payload's stdin: `--stdin-file`, else the command's own stdin when the code came from
+    /// `--code` or `--script` and stdin is not a terminal (which would wait for Ctrl-D), else none.
+    static func readPayloadStdin(_ options: CLI.Options) throws(SandboxError) -> [UInt8] {
+      var fd: Int32 = 0
+      if let path = options.stdinFile {
+        fd = try Sys.check("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+      } else if (options.code == nil && options.script == nil) || isatty(0) == 1 {
+        return []
+      }
+      defer { if fd != 0 { close(fd) } }
+      var bytes: [UInt8] = []
+      if try Sys.readAll(fd, into: &bytes, limit: CLI.payloadStdinLimitBytes) {
+        throw .usage(
+          "the payload's stdin is larger than \(CLI.payloadStdinLimitBytes >> 20) MiB: put the data in the mount or input dir"
+        )
+      }
+      return bytes
+    }
+
     static func runPayloadCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
       let sandbox = try CLI.makeSandbox(options)
       let payload = try CLI.readPayload(options)
+      let stdin = try CLI.readPayloadStdin(options)
       let result = try sandbox.run(
-        payload, mountDirectory: options.mountDirectory, timeout: options.timeout,
-        environment: options.environment)
+        payload, mountDirectory: options.mountDirectory, timeout: options.timeout, stdin: stdin,
+        environment: options.environment, arguments: options.arguments)
       if options.json {
         let outputs = options.outputs.map { path -> CLI.OutputReport in
           do throws(SandboxError) {
@@ -9365,7 +9572,7 @@ extension Sandbox {
             return CLI.OutputReport(path: path, error: error.description)
           }
         }
-        var json = CLI.makeJSONBytes(result, outputs: outputs)
+        var json = CLI.makeJSONBytes(result, outputs: outputs, alwaysBase64: options.alwaysBase64)
         json.append(UInt8(ascii: "\n"))
         Sys.writeAll(1, json)
         return 0

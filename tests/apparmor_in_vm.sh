@@ -12,7 +12,7 @@ NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)
 . "$PWD/tests/lib.sh"
-plan 38  # 21 here, 17 in tests/cgroup_in_vm.sh
+plan 39  # 22 here, 17 in tests/cgroup_in_vm.sh
 show_failures() {  # the failing lines and the summary, or the tail when there is no summary
   if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
 }
@@ -49,6 +49,10 @@ for net in --enable-network --disable-network; do
 done
 out=$("$SB" run --venv "$VENV" --apparmor-profile-name "$NAME" --json --code 'print(open("/proc/self/attr/current").read().strip())' 2>/dev/null)
 check "run: the payload's label is the profile, in enforce mode" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == sys.argv[2] + " (enforce)\n" and "apparmor" in d["layers"], d' "$out" "$NAME"
+out=$(printf '%s\n' '{"code": "x = open(\"/proc/self/attr/current\").read().strip()"}' '{"code": "x"}' |
+  "$SB" session --venv "$VENV" --apparmor-profile-name "$NAME" 2>/dev/null | tail -n 1)
+check "session: cells run under the profile, in enforce mode, and keep their state" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["value"] == repr(sys.argv[2] + " (enforce)") and d["session_ended"] is None, d' "$out" "$NAME"
 dmesg >"$T/dmesg" 2>/dev/null
 check "audit: the profile denied reading /proc/1/environ (bwrap's namespaces allow it)" \
   bash -c "grep 'apparmor=\"DENIED\"' '$T/dmesg' | grep 'profile=\"$NAME\"' | grep -q 'environ'"

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 136
+plan 145
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -604,12 +604,53 @@ check "session: a zero idle timeout is refused (exit 2) with a JSON error object
 python3 - > "$TMP/hostile" <<'PY'
 lines = [b'{"code": "1", "code": "2"}', b'[' * 100000, b'{"code": "\\ud800"}', b'{"code": "\xff"}', b'{"code": "a\x00"}',
          b'{"code": 1e999}', b'{"code": "1", "timeout": -1}', b'{"code": "1", "timeout": "5"}', b'"just a string"',
-         b'{"code": "1"} trailing', b'{"code": "1", "id": [1]}', b'{' + b'"a": 1, ' * 10000 + b'"code": "1"}']
+         b'{"code": "1"} trailing', b'{"code": "1", "id": [1]}', b'{' + b'"a": 1, ' * 10000 + b'"code": "1"}',
+         b'{"code": "\\u+041"}', b'{"code": "1", "timeout": -01}', b'{"code": "1", "timeout": 1.}']
 import sys
 sys.stdout.buffer.write(b"\n".join(lines + [b'{"code": "6 * 7"}']) + b"\n")
 PY
 "$SB" session --no-apparmor --venv "$VENV" < "$TMP/hostile" > "$TMP/session.out" 2>/dev/null; rc=$?
-check "session: 12 hostile request lines get 12 error objects, then the next cell runs" \
-  python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1], encoding="utf-8", errors="strict")]; assert len(l) == 13 and all("error" in x for x in l[:12]) and l[12]["value"] == "42", [x.get("error", x.get("value")) for x in l]' "$TMP/session.out"
+check "session: 15 hostile request lines get 15 error objects, then the next cell runs (as cell 1)" \
+  python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1], encoding="utf-8", errors="strict")]; assert len(l) == 16 and all("error" in x for x in l[:15]) and l[15]["value"] == "42" and l[15]["cell"] == 1, [x.get("error", x.get("value")) for x in l]' "$TMP/session.out"
+# A session that ends by itself while the command waits for input says so at once (exit 0).
+out=$( (echo '{"code": "1", "id": "a"}'; echo '{"code": "1", "timeout": 1e-300, "id": "b"}'; sleep 6) |
+  timeout 5 "$SB" session --no-apparmor --venv "$VENV" --idle-timeout 0.5 2>/dev/null); rc=$?
+check "session: the idle bound ends a waiting session at once (an error object, exit 0); a refused cell's error echoes its id" \
+  python3 -c 'import json,sys; l=[json.loads(x) for x in sys.argv[1].splitlines()]; assert sys.argv[2] == "0" and l[1]["id"] == "b" and l[1]["error"]["kind"] == "invalid_timeout" and l[-1]["error"]["kind"] == "session_ended" and "idle" in l[-1]["error"]["message"], (sys.argv[2], l)' "$out" "$rc"
+
+
+# Files in and out, stdin, argv, bytes (the streaming issue's, as codejail's tests exercise them).
+IN_DIR=$(mktemp -d "$TMP/input-XXXXXX")/in && mkdir -p "$IN_DIR/sub" && echo keep > "$IN_DIR/data.txt" && echo keep > "$IN_DIR/sub/deep.txt"
+out=$(run --json --input-dir "$IN_DIR" --code '
+import os, shutil
+tried = []
+for attempt in (lambda: open("/input/data.txt", "w").write("gone"), lambda: os.remove("/input/data.txt"),
+                lambda: shutil.rmtree("/input/sub"), lambda: os.rename("/input/data.txt", "/input/x"),
+                lambda: os.chmod("/input/data.txt", 0o777), lambda: open("/input/new", "w")):
+    try:
+        attempt(); tried.append("CHANGED")
+    except OSError:
+        tried.append("refused")
+print(tried, open("/input/data.txt").read().strip())' 2>/dev/null)
+check "input dir: the payload reads /input and cannot write, delete, rename or chmod anything there; the files stay intact" \
+  bash -c 'python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert d[\"stdout\"] == str([\"refused\"] * 6) + \" keep\n\", d" "$1" && test "$(cat "$2/data.txt" "$2/sub/deep.txt")" = "keep
+keep" && test ! -e "$2/new"' _ "$out" "$IN_DIR"
+usage_case "an input dir outside the temp dir" run --no-apparmor --venv "$VENV" --input-dir /etc --code 1
+out=$("$SB" run --no-apparmor --venv "$VENV" --input-dir "$SESSION_MNT" --mnt-dir "$SESSION_MNT" --code 'print("ran")' 2>&1); rc=$?
+check "input dir: the mount dir itself (or one inside the other) is refused (exit 2), nothing runs" \
+  test "$rc" = 2 -a -n "$(grep 'contain one another' <<<"$out")" -a -z "$(grep -x ran <<<"$out")"
+head -c 5000000 /dev/urandom > "$TMP/stdin.bin"
+out=$(run --code 'import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' < "$TMP/stdin.bin" 2>/dev/null)
+out2=$(run --stdin-file "$TMP/stdin.bin" --code 'import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' </dev/null 2>/dev/null)
+check "stdin: 5 MB reach the payload exactly, from stdin with --code and from --stdin-file" \
+  test "$out" = "$(sha256sum "$TMP/stdin.bin" | cut -d' ' -f1)" -a "$out2" = "$out"
+out=$(run --json --arg 'two words' --arg 'ünï cødé ✓' --arg '' --arg '--flag' --code 'import sys; print(sys.argv[1:])' </dev/null 2>/dev/null)
+check "argv: --arg values with spaces, non-ASCII, empty and dash-leading reach sys.argv[1:] exactly" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["stdout"] == str(["two words", "ünï cødé ✓", "", "--flag"]) + "\n", d' "$out"
+run --json --b64 --code 'import sys; sys.stdout.buffer.write(bytes(range(256)) * 4000); sys.stderr.write("é" * 100000)' </dev/null >"$TMP/bytes.json" 2>/dev/null
+check "bytes: all 256 byte values (1 MB) round-trip through stdout_b64; --b64 adds stderr_b64 to valid UTF-8 too" \
+  python3 -c 'import base64,json,sys; d=json.load(open(sys.argv[1])); assert base64.b64decode(d["stdout_b64"]) == bytes(range(256)) * 4000 and base64.b64decode(d["stderr_b64"]).decode() == d["stderr"] == "é" * 100000' "$TMP/bytes.json"
+usage_case "--b64 without --json" run --no-apparmor --venv "$VENV" --b64 --code 1
+usage_case "--stdin-file with the code on stdin" run --no-apparmor --venv "$VENV" --stdin-file /dev/null
 
 finish

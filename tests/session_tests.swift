@@ -143,11 +143,13 @@ func testSessions(_ t: inout Tally, venv: String, temp: String) async {
   // 9. Hostile channel: garbage, a forged oversized frame, a malformed reply, a closed channel,
   //    a forged reply while no cell runs. Each ends that session with a clear reason; none
   //    hangs or crashes the host.
+  let forge = "import os, sys\ntoken = sys._getframe(1).f_locals['token']\ndef reply(body):\n    os.write(3, len(body).to_bytes(4, 'big') + body)\n"
   let attacks: [(String, String, String)] = [
     ("garbage on the channel", "import os; os.write(3, b'\\xff' * 64)", "cap"),
     ("a frame header claiming 4 GiB", "import os; os.write(3, b'\\xff\\xff\\xff\\xff')", "cap"),
-    ("a malformed reply", "import os; os.write(3, (2).to_bytes(4, 'big') + b'DZ')", "malformed"),
-    ("a forged ok reply with a value", "import os\nbody = b'D' + b'S' + (2).to_bytes(4, 'big') + b'ok' + b'Q' + (1).to_bytes(4, 'big') + b'x'\nos.write(3, len(body).to_bytes(4, 'big') + body)", "malformed"),
+    ("a reply without the cell's token", "import os; os.write(3, (2).to_bytes(4, 'big') + b'DZ')", "protocol"),
+    ("a reply with the token and a field the protocol lacks", forge + "reply(b'D' + token + b'S' + (2).to_bytes(4, 'big') + b'ok' + b'Q' + (1).to_bytes(4, 'big') + b'x')", "malformed"),
+    ("a reply with the token and a field past its frame", forge + "reply(b'D' + token + b'S' + (200).to_bytes(4, 'big') + b'ok')", "malformed"),
     ("a closed channel", "import os; os.close(3)", ""),
     ("an exit of the interpreter", "import os; os._exit(9)", "status 9"),
   ]
@@ -170,6 +172,47 @@ func testSessions(_ t: inout Tally, venv: String, temp: String) async {
     await victim.close()
   } else {
     t.expect(false, "session: forged-reply session opens")
+  }
+
+  // A cell that forges a whole valid reply (the token read from the driver's frame) and runs on:
+  // its result is what it forged (advisory), but the driver's real reply, later, is refused as
+  // the next cell's, and the session ends: nothing is credited to the wrong cell.
+  if let victim = await openSession(sandbox) {
+    let forged = await cell(victim, forge + "reply(b'D' + token + b'S' + (2).to_bytes(4, 'big') + b'ok' + b'v' + (8).to_bytes(4, 'big') + b\"'FORGED'\")\nimport time\ntime.sleep(1)\nprint('real end')\n'REAL'", timeout: .seconds(5))
+    let next = await cell(victim, "'NEXT'", timeout: .seconds(5))
+    t.expect(forged?.value == "'FORGED'" && next?.value == nil && next?.sessionEnded?.contains("protocol") == true,
+      "session: a cell that forges its own reply cannot pass its real one off as the next cell's", "\(next?.value ?? "nil") \(next?.sessionEnded ?? "")")
+    await victim.close()
+  } else {
+    t.expect(false, "session: forging session opens")
+  }
+  // An interrupt that lands before the cell runs (a timeout of 1 ns, a 4 MiB cell with 1 ms),
+  // 20 times over: the cell reports KeyboardInterrupt and the session keeps its state.
+  if let racer = await openSession(sandbox) {
+    var survived = 0
+    _ = await cell(racer, "x = 42")
+    for round in 0..<20 {
+      let code = round % 2 == 0 ? "import time; time.sleep(5)" : "#" + String(repeating: "x", count: 4 << 20) + "\nimport time; time.sleep(5)"
+      let hit = await cell(racer, code, timeout: round % 2 == 0 ? .nanoseconds(1) : .milliseconds(1))
+      if hit?.exception?.type == "KeyboardInterrupt" && hit?.sessionEnded == nil { survived += 1 }
+    }
+    let kept = await cell(racer, "x")
+    t.expect(survived == 20 && kept?.value == "42", "session: 20 interrupts that land before the cell runs stop the cell, never the session", "\(survived)/20 \(racer.endReason ?? "")")
+    await racer.close()
+  } else {
+    t.expect(false, "session: race session opens")
+  }
+  // Caps: an exception whose type name is longer than the reply's cap is cut, not fatal.
+  if let capped = await openSession(sandbox) {
+    let long = await cell(capped, "raise type('E' * 5000, (Exception,), {})('benign')")
+    let after = await cell(capped, "1")
+    t.expect(long?.exception?.type.hasSuffix("...") == true && long?.sessionEnded == nil && after?.value == "1", "session: a long exception type is cut to its cap and the session goes on", long?.sessionEnded ?? "")
+    var refusedHuge = false
+    do throws(SandboxError) { _ = try await capped.execute("1", timeout: .seconds(Int64.max)) } catch { if case .invalidTimeout = error { refusedHuge = true } }
+    t.expect(refusedHuge, "session: a timeout past Sandbox.longestTimeout is refused, not a crash")
+    await capped.close()
+  } else {
+    t.expect(false, "session: caps session opens")
   }
 
   // 10. Idle timeout and lifetime.

@@ -154,6 +154,10 @@ profile sandbox_golden flags=(attach_disconnected) {
   mount options=(rw, rbind) /oldroot/** -> /newroot/mnt/,
   # remount /mnt with its flags
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/mnt/,
+  # bind the validated input dir (reached through its descriptor) at /input
+  mount options=(rw, rbind) /oldroot/** -> /newroot/input/,
+  # remount /input with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/input/,
   # bind /srv/app/venv from the host
   mount options=(rw, rbind) /oldroot/srv/app/venv -> /newroot/srv/app/venv,
   # remount /srv/app/venv with its flags
@@ -216,6 +220,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   /run/sandbox/main.py r,
   # /mnt, the one host interface
   /mnt/{,**} rwlkm,
+  # /input, the inputs (read-only)
+  /input/{,**} mr,
   # the private /tmp
   /tmp/{,**} rwlkm,
   # POSIX semaphores (multiprocessing)

@@ -154,6 +154,10 @@ profile sandbox_golden flags=(attach_disconnected) {
   mount options=(rw, rbind) /oldroot/** -> /newroot/mnt/,
   # remount /mnt with its flags
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/mnt/,
+  # bind the validated input dir (reached through its descriptor) at /input
+  mount options=(rw, rbind) /oldroot/** -> /newroot/input/,
+  # remount /input with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/input/,
   # bind /home/u/project/.venv from the host
   mount options=(rw, rbind) /oldroot/home/u/project/.venv -> /newroot/home/u/project/.venv,
   # remount /home/u/project/.venv with its flags
@@ -244,6 +248,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   /run/sandbox/main.py r,
   # /mnt, the one host interface
   /mnt/{,**} rwlkm,
+  # /input, the inputs (read-only)
+  /input/{,**} mr,
   # the private /tmp
   /tmp/{,**} rwlkm,
   # POSIX semaphores (multiprocessing)
