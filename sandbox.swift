@@ -65,6 +65,7 @@
 //     --env NAME=VALUE              an extra environment variable (repeatable)
 //     --json                        print one JSON object (schema 3) instead of the streams
 //     --b64                         with --json: stdout_b64 and stderr_b64 always, not only for non-UTF-8
+//     --stream                      JSON lines: each output chunk as it comes, then the --json object
 //     --output REL                  with --json and --mnt-dir: return this file of the mount dir (repeatable)
 //     --print-bwrap-argv            print this run's bwrap command line and run nothing
 //
@@ -519,6 +520,20 @@ public struct SandboxCellResult: Sendable, Equatable {
   public var changedFiles: [String] { changedPaths.compactMap(Sandbox.Sys.validUTF8) }
   /// `deletedPaths` that are valid UTF-8, as text.
   public var deletedFiles: [String] { deletedPaths.compactMap(Sandbox.Sys.validUTF8) }
+}
+
+/// One event of a streamed run or cell (`Sandbox.runStreaming`, `SandboxSession.executeStreaming`):
+/// output as it arrives, then exactly one `.finished` or `.failed`, which ends the stream.
+public enum SandboxEvent<Final: Sendable>: Sendable {
+  /// Bytes the payload wrote to stdout, as the host read them (chunks split anywhere, even inside
+  /// a UTF-8 character).
+  case stdout([UInt8])
+  /// Bytes the payload wrote to stderr.
+  case stderr([UInt8])
+  /// The result, as the non-streaming call returns it (its `stdout`/`stderr` hold every chunk).
+  case finished(Final)
+  /// The error the non-streaming call would throw.
+  case failed(SandboxError)
 }
 
 /// A file the payload left, as `Sandbox.readOutput` read it.
@@ -1081,6 +1096,43 @@ public struct Sandbox: Sendable {
     return try outcome.get()
   }
 
+  /// Runs `payload` and delivers its output as it arrives, then its result.
+  ///
+  /// Events: `.stdout` and `.stderr` chunks in the order the host read them, then `.finished`
+  /// (the result `run` returns) or `.failed` (the error it throws). The host drains the pipes
+  /// whatever the consumer does, so a slow consumer never blocks the payload: undelivered events
+  /// wait in the stream, which holds at most what the output caps keep (`outputLimitBytes` per
+  /// stream). Ending the iteration early kills the sandbox, as cancelling `run` does.
+  public func runStreaming(
+    _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
+    stdin: [UInt8] = [], environment: [String: String] = [:], arguments: [String] = []
+  ) -> AsyncStream<SandboxEvent<SandboxResult>> {
+    let sandbox = self
+    return AsyncStream { continuation in
+      let cancellation = Spawner.CancellationSignal()
+      continuation.onTermination = { reason in if case .cancelled = reason { cancellation.fire() } }
+      let started = Sys.startThread(inline: false) {
+        do throws(SandboxError) {
+          if sandbox.config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
+          let result = try sandbox.runOnce(
+            payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
+            cancellation: cancellation, arguments: arguments
+          ) { isStderr, bytes in
+            continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
+          }
+          continuation.yield(.finished(result))
+        } catch {
+          continuation.yield(.failed(error))
+        }
+        continuation.finish()
+      }
+      if !started {
+        continuation.yield(.failed(.system(call: "pthread_create", path: nil, errno: EAGAIN)))
+        continuation.finish()
+      }
+    }
+  }
+
   /// The one process-wide admission limiter (DECISIONS 14): how many runs may be in flight at
   /// once across every `Sandbox` of the process, and what a run past that does.
   ///
@@ -1170,7 +1222,8 @@ public struct Sandbox: Sendable {
   func runOnce(
     _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
     environment: [String: String], cancellation: Spawner.CancellationSignal?, terminal: Spawner.TerminalRelay? = nil,
-    session: Lifecycle.SessionLink? = nil, arguments: [String] = []
+    session: Lifecycle.SessionLink? = nil, arguments: [String] = [],
+    onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)? = nil
   ) throws(SandboxError) -> SandboxResult {
     // 1. Bad input spawns nothing: a timeout that is not positive, a variable that cannot be
     //    passed, a mount dir or script that fails its checks.
@@ -1236,7 +1289,8 @@ public struct Sandbox: Sendable {
         }
       },
       tmpfsWatch: (invocation.writableTmpfsPaths, Int64(limits.tmpfsInodes)),
-      networkHelper: networkHelper, session: session)
+      networkHelper: networkHelper, session: session,
+      onOutput: session.map { link in { link.current?.onOutput?($0, $1) } } ?? onOutput)
     // 5. bwrap, until every process of the sandbox is gone; then what the cgroup accounted.
     let exit: Lifecycle.Exit
     do throws(SandboxError) {
@@ -3535,6 +3589,8 @@ extension Sandbox {
       let limit: Int
       /// Bytes handed over by `take` (a session's cells): they count against `limit`, a session budget.
       private var taken = 0
+      /// Called with each run of bytes as it is kept (streaming); what the cap drops is never sent.
+      var onChunk: (([UInt8]) -> Void)? = nil
 
       init(fd: Int32, limit: Int) {
         self.fd = fd
@@ -3545,15 +3601,25 @@ extension Sandbox {
 
       func attach(to loop: Spawner.EventLoop) {
         loop.watch(fd, events: Int16(POLLIN)) { [unowned self, unowned loop] _ in
-          if !loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated) { finish(loop) }
+          if !streaming({ loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated) }) { finish(loop) }
         }
+      }
+
+      /// Runs one drain and passes on what it kept.
+      private func streaming(_ drain: () -> Bool) -> Bool {
+        let before = bytes.count
+        let open = drain()
+        if let onChunk, bytes.count > before { onChunk(Array(bytes[before...])) }
+        return open
       }
 
       /// Reads what the pipe holds now (at most 4 MiB: a writer that keeps it full cannot hold
       /// the loop), as a session does before it hands a cell its output.
       func drainNow(_ loop: Spawner.EventLoop) {
         guard fd >= 0 else { return }
-        if !loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated, reads: 64) { finish(loop) }
+        if !streaming({ loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated, reads: 64) }) {
+          finish(loop)
+        }
       }
 
       /// Hands over what was kept since the last call, and whether some was cut since then.
@@ -3569,7 +3635,7 @@ extension Sandbox {
       /// Takes what is left once every writer is gone.
       func finish(_ loop: Spawner.EventLoop) {
         guard fd >= 0 else { return }
-        _ = loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated, reads: .max)
+        _ = streaming { loop.drain(fd, into: &bytes, limit: limit - taken, truncated: &truncated, reads: .max) }
         loop.unwatch(fd)
         close(fd)
         fd = -1
@@ -4298,6 +4364,8 @@ extension Sandbox {
       var networkHelper: NetworkHelper.Plan? = nil
       /// A session: the channel stays open after "GO" and carries cells (see `SessionLink`).
       var session: Lifecycle.SessionLink? = nil
+      /// Streaming: called on the supervising thread with each chunk kept (`true`: stderr).
+      var onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)? = nil
     }
 
     /// The bounds on the filesystem holding a mount dir, checked with fstatvfs every 50 ms: it may
@@ -4457,6 +4525,10 @@ extension Sandbox {
           try feed(launch.stdin)
           stdout = Spawner.OutputCapture(fd: try pipeFromChild(), limit: launch.outputLimitBytes)
           stderr = Spawner.OutputCapture(fd: try pipeFromChild(), limit: launch.outputLimitBytes)
+          if let onOutput = launch.onOutput {
+            stdout?.onChunk = { onOutput(false, $0) }
+            stderr?.onChunk = { onOutput(true, $0) }
+          }
         }
         for input in launch.inputs {
           switch input {
@@ -4868,6 +4940,8 @@ extension Sandbox {
         /// Sent with the code and expected back first in its reply: a reply that lacks it (one
         /// for an earlier cell, one forged by a process that never saw the cell) ends the session.
         var token: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        /// Streaming: the cell's output as it comes (on the supervisor's thread).
+        var onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)? = nil
         var timeout: Duration
         /// Returns why the reply cannot be believed (the session then ends), or nil.
         var done: (CellOutcome) -> String?
@@ -5365,13 +5439,22 @@ extension Sandbox.Lifecycle.Supervisor {
   /// (at once, or when its "S" comes): Python raises KeyboardInterrupt in the cell. If the cell has
   /// not answered within the grace, the session dies.
   fileprivate func interruptCell(_ link: SessionLink) {
-    guard link.current != nil, !link.interrupted, let gate else { return }
+    guard link.current != nil, !link.interrupted else { return }
     link.interrupted = true
-    if link.cellRunning { Spawner.send(SIGINT, to: gate.pidFD) }
+    if link.cellRunning { signalInterpreter(link) }
     link.cellTimers.append(
       loop.at(ContinuousClock.now + SessionLink.interruptGrace) { [unowned self] in
         endSession(.timeout, "the cell did not stop within \(SessionLink.interruptGrace) of its interrupt (SIGINT)")
       })
+  }
+
+  /// SIGINT, again every 200 ms until the cell answers: CPython runs its handler between bytecodes,
+  /// so a signal that lands just before a blocking call (`time.sleep`) would wait for that call to end.
+  fileprivate func signalInterpreter(_ link: SessionLink) {
+    guard let gate, link.current != nil else { return }
+    Spawner.send(SIGINT, to: gate.pidFD)
+    link.cellTimers.append(
+      loop.at(ContinuousClock.now + .milliseconds(200)) { [unowned self] in signalInterpreter(link) })
   }
 
   /// Sends what the outbox holds without blocking; the rest when the channel has room.
@@ -5437,7 +5520,7 @@ extension Sandbox.Lifecycle.Supervisor {
     switch frame.first {
     case UInt8(ascii: "S") where link.current != nil && !link.cellRunning && frame.count == 1:
       link.cellRunning = true
-      if link.interrupted, let gate { Spawner.send(SIGINT, to: gate.pidFD) }  // its timeout came first
+      if link.interrupted { signalInterpreter(link) }  // its timeout came first
     case UInt8(ascii: "R") where !link.ready && frame.count == 1:
       link.ready = true
       link.onReady()
@@ -6446,6 +6529,45 @@ public final class SandboxSession: @unchecked Sendable {  // immutable; `state` 
   ///   `.invalidCell` for code past the frame cap, `.invalidTimeout`, `.runCancelled` when the
   ///   Task was cancelled before the cell started.
   public func execute(_ code: String, timeout: Duration? = nil) async throws(SandboxError) -> SandboxCellResult {
+    try await submit(code, timeout: timeout, id: state.nextCellID(), onOutput: nil)
+  }
+
+  /// Runs `code` as the next cell and delivers its output as it arrives, then its result.
+  ///
+  /// The events come in order: `.stdout` and `.stderr` chunks, then `.finished` (the result, as
+  /// `execute` returns it) or `.failed`. The host keeps reading the pipes whatever the consumer
+  /// does, so a slow consumer never blocks the interpreter: undelivered events wait in the
+  /// stream, which holds at most what the output caps keep. Ending the iteration early
+  /// interrupts the cell.
+  public func executeStreaming(_ code: String, timeout: Duration? = nil) -> AsyncStream<
+    SandboxEvent<SandboxCellResult>
+  > {
+    let id = state.nextCellID()
+    let link = self.link
+    return AsyncStream { continuation in
+      let task = Task {
+        do throws(SandboxError) {
+          let result = try await self.submit(code, timeout: timeout, id: id) { isStderr, bytes in
+            continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
+          }
+          continuation.yield(.finished(result))
+        } catch {
+          continuation.yield(.failed(error))
+        }
+        continuation.finish()
+      }
+      continuation.onTermination = { reason in
+        if case .cancelled = reason {
+          link.send(.interrupt(id))
+          task.cancel()
+        }
+      }
+    }
+  }
+
+  func submit(
+    _ code: String, timeout: Duration?, id: Int, onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)?
+  ) async throws(SandboxError) -> SandboxCellResult {
     let bytes = Array(code.utf8)
     guard bytes.count <= Sandbox.Lifecycle.SessionLink.frameLimitBytes - 16 else {
       throw .invalidCell(
@@ -6454,15 +6576,15 @@ public final class SandboxSession: @unchecked Sendable {  // immutable; `state` 
     let limit = timeout ?? options.cellTimeout
     try Sandbox.checkTimeout(limit)
     if Task.isCancelled { throw .runCancelled }
-    let id = state.nextCellID()
     let link = self.link
     let outcome: Swift.Result<SandboxCellResult, SandboxError> = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
-        let cell = Sandbox.Lifecycle.SessionLink.Cell(id: id, code: bytes, timeout: limit) { outcome in
+        var cell = Sandbox.Lifecycle.SessionLink.Cell(id: id, code: bytes, timeout: limit) { outcome in
           let (result, problem) = Sandbox.Sessions.makeCellResult(outcome, link: link)
           continuation.resume(returning: result)
           return problem
         }
+        cell.onOutput = onOutput
         if let reason = link.send(.cell(cell)) {
           continuation.resume(returning: .failure(.sessionEnded(reason: reason)))
         }
@@ -8424,6 +8546,8 @@ extension Sandbox {
       var arguments: [String] = []
       var stdinFile: String?
       var alwaysBase64 = false
+      /// `--stream`: JSON lines of output events, then the result object.
+      var stream = false
     }
 
     /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
@@ -8595,6 +8719,10 @@ extension Sandbox {
       .flag("--json", group: .run, "print one JSON object (schema 3) instead of the streams") { $0.json = true },
       .flag("--b64", group: .run, "with --json: stdout_b64 and stderr_b64 always, not only for non-UTF-8") {
         $0.alwaysBase64 = true
+      },
+      .flag("--stream", group: .run, "JSON lines: each output chunk as it comes, then the --json object") {
+        $0.stream = true
+        $0.json = true
       },
       .value(
         "--output", "REL", group: .run, repeatable: true, "with --json and --mnt-dir: return this file of the mount dir"
@@ -9238,6 +9366,17 @@ extension Sandbox {
     /// The longest request line `sandbox session` reads (a cell's code at its cap, escaped).
     static let requestLineLimitBytes = 2 * Lifecycle.SessionLink.frameLimitBytes
 
+    /// One output event of `run --stream`: `{"event": "stdout"|"stderr", "data": …}` plus
+    /// `data_b64` when the chunk is not valid UTF-8 (a chunk may end inside a character).
+    static func makeEventJSONBytes(isStderr: Bool, _ bytes: [UInt8]) -> [UInt8] {
+      var json = CLI.JSONWriter()
+      json.reserve(bytes.count)
+      json.raw("{\"event\": \"\(isStderr ? "stderr" : "stdout")\", ")
+      json.stream(bytes, "data")
+      json.raw("}\n")
+      return json.bytes
+    }
+
     /// One cell's result as `sandbox session` prints it: one line, schema 3 (see the README).
     static func makeCellJSONBytes(_ result: SandboxCellResult, cell: Int, id: JSONValue?) -> [UInt8] {
       var json = CLI.JSONWriter()
@@ -9559,9 +9698,11 @@ extension Sandbox {
       let sandbox = try CLI.makeSandbox(options)
       let payload = try CLI.readPayload(options)
       let stdin = try CLI.readPayloadStdin(options)
-      let result = try sandbox.run(
+      // --stream: each chunk becomes a line at once, on the supervising thread (this one's work waits).
+      let result = try sandbox.runOnce(
         payload, mountDirectory: options.mountDirectory, timeout: options.timeout, stdin: stdin,
-        environment: options.environment, arguments: options.arguments)
+        environment: options.environment, cancellation: nil, arguments: options.arguments,
+        onOutput: options.stream ? { Sys.writeAll(1, CLI.makeEventJSONBytes(isStderr: $0, $1)) } : nil)
       if options.json {
         let outputs = options.outputs.map { path -> CLI.OutputReport in
           do throws(SandboxError) {

@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 145
+plan 147
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -652,5 +652,28 @@ check "bytes: all 256 byte values (1 MB) round-trip through stdout_b64; --b64 ad
   python3 -c 'import base64,json,sys; d=json.load(open(sys.argv[1])); assert base64.b64decode(d["stdout_b64"]) == bytes(range(256)) * 4000 and base64.b64decode(d["stderr_b64"]).decode() == d["stderr"] == "é" * 100000' "$TMP/bytes.json"
 usage_case "--b64 without --json" run --no-apparmor --venv "$VENV" --b64 --code 1
 usage_case "--stdin-file with the code on stdin" run --no-apparmor --venv "$VENV" --stdin-file /dev/null
+
+
+# --stream: the first chunk arrives while the payload waits for the test, then the result object;
+# a reader that goes away mid-stream (head) takes the run down with it, nothing is left.
+STREAM_MNT=$(mktemp -d "$TMP/stream-XXXXXX")/mnt && mkdir "$STREAM_MNT"
+timeout 30 "$SB" run --no-apparmor --venv "$VENV" --stream --mnt-dir "$STREAM_MNT" --timeout 20 --code '
+import os, time
+print("first", flush=True)
+while not os.path.exists("/mnt/go"):
+    time.sleep(0.01)
+print("second")' 2>/dev/null </dev/null | while IFS= read -r line; do
+  printf '%s\n' "$line"; case "$line" in *'"first\n"'*) touch "$STREAM_MNT/go";; esac
+done > "$TMP/stream.out"
+check "stream: run --stream sends the first chunk before the payload is released, then the result object last" \
+  python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1])]; assert l[0] == {"event": "stdout", "data": "first\n"} and l[1]["data"] == "second\n" and l[-1]["stdout"] == "first\nsecond\n" and l[-1]["schema"] == 3, l' "$TMP/stream.out"
+TAG=streamtag$$
+timeout 30 "$SB" run --no-apparmor --venv "$VENV" --stream --env "TAG=$TAG" --timeout 25 --code '
+import time
+while True:
+    print("tick", flush=True); time.sleep(0.05)' 2>/dev/null </dev/null | head -n 2 >/dev/null
+sleep 1
+check "stream: a reader gone mid-stream (head -n 2) leaves no process of the run" \
+  test -z "$(grep -l -a -s -- "$TAG" /proc/[0-9]*/environ 2>/dev/null | grep -v self)"
 
 finish

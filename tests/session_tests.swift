@@ -187,17 +187,22 @@ func testSessions(_ t: inout Tally, venv: String, temp: String) async {
     t.expect(false, "session: forging session opens")
   }
   // An interrupt that lands before the cell runs (a timeout of 1 ns, a 4 MiB cell with 1 ms),
-  // 20 times over: the cell reports KeyboardInterrupt and the session keeps its state.
+  // 200 times over with both cores busy (two spinners the test starts and stops): the cell
+  // reports KeyboardInterrupt and the session keeps its state. (A SIGINT landing just before
+  // time.sleep's system call waits for it in CPython: the host repeats it until the cell answers.)
   if let racer = await openSession(sandbox) {
     var survived = 0
     _ = await cell(racer, "x = 42")
-    for round in 0..<20 {
+    let spin = "sandbox-session-spinner-\(getpid())"
+    shell("for i in 1 2; do timeout -s KILL 120 sh -c 'while :; do :; done # \(spin)' & done")
+    defer { shell("pkill -KILL -f '\(spin)'") }  // KILL: this process's threads may block SIGTERM, and children inherit the mask
+    for round in 0..<200 {
       let code = round % 2 == 0 ? "import time; time.sleep(5)" : "#" + String(repeating: "x", count: 4 << 20) + "\nimport time; time.sleep(5)"
       let hit = await cell(racer, code, timeout: round % 2 == 0 ? .nanoseconds(1) : .milliseconds(1))
       if hit?.exception?.type == "KeyboardInterrupt" && hit?.sessionEnded == nil { survived += 1 }
     }
     let kept = await cell(racer, "x")
-    t.expect(survived == 20 && kept?.value == "42", "session: 20 interrupts that land before the cell runs stop the cell, never the session", "\(survived)/20 \(racer.endReason ?? "")")
+    t.expect(survived == 200 && kept?.value == "42", "session: 200 interrupts that land before the cell runs, both cores busy, stop the cell, never the session", "\(survived)/200 \(racer.endReason ?? "")")
     await racer.close()
   } else {
     t.expect(false, "session: race session opens")
@@ -278,6 +283,53 @@ func testSessions(_ t: inout Tally, venv: String, temp: String) async {
     await shows.close()
   } else {
     t.expect(false, "session: display session opens")
+  }
+
+  // 15. Streaming, without timed assertions: the payload prints, then waits for a file the test
+  //     creates only once it has seen the first chunk.
+  if let mount = try? SandboxMountDirectory(prefix: "sandbox-stream-") {
+    let waiter = "import os, sys, time\nprint('first', flush=True)\nwhile not os.path.exists('/mnt/go'):\n    time.sleep(0.01)\nprint('second'); print('err', file=sys.stderr)"
+    var order: [String] = []
+    var final: SandboxResult? = nil
+    for await event in sandbox.runStreaming(.code(waiter), mountDirectory: mount.path, timeout: .seconds(20)) {
+      switch event {
+      case .stdout(let bytes):
+        order.append("out:" + String(decoding: bytes, as: UTF8.self))
+        if order.count == 1 { shell("touch '\(mount.path)/go'") }
+      case .stderr(let bytes): order.append("err:" + String(decoding: bytes, as: UTF8.self))
+      case .finished(let result): final = result
+      case .failed(let error): order.append("failed: \(error)")
+      }
+    }
+    t.expect(order.first == "out:first\n" && order.contains("out:second\n") && final?.stdoutText == "first\nsecond\n" && final?.timedOut == false,
+      "stream: a run's first chunk arrives while the payload still waits for it, then the rest and the result", "\(order) \(final?.stdoutText ?? "no result")")
+    mount.remove()
+  } else {
+    t.expect(false, "stream: mount dir")
+  }
+  if let mount = try? SandboxMountDirectory(prefix: "sandbox-stream-"), let streamed = await openSession(sandbox, mount: mount.path) {
+    var order: [String] = []
+    var final: SandboxCellResult? = nil
+    for await event in streamed.executeStreaming("import os, time\nprint('first', flush=True)\nwhile not os.path.exists('/mnt/go'):\n    time.sleep(0.01)\n'done'", timeout: .seconds(20)) {
+      switch event {
+      case .stdout(let bytes):
+        order.append(String(decoding: bytes, as: UTF8.self))
+        if order.count == 1 { shell("touch '\(mount.path)/go'") }
+      case .stderr: break
+      case .finished(let result): final = result
+      case .failed(let error): order.append("failed: \(error)")
+      }
+    }
+    // Ending the iteration early interrupts the cell; the session goes on.
+    for await event in streamed.executeStreaming("import time\nprint('tick', flush=True)\ntime.sleep(30)", timeout: .seconds(60)) {
+      if case .stdout = event { break }
+    }
+    let after = await cell(streamed, "'alive'")
+    t.expect(order == ["first\n"] && final?.value == "'done'" && after?.value == "'alive'", "stream: a cell's output arrives as it comes; a consumer that stops early interrupts the cell, not the session", "\(order) \(final?.value ?? "nil") \(after?.value ?? "nil")")
+    await streamed.close()
+    mount.remove()
+  } else {
+    t.expect(false, "stream: session opens")
   }
 
   // 14. Bad input touches nothing.
