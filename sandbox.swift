@@ -31,6 +31,7 @@
 //   usage: sandbox [OPTION]...        check this host, then run the self-test suite
 //          sandbox run [OPTION]...    run Python code in a fresh sandbox
 //          sandbox session [OPTION]... one interpreter kept between cells: JSON lines in and out
+//          sandbox serve [OPTION]...  a JSON-lines server: runs, sessions, cancel, health
 //
 //   configuration (both commands):
 //     --venv PATH                   the venv whose interpreter runs the code (read-only)
@@ -72,6 +73,11 @@
 //   sandbox session (also takes --mnt-dir, --env, and --timeout as each cell's default):
 //     --idle-timeout SECONDS        end the session after this long without a cell (default 600)
 //     --lifetime SECONDS            end the session this long after it opened (default 3600)
+//
+//   sandbox serve (JSON-lines requests; see the README's protocol):
+//     --socket PATH                 serve on this Unix socket (its dir: 0700, yours) instead of stdin
+//     --max-concurrent N            runs and sessions at once; 4N more wait, then refused
+//     --no-self-test                start without the base self-test suite passing first (the gate)
 //
 //   limits (both commands; 0 switches off a limit whose minimum allows it):
 //     --cpu-seconds N               CPU seconds per process (RLIMIT_CPU) (default 300)
@@ -511,6 +517,8 @@ public struct SandboxCellResult: Sendable, Equatable {
   public var cpuTime: Duration? = nil
   /// Why the session ended during this cell, or nil while it lives on.
   public var sessionEnded: String? = nil
+  /// The cell's number in its session (1, 2, …), as the interpreter names it (`<cell N>`).
+  public var number: Int = 0
 
   /// Stdout as text; invalid UTF-8 becomes U+FFFD.
   public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
@@ -650,6 +658,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case invalidCell(reason: String)
   /// An argument for the payload (`--arg`) holds a NUL byte.
   case invalidArgument(String)
+  /// A `sandbox serve` request breaks the protocol (malformed, an unknown op or field, a wrong type).
+  case invalidRequest(String)
   /// The input directory (`--input-dir`) is missing, not a directory, or outside the temp dir.
   case invalidInputDirectory(path: String, reason: String)
   // AppArmor and layer configuration (exit 2: a setting or a profile to fix)
@@ -752,6 +762,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .outputUnreadable(let path, let reason):
       return "output '\(Sandbox.Sys.printable(path))' cannot be read safely: \(reason)"
     case .invalidCell(let reason): return "the cell cannot be run: \(reason)"
+    case .invalidRequest(let reason): return "the request cannot be served: \(reason)"
     case .invalidArgument(let argument):
       return "the payload argument '\(Sandbox.Sys.printable(argument))' cannot be passed: it holds a NUL byte"
     case .invalidInputDirectory(let path, let reason): return "input directory '\(path)': \(reason)"
@@ -823,6 +834,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .sessionEnded:
       return "its state is gone; open a new session (Sandbox.openSession) and run the cells it needs again"
     case .invalidArgument: return "pass arguments as text without NUL bytes (or the data in a file of the input dir)"
+    case .invalidRequest:
+      return "see the protocol in the README's 'sandbox serve' section (op \"health\" answers always)"
     case .invalidInputDirectory:
       return
         "pass a directory below the temp dir, e.g. d=$(mktemp -d) && cp -r INPUTS \"$d/in\", then --input-dir \"$d/in\" (the payload sees it read-only at /input)"
@@ -841,7 +854,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       .invalidReadOnlyDirectory, .invalidProfileName,
       .invalidEnvironment,
       .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable, .invalidCell,
-      .invalidArgument, .invalidInputDirectory,
+      .invalidArgument, .invalidInputDirectory, .invalidRequest,
       .appArmorUnavailable,
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
       .setprivNotFound, .layerUnavailable:
@@ -1073,6 +1086,16 @@ public struct Sandbox: Sendable {
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
     stdin: [UInt8] = [], environment: [String: String] = [:], arguments: [String] = []
   ) async throws(SandboxError) -> SandboxResult {
+    try await run(
+      payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
+      arguments: arguments, onOutput: nil)
+  }
+
+  /// The async `run`, with each output chunk passed to `onOutput` as it is read (on the run's thread).
+  func run(
+    _ payload: SandboxPayload, mountDirectory: String?, timeout: Duration?, stdin: [UInt8],
+    environment: [String: String], arguments: [String], onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)?
+  ) async throws(SandboxError) -> SandboxResult {
     if config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
     if Task.isCancelled { throw .runCancelled }  // nothing is spawned for a Task cancelled already
     let cancellation = Spawner.CancellationSignal()  // no descriptor until the run is admitted
@@ -1084,7 +1107,7 @@ public struct Sandbox: Sendable {
               returning: .success(
                 try self.runOnce(
                   payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin,
-                  environment: environment, cancellation: cancellation, arguments: arguments)))
+                  environment: environment, cancellation: cancellation, arguments: arguments, onOutput: onOutput)))
           } catch {
             continuation.resume(returning: .failure(error))
           }
@@ -4966,6 +4989,8 @@ extension Sandbox {
         var neverStarted = false
         /// Why the host ended the session during this cell, if it did (a limit, the interrupt's grace).
         var stoppedBy: Lifecycle.StopReason? = nil
+        /// How many cells the interpreter was sent, this one included (its `<cell N>`).
+        var number = 0
       }
 
       /// The largest frame either way: a cell's code, or a reply with its images.
@@ -5001,6 +5026,7 @@ extension Sandbox {
       var interrupted = false
       /// The driver said "S": the cell's code runs, and SIGINT reaches it.
       var cellRunning = false
+      var cellsSent = 0
       var cellTimers: [Int] = []
       var idleTimer: Int? = nil
       /// Why the session ends, in words, once it does.
@@ -5424,6 +5450,7 @@ extension Sandbox.Lifecycle.Supervisor {
     link.idleTimer = nil
     if link.lastSnapshot == nil { link.lastSnapshot = link.snapshotMountDirectory() }
     link.current = cell
+    link.cellsSent += 1
     link.interrupted = false
     link.cellRunning = false
     link.cellStart = ContinuousClock.now
@@ -5551,6 +5578,7 @@ extension Sandbox.Lifecycle.Supervisor {
     for timer in link.cellTimers { loop.cancel(timer: timer) }
     link.cellTimers = []
     var outcome = SessionLink.CellOutcome(reply: reply)
+    outcome.number = link.cellsSent
     if let stdout {
       stdout.drainNow(loop)
       (outcome.stdout, outcome.outputTruncated) = stdout.take()
@@ -6918,7 +6946,8 @@ extension Sandbox {
       }
       var result = SandboxCellResult(
         stdout: outcome.stdout, stderr: outcome.stderr, duration: outcome.duration, timedOut: outcome.interrupted,
-        outputTruncated: outcome.outputTruncated, cpuTime: outcome.cpuTime, sessionEnded: outcome.ended)
+        outputTruncated: outcome.outputTruncated, cpuTime: outcome.cpuTime, sessionEnded: outcome.ended,
+        number: outcome.number)
       var problem: String? = nil
       if let reply = outcome.reply {
         do throws(SandboxError) {
@@ -7624,6 +7653,32 @@ extension Sandbox {
         }
         index += 3
       }
+    }
+
+    /// The bytes of standard base64 (RFC 4648, padded; white space not allowed); nil when malformed.
+    static func decodeBase64(_ text: String) -> [UInt8]? {
+      let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+      var values = [UInt8: UInt32]()
+      for (index, byte) in alphabet.enumerated() { values[byte] = UInt32(index) }
+      let bytes = Array(text.utf8)
+      guard bytes.count % 4 == 0 else { return nil }
+      var out: [UInt8] = []
+      out.reserveCapacity(bytes.count / 4 * 3)
+      var index = 0
+      while index < bytes.count {
+        let quad = bytes[index..<(index + 4)]
+        let padding = quad.reversed().prefix { $0 == UInt8(ascii: "=") }.count
+        guard padding <= 2, index + 4 == bytes.count || padding == 0 else { return nil }
+        var value: UInt32 = 0
+        for byte in quad.dropLast(padding) {
+          guard let digit = values[byte] else { return nil }
+          value = value << 6 | digit
+        }
+        value <<= UInt32(6 * padding)
+        out += [UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)].prefix(3 - padding)
+        index += 4
+      }
+      return out
     }
 
     /// `mkdtemp(3)` in the temp dir.
@@ -8490,11 +8545,11 @@ extension Sandbox {
   /// The command line: one option table, parsing, the JSON, and the commands. The only code that prints.
   enum CLI {
     /// The two commands: `sandbox` (checks the host, runs the self-tests) and `sandbox run`.
-    enum Command: Equatable { case selfTest, run, session }
+    enum Command: Equatable { case selfTest, run, session, serve }
 
     /// What one invocation does: a command, or a mode one flag of the table selects.
     enum Mode: Equatable {
-      case selfTest, run, session
+      case selfTest, run, session, serve
       case interactive  // --interactive: a sandboxed REPL on the terminal
       case printProfile  // --print-apparmor-profile: the profile this venv needs
       case printArgv  // run --print-bwrap-argv: the exact bwrap command line
@@ -8503,7 +8558,7 @@ extension Sandbox {
       /// The flag that selects a mode (nil for the two commands).
       var flag: String? {
         switch self {
-        case .selfTest, .run, .session: nil
+        case .selfTest, .run, .session, .serve: nil
         case .interactive: "--interactive"
         case .printProfile: "--print-apparmor-profile"
         case .printArgv: "--print-bwrap-argv"
@@ -8548,6 +8603,10 @@ extension Sandbox {
       var alwaysBase64 = false
       /// `--stream`: JSON lines of output events, then the result object.
       var stream = false
+      /// `sandbox serve`.
+      var socketPath: String?
+      var maxConcurrent: Int?
+      var noSelfTest = false
     }
 
     /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
@@ -8557,6 +8616,7 @@ extension Sandbox {
         case selfTest = "sandbox (self-tests):"
         case run = "sandbox run:"
         case session = "sandbox session (also takes --mnt-dir, --env, and --timeout as each cell's default):"
+        case serve = "sandbox serve (JSON-lines requests; see the README's protocol):"
         case limits = "limits (both commands; 0 switches off a limit whose minimum allows it):"
       }
       var names: [String]
@@ -8569,10 +8629,11 @@ extension Sandbox {
 
       var commands: [Command] {
         switch group {
-        case .configuration, .limits: [.selfTest, .run, .session]
+        case .configuration, .limits: [.selfTest, .run, .session, .serve]
         case .selfTest: [.selfTest]
         case .run: Option.sharedWithSession.contains(names[0]) ? [.run, .session] : [.run]
         case .session: [.session]
+        case .serve: [.serve]
         }
       }
 
@@ -8743,6 +8804,16 @@ extension Sandbox {
         options, text throws(SandboxError) in
         options.lifetime = try CLI.parseTimeout(text)
       },
+      .value("--socket", "PATH", group: .serve, "serve on this Unix socket (its dir: 0700, yours) instead of stdin") {
+        $0.socketPath = $1
+      },
+      .value("--max-concurrent", "N", group: .serve, "runs and sessions at once; 4N more wait, then refused") {
+        options, text throws(SandboxError) in
+        options.maxConcurrent = try Option.count("--max-concurrent", text, minimum: 1)
+      },
+      .flag("--no-self-test", group: .serve, "start without the base self-test suite passing first (the gate)") {
+        $0.noSelfTest = true
+      },
       .limit("--cpu-seconds", "CPU seconds per process (RLIMIT_CPU)", \.cpuSeconds),
       .limit("--memory-mb", "MiB of memory (cgroup: the run's; else heap per process)", \.memoryBytes, unit: 1 << 20),
       .limit("--max-file-mb", "largest written file in MiB (RLIMIT_FSIZE)", \.fileSizeBytes, unit: 1 << 20),
@@ -8787,6 +8858,7 @@ extension Sandbox {
         "usage: sandbox [OPTION]...        check this host, then run the self-test suite",
         "       sandbox run [OPTION]...    run Python code in a fresh sandbox",
         "       sandbox session [OPTION]... one interpreter kept between cells: JSON lines in and out",
+        "       sandbox serve [OPTION]...  a JSON-lines server: runs, sessions, cancel, health",
       ]
       for group in Option.Group.allCases {
         lines.append("")
@@ -8816,9 +8888,12 @@ extension Sandbox {
     static func parse(_ arguments: [String]) throws(SandboxError) -> Options {
       var options = Options()
       var rest = arguments[...]
-      let command: Command = rest.first == "run" ? .run : rest.first == "session" ? .session : .selfTest
+      let commands: [String: (Command, Mode)] = [
+        "run": (.run, .run), "session": (.session, .session), "serve": (.serve, .serve),
+      ]
+      let (command, mode) = rest.first.flatMap { commands[$0] } ?? (.selfTest, .selfTest)
       if command != .selfTest {
-        options.mode = command == .run ? .run : .session
+        options.mode = mode
         rest = rest.dropFirst()
       }
       var seen: Set<String> = []
@@ -8830,7 +8905,7 @@ extension Sandbox {
           inlineValue = String(argument[argument.index(after: equals)...])
         }
         guard let option = optionTable.first(where: { $0.names.contains(flag) }) else {
-          if argument == "run" || argument == "session" {
+          if ["run", "session", "serve"].contains(argument) {
             throw .usage("'\(argument)' is a subcommand and comes first: sandbox \(argument) [OPTION]...")
           }
           throw .usage("unknown argument '\(Sys.printable(argument))'")
@@ -8840,7 +8915,9 @@ extension Sandbox {
           let owner =
             option.commands.contains(.run)
             ? "'sandbox run'"
-            : option.commands.contains(.session) ? "'sandbox session'" : "the self-test mode (no subcommand)"
+            : option.commands.contains(.session)
+              ? "'sandbox session'"
+              : option.commands.contains(.serve) ? "'sandbox serve'" : "the self-test mode (no subcommand)"
           throw .usage("\(flag) belongs to \(owner)")
         }
         if option.value == nil {
@@ -9465,7 +9542,6 @@ extension Sandbox {
       var pending: [UInt8] = []
       var buffer = [UInt8](repeating: 0, count: 1 << 16)
       var discarding = false
-      var cells = 0
       reading: while session.endReason == nil {
         waitingForInput.set(true)
         let count = Sys.readSome(0, into: &buffer)
@@ -9481,7 +9557,7 @@ extension Sandbox {
           let line = pending + buffer[start..<newline]
           pending = []
           if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-          if !CLI.serveCell(line, cells: &cells, session: session) { break reading }
+          if !CLI.serveCell(line, session: session) { break reading }
         }
         if !discarding { pending += buffer[start..<count] }
         if pending.count > CLI.requestLineLimitBytes {
@@ -9512,9 +9588,8 @@ extension Sandbox {
       }
     }
 
-    /// One request line: its result (or an error object) on stdout; `cells` counts the cells run.
-    /// False once the session is over.
-    static func serveCell(_ line: [UInt8], cells: inout Int, session: SandboxSession) -> Bool {
+    /// One request line: its result (or an error object) on stdout. False once the session is over.
+    static func serveCell(_ line: [UInt8], session: SandboxSession) -> Bool {
       let request: CLI.CellRequest
       do throws(SandboxError) {
         request = try CLI.CellRequest(line: line)
@@ -9522,7 +9597,6 @@ extension Sandbox {
         Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: ExitCode.usage))
         return true
       }
-      let number = cells + 1
       let outcome: Swift.Result<SandboxCellResult, SandboxError> = CLI.blocking {
         do throws(SandboxError) {
           return .success(try await session.execute(request.code, timeout: request.timeout))
@@ -9532,13 +9606,595 @@ extension Sandbox {
       }
       switch outcome {
       case .success(let result):
-        cells = number  // only a cell that ran counts, as the interpreter numbers them
-        Sys.writeAll(1, CLI.makeCellJSONBytes(result, cell: number, id: request.id))
+        Sys.writeAll(1, CLI.makeCellJSONBytes(result, cell: result.number, id: request.id))
         return result.sessionEnded == nil
       case .failure(let error):
         Sys.writeAll(1, CLI.makeErrorJSONBytes(error, exitStatus: error.exitCode, id: request.id))
         if case .sessionEnded = error { return false }
         return true
+      }
+    }
+
+    /// `sandbox serve`: JSON lines on stdin and stdout, or on a Unix socket, for any language.
+    ///
+    /// Protocol 1 (the README's "sandbox serve" section is the contract): every request is one
+    /// object with an `id` (a string or number, unique among the connection's requests in
+    /// flight) and an `op`; every line back carries that `id` and `"protocol": 1`. Requests run
+    /// concurrently; their events and results interleave, one whole line at a time.
+    final class Server: @unchecked Sendable {  // mutable state is guarded by `lock`
+      static let protocolVersion = 1
+      /// How many work requests may wait for a slot beyond `maxConcurrent` before new ones are refused.
+      static let queueFactor = 4
+      /// How long in-flight requests get to finish after SIGTERM before the process exits.
+      static let shutdownGrace: Duration = .seconds(10)
+
+      let sandbox: Sandbox
+      let maxConcurrent: Int
+      let gate: String
+      private let lock = Sys.Mutex()
+      private var tasks: [String: Task<Void, Never>] = [:]  // "connection/id" → the request's task
+      private var sessions: [String: SandboxSession] = [:]  // "connection/name" → session
+      private var work = 0  // run and session.open requests in flight (or waiting for a slot)
+      private var nextSession = 0
+      private var stopping = false
+
+      init(sandbox: Sandbox, maxConcurrent: Int, gate: String) {
+        self.sandbox = sandbox
+        self.maxConcurrent = maxConcurrent
+        self.gate = gate
+      }
+
+      /// One client: lines in on `input`, lines out on `output` through a writer thread, so a
+      /// slow client never holds a request's thread; past `queueLimitBytes` unsent, it is dropped.
+      final class Connection: @unchecked Sendable {  // `queue`, `queued`, `open` are guarded by `mutex`
+        static let queueLimitBytes = 64 << 20
+        let name: String
+        let input: Int32
+        let output: Int32
+        private let mutex = Sys.Mutex()
+        private var queue: [[UInt8]] = []
+        private var queued = 0
+        private var writing = false
+        private(set) var open = true
+
+        init(name: String, input: Int32, output: Int32) {
+          self.name = name
+          self.input = input
+          self.output = output
+          _ = Sys.startThread(inline: false) { [self] in drain() }
+        }
+
+        /// Queues one line; false once the client is gone.
+        @discardableResult
+        func send(_ line: [UInt8]) -> Bool {
+          mutex.withLock {
+            guard open else { return false }
+            guard queued + line.count <= Connection.queueLimitBytes else {
+              open = false  // a client that does not read: dropped, its requests cancelled
+              mutex.broadcast()
+              return false
+            }
+            queue.append(line)
+            queued += line.count
+            mutex.broadcast()
+            return true
+          }
+        }
+
+        var isOpen: Bool { mutex.withLock { open } }
+
+        /// Waits (at most 10 s) until every queued line is written.
+        func flush() {
+          for _ in 0..<1000 where mutex.withLock({ open && !queue.isEmpty || writing }) { usleep(10_000) }
+        }
+
+        func close() {
+          mutex.withLock {
+            open = false
+            mutex.broadcast()
+          }
+        }
+
+        private func drain() {
+          while true {
+            let next: [UInt8]? = mutex.withLock {
+              while open && queue.isEmpty { mutex.wait() }
+              guard open, !queue.isEmpty else { return nil }
+              queued -= queue[0].count
+              writing = true
+              return queue.removeFirst()
+            }
+            guard let next else { break }
+            if !Sys.writeAll(output, next) { close() }
+            mutex.withLock { writing = false }
+          }
+          if input != 0 { Glibc.shutdown(input, Int32(SHUT_RDWR)) }  // a socket: its reader wakes too
+        }
+      }
+
+      /// Reads `connection`'s lines until it ends, dispatching each. At the end of stdin the
+      /// requests in flight finish (a pipe of requests gets every answer); a socket client that
+      /// goes away has its requests cancelled. Its sessions are closed either way.
+      func serve(_ connection: Connection, finishingInFlight: Bool = false) {
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var discarding = false
+        while connection.isOpen && !isStopping {
+          let count = Sys.readSome(connection.input, into: &buffer)
+          if count <= 0 { break }
+          var start = 0
+          while let newline = buffer[start..<count].firstIndex(of: UInt8(ascii: "\n")) {
+            defer { start = newline + 1 }
+            if discarding {
+              discarding = false
+              continue
+            }
+            let line = pending + buffer[start..<newline]
+            pending = []
+            if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { handle(line, on: connection) }
+          }
+          if !discarding { pending += buffer[start..<count] }
+          if pending.count > CLI.requestLineLimitBytes {
+            reply(
+              connection, id: nil,
+              error: .invalidRequest("a request line longer than \(CLI.requestLineLimitBytes) bytes"))
+            pending = []
+            discarding = true
+          }
+        }
+        finish(connection, cancelling: !(finishingInFlight && connection.isOpen))
+      }
+
+      var isStopping: Bool { lock.withLock { stopping } }
+
+      /// The connection is over: its requests finish (or are cancelled), then its sessions close.
+      func finish(_ connection: Connection, cancelling: Bool) {
+        let prefix = connection.name + "/"
+        let own = lock.withLock { tasks.filter { $0.key.hasPrefix(prefix) }.map(\.value) }
+        if cancelling { for task in own { task.cancel() } }
+        for task in own { CLI.blocking { await task.value } }
+        let owned = lock.withLock { sessions.filter { $0.key.hasPrefix(prefix) } }
+        let closing = Task {
+          for (key, session) in owned {
+            await session.close()
+            _ = lock.withLock { sessions.removeValue(forKey: key) }
+          }
+        }
+        CLI.blocking { await closing.value }
+        connection.close()
+      }
+
+      /// SIGTERM: no new requests; in-flight ones are cancelled and sessions closed, within the grace.
+      func shutdown() {
+        let (running, open) = lock.withLock {
+          stopping = true
+          return (Array(tasks.values), Array(sessions.values))
+        }
+        for task in running { task.cancel() }
+        let done = Sys.Flag()
+        _ = Sys.startThread(inline: false) {
+          CLI.blocking {
+            for session in open { await session.close() }
+            for task in running { await task.value }
+          }
+          done.set(true)
+        }
+        let deadline = ContinuousClock.now + Server.shutdownGrace
+        var finished = false
+        while !finished && ContinuousClock.now < deadline {
+          usleep(20_000)
+          done.ifSet { finished = true }
+        }
+      }
+
+      private func reply(_ connection: Connection, id: JSONValue?, error: SandboxError) {
+        var json = CLI.JSONWriter()
+        json.raw("{\"id\": ")
+        json.value(id)
+        json.raw(", \"protocol\": \(Server.protocolVersion), \"error\": {\"kind\": ")
+        json.string(CLI.errorKind(error))
+        json.raw(", \"message\": ")
+        json.string(error.description)
+        json.raw(", \"hint\": ")
+        json.stringOrNull(error.hint)
+        json.raw("}}\n")
+        connection.send(json.bytes)
+      }
+
+      /// A result line: `{"id", "protocol", "result": BODY}` around bytes already JSON.
+      private func reply(_ connection: Connection, id: JSONValue?, result body: [UInt8]) {
+        var json = CLI.JSONWriter()
+        json.reserve(body.count)
+        json.raw("{\"id\": ")
+        json.value(id)
+        json.raw(", \"protocol\": \(Server.protocolVersion), \"result\": ")
+        var line = json.bytes
+        line += body.last == UInt8(ascii: "\n") ? body.dropLast() : body[...]
+        line += Array("}\n".utf8)
+        connection.send(line)
+      }
+
+      private func event(_ connection: Connection, id: JSONValue?, isStderr: Bool, _ bytes: [UInt8]) {
+        var json = CLI.JSONWriter()
+        json.raw("{\"id\": ")
+        json.value(id)
+        json.raw(", \"protocol\": \(Server.protocolVersion), ")
+        let inner = CLI.makeEventJSONBytes(isStderr: isStderr, bytes)
+        connection.send(json.bytes + inner.dropFirst())
+      }
+
+      /// One request: checked, then answered at once (health, cancel, errors) or by a task.
+      func handle(_ line: [UInt8], on connection: Connection) {
+        let fields: [String: JSONValue]
+        do throws(SandboxError) {
+          guard case .object(let object) = try JSONReader.parse(line) else {
+            throw .invalidCell(reason: "a request is a JSON object with \"id\" and \"op\"")
+          }
+          fields = object
+        } catch {
+          return reply(connection, id: nil, error: Server.invalid(error))
+        }
+        let id = fields["id"]
+        guard let key = Server.key(id) else {
+          return reply(connection, id: nil, error: .invalidRequest("\"id\" must be a string or a number"))
+        }
+        guard case .string(let op)? = fields["op"] else {
+          return reply(connection, id: id, error: .invalidCell(reason: "\"op\" must be a string"))
+        }
+        let taskKey = "\(connection.name)/\(key)"
+        do throws(SandboxError) {
+          guard !isStopping else { throw .sessionEnded(reason: "the server is shutting down") }
+          switch op {
+          case "health":
+            try Server.allow(fields, [])
+            reply(connection, id: id, result: healthBytes())
+          case "cancel":
+            try Server.allow(fields, ["target"])
+            guard let target = Server.key(fields["target"]) else {
+              throw .invalidCell(reason: "\"target\" must be the id of a request in flight")
+            }
+            let task = lock.withLock { tasks["\(connection.name)/\(target)"] }
+            task?.cancel()
+            reply(connection, id: id, result: Array("{\"cancelled\": \(task != nil)}".utf8))
+          case "run", "session.open", "session.exec", "session.close":
+            let body = try makeWork(op, fields, connection: connection, id: id)
+            try lock.withLock { () throws(SandboxError) in
+              guard tasks[taskKey] == nil else {
+                throw .invalidCell(reason: "the id \(Sys.printable(key)) is in use by a request in flight")
+              }
+              let heavy = op == "run" || op == "session.open"
+              if heavy && work >= maxConcurrent * (1 + Server.queueFactor) {
+                throw .tooManyRuns(maximum: maxConcurrent * (1 + Server.queueFactor))
+              }
+              if heavy { work += 1 }
+              tasks[taskKey] = Task {
+                await body()
+                self.lock.withLock {
+                  if heavy { self.work -= 1 }
+                  _ = self.tasks.removeValue(forKey: taskKey)
+                }
+              }
+            }
+          default:
+            throw .invalidCell(
+              reason:
+                "unknown op '\(Sys.printable(op))' (health, run, session.open, session.exec, session.close, cancel)")
+          }
+        } catch {
+          reply(connection, id: id, error: Server.invalid(error))
+        }
+      }
+
+      /// The task body of a run or session request, from its checked fields.
+      private func makeWork(_ op: String, _ fields: [String: JSONValue], connection: Connection, id: JSONValue?)
+        throws(SandboxError) -> @Sendable () async -> Void
+      {
+        let sandbox = self.sandbox
+        switch op {
+        case "run":
+          try Server.allow(
+            fields, ["code", "timeout", "env", "mnt_dir", "stdin", "stdin_b64", "args", "stream", "b64", "outputs"])
+          let code = try Server.string(fields, "code")
+          let timeout = try Server.seconds(fields, "timeout")
+          let environment = try Server.strings(fields, "env")
+          let mountDirectory = try Server.optionalString(fields, "mnt_dir")
+          let arguments = try Server.list(fields, "args")
+          let outputs = try Server.list(fields, "outputs")
+          if !outputs.isEmpty && mountDirectory == nil { throw .invalidCell(reason: "\"outputs\" needs \"mnt_dir\"") }
+          var input = Array((try Server.optionalString(fields, "stdin") ?? "").utf8)
+          if let encoded = try Server.optionalString(fields, "stdin_b64") {
+            guard let decoded = Sys.decodeBase64(encoded) else {
+              throw .invalidCell(reason: "\"stdin_b64\" is not base64")
+            }
+            input = decoded
+          }
+          let stdin = input
+          let stream = try Server.flag(fields, "stream")
+          let base64 = try Server.flag(fields, "b64")
+          return { [self] in
+            do throws(SandboxError) {
+              let result = try await sandbox.run(
+                .code(code), mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
+                arguments: arguments, onOutput: stream ? { self.event(connection, id: id, isStderr: $0, $1) } : nil)
+              let files = outputs.map {
+                CLI.readOutputReport($0, mountDirectory: mountDirectory ?? "", sandbox: sandbox)
+              }
+              self.reply(connection, id: id, result: CLI.makeJSONBytes(result, outputs: files, alwaysBase64: base64))
+            } catch {
+              self.reply(connection, id: id, error: error)
+            }
+          }
+        case "session.open":
+          try Server.allow(fields, ["env", "mnt_dir", "cell_timeout", "idle_timeout", "lifetime"])
+          let environment = try Server.strings(fields, "env")
+          let mountDirectory = try Server.optionalString(fields, "mnt_dir")
+          let options = SandboxSession.Options(
+            cellTimeout: try Server.seconds(fields, "cell_timeout") ?? .seconds(60),
+            idleTimeout: try Server.seconds(fields, "idle_timeout") ?? .seconds(600),
+            lifetime: try Server.seconds(fields, "lifetime") ?? .seconds(3600))
+          return { [self] in
+            do throws(SandboxError) {
+              let session = try await sandbox.openSession(
+                mountDirectory: mountDirectory, environment: environment, options: options)
+              let name = self.lock.withLock { () -> String in
+                self.nextSession += 1
+                return "s\(self.nextSession)"
+              }
+              let kept = self.lock.withLock { () -> Bool in
+                guard !self.stopping && connection.isOpen else { return false }
+                self.sessions["\(connection.name)/\(name)"] = session
+                return true
+              }
+              guard kept else {
+                await session.close()
+                return self.reply(
+                  connection, id: id, error: .sessionEnded(reason: "the client or the server went away"))
+              }
+              var json = CLI.JSONWriter()
+              json.raw("{\"session\": ")
+              json.string(name)
+              json.raw("}")
+              self.reply(connection, id: id, result: json.bytes)
+            } catch {
+              self.reply(connection, id: id, error: error)
+            }
+          }
+        default:  // session.exec, session.close
+          try Server.allow(fields, op == "session.exec" ? ["session", "code", "timeout", "stream"] : ["session"])
+          let name = try Server.string(fields, "session")
+          let key = "\(connection.name)/\(name)"
+          guard let session = lock.withLock({ sessions[key] }) else {
+            throw .invalidCell(reason: "no open session '\(Sys.printable(name))' on this connection")
+          }
+          if op == "session.close" {
+            return { [self] in
+              let end = await session.close()
+              _ = self.lock.withLock { self.sessions.removeValue(forKey: key) }
+              self.reply(connection, id: id, result: end.map { CLI.makeJSONBytes($0) } ?? Array("null".utf8))
+            }
+          }
+          let code = try Server.string(fields, "code")
+          let timeout = try Server.seconds(fields, "timeout")
+          let stream = try Server.flag(fields, "stream")
+          return { [self] in
+            do throws(SandboxError) {
+              let result = try await session.submit(
+                code, timeout: timeout, id: session.state.nextCellID(),
+                onOutput: stream ? { self.event(connection, id: id, isStderr: $0, $1) } : nil)
+              self.reply(connection, id: id, result: CLI.makeCellJSONBytes(result, cell: result.number, id: id))
+            } catch {
+              self.reply(connection, id: id, error: error)
+            }
+          }
+        }
+      }
+
+      private func healthBytes() -> [UInt8] {
+        var json = CLI.JSONWriter()
+        json.raw("{\"protocol\": \(Server.protocolVersion), \"schema\": \(CLI.jsonSchema), \"gate\": ")
+        json.string(gate)
+        json.raw(", \"bwrap\": ")
+        json.stringOrNull(sandbox.host.bwrapVersion)
+        json.raw(", \"layers\": ")
+        json.list(sandbox.activeLayers.map(\.rawValue))
+        let (inFlight, open) = lock.withLock { (tasks.count, sessions.count) }
+        json.raw(
+          ", \"max_concurrent\": \(maxConcurrent), \"queue_depth\": \(maxConcurrent * Server.queueFactor), \"in_flight\": \(inFlight), \"sessions\": \(open)}"
+        )
+        return json.bytes
+      }
+
+      // Field readers: a wrong type is the request's error, named.
+      static func invalid(_ error: SandboxError) -> SandboxError {
+        if case .invalidCell(let reason) = error { return .invalidRequest(reason) }
+        return error
+      }
+      static func key(_ id: JSONValue?) -> String? {
+        switch id {
+        case .string(let text)?: return "s:" + text
+        case .number(let number)?: return "n:\(number)"
+        default: return nil
+        }
+      }
+      static func allow(_ fields: [String: JSONValue], _ names: [String]) throws(SandboxError) {
+        if let extra = fields.keys.sorted().first(where: { !(["id", "op"] + names).contains($0) }) {
+          throw .invalidCell(reason: "unknown field '\(Sys.printable(extra))' for this op")
+        }
+      }
+      static func string(_ fields: [String: JSONValue], _ name: String) throws(SandboxError) -> String {
+        guard case .string(let text)? = fields[name] else { throw .invalidCell(reason: "\"\(name)\" must be a string") }
+        return text
+      }
+      static func optionalString(_ fields: [String: JSONValue], _ name: String) throws(SandboxError) -> String? {
+        if fields[name] == nil || fields[name] == .null { return nil }
+        return try string(fields, name)
+      }
+      static func seconds(_ fields: [String: JSONValue], _ name: String) throws(SandboxError) -> Duration? {
+        switch fields[name] {
+        case nil, .null?: return nil
+        case .number(let seconds)? where seconds > 0 && seconds <= 1e7: return .nanoseconds(Int64(seconds * 1e9))
+        default: throw .invalidCell(reason: "\"\(name)\" must be a number of seconds > 0 (at most 1e7)")
+        }
+      }
+      static func flag(_ fields: [String: JSONValue], _ name: String) throws(SandboxError) -> Bool {
+        switch fields[name] {
+        case nil, .null?: return false
+        case .bool(let value)?: return value
+        default: throw .invalidCell(reason: "\"\(name)\" must be true or false")
+        }
+      }
+      static func list(_ fields: [String: JSONValue], _ name: String) throws(SandboxError) -> [String] {
+        switch fields[name] {
+        case nil, .null?: return []
+        case .array(let items)?:
+          return try items.map { (item) throws(SandboxError) -> String in
+            guard case .string(let text) = item else {
+              throw .invalidCell(reason: "\"\(name)\" must be a list of strings")
+            }
+            return text
+          }
+        default: throw .invalidCell(reason: "\"\(name)\" must be a list of strings")
+        }
+      }
+      static func strings(_ fields: [String: JSONValue], _ name: String) throws(SandboxError) -> [String: String] {
+        switch fields[name] {
+        case nil, .null?: return [:]
+        case .object(let members)?:
+          var result: [String: String] = [:]
+          for (key, value) in members {
+            guard case .string(let text) = value else {
+              throw .invalidCell(reason: "\"\(name)\" values must be strings")
+            }
+            result[key] = text
+          }
+          return result
+        default: throw .invalidCell(reason: "\"\(name)\" must be an object of strings")
+        }
+      }
+    }
+
+    /// `sandbox serve`: the startup gate, then requests from stdin or `--socket` until end of
+    /// input or SIGTERM.
+    static func runServeCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
+      // SIGTERM and SIGINT go to one waiting thread (blocked here, before any thread exists, so
+      // every thread inherits the mask); children get an empty mask from the spawner.
+      var stopSignals = sigset_t()
+      sigemptyset(&stopSignals)
+      sigaddset(&stopSignals, SIGTERM)
+      sigaddset(&stopSignals, SIGINT)
+      pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+      signal(SIGPIPE, SIG_IGN)  // a client gone: EPIPE on its descriptor, not the server's death
+      let sandbox = try CLI.makeSandbox(options)
+      var gate = "skipped (--no-self-test)"
+      if !options.noSelfTest {
+        let failures = try SelfTestGate.verify(sandbox)
+        guard failures.isEmpty else {
+          for failure in failures { CLI.printError("self-test failed: \(failure)") }
+          throw .selfTestGateClosed(reason: "\(failures.count) base self-tests failed on this host")
+        }
+        gate = "passed"
+      }
+      let maxConcurrent = options.maxConcurrent ?? Admission.effectiveMaximum()
+      Admission.maximum = maxConcurrent
+      Admission.policy = .wait
+      let server = Server(sandbox: sandbox, maxConcurrent: maxConcurrent, gate: gate)
+      let listener = try options.socketPath.map { (path) throws(SandboxError) in try CLI.listen(at: path) }
+      CLI.printError(
+        "note: serving protocol \(Server.protocolVersion) on \(options.socketPath ?? "stdin and stdout"); self-test gate: \(gate)"
+      )
+      _ = Sys.startThread(inline: false) {
+        var caught: Int32 = 0
+        sigwait(&stopSignals, &caught)
+        CLI.printError("note: signal \(caught): finishing the requests in flight (at most \(Server.shutdownGrace))")
+        server.shutdown()
+        if let path = options.socketPath { unlink(path) }
+        exit(0)
+      }
+      guard let listener else {
+        let stdio = Server.Connection(name: "stdio", input: 0, output: 1)
+        server.serve(stdio, finishingInFlight: true)
+        stdio.flush()
+        return 0
+      }
+      var clients = 0
+      while !server.isStopping {
+        let fd = accept(listener, nil, nil)
+        guard fd >= 0 else {
+          if errno == EINTR || errno == ECONNABORTED { continue }
+          throw .system(call: "accept4", path: options.socketPath, errno: errno)
+        }
+        // Only this account's processes may use the server: the kernel's word (SO_PEERCRED).
+        var credentials: [UInt32] = [0, 0, 0]  // struct ucred { pid, uid, gid } (a _GNU_SOURCE type)
+        var size = socklen_t(12)
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &size) == 0, size == 12, credentials[1] == geteuid()
+        else {
+          Sys.writeAll(
+            fd,
+            Array(
+              "{\"id\": null, \"protocol\": 1, \"error\": {\"kind\": \"forbidden\", \"message\": \"only uid \(geteuid()) may use this server\", \"hint\": null}}\n"
+                .utf8))
+          close(fd)
+          continue
+        }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // spawns close every descriptor above the child's anyway
+        clients += 1
+        let connection = Server.Connection(name: "c\(clients)", input: fd, output: fd)
+        _ = Sys.startThread(inline: false) {
+          server.serve(connection)
+          close(fd)
+        }
+      }
+      return 0
+    }
+
+    /// A listening Unix socket at `path`, inside a directory only this account can enter (made
+    /// 0700 when missing): binding first and restricting the socket after would race.
+    /// - Throws: `SandboxError.usage` for a directory others can enter or a path that exists.
+    static func listen(at path: String) throws(SandboxError) -> Int32 {
+      let directory = Sys.parentDirectory(path)
+      if !Sys.isDirectory(directory) {
+        try Sys.check("mkdir", path: directory) { mkdir(directory, 0o700) }
+      }
+      var info = stat()
+      guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(),
+        info.st_mode & 0o077 == 0
+      else {
+        throw .usage(
+          "--socket: \(directory) must be a directory of uid \(geteuid()) that nobody else can enter (mkdir -m 700 \(directory))"
+        )
+      }
+      guard access(path, F_OK) != 0 else { throw .usage("--socket: \(path) exists: remove it, or name another path") }
+      var address = sockaddr_un()
+      address.sun_family = sa_family_t(AF_UNIX)
+      let bytes = Array(path.utf8)
+      guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        throw .usage("--socket: the path is longer than a Unix socket address allows (107 bytes)")
+      }
+      withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        for (index, byte) in bytes.enumerated() { raw[index] = byte }
+      }
+      let fd = try Sys.check("socket") {
+        socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      }
+      let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+      }
+      guard bound == 0, Glibc.listen(fd, 64) == 0 else {
+        let code = errno
+        close(fd)
+        throw .system(call: "bind", path: path, errno: code)
+      }
+      return fd
+    }
+
+    /// One `--output` file (or serve's `outputs`) read through the safe reader.
+    static func readOutputReport(_ path: String, mountDirectory: String, sandbox: Sandbox) -> CLI.OutputReport {
+      do throws(SandboxError) {
+        let file = try Sandbox.readOutput(
+          mountDirectory: mountDirectory, path: path, limit: sandbox.config.limits.outputLimitBytes)
+        return CLI.OutputReport(path: path, file: file)
+      } catch {
+        return CLI.OutputReport(path: path, error: error.description)
       }
     }
 
@@ -9567,6 +10223,7 @@ extension Sandbox {
           return 0
         case .run: return try CLI.runPayloadCommand(options)
         case .session: return try CLI.runSessionCommand(options)
+        case .serve: return try CLI.runServeCommand(options)
         case .printArgv: return try CLI.printArgvCommand(options)
         case .selfTest: return try CLI.runSelfTestCommand(options)
         case .interactive: return try CLI.runInteractiveCommand(options)
@@ -9704,14 +10361,8 @@ extension Sandbox {
         environment: options.environment, cancellation: nil, arguments: options.arguments,
         onOutput: options.stream ? { Sys.writeAll(1, CLI.makeEventJSONBytes(isStderr: $0, $1)) } : nil)
       if options.json {
-        let outputs = options.outputs.map { path -> CLI.OutputReport in
-          do throws(SandboxError) {
-            let file = try Sandbox.readOutput(
-              mountDirectory: options.mountDirectory ?? "", path: path, limit: sandbox.config.limits.outputLimitBytes)
-            return CLI.OutputReport(path: path, file: file)
-          } catch {
-            return CLI.OutputReport(path: path, error: error.description)
-          }
+        let outputs = options.outputs.map {
+          CLI.readOutputReport($0, mountDirectory: options.mountDirectory ?? "", sandbox: sandbox)
         }
         var json = CLI.makeJSONBytes(result, outputs: outputs, alwaysBase64: options.alwaysBase64)
         json.append(UInt8(ascii: "\n"))

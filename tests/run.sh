@@ -7,8 +7,9 @@
 #    when pyenv is installed, a pyenv venv whose base interpreter lives under a home dir;
 # 4. real Python work (pandas, matplotlib, scikit-learn …) in a Debian and a uv venv;
 #    --extra-tests on a build without the companion; --interactive through tmux; breakage
-#    tests (a fake bwrap damages the command line, the suites must catch it); host death
-#    (the host SIGKILLed at random moments, library and CLI);
+#    tests (a fake bwrap damages the command line, the suites must catch it); sandbox serve
+#    (tests/serve_test.py); host death (the host SIGKILLed at random moments: library, CLI,
+#    library sessions, sandbox session);
 # 5. as root: the AppArmor enforcement tests in a VM with an AppArmor kernel;
 # 6. as root: all of the above that isolate, again as an unprivileged user (SANDBOX_TEST_USER,
 #    default sandboxci), with a venv whose base interpreter lives in that user's home.
@@ -88,6 +89,7 @@ else
   total_skipped=$((total_skipped + 1))
 fi
 part "breakage tests: the suites catch deliberately broken sandboxes" tests/breakage_test.sh "$SB" "$VENV"
+part "sandbox serve: the protocol, a fuzz pass, admission, the socket, SIGTERM" tests/serve_test.py "$SB" "$VENV"
 part "host death: the host SIGKILLed at random moments leaves no process of its runs" \
   tests/host_death_test.py "$SB" "$BUILD/unit_tests" "$VENV"
 if command -v tmux >/dev/null; then
@@ -173,7 +175,7 @@ if [ "$(id -u)" = 0 ]; then
     STAGE=$(mktemp -d /var/tmp/sandbox-unprivileged-XXXXXX)
     chmod 755 "$STAGE"
     cp "$SB" "$BUILD/unit_tests" tests/lib.sh tests/cli_tests.sh tests/host_death_test.py tests/deny_namespaces.py \
-      tests/workloads_test.sh "$STAGE/"
+      tests/workloads_test.sh tests/serve_test.py README.md "$STAGE/"
     cp -r tests/golden "$STAGE/golden"
     /usr/bin/python3 -m venv "$STAGE/venv"
     USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
@@ -192,6 +194,7 @@ if [ "$(id -u)" = 0 ]; then
     as_user() { (cd /tmp && runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$USER_HOME" TMPDIR=/tmp "$@"); }
     part "library end-to-end tests as $TEST_USER" as_user env SANDBOX_TEST_VENV="$STAGE/venv" SANDBOX_GOLDEN_DIR="$STAGE/golden" "$STAGE/unit_tests"
     part "command-line tests as $TEST_USER" as_user "$STAGE/cli_tests.sh" "$STAGE/sandbox" "$STAGE/venv"
+    part "sandbox serve as $TEST_USER" as_user "$STAGE/serve_test.py" "$STAGE/sandbox" "$STAGE/venv"
     part "host death as $TEST_USER" as_user "$STAGE/host_death_test.py" "$STAGE/sandbox" "$STAGE/unit_tests" "$STAGE/venv"
     # Sessions' figures and the real work, as the account: the workload venv where it can read it.
     if [ -e "$WORK_VENV/.complete" ] && as_user test -x "$PWD/$WORK_VENV/bin/python"; then

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""sandbox serve: the protocol end to end, a fuzz pass, admission, the socket, and shutdown.
+
+Usage: tests/serve_test.py SANDBOX_BINARY VENV
+Every payload is bounded (timeouts set by the test); every process a test starts is tagged and
+checked gone afterwards. Prints a plan line first; ends with "N passed, N failed, N skipped".
+"""
+import json, os, pwd, random, re, signal, socket, subprocess, sys, tempfile, time
+
+SB, VENV = (os.path.abspath(p) for p in sys.argv[1:3])
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASE = [SB, "serve", "--no-apparmor", "--venv", VENV]
+passed = failed = skipped = 0
+
+
+def check(ok, name, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok - {name}")
+    else:
+        failed += 1
+        print(f"not ok - {name}" + (f" # {str(detail)[:600]}" if detail else ""))
+
+
+def skip(name, why):
+    global skipped
+    skipped += 1
+    print(f"ok - {name} # SKIP {why}")
+
+
+def tagged(tag):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if tag.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def gone(tag, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = tagged(tag)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return not left
+
+
+class Server:
+    """A `sandbox serve` on pipes; replies are collected per id."""
+
+    def __init__(self, *extra, user=None):
+        command = BASE + list(extra)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.replies = {}
+
+    def send(self, line):
+        self.process.stdin.write(line if isinstance(line, bytes) else (json.dumps(line) + "\n").encode())
+        self.process.stdin.flush()
+
+    def read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise EOFError("the server closed its stdout")
+        reply = json.loads(line)
+        self.replies.setdefault(json.dumps(reply.get("id")), []).append(reply)
+        return reply
+
+    def wait_for(self, id, timeout=60):
+        deadline = time.monotonic() + timeout
+        key = json.dumps(id)
+        while time.monotonic() < deadline:
+            done = [r for r in self.replies.get(key, []) if "event" not in r]
+            if done:
+                return done[-1]
+            self.read()
+        raise TimeoutError(id)
+
+    def ask(self, request, timeout=60):
+        self.send(request)
+        return self.wait_for(request["id"], timeout)
+
+    def close(self):
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        return self.process.wait(timeout=30)
+
+
+print("1..17")
+
+# 1-4. A conversation covering every operation.
+work = tempfile.mkdtemp(prefix="sandbox-serve-")
+os.chmod(work, 0o700)
+mnt = os.path.join(work, "mnt")
+os.mkdir(mnt)
+s = Server("--no-self-test")
+health = s.ask({"id": "h", "op": "health"})["result"]
+check(health["protocol"] == 1 and health["gate"].startswith("skipped") and "seccomp" in health["layers"],
+      "serve: health reports the protocol, the gate and the layers", health)
+run = s.ask({"id": 1, "op": "run", "code": "import sys; print(sys.argv[1:], sys.stdin.read()); open('/mnt/out', 'w').write('x')",
+             "args": ["a b", "é"], "stdin": "in", "mnt_dir": mnt, "outputs": ["out"], "stream": True})
+events = [r for r in s.replies[json.dumps(1)] if "event" in r]
+check(run.get("protocol") == 1 and run["result"]["stdout"] == "['a b', 'é'] in\n" and run["result"]["outputs"][0]["text"] == "x"
+      and events and events[0]["data"] == "['a b', 'é'] in\n", "serve: run with args, stdin, a mount dir, outputs and streamed events", run)
+opened = s.ask({"id": 2, "op": "session.open", "mnt_dir": mnt})["result"]["session"]
+s.ask({"id": 3, "op": "session.exec", "session": opened, "code": "x = 41"})
+cell = s.ask({"id": 4, "op": "session.exec", "session": opened, "code": "x + 1"})["result"]
+closed = s.ask({"id": 5, "op": "session.close", "session": opened})["result"]
+check(cell["value"] == "42" and cell["cell"] == 2 and "returncode" in closed, "serve: session.open, exec, exec, close", (cell, closed))
+s.send({"id": 6, "op": "run", "code": "import time; time.sleep(30)", "timeout": 60})
+time.sleep(1.0)
+cancel = s.ask({"id": 7, "op": "cancel", "target": 6})["result"]
+cancelled = s.wait_for(6)
+opened = s.ask({"id": 8, "op": "session.open"})["result"]["session"]
+s.send({"id": 9, "op": "session.exec", "session": opened, "code": "import time; time.sleep(30)", "timeout": 60})
+time.sleep(1.0)
+s.ask({"id": 10, "op": "cancel", "target": 9})
+interrupted = s.wait_for(9)["result"]
+check(cancel == {"cancelled": True} and cancelled["result"]["limit_hit"] == "cancelled" and interrupted["exception"]["type"] == "KeyboardInterrupt",
+      "serve: cancel kills a run (its result says cancelled) and interrupts a cell", (cancelled, interrupted))
+
+# 5-6. Reused ids, a 100 MB line, and a fuzz pass with a fixed seed: each line gets its answer.
+s.send({"id": "dup", "op": "run", "code": "import time; time.sleep(2)"})
+reused = s.ask({"id": "dup", "op": "health"})  # health is answered at once, whatever the id
+s.send({"id": "dup", "op": "run", "code": "1"})
+duplicate = [r for r in s.replies.get(json.dumps("dup"), []) if "error" in r]
+deadline = time.monotonic() + 10
+while not duplicate and time.monotonic() < deadline:
+    s.read()
+    duplicate = [r for r in s.replies.get(json.dumps("dup"), []) if "error" in r]
+check(duplicate and "in use" in duplicate[0]["error"]["message"] and duplicate[0]["error"]["kind"] == "invalid_request",
+      "serve: a reused id in flight gets an error; the first request goes on", duplicate)
+s.wait_for("dup")
+rng = random.Random(20261201)
+valid = [{"op": "health"}, {"op": "run", "code": "1"}, {"op": "session.exec", "session": "s9", "code": "1"}, {"op": "cancel", "target": 1}]
+lines, expected = [], 0
+for n in range(300):
+    request = dict(rng.choice(valid), id=f"f{n}")
+    kind = rng.randrange(6)
+    if kind == 0:
+        text = json.dumps(request)[: rng.randrange(1, 20)]  # truncated
+    elif kind == 1:
+        request[rng.choice(["op", "id", "code", "timeout", "env"])] = rng.choice([None, 5, [], {}, "x" * 3, True, -1, 1e308])
+        text = json.dumps(request)
+    elif kind == 2:
+        request["op"] = rng.choice(["", "RUN", "session", "health ", "exec"])
+        text = json.dumps(request)
+    elif kind == 3:
+        raw = bytearray(json.dumps(request).encode())
+        for _ in range(3):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        text = raw.replace(b"\n", b" ").decode("latin-1")
+    elif kind == 4:
+        text = "[" * rng.randrange(1, 5000) + "]" * rng.randrange(0, 3)
+    else:
+        request[f"extra{n}"] = 1
+        text = json.dumps(request)
+    lines.append(text.encode("latin-1", "replace") if kind == 3 else text.encode())
+s.send(b"".join(line + b"\n" for line in lines))
+s.send(b"x" * (100 << 20) + b"\n")
+alive = s.ask({"id": "after", "op": "health"}, timeout=120)
+answered = sum(len(v) for k, v in s.replies.items() if k.startswith('"f') or k == "null")
+check(alive["result"]["protocol"] == 1 and s.process.poll() is None,
+      "serve: 300 fuzzed requests (fixed seed) and a 100 MB line leave the server answering", answered)
+
+# 7. 20 concurrent requests, answered by id.
+for n in range(20):
+    s.send({"id": 100 + n, "op": "run", "code": f"import time; time.sleep(0.2); print({n} * 2)"})
+results = {n: s.wait_for(100 + n, timeout=120) for n in range(20)}
+check(all(results[n]["result"]["stdout"] == f"{n * 2}\n" for n in range(20)), "serve: 20 concurrent runs, each answer under its id",
+      [results[n].get("error") for n in range(20) if "error" in results[n]])
+
+# 8. End of stdin: the request in flight is answered, then the server exits 0.
+s.send({"id": "last", "op": "run", "code": "import time; time.sleep(0.5); print('late')"})
+s.process.stdin.close()
+last = s.wait_for("last")
+check(last["result"]["stdout"] == "late\n" and s.process.wait(timeout=30) == 0, "serve: at end of stdin the requests in flight finish, then exit 0")
+
+# 9. Admission: --max-concurrent 1 queues 4 more, refuses the rest at once.
+s = Server("--no-self-test", "--max-concurrent", "1")
+for n in range(7):
+    s.send({"id": n, "op": "run", "code": "import time; time.sleep(1)"})
+outcomes = [s.wait_for(n, timeout=120) for n in range(7)]
+refused = [o for o in outcomes if "error" in o]
+check(len(refused) == 2 and all(o["error"]["kind"] == "too_many_runs" for o in refused), "serve: --max-concurrent 1 runs 1, queues 4, refuses 2",
+      [o.get("error", {}).get("kind") for o in outcomes])
+s.close()
+
+# 10. The Python client of the README, as printed there.
+readmes = [p for p in (os.path.join(HERE, "..", "README.md"), os.path.join(HERE, "README.md")) if os.path.exists(p)]
+readme = open(readmes[0]).read() if readmes else ""
+blocks = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)
+client_code = next((b for b in blocks if "class SandboxClient" in b), None)
+if client_code:
+    path = os.path.join(work, "client.py")
+    open(path, "w").write(client_code)
+    out = subprocess.run([sys.executable, path] + BASE + ["--no-self-test"], capture_output=True, text=True, timeout=120)
+    check(out.stdout == "42\n42\n" and out.returncode == 0, "serve: the README's Python client runs (run, then a session)", out.stdout + out.stderr[-300:])
+else:
+    skip("serve: the README's Python client runs", "no README.md beside or above this script")
+
+# 11-14. The socket: a private dir, the peer check, a client killed mid-stream, SIGTERM.
+sockdir = os.path.join(work, "sock")
+path = os.path.join(sockdir, "serve.sock")
+tag = f"servetag{os.getpid()}"
+server = subprocess.Popen(BASE + ["--no-self-test", "--socket", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+deadline = time.monotonic() + 30
+while not os.path.exists(path) and time.monotonic() < deadline:
+    time.sleep(0.05)
+
+
+def connect():
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(path)
+    return client, client.makefile("rwb")
+
+
+try:
+    a, af = connect()
+    af.write(b'{"id": 1, "op": "health"}\n')
+    af.flush()
+    reply = json.loads(af.readline())
+    mode = os.stat(sockdir).st_mode & 0o777
+    check(reply["result"]["protocol"] == 1 and mode == 0o700, "serve --socket: answers on a socket inside a 0700 dir it made", (reply, oct(mode)))
+    b, bf = connect()
+    bf.write((json.dumps({"id": 1, "op": "run", "code": "import time\nwhile True:\n    print('tick', flush=True); time.sleep(0.05)",
+                          "env": {"TAG": tag}, "stream": True, "timeout": 60}) + "\n").encode())
+    bf.flush()
+    first = json.loads(bf.readline())
+    b.close()
+    bf.close()
+    af.write(b'{"id": 2, "op": "run", "code": "print(1)"}\n')
+    af.flush()
+    other = json.loads(af.readline())
+    check(first.get("event") == "stdout" and gone(tag) and other["result"]["stdout"] == "1\n",
+          "serve --socket: a client killed mid-stream has its run killed; another client is unaffected", (first, other))
+    af.write((json.dumps({"id": 3, "op": "session.open", "env": {"TAG": tag}}) + "\n").encode())
+    af.flush()
+    json.loads(af.readline())
+    af.write((json.dumps({"id": 4, "op": "run", "code": "import time; time.sleep(60)", "env": {"TAG": tag}}) + "\n").encode())
+    af.flush()
+    time.sleep(1.0)
+    server.send_signal(signal.SIGTERM)
+    status = server.wait(timeout=30)
+    check(status == 0 and gone(tag, 2.0) and not os.path.exists(path), "serve: SIGTERM ends runs and sessions in flight, removes the socket, exits 0",
+          (status, tagged(tag)))
+finally:
+    if server.poll() is None:
+        server.kill()
+        server.wait()
+out = subprocess.run(BASE + ["--no-self-test", "--socket", "/tmp/serve-test-not-private.sock"], capture_output=True, text=True, timeout=30)
+check(out.returncode == 2 and "nobody else can enter" in out.stderr, "serve --socket: a dir others can enter (/tmp) is refused (exit 2)", out.stderr[-300:])
+if os.getuid() == 0 and any(p.pw_name == "sandboxci" for p in pwd.getpwall()):
+    account = pwd.getpwnam("sandboxci")
+    theirs = tempfile.mkdtemp(prefix="sandbox-serve-peer-")
+    os.chown(theirs, account.pw_uid, account.pw_gid)
+    os.chmod(theirs, 0o700)
+    peer_path = os.path.join(theirs, "s", "serve.sock")
+    os.makedirs(os.path.dirname(peer_path))
+    os.chown(os.path.dirname(peer_path), account.pw_uid, account.pw_gid)
+    os.chmod(os.path.dirname(peer_path), 0o700)
+    peer = subprocess.Popen(["runuser", "-u", "sandboxci", "--", *BASE, "--no-self-test", "--socket", peer_path],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(peer_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(peer_path)  # root passes the 0700 dir; the peer check still refuses it
+        client.sendall(b'{"id": 1, "op": "health"}\n')
+        answer = client.makefile("rb").readline()
+        check(b'"forbidden"' in answer, "serve --socket: a peer of another uid (root, to sandboxci's server) is refused (SO_PEERCRED)", answer[:200])
+    finally:
+        peer.send_signal(signal.SIGTERM)
+        peer.wait(timeout=30)
+        subprocess.run(["rm", "-rf", theirs])
+else:
+    skip("serve --socket: a peer of another uid is refused", "needs root and the sandboxci account")
+
+# 15-16. The startup gate, and a gate that has not been told to step aside.
+s = Server()
+gated = s.ask({"id": "g", "op": "health"}, timeout=300)["result"]
+check(gated["gate"] == "passed", "serve: without --no-self-test it starts after the base suite passed (gate: passed)", gated)
+s.close()
+out = subprocess.run([SB, "serve", "--no-apparmor", "--venv", VENV, "--max-concurrent", "0"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+check(out.returncode == 2 and not out.stdout, "serve: --max-concurrent 0 is refused (exit 2) before anything starts", out.stderr[-200:])
+subprocess.run(["rm", "-rf", work])
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(0 if failed == 0 else 1)
