@@ -7,7 +7,8 @@
 // when the network is off), no capabilities, no_new_privs, no nested user namespaces, a seccomp
 // filter, rlimits set before the payload starts, a scrubbed environment and no inherited
 // descriptors. One host directory below the system temp dir may be bound read-write at /mnt;
-// the files the payload creates, changes or deletes there are reported back (names as bytes).
+// the files the payload creates, changes or deletes there are reported back (names as bytes);
+// another may be bound read-only at /input.
 // A run ends only when every process of the sandbox is gone (a pidfd on bwrap's pid 1), and the
 // payload starts only on the host's "GO", after its limits are set; if the host dies at any
 // moment, nothing of the sandbox outlives it (see "The lifecycle"). Only then does the
@@ -33,7 +34,7 @@
 //          sandbox session [OPTION]... one interpreter kept between cells: JSON lines in and out
 //          sandbox serve [OPTION]...  a JSON-lines server: runs, sessions, cancel, health
 //
-//   configuration (both commands):
+//   configuration (every command):
 //     --venv PATH                   the venv whose interpreter runs the code (read-only)
 //     --apparmor-profile-name NAME  the enforce-mode profile confining every run
 //     --ro-dir DIR                  a host directory bound read-only (checked) (repeatable)
@@ -79,7 +80,7 @@
 //     --max-concurrent N            runs and sessions at once; 4N more wait, then refused
 //     --no-self-test                start without the base self-test suite passing first (the gate)
 //
-//   limits (both commands; 0 switches off a limit whose minimum allows it):
+//   limits (every command; 0 switches off a limit whose minimum allows it):
 //     --cpu-seconds N               CPU seconds per process (RLIMIT_CPU) (default 300)
 //     --memory-mb N                 MiB of memory (cgroup: the run's; else heap per process) (default 4096)
 //     --max-file-mb N               largest written file in MiB (RLIMIT_FSIZE) (default 1024)
@@ -132,7 +133,8 @@
 //   Self-tests: suite           baseSuite as data (SelfTest rows), Probes: no I/O of its own
 //   Self-tests: runner          runSelfTests, SelfTestGate: runs probes only through runOnce
 //   Extension point             ExtraTests, shadowed by sandbox_extra_tests.swift when compiled in
-//   Command line (CLI)          the option table, parse, the JSON, the commands: the only code that prints
+//   Command line (CLI)          the option table, parse, the JSON (out and in), the commands, the
+//                               session and serve loops (Server): the only code that prints
 //
 // Words: the "mount dir" is the host directory (`mountDirectory`, `--mnt-dir`); `/mnt`
 // (`Layout.mountPoint`) is where the sandbox sees it. "pid 1" is bwrap's init in the sandbox's pid
@@ -8612,12 +8614,12 @@ extension Sandbox {
     /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
     struct Option: Sendable {
       enum Group: String, CaseIterable {
-        case configuration = "configuration (both commands):"
+        case configuration = "configuration (every command):"
         case selfTest = "sandbox (self-tests):"
         case run = "sandbox run:"
         case session = "sandbox session (also takes --mnt-dir, --env, and --timeout as each cell's default):"
         case serve = "sandbox serve (JSON-lines requests; see the README's protocol):"
-        case limits = "limits (both commands; 0 switches off a limit whose minimum allows it):"
+        case limits = "limits (every command; 0 switches off a limit whose minimum allows it):"
       }
       var names: [String]
       /// The value's placeholder in `--help`; nil for a switch.

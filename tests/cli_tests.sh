@@ -388,8 +388,8 @@ out=$(run --print-bwrap-argv --code 1 2>/dev/null); rc=$?
 check "--print-bwrap-argv: prints the command line (bwrap first, one argument per line) and runs nothing" \
   test "$rc" = 0 -a "$(head -n 1 <<<"$out")" = "$(command -v bwrap)" -a -n "$(grep -x -- --unshare-user <<<"$out")"
 help=$("$SB" --help); rc=$?
-check "help: exits 0, shows both commands and every mode flag" \
-  bash -c 'test "$1" = 0 && for w in "sandbox run" --interactive --print-apparmor-profile --print-bwrap-argv; do grep -q -- "$w" <<<"$2" || exit 1; done' _ "$rc" "$help"
+check "help: exits 0, shows every command and every mode flag" \
+  bash -c 'test "$1" = 0 && for w in "sandbox run" "sandbox session" "sandbox serve" --interactive --print-apparmor-profile --print-bwrap-argv; do grep -q -- "$w" <<<"$2" || exit 1; done' _ "$rc" "$help"
 check "help: --help wins over a mode flag (exit 0, no run)" test "$("$SB" run --print-bwrap-argv --help --code 1)" = "$help"
 if [ -f "$HERE/../sandbox.swift" ] && [ -f "$HERE/../README.md" ]; then
   header=$(sed -n '/^\/\/ Usage (what/,/^\/\/ Sections/p' "$HERE/../sandbox.swift" | sed '1d;$d' | sed -E 's|^//( {3})?||' | sed -e :a -e '/^$/{$d;N;ba' -e '}')
