@@ -65,6 +65,7 @@ $(BUILD)/bench: sandbox.swift tests/bench.swift
 bench: $(SANDBOX) $(BUILD)/bench venv
 	@# the plotting rows use the workload venv make test builds (pandas, matplotlib, scikit-learn), when it is there
 	SANDBOX_BENCH_PLOT_VENV=$(if $(wildcard $(BUILD)/venv-work/.complete),$(CURDIR)/$(BUILD)/venv-work) $(BUILD)/bench $(VENV) $(SANDBOX) tests/bench-results.json
+	$(PYTHON) tests/bench_serve.py $(SANDBOX) $(VENV)
 
 lint:
 	$(SWIFTC) -typecheck $(SWIFTFLAGS) sandbox.swift

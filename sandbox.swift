@@ -521,6 +521,8 @@ public struct SandboxCellResult: Sendable, Equatable {
   public var sessionEnded: String? = nil
   /// The cell's number in its session (1, 2, …), as the interpreter names it (`<cell N>`).
   public var number: Int = 0
+  /// With the cgroup layer: the most memory the session has held so far (`memory.peak`); nil without.
+  public var memoryPeakBytes: Int? = nil
 
   /// Stdout as text; invalid UTF-8 becomes U+FFFD.
   public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
@@ -4993,6 +4995,10 @@ extension Sandbox {
         var stoppedBy: Lifecycle.StopReason? = nil
         /// How many cells the interpreter was sent, this one included (its `<cell N>`).
         var number = 0
+        /// With the cgroup layer: the session's `memory.peak` so far, and whether the kernel's OOM
+        /// killer acted during the cell (authoritative).
+        var memoryPeakBytes: Int? = nil
+        var oomKilled = false
       }
 
       /// The largest frame either way: a cell's code, or a reply with its images.
@@ -5025,6 +5031,7 @@ extension Sandbox {
       var outbox: [UInt8] = []
       var cellStart = ContinuousClock.now
       var cellCPUAtStart: Duration? = nil
+      var oomKillsAtStart = 0
       var interrupted = false
       /// The driver said "S": the cell's code runs, and SIGINT reaches it.
       var cellRunning = false
@@ -5457,6 +5464,7 @@ extension Sandbox.Lifecycle.Supervisor {
     link.cellRunning = false
     link.cellStart = ContinuousClock.now
     link.cellCPUAtStart = gate.flatMap { Lifecycle.ProcessStatus.cpuTime($0.pid) }
+    link.oomKillsAtStart = launch.cgroup?.usage().oomKills ?? 0
     let length = UInt32(cell.token.count + cell.code.count)  // at most frameLimitBytes (SandboxSession checks)
     link.outbox += [UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)]
     link.outbox += cell.token + cell.code
@@ -5595,6 +5603,10 @@ extension Sandbox.Lifecycle.Supervisor {
     outcome.interrupted = link.interrupted
     if let before = link.cellCPUAtStart, let gate, let now = Lifecycle.ProcessStatus.cpuTime(gate.pid) {
       outcome.cpuTime = now - before
+    }
+    if let usage = launch.cgroup?.usage() {
+      outcome.memoryPeakBytes = usage.memoryPeakBytes
+      outcome.oomKilled = usage.oomKills > link.oomKillsAtStart
     }
     if reply == nil {
       outcome.ended = link.endReason ?? sessionEndDescription()
@@ -6949,7 +6961,7 @@ extension Sandbox {
       var result = SandboxCellResult(
         stdout: outcome.stdout, stderr: outcome.stderr, duration: outcome.duration, timedOut: outcome.interrupted,
         outputTruncated: outcome.outputTruncated, cpuTime: outcome.cpuTime, sessionEnded: outcome.ended,
-        number: outcome.number)
+        number: outcome.number, memoryPeakBytes: outcome.memoryPeakBytes)
       var problem: String? = nil
       if let reply = outcome.reply {
         do throws(SandboxError) {
@@ -6975,6 +6987,8 @@ extension Sandbox {
       }
       if result.timedOut {
         result.limitHit = .timeout
+      } else if outcome.oomKilled {
+        result.limitHit = .memory  // the kernel's word
       } else if result.limitHit == nil && result.exception?.type == "MemoryError" {
         result.limitHit = .memory  // advisory: the payload's word
       }
@@ -9495,7 +9509,8 @@ extension Sandbox {
         "\"output_truncated\": \(result.outputTruncated), \"duration_seconds\": \(CLI.seconds(result.duration)), ")
       json.raw("\"limit_hit\": ")
       json.stringOrNull(result.limitHit?.rawValue)
-      json.raw(", \"cpu_seconds\": \(result.cpuTime.map { "\(CLI.seconds($0))" } ?? "null"), \"session_ended\": ")
+      json.raw(", \"cpu_seconds\": \(result.cpuTime.map { "\(CLI.seconds($0))" } ?? "null"), ")
+      json.raw("\"memory_peak_bytes\": \(result.memoryPeakBytes.map { "\($0)" } ?? "null"), \"session_ended\": ")
       json.stringOrNull(result.sessionEnded)
       json.raw("}\n")
       return json.bytes

@@ -12,7 +12,7 @@ NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)
 . "$PWD/tests/lib.sh"
-plan 39  # 22 here, 17 in tests/cgroup_in_vm.sh
+plan 40  # 22 here, 18 in tests/cgroup_in_vm.sh
 show_failures() {  # the failing lines and the summary, or the tail when there is no summary
   if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
 }

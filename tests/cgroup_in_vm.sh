@@ -49,6 +49,12 @@ check "cgroup: --cpus 0.5 (cpu.max) holds a spinning payload to about half a CPU
 out=$(cgrun --code 'print(open("/proc/self/cgroup").read().strip())')
 check "cgroup: the payload's cgroup is the run's own (its cgroup namespace shows it beside the host's)" \
   bash -c 'grep -q "^0::/../sandbox-" <<<"$1"' _ "$(json_get "$out" 'd["stdout"]')"
+# A session under the cgroup layer: a cell that holds 700 MiB of shared memory under --memory-mb 64
+# is stopped by the kernel (limit_hit memory, its word), and each cell reports the session's peak.
+out=$(printf '%s\n' '{"code": "x = 1"}' '{"code": "import mmap\nm = mmap.mmap(-1, 700 << 20)\nfor i in range(0, 700 << 20, 4096): m[i] = 1"}' |
+  "$SB" session --no-apparmor --venv "$VENV" --memory-mb 64 2>/dev/null)
+check "cgroup: a session's cell past --memory-mb is stopped by the kernel (limit_hit memory) and cells report memory_peak_bytes" \
+  python3 -c 'import json,sys; l=[json.loads(x) for x in sys.argv[1].splitlines()]; assert 0 < l[0]["memory_peak_bytes"] <= 64 << 20 and l[-1]["limit_hit"] == "memory" and l[-1]["session_ended"], l' "$out"
 check "cgroup: every run's cgroup is removed once the run is over" test "$(runs_left "$SVC")" = 0
 
 # Host death: SIGKILLed hosts leave empty cgroups at most, and the next host's first run sweeps them.
