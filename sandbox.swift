@@ -6672,38 +6672,46 @@ extension Sandbox {
     let session = SandboxSession(link: link, options: options)
     let state = session.state
     let sandbox = self
-    let opened: Swift.Result<Void, SandboxError> = await withCheckedContinuation { continuation in
-      let once = Sessions.Once(continuation)
-      link.onReady = { once.resume(.success(())) }
-      // The session's own thread: it spawns bwrap and lives exactly as long as the sandbox.
-      let started = Sys.startThread(inline: false) {
-        let outcome: Swift.Result<SandboxResult, SandboxError>
-        do throws(SandboxError) {
-          outcome = .success(
-            try sandbox.runOnce(
-              .code(Sessions.driverSource), mountDirectory: mountDirectory, timeout: nil, stdin: [],
-              environment: environment, cancellation: nil, session: link))
-        } catch {
-          outcome = .failure(error)
+    if Task.isCancelled { throw .runCancelled }
+    // Cancelling the opening Task stops a session still waiting for admission, or kills one that
+    // is starting; once open, the session's own bounds and close() end it.
+    let cancellation = Spawner.CancellationSignal()
+    let opened: Swift.Result<Void, SandboxError> = await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        let once = Sessions.Once(continuation)
+        link.onReady = { once.resume(.success(())) }
+        // The session's own thread: it spawns bwrap and lives exactly as long as the sandbox.
+        let started = Sys.startThread(inline: false) {
+          let outcome: Swift.Result<SandboxResult, SandboxError>
+          do throws(SandboxError) {
+            outcome = .success(
+              try sandbox.runOnce(
+                .code(Sessions.driverSource), mountDirectory: mountDirectory, timeout: nil, stdin: [],
+                environment: environment, cancellation: cancellation, session: link))
+          } catch {
+            outcome = .failure(error)
+          }
+          let reason: String
+          switch outcome {
+          case .success(let result): reason = link.endReason ?? Sessions.describeEnd(result)
+          case .failure(let error): reason = error.description
+          }
+          for cell in link.stopTakingRequests(reason: reason) {
+            _ = cell.done(Lifecycle.SessionLink.CellOutcome(reply: nil, ended: reason, neverStarted: true))
+          }
+          switch outcome {
+          case .failure(let error): once.resume(.failure(error))
+          case .success(let result):
+            once.resume(
+              .failure(
+                .sessionEnded(reason: "the interpreter ended before it was ready: \(Sessions.describeEnd(result))")))
+          }
+          state.finish(try? outcome.get())
         }
-        let reason: String
-        switch outcome {
-        case .success(let result): reason = link.endReason ?? Sessions.describeEnd(result)
-        case .failure(let error): reason = error.description
-        }
-        for cell in link.stopTakingRequests(reason: reason) {
-          _ = cell.done(Lifecycle.SessionLink.CellOutcome(reply: nil, ended: reason, neverStarted: true))
-        }
-        switch outcome {
-        case .failure(let error): once.resume(.failure(error))
-        case .success(let result):
-          once.resume(
-            .failure(
-              .sessionEnded(reason: "the interpreter ended before it was ready: \(Sessions.describeEnd(result))")))
-        }
-        state.finish(try? outcome.get())
+        if !started { once.resume(.failure(.system(call: "pthread_create", path: nil, errno: EAGAIN))) }
       }
-      if !started { once.resume(.failure(.system(call: "pthread_create", path: nil, errno: EAGAIN))) }
+    } onCancel: {
+      cancellation.fire()
     }
     try opened.get()
     return session
@@ -9248,7 +9256,11 @@ extension Sandbox {
     struct JSONReader {
       private let bytes: [UInt8]
       private var index = 0
+      private var values = 0
       static let depthLimit = 32
+      /// Values in one document (a request needs a few dozen): bounds the memory a line may cost,
+      /// which is otherwise many times its size in parsed values.
+      static let valueLimit = 100_000
 
       /// Parses `bytes` as one JSON document.
       /// - Throws: `SandboxError.invalidCell` saying what is wrong and where.
@@ -9280,6 +9292,8 @@ extension Sandbox {
 
       private mutating func value(depth: Int) throws(SandboxError) -> JSONValue {
         guard depth < JSONReader.depthLimit else { throw failure("nested deeper than \(JSONReader.depthLimit)") }
+        values += 1
+        guard values <= JSONReader.valueLimit else { throw failure("more than \(JSONReader.valueLimit) values") }
         skipSpace()
         guard index < bytes.count else { throw failure("unexpected end") }
         switch bytes[index] {
@@ -9649,11 +9663,30 @@ extension Sandbox {
       let maxConcurrent: Int
       let gate: String
       private let lock = Sys.Mutex()
-      private var tasks: [String: Task<Void, Never>] = [:]  // "connection/id" → the request's task
+      /// A request in flight: its op, the session it names (exec, close), and its task.
+      struct InFlight {
+        var op: String
+        var session: String?
+        var task: Task<Void, Never>
+      }
+      private var tasks: [String: InFlight] = [:]  // "connection/id" → the request
       private var sessions: [String: SandboxSession] = [:]  // "connection/name" → session
       private var work = 0  // run and session.open requests in flight (or waiting for a slot)
       private var nextSession = 0
       private var stopping = false
+      private var connections = 0
+      /// Socket clients at once (each holds a descriptor and two threads); more are told to retry.
+      static let connectionLimit = 128
+
+      func admitConnection() -> Bool {
+        lock.withLock {
+          guard connections < Server.connectionLimit else { return false }
+          connections += 1
+          return true
+        }
+      }
+
+      func connectionClosed() { lock.withLock { connections -= 1 } }
 
       init(sandbox: Sandbox, maxConcurrent: Int, gate: String) {
         self.sandbox = sandbox
@@ -9662,40 +9695,50 @@ extension Sandbox {
       }
 
       /// One client: lines in on `input`, lines out on `output` through a writer thread, so a
-      /// slow client never holds a request's thread; past `queueLimitBytes` unsent, it is dropped.
-      final class Connection: @unchecked Sendable {  // `queue`, `queued`, `open` are guarded by `mutex`
+      /// slow client never holds a request's thread. A client whose unsent replies pass
+      /// `queueLimitBytes` (it does not read) is dropped: its socket is shut down, which wakes both
+      /// the writer (blocked in `write`) and the reader. A socket's descriptor is closed only once
+      /// both threads are done with it, so its number is never reused under one of them.
+      final class Connection: @unchecked Sendable {  // `queue`, `queued`, `open`, `users` are guarded by `mutex`
         static let queueLimitBytes = 64 << 20
         let name: String
         let input: Int32
         let output: Int32
+        /// A socket (fd ≥ 3, input and output the same): shut down to drop, closed by the last user.
+        let isSocket: Bool
         private let mutex = Sys.Mutex()
         private var queue: [[UInt8]] = []
         private var queued = 0
         private var writing = false
+        private var users = 2  // the reader (`serve`) and the writer thread
         private(set) var open = true
 
         init(name: String, input: Int32, output: Int32) {
           self.name = name
           self.input = input
           self.output = output
-          _ = Sys.startThread(inline: false) { [self] in drain() }
+          isSocket = input == output && input > 2
+          if !Sys.startThread(inline: false, { [self] in drain() }) { release() }
         }
 
-        /// Queues one line; false once the client is gone.
+        /// Queues one line; false once the client is gone. A line is always taken while less
+        /// than `queueLimitBytes` waits (one reply may be larger: a run's output, escaped).
         @discardableResult
         func send(_ line: [UInt8]) -> Bool {
-          mutex.withLock {
+          let dropped: Bool = mutex.withLock {
             guard open else { return false }
-            guard queued + line.count <= Connection.queueLimitBytes else {
+            guard queued <= Connection.queueLimitBytes else {
               open = false  // a client that does not read: dropped, its requests cancelled
               mutex.broadcast()
-              return false
+              return true
             }
             queue.append(line)
             queued += line.count
             mutex.broadcast()
-            return true
+            return false
           }
+          if dropped { hangUp() }
+          return !dropped && isOpen
         }
 
         var isOpen: Bool { mutex.withLock { open } }
@@ -9705,11 +9748,26 @@ extension Sandbox {
           for _ in 0..<1000 where mutex.withLock({ open && !queue.isEmpty || writing }) { usleep(10_000) }
         }
 
+        /// No more lines either way; a socket is shut down at once (blocked reads and writes return).
         func close() {
           mutex.withLock {
             open = false
             mutex.broadcast()
           }
+          hangUp()
+        }
+
+        private func hangUp() {
+          if isSocket { Glibc.shutdown(input, Int32(SHUT_RDWR)) }
+        }
+
+        /// The reader and the writer each call this once; the last one closes a socket.
+        func release() {
+          let last = mutex.withLock {
+            users -= 1
+            return users == 0
+          }
+          if last && isSocket { Glibc.close(input) }
         }
 
         private func drain() {
@@ -9722,10 +9780,11 @@ extension Sandbox {
               return queue.removeFirst()
             }
             guard let next else { break }
-            if !Sys.writeAll(output, next) { close() }
+            let written = Sys.writeAll(output, next)
             mutex.withLock { writing = false }
+            if !written { close() }
           }
-          if input != 0 { Glibc.shutdown(input, Int32(SHUT_RDWR)) }  // a socket: its reader wakes too
+          release()
         }
       }
 
@@ -9765,19 +9824,33 @@ extension Sandbox {
       var isStopping: Bool { lock.withLock { stopping } }
 
       /// The connection is over: its requests finish (or are cancelled), then its sessions close.
+      ///
+      /// After the end of input no request can name a session any more, so each session closes
+      /// as soon as the requests on it are over (all at once: a run waiting for the slot a
+      /// session holds is never stuck behind it), and a `session.open` still waiting is cancelled.
       func finish(_ connection: Connection, cancelling: Bool) {
         let prefix = connection.name + "/"
         let own = lock.withLock { tasks.filter { $0.key.hasPrefix(prefix) }.map(\.value) }
-        if cancelling { for task in own { task.cancel() } }
-        for task in own { CLI.blocking { await task.value } }
+        for request in own where cancelling || request.op == "session.open" { request.task.cancel() }
         let owned = lock.withLock { sessions.filter { $0.key.hasPrefix(prefix) } }
-        let closing = Task {
-          for (key, session) in owned {
-            await session.close()
-            _ = lock.withLock { sessions.removeValue(forKey: key) }
+        CLI.blocking {
+          await withTaskGroup(of: Void.self) { group in
+            for (key, session) in owned {
+              let name = String(key.dropFirst(prefix.count))
+              group.addTask {
+                for request in own where request.session == name { await request.task.value }
+                await session.close()
+              }
+            }
           }
         }
-        CLI.blocking { await closing.value }
+        for request in own { CLI.blocking { await request.task.value } }
+        // Sessions that a cancelled open registered after all, then every one of this connection's.
+        let left = lock.withLock {
+          defer { sessions = sessions.filter { !$0.key.hasPrefix(prefix) } }
+          return sessions.filter { $0.key.hasPrefix(prefix) }.map(\.value)
+        }
+        for session in left { _ = CLI.blocking { await session.close() } }
         connection.close()
       }
 
@@ -9785,7 +9858,7 @@ extension Sandbox {
       func shutdown() {
         let (running, open) = lock.withLock {
           stopping = true
-          return (Array(tasks.values), Array(sessions.values))
+          return (tasks.values.map(\.task), Array(sessions.values))
         }
         for task in running { task.cancel() }
         let done = Sys.Flag()
@@ -9853,7 +9926,8 @@ extension Sandbox {
         }
         let id = fields["id"]
         guard let key = Server.key(id) else {
-          return reply(connection, id: nil, error: .invalidRequest("\"id\" must be a string or a number"))
+          return reply(
+            connection, id: nil, error: .invalidRequest("\"id\" must be a string or an integer of at most 15 digits"))
         }
         guard case .string(let op)? = fields["op"] else {
           return reply(connection, id: id, error: .invalidCell(reason: "\"op\" must be a string"))
@@ -9870,7 +9944,7 @@ extension Sandbox {
             guard let target = Server.key(fields["target"]) else {
               throw .invalidCell(reason: "\"target\" must be the id of a request in flight")
             }
-            let task = lock.withLock { tasks["\(connection.name)/\(target)"] }
+            let task = lock.withLock { tasks["\(connection.name)/\(target)"]?.task }
             task?.cancel()
             reply(connection, id: id, result: Array("{\"cancelled\": \(task != nil)}".utf8))
           case "run", "session.open", "session.exec", "session.close":
@@ -9884,13 +9958,15 @@ extension Sandbox {
                 throw .tooManyRuns(maximum: maxConcurrent * (1 + Server.queueFactor))
               }
               if heavy { work += 1 }
-              tasks[taskKey] = Task {
+              let session: String? = if case .string(let name)? = fields["session"] { name } else { nil }
+              let task = Task {
                 await body()
                 self.lock.withLock {
                   if heavy { self.work -= 1 }
                   _ = self.tasks.removeValue(forKey: taskKey)
                 }
               }
+              tasks[taskKey] = InFlight(op: op, session: session, task: task)
             }
           default:
             throw .invalidCell(
@@ -10026,10 +10102,12 @@ extension Sandbox {
         if case .invalidCell(let reason) = error { return .invalidRequest(reason) }
         return error
       }
+      /// A request id's key: a string, or an integer of at most 15 digits (exact in a double, so
+      /// that every client library reads it back unchanged).
       static func key(_ id: JSONValue?) -> String? {
         switch id {
         case .string(let text)?: return "s:" + text
-        case .number(let number)?: return "n:\(number)"
+        case .number(let number)? where number == number.rounded() && abs(number) < 1e15: return "n:\(Int64(number))"
         default: return nil
         }
       }
@@ -10116,6 +10194,7 @@ extension Sandbox {
       Admission.policy = .wait
       let server = Server(sandbox: sandbox, maxConcurrent: maxConcurrent, gate: gate)
       let listener = try options.socketPath.map { (path) throws(SandboxError) in try CLI.listen(at: path) }
+      defer { if listener != nil, let path = options.socketPath { unlink(path) } }  // an error's way out too
       CLI.printError(
         "note: serving protocol \(Server.protocolVersion) on \(options.socketPath ?? "stdin and stdout"); self-test gate: \(gate)"
       )
@@ -10137,8 +10216,12 @@ extension Sandbox {
       while !server.isStopping {
         let fd = accept(listener, nil, nil)
         guard fd >= 0 else {
-          if errno == EINTR || errno == ECONNABORTED { continue }
-          throw .system(call: "accept4", path: options.socketPath, errno: errno)
+          if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(errno) {
+            usleep(100_000)  // out of descriptors or memory for now: the clients we have go on
+            continue
+          }
+          if errno == EINTR || errno == ECONNABORTED || errno == EAGAIN { continue }
+          throw .system(call: "accept", path: options.socketPath, errno: errno)
         }
         // Only this account's processes may use the server: the kernel's word (SO_PEERCRED).
         var credentials: [UInt32] = [0, 0, 0]  // struct ucred { pid, uid, gid } (a _GNU_SOURCE type)
@@ -10155,10 +10238,27 @@ extension Sandbox {
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // spawns close every descriptor above the child's anyway
         clients += 1
-        let connection = Server.Connection(name: "c\(clients)", input: fd, output: fd)
-        _ = Sys.startThread(inline: false) {
-          server.serve(connection)
+        guard server.admitConnection() else {
+          Sys.writeAll(
+            fd,
+            Array(
+              "{\"id\": null, \"protocol\": 1, \"error\": {\"kind\": \"too_many_connections\", \"message\": \"\(Server.connectionLimit) clients are connected already\", \"hint\": \"retry later\"}}\n"
+                .utf8))
           close(fd)
+          continue
+        }
+        let connection = Server.Connection(name: "c\(clients)", input: fd, output: fd)
+        if !Sys.startThread(
+          inline: false,
+          {
+            server.serve(connection)
+            connection.release()
+            server.connectionClosed()
+          })
+        {
+          connection.close()
+          connection.release()
+          server.connectionClosed()
         }
       }
       return 0

@@ -97,7 +97,7 @@ class Server:
         return self.process.wait(timeout=30)
 
 
-print("1..17")
+print("1..22")
 
 # 1-4. A conversation covering every operation.
 work = tempfile.mkdtemp(prefix="sandbox-serve-")
@@ -287,6 +287,116 @@ if os.getuid() == 0 and any(p.pw_name == "sandboxci" for p in pwd.getpwall()):
         subprocess.run(["rm", "-rf", theirs])
 else:
     skip("serve --socket: a peer of another uid is refused", "needs root and the sandboxci account")
+
+# 18-23. Regressions of the attack pass on serve.
+def connect_to(path, buffer=None):
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if buffer:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    client.connect(path)
+    return client
+
+
+def serve_socket(*extra):
+    directory = tempfile.mkdtemp(prefix="sandbox-serve-sock-")
+    where = os.path.join(directory, "s.sock")
+    process = subprocess.Popen(BASE + ["--no-self-test", "--socket", where, *extra], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(where) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process, where, directory
+
+
+process, where, directory = serve_socket()
+try:
+    # A client that never reads a big reply, then goes away: no byte of it reaches the clients that come after.
+    a = connect_to(where, 4096)
+    a.sendall(b'{"id": "a1", "op": "run", "code": "print(\'SECRET-OF-A \' * 400000)"}\n')
+    time.sleep(3)
+    a.shutdown(socket.SHUT_WR)
+    time.sleep(0.5)
+    bs = [connect_to(where) for _ in range(4)]
+    a.close()
+    time.sleep(1.5)
+    leaked = b""
+    for b in bs:
+        b.setblocking(False)
+        try:
+            while True:
+                chunk = b.recv(1 << 20)
+                if not chunk:
+                    break
+                leaked += chunk
+        except BlockingIOError:
+            pass
+        b.close()
+    check(b"SECRET-OF-A" not in leaked and not leaked, "serve --socket: a gone client's unread reply never reaches the next clients", leaked[:80])
+    # A legitimate reply larger than the send queue (16 MiB of \x01, escaped about 6x) arrives whole.
+    c = connect_to(where)
+    cf = c.makefile("rb")
+    c.sendall(b'{"id": "big", "op": "run", "code": "import sys; sys.stdout.write(chr(1) * (16 << 20))"}\n')
+    line = cf.readline()
+    reply = json.loads(line) if line else {}
+    check(len(reply.get("result", {}).get("stdout", "")) == 16 << 20, "serve: a reply larger than the send queue (96 MB of JSON) is delivered, not a dropped client",
+          str(reply)[:200])
+    c.close()
+    # 130 connections: past the limit they are told to retry; the server keeps serving.
+    many = []
+    refused = 0
+    for _ in range(130):
+        client = connect_to(where)
+        many.append(client)
+    time.sleep(0.5)
+    for client in many:
+        client.setblocking(False)
+        try:
+            if b"too_many_connections" in client.recv(4096):
+                refused += 1
+        except (BlockingIOError, ConnectionResetError):
+            pass
+    for client in many:
+        client.close()
+    time.sleep(0.5)
+    d = connect_to(where)
+    d.sendall(b'{"id": 1, "op": "health"}\n')
+    alive = json.loads(d.makefile("rb").readline())
+    d.close()
+    check(refused >= 2 and alive["result"]["protocol"] == 1, "serve --socket: past 128 clients the rest are told to retry; the server goes on", refused)
+finally:
+    process.terminate()
+    process.wait(timeout=30)
+    subprocess.run(["rm", "-rf", directory])
+
+# Admission under --max-concurrent 1: cancelling a session.open that waits for the slot works, and
+# the end of stdin with one waiting closes everything and exits.
+s = Server("--no-self-test", "--max-concurrent", "1")
+first = s.ask({"id": "o1", "op": "session.open", "env": {"TAG": tag + "adm"}})["result"]["session"]
+s.send({"id": "o2", "op": "session.open", "env": {"TAG": tag + "adm"}})
+time.sleep(0.5)
+s.ask({"id": "c", "op": "cancel", "target": "o2"})
+waited = s.wait_for("o2", timeout=10)
+s.send({"id": "o3", "op": "session.open", "env": {"TAG": tag + "adm"}})
+s.send({"id": "n", "op": "run", "code": "1", "timeout": 5})
+s.process.stdin.close()
+try:
+    status = s.process.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    status = None
+    s.process.kill()
+check(waited.get("error", {}).get("kind") == "run_cancelled" and status == 0 and gone(tag + "adm"),
+      "serve: a cancelled session.open waiting for a slot ends at once; the end of stdin with one waiting exits and leaves nothing",
+      (waited, status))
+# Numeric ids: integers up to 15 digits come back exactly; others are refused, not rounded.
+s = Server("--no-self-test")
+exact = s.ask({"id": 123456789012345, "op": "health"})
+s.send(b'{"id": 1234567890123456789, "op": "health"}\n')
+rounded = s.read()
+s.send({"id": "v", "op": "run", "code": "1", "args": ["x"] * 200000})
+values = s.read()  # refused while parsing: its id could not be read
+check(exact["id"] == 123456789012345 and rounded["id"] is None and "15 digits" in rounded["error"]["message"]
+      and "values" in values.get("error", {}).get("message", ""), "serve: ids are exact or refused; a request of 200,000 values is refused", (rounded, values.get("error")))
+s.close()
 
 # 15-16. The startup gate, and a gate that has not been told to step aside.
 s = Server()
