@@ -9470,8 +9470,48 @@ extension Sandbox {
       }
     }
 
-    /// The longest request line `sandbox session` reads (a cell's code at its cap, escaped).
+    /// The longest request line `sandbox session` and `sandbox serve` read (a cell's code at its cap, escaped).
     static let requestLineLimitBytes = 2 * Lifecycle.SessionLink.frameLimitBytes
+
+    /// Request lines from a descriptor, for `sandbox session` and `sandbox serve`: each line is
+    /// scanned once (only new bytes are searched), blank lines are skipped, and a line past
+    /// `requestLineLimitBytes` is reported once and dropped up to its end, never held.
+    struct LineReader {
+      static let tooLongReason = "a request line longer than \(CLI.requestLineLimitBytes) bytes"
+      let fd: Int32
+      private var pending: [UInt8] = []
+      private var buffer = [UInt8](repeating: 0, count: 1 << 16)
+      private var discarding = false
+
+      init(fd: Int32) { self.fd = fd }
+
+      /// One read: every complete line goes to `line` (which returns false to stop); false at the
+      /// end of input or once `line` stopped. `waiting` runs as soon as the read returns.
+      mutating func read(line: ([UInt8]) -> Bool, tooLong: () -> Void, waiting: () -> Void = {}) -> Bool {
+        let count = Sys.readSome(fd, into: &buffer)
+        waiting()
+        if count <= 0 { return false }
+        var start = 0
+        while let newline = buffer[start..<count].firstIndex(of: UInt8(ascii: "\n")) {
+          defer { start = newline + 1 }
+          if discarding {
+            discarding = false
+            continue
+          }
+          let text = pending + buffer[start..<newline]
+          pending = []
+          if text.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+          if !line(text) { return false }
+        }
+        if !discarding { pending += buffer[start..<count] }
+        if pending.count > CLI.requestLineLimitBytes {
+          tooLong()
+          pending = []
+          discarding = true
+        }
+        return true
+      }
+    }
 
     /// One output event of `run --stream`: `{"event": "stdout"|"stderr", "data": …}` plus
     /// `data_b64` when the chunk is not valid UTF-8 (a chunk may end inside a character).
@@ -9570,36 +9610,15 @@ extension Sandbox {
           exit(0)
         }
       }
-      var pending: [UInt8] = []
-      var buffer = [UInt8](repeating: 0, count: 1 << 16)
-      var discarding = false
-      reading: while session.endReason == nil {
+      var lines = CLI.LineReader(fd: 0)
+      while session.endReason == nil {
         waitingForInput.set(true)
-        let count = Sys.readSome(0, into: &buffer)
-        waitingForInput.set(false)
-        if count <= 0 { break }
-        var start = 0
-        while let newline = buffer[start..<count].firstIndex(of: UInt8(ascii: "\n")) {  // only the new bytes
-          defer { start = newline + 1 }
-          if discarding {
-            discarding = false
-            continue
-          }
-          let line = pending + buffer[start..<newline]
-          pending = []
-          if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-          if !CLI.serveCell(line, session: session) { break reading }
-        }
-        if !discarding { pending += buffer[start..<count] }
-        if pending.count > CLI.requestLineLimitBytes {
-          Sys.writeAll(
-            1,
-            CLI.makeErrorJSONBytes(
-              .invalidCell(reason: "a request line longer than \(CLI.requestLineLimitBytes) bytes"),
-              exitStatus: ExitCode.usage))
-          pending = []
-          discarding = true
-        }
+        let more = lines.read(
+          line: { CLI.serveCell($0, session: session) },
+          tooLong: {
+            Sys.writeAll(1, CLI.makeErrorJSONBytes(.invalidCell(reason: CLI.LineReader.tooLongReason), exitStatus: 2))
+          }, waiting: { waitingForInput.set(false) })
+        if !more { break }
       }
       let end = CLI.blocking { await session.close() }
       CLI.reportSessionEnd(session, end)
@@ -9792,31 +9811,15 @@ extension Sandbox {
       /// requests in flight finish (a pipe of requests gets every answer); a socket client that
       /// goes away has its requests cancelled. Its sessions are closed either way.
       func serve(_ connection: Connection, finishingInFlight: Bool = false) {
-        var pending: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var discarding = false
+        var lines = CLI.LineReader(fd: connection.input)
         while connection.isOpen && !isStopping {
-          let count = Sys.readSome(connection.input, into: &buffer)
-          if count <= 0 { break }
-          var start = 0
-          while let newline = buffer[start..<count].firstIndex(of: UInt8(ascii: "\n")) {
-            defer { start = newline + 1 }
-            if discarding {
-              discarding = false
-              continue
-            }
-            let line = pending + buffer[start..<newline]
-            pending = []
-            if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { handle(line, on: connection) }
-          }
-          if !discarding { pending += buffer[start..<count] }
-          if pending.count > CLI.requestLineLimitBytes {
-            reply(
-              connection, id: nil,
-              error: .invalidRequest("a request line longer than \(CLI.requestLineLimitBytes) bytes"))
-            pending = []
-            discarding = true
-          }
+          let more = lines.read(
+            line: { line in
+              handle(line, on: connection)
+              return true
+            },
+            tooLong: { reply(connection, id: nil, error: .invalidRequest(CLI.LineReader.tooLongReason)) })
+          if !more { break }
         }
         finish(connection, cancelling: !(finishingInFlight && connection.isOpen))
       }

@@ -254,8 +254,8 @@ func testSessions(_ t: inout Tally, venv: String, temp: String) async {
   let answers = await withTaskGroup(of: (Int, String?).self) { group in
     for (index, opened) in sessions {
       group.addTask {
-        _ = await cell(opened, "v = \(index)\nimport os\nopen('/tmp/mine', 'w').write(str(v))")
-        return (index, (await cell(opened, "(v, open('/tmp/mine').read(), len(os.listdir('/tmp')))"))?.value)
+        _ = await cell(opened, "v = \(index)\nimport os\nopen('/tmp/mine-\(index)', 'w').write(str(v))")
+        return (index, (await cell(opened, "(v, open('/tmp/mine-\(index)').read(), [f for f in os.listdir('/tmp') if f.startswith('mine')])"))?.value)
       }
     }
     var all: [Int: String] = [:]
@@ -263,7 +263,7 @@ func testSessions(_ t: inout Tally, venv: String, temp: String) async {
     return all
   }
   for opened in sessions.values { await opened.close() }
-  let wrong = (0..<20).filter { answers[$0] != "(\($0), '\($0)', 1)" }
+  let wrong = (0..<20).filter { answers[$0] != "(\($0), '\($0)', ['mine-\($0)'])" }
   t.expect(sessions.count == 20 && wrong.isEmpty, "session: 20 sessions at once keep their state apart", "\(sessions.count) opened, wrong: \(wrong.map { "\($0)=\(answers[$0] ?? "nil")" })")
 
   // 13. matplotlib: a shown figure and one left open come back as PNGs (where the venv has it).
