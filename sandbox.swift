@@ -1134,16 +1134,12 @@ public struct Sandbox: Sendable {
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
     stdin: [UInt8] = [], environment: [String: String] = [:], arguments: [String] = []
   ) -> AsyncStream<SandboxEvent<SandboxResult>> {
-    let sandbox = self
-    return AsyncStream { continuation in
-      let cancellation = Spawner.CancellationSignal()
-      continuation.onTermination = { reason in if case .cancelled = reason { cancellation.fire() } }
-      let started = Sys.startThread(inline: false) {
+    AsyncStream { continuation in
+      let task = Task {  // the async run: its thread, its gate check, Task cancellation kills it
         do throws(SandboxError) {
-          if sandbox.config.requiresVerifiedHost { try SelfTestGate.requirePassed() }
-          let result = try sandbox.runOnce(
+          let result = try await self.run(
             payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
-            cancellation: cancellation, arguments: arguments
+            arguments: arguments
           ) { isStderr, bytes in
             continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
           }
@@ -1153,10 +1149,7 @@ public struct Sandbox: Sendable {
         }
         continuation.finish()
       }
-      if !started {
-        continuation.yield(.failed(.system(call: "pthread_create", path: nil, errno: EAGAIN)))
-        continuation.finish()
-      }
+      continuation.onTermination = { reason in if case .cancelled = reason { task.cancel() } }
     }
   }
 
@@ -9043,12 +9036,7 @@ extension Sandbox {
         json.value(id)
         json.raw(", ")
       }
-      json.raw("\"error\": {\"kind\": ")
-      json.stringOrNull(CLI.errorKind(error))
-      json.raw(", \"message\": ")
-      json.stringOrNull(error.description)
-      json.raw(", \"hint\": ")
-      json.stringOrNull(error.hint)
+      json.error(error)
       json.raw(", \"exit_status\": \(exitStatus)}}\n")
       return json.bytes
     }
@@ -9191,6 +9179,16 @@ extension Sandbox {
 
       mutating func stringOrNull(_ text: String?) {
         if let text { string(text) } else { raw("null") }
+      }
+
+      /// `"error": {"kind", "message", "hint"` of an error object, left open for more fields.
+      mutating func error(_ error: SandboxError) {
+        raw("\"error\": {\"kind\": ")
+        string(CLI.errorKind(error))
+        raw(", \"message\": ")
+        string(error.description)
+        raw(", \"hint\": ")
+        stringOrNull(error.hint)
       }
 
       /// A request's echoed `id`: a string or a number, else null.
@@ -9884,12 +9882,8 @@ extension Sandbox {
         var json = CLI.JSONWriter()
         json.raw("{\"id\": ")
         json.value(id)
-        json.raw(", \"protocol\": \(Server.protocolVersion), \"error\": {\"kind\": ")
-        json.string(CLI.errorKind(error))
-        json.raw(", \"message\": ")
-        json.string(error.description)
-        json.raw(", \"hint\": ")
-        json.stringOrNull(error.hint)
+        json.raw(", \"protocol\": \(Server.protocolVersion), ")
+        json.error(error)
         json.raw("}}\n")
         connection.send(json.bytes)
       }
