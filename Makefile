@@ -32,7 +32,7 @@ $(BUILD)/sandbox-base: sandbox.swift
 	@mkdir -p $(BUILD)
 	$(SWIFTC) -O $(SWIFTFLAGS) sandbox.swift -o $@
 
-UNIT_SOURCES := sandbox.swift tests/unit_tests.swift tests/lifecycle_tests.swift tests/session_tests.swift
+UNIT_SOURCES := sandbox.swift tests/unit_tests.swift tests/lifecycle_tests.swift tests/session_tests.swift tests/pool_tests.swift
 
 $(BUILD)/unit_tests: $(UNIT_SOURCES)
 	@mkdir -p $(BUILD)

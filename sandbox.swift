@@ -79,6 +79,8 @@
 //     --socket PATH                 serve on this Unix socket (its dir: 0700, yours) instead of stdin
 //     --max-concurrent N            runs and sessions at once; 4N more wait, then refused
 //     --no-self-test                start without the base self-test suite passing first (the gate)
+//     --pool N                      keep N sandboxes started for runs without mnt_dir (on top of --max-concurrent)
+//     --preload MODULE              with --pool: import this module in each waiting sandbox (repeatable)
 //
 //   limits (every command; 0 switches off a limit whose minimum allows it):
 //     --cpu-seconds N               CPU seconds per process (RLIMIT_CPU) (default 300)
@@ -129,6 +131,8 @@
 //                               through descriptors, never a path the payload controls
 //   Sessions (Sessions)         SandboxSession, openSession, the cell driver, decodeReply: every
 //                               reply from the sandbox is checked field by field, never trusted
+//   Warm pool (Pool)            SandboxPool, its slots (single-use sessions that wait with their
+//                               preloads), the slot driver, the dispatch and its cold fallback
 //   System helpers (Sys)        EINTR-safe I/O, Mutex, threads, glibc extras: no policy
 //   Self-tests: suite           baseSuite as data (SelfTest rows), Probes: no I/O of its own
 //   Self-tests: runner          runSelfTests, SelfTestGate: runs probes only through runOnce
@@ -708,6 +712,8 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
   case tooManyRuns(maximum: Int)
   /// The session is over (closed, timed out, idle, or its interpreter died): open a new one.
   case sessionEnded(reason: String)
+  /// A warm pool cannot be made or used as asked (a bad size or preload, a run it cannot take, closed).
+  case invalidPool(reason: String)
 
   public var description: String {
     switch self {
@@ -771,6 +777,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       return "the payload argument '\(Sandbox.Sys.printable(argument))' cannot be passed: it holds a NUL byte"
     case .invalidInputDirectory(let path, let reason): return "input directory '\(path)': \(reason)"
     case .sessionEnded(let reason): return "the session has ended: \(reason)"
+    case .invalidPool(let reason): return "the warm pool cannot do this: \(reason)"
     }
   }
 
@@ -843,6 +850,9 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
     case .invalidInputDirectory:
       return
         "pass a directory below the temp dir, e.g. d=$(mktemp -d) && cp -r INPUTS \"$d/in\", then --input-dir \"$d/in\" (the payload sees it read-only at /input)"
+    case .invalidPool:
+      return
+        "give a size of 0 to \(SandboxPool.largestSize) and importable module names; a run takes its script in `files` and no PYTHON* variables (SandboxPool.Options.environment has those)"
     case .invalidCell:
       return
         "send the code as UTF-8 of at most \(Sandbox.Lifecycle.SessionLink.frameLimitBytes) bytes, with a timeout > 0"
@@ -858,7 +868,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
       .invalidReadOnlyDirectory, .invalidProfileName,
       .invalidEnvironment,
       .invalidMountDirectory, .invalidScriptPath, .invalidTimeout, .invalidUser, .outputUnreadable, .invalidCell,
-      .invalidArgument, .invalidInputDirectory, .invalidRequest,
+      .invalidArgument, .invalidInputDirectory, .invalidRequest, .invalidPool,
       .appArmorUnavailable,
       .appArmorProfileNotInstalled, .appArmorProfileDiffers, .appArmorProfileNotEnforcing, .unsafeAppArmorPath,
       .setprivNotFound, .layerUnavailable:
@@ -1325,8 +1335,10 @@ public struct Sandbox: Sendable {
     var changes = Changes.ChangeList()
     var cleanupProblem = exit.leftover
     if let mountDir, let before {
+      // A warm run's changes count from its inputs in place (its driver's "S"), not the slot's start.
+      let baseline = session.flatMap { $0.warm ? $0.lastSnapshot : nil } ?? before
       if exit.allGone {
-        (changes, cleanupProblem) = mountDir.finishRun(before: before, excluding: excluded, limits: limits)
+        (changes, cleanupProblem) = mountDir.finishRun(before: baseline, excluding: excluded, limits: limits)
       } else {
         mountDir.seal()  // fail closed: no host work on a tree something may still change
       }
@@ -4925,13 +4937,15 @@ extension Sandbox {
         // Once every writer is gone, what is in the pipes is all there will be.
         stdout?.finish(loop)
         stderr?.finish(loop)
-        if let link = launch.session { endCurrentCell(link) }  // with what was left in the pipes
+        if let link = launch.session, !link.warm { endCurrentCell(link) }  // with what was left in the pipes
+        // A warm run lasts from its dispatch (the slot's start and preloads are the pool's).
+        let from = launch.session.flatMap { $0.warm && $0.current != nil ? $0.cellStart : nil } ?? start
         if let terminal = launch.terminal { terminal.show(loop) }
         let reported = Bwrap.Report.number(after: "exit-code", in: report).map { Spawner.ExitStatus.exited($0) }
         return Lifecycle.Exit(
           status: launcherStatus ?? reported, stdout: stdout?.bytes ?? [], stderr: stderr?.bytes ?? [],
           outputTruncated: (stdout?.truncated ?? false) || (stderr?.truncated ?? false),
-          duration: ContinuousClock.now - start, started: started, stop: stop, setupError: setupError,
+          duration: ContinuousClock.now - from, started: started, stop: stop, setupError: setupError,
           mainProcessCPU: mainProcessCPU, allGone: !abandoned && leftover == nil, leftover: leftover)
       }
     }
@@ -5003,6 +5017,10 @@ extension Sandbox {
 
       let lifetime: Duration?
       let idleTimeout: Duration?
+      /// A warm pool's slot (`SandboxPool`): one "cell", the run itself. The driver answers "S"
+      /// once the run's inputs are in place; the host then snapshots the mount dir, closes the
+      /// channel and the payload runs as a one-shot run's does, to the sandbox's end.
+      let warm: Bool
       private let lock = Sys.Mutex()
       private var queue: [Request] = []  // guarded by `lock`
       private var finalReason: String? = nil  // guarded by `lock`; set once no request is taken
@@ -5034,9 +5052,10 @@ extension Sandbox {
       /// Why the session ends, in words, once it does.
       var endReason: String? = nil
 
-      init(lifetime: Duration?, idleTimeout: Duration?) throws(SandboxError) {
+      init(lifetime: Duration?, idleTimeout: Duration?, warm: Bool = false) throws(SandboxError) {
         self.lifetime = lifetime
         self.idleTimeout = idleTimeout
+        self.warm = warm
         let pipe = try Sys.makePipe()
         for fd in [pipe.read, pipe.write] { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
         wake = (pipe.read, pipe.write)
@@ -5450,7 +5469,13 @@ extension Sandbox.Lifecycle.Supervisor {
     let cell = link.pending.removeFirst()
     if let timer = link.idleTimer { loop.cancel(timer: timer) }
     link.idleTimer = nil
-    if link.lastSnapshot == nil { link.lastSnapshot = link.snapshotMountDirectory() }
+    if link.lastSnapshot == nil && !link.warm { link.lastSnapshot = link.snapshotMountDirectory() }
+    if link.warm {  // what the preloads printed is not the run's
+      for capture in [stdout, stderr].compactMap({ $0 }) {
+        capture.drainNow(loop)
+        _ = capture.take()
+      }
+    }
     link.current = cell
     link.cellsSent += 1
     link.interrupted = false
@@ -5462,7 +5487,11 @@ extension Sandbox.Lifecycle.Supervisor {
     link.outbox += [UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)]
     link.outbox += cell.token + cell.code
     flushOutbox(link)
-    link.cellTimers = [loop.at(link.cellStart + cell.timeout) { [unowned self] in interruptCell(link) }]
+    link.cellTimers = [
+      loop.at(link.cellStart + cell.timeout) { [unowned self] in
+        if link.warm { halt(.timeout) } else { interruptCell(link) }
+      }
+    ]
   }
 
   /// The interpreter itself gets SIGINT (bwrap's pid 1 forwards nothing) once the cell's code runs
@@ -5550,13 +5579,18 @@ extension Sandbox.Lifecycle.Supervisor {
     switch frame.first {
     case UInt8(ascii: "S") where link.current != nil && !link.cellRunning && frame.count == 1:
       link.cellRunning = true
+      if link.warm {  // the inputs are written: the run's baseline, then the payload's own start
+        link.lastSnapshot = link.snapshotMountDirectory()
+        link.inbox = []
+        return closeChannel()
+      }
       if link.interrupted { signalInterpreter(link) }  // its timeout came first
     case UInt8(ascii: "R") where !link.ready && frame.count == 1:
       link.ready = true
       link.onReady()
       armIdleTimer(link)
       startNextCell(link)
-    case UInt8(ascii: "D") where link.current.map { frame.dropFirst().starts(with: $0.token) } == true:
+    case UInt8(ascii: "D") where !link.warm && link.current.map { frame.dropFirst().starts(with: $0.token) } == true:
       finishCell(link, reply: Array(frame.dropFirst(17)))
       armIdleTimer(link)
       startNextCell(link)
@@ -7033,6 +7067,727 @@ extension Sandbox {
         guard let type, result.value == nil else { throw .invalidCell(reason: "an error reply without its type") }
         result.exception = SandboxCellException(type: type, message: message, traceback: traceback)
       default: throw .invalidCell(reason: "a reply without a status")
+      }
+    }
+  }
+}
+
+// MARK: - Warm pool
+
+/// What a pool's run did, and where it ran.
+public struct SandboxPoolRun: Sendable {
+  /// The run, as `Sandbox.run` reports it; `duration` counts from the dispatch (a slot's start and
+  /// preloads are the pool's, not the run's).
+  public var result: SandboxResult
+  /// The run got a pre-started sandbox, its preloads imported; false: no slot was ready, and it
+  /// started cold (a fresh sandbox without preloads, as `Sandbox.run` starts one).
+  public var warm: Bool
+  /// The run's own mount dir (bound at /mnt), made by the pool for this run alone (with
+  /// `Options.mountDirectories`), or nil. It is the caller's now: read it with `readOutput`;
+  /// dropping the last reference removes it.
+  public var mountDirectory: SandboxMountDirectory?
+}
+
+/// Sandboxes started ahead of demand: bwrap up, the interpreter started, `preload` imported, each
+/// waiting for one payload. A slot serves exactly one run and is then thrown away, so isolation is
+/// a cold run's: no state, process or file carries from one payload to the next. The pool refills
+/// in the background; when no slot is ready, a run starts cold, with no error.
+///
+/// Bounds: `size` idle sandboxes (each one interpreter with its preloads: about 100 MB with
+/// pandas), each holding one slot of `Sandbox.Admission` and one thread for its whole life, and
+/// the same budgets as a run (the preloads count against them). `close()`, deinit and the end of
+/// this process end every slot, with a run's lifecycle guarantees.
+public final class SandboxPool: @unchecked Sendable {  // immutable; `core` locks itself
+  /// A pool's shape.
+  public struct Options: Sendable, Equatable {
+    /// How many sandboxes wait ready (0: every run starts cold), at most `SandboxPool.largestSize`.
+    public var size: Int
+    /// Modules each slot imports before it is ready (dotted names: `numpy`, `matplotlib.pyplot`),
+    /// under every layer and limit of the run; a payload finds them in `sys.modules`.
+    public var preload: [String]
+    /// Variables of every slot's interpreter, set when it starts (a run's own `environment`
+    /// comes later: it cannot hold `PYTHON*` variables, which only an interpreter's start reads).
+    public var environment: [String: String]
+    /// Each slot binds a fresh `SandboxMountDirectory` at /mnt, handed to the caller with the
+    /// result; without it /mnt is the run's own tmpfs, gone with it.
+    public var mountDirectories: Bool
+
+    public init(
+      size: Int = 2, preload: [String] = [], environment: [String: String] = [:], mountDirectories: Bool = false
+    ) {
+      self.size = size
+      self.preload = preload
+      self.environment = environment
+      self.mountDirectories = mountDirectories
+    }
+  }
+
+  /// The most slots one pool keeps.
+  public static let largestSize = 64
+  /// The options the pool was made with.
+  public let options: Options
+  let core: Sandbox.Pool.Core
+
+  /// Checks the options and starts filling the pool (it returns at once; see `waitUntilReady`).
+  /// - Throws: `SandboxError.invalidPool` for a size past the bounds or a preload that is not a
+  ///   module name; `.invalidEnvironment` for a variable that cannot be passed.
+  public init(sandbox: Sandbox, options: Options = Options()) throws(SandboxError) {
+    if sandbox.config.requiresVerifiedHost { try SelfTestGate.requirePassed() }  // preloads run venv code
+    guard (0...SandboxPool.largestSize).contains(options.size) else {
+      throw .invalidPool(reason: "its size is \(options.size); it must be 0 to \(SandboxPool.largestSize)")
+    }
+    if let bad = options.preload.first(where: { !Sandbox.Pool.isModuleName($0) }) {
+      throw .invalidPool(reason: "'\(Sandbox.Sys.printable(bad))' is not a module name to preload")
+    }
+    _ = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment)
+    self.options = options
+    core = Sandbox.Pool.Core(sandbox: sandbox, options: options)
+    core.fill()
+  }
+
+  deinit { core.shutdown() }
+
+  /// How many slots are ready now.
+  public var readyCount: Int { core.readyCount }
+
+  /// Waits until a slot is ready: returns at once for a size-0 pool.
+  /// - Throws: why a slot could not start (a preload that fails to import, a setup error), or
+  ///   `.invalidPool` once the pool is closed.
+  public func waitUntilReady() async throws(SandboxError) {
+    try await core.waitUntilReady()
+  }
+
+  /// Runs `payload` in a ready slot, or cold when none is ready (the result says which).
+  ///
+  /// As `Sandbox.run`, with what a pre-started sandbox can still take: `files` are written to
+  /// /mnt before the payload starts (paths relative to it; they are not reported as changes),
+  /// `stdin` is at most the frame cap with the code and files (32 MiB), and `environment` is set
+  /// before the payload runs. Cancelling the Task kills the sandbox.
+  /// - Throws: `SandboxError` for bad input (nothing runs), `.invalidPool` when the pool is
+  ///   closed, or when the sandbox could not be set up.
+  public func run(
+    _ payload: SandboxPayload, timeout: Duration? = nil, stdin: [UInt8] = [], environment: [String: String] = [:],
+    arguments: [String] = [], files: [String: [UInt8]] = [:]
+  ) async throws(SandboxError) -> SandboxPoolRun {
+    let request = try Sandbox.Pool.Request(
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+    return try await core.run(request, onOutput: nil)
+  }
+
+  /// The blocking `run`, for code that is not async.
+  @available(*, noasync, message: "blocks its thread: use the async run from async code")
+  public func run(
+    _ payload: SandboxPayload, timeout: Duration? = nil, stdin: [UInt8] = [], environment: [String: String] = [:],
+    arguments: [String] = [], files: [String: [UInt8]] = [:]
+  ) throws(SandboxError) -> SandboxPoolRun {
+    let request = try Sandbox.Pool.Request(
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+    let handoff = Sandbox.Sys.Handoff<Swift.Result<SandboxPoolRun, SandboxError>>()
+    core.dispatch(request, onOutput: nil, control: Sandbox.Pool.Control()) { handoff.put($0) }
+    return try handoff.take().get()
+  }
+
+  /// `run`, with the output delivered as it arrives (as `Sandbox.runStreaming`); ending the
+  /// iteration early kills the sandbox.
+  public func runStreaming(
+    _ payload: SandboxPayload, timeout: Duration? = nil, stdin: [UInt8] = [], environment: [String: String] = [:],
+    arguments: [String] = [], files: [String: [UInt8]] = [:]
+  ) -> AsyncStream<SandboxEvent<SandboxPoolRun>> {
+    let core = self.core
+    return AsyncStream { continuation in
+      let task = Task {
+        do throws(SandboxError) {
+          let request = try Sandbox.Pool.Request(
+            payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+          let run = try await core.run(request) { isStderr, bytes in
+            continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
+          }
+          continuation.yield(.finished(run))
+        } catch {
+          continuation.yield(.failed(error))
+        }
+        continuation.finish()
+      }
+      continuation.onTermination = { reason in if case .cancelled = reason { task.cancel() } }
+    }
+  }
+
+  /// Ends every slot, idle or running (a running payload's result says `cancelled`), and returns
+  /// once each is gone with its host work done; later runs throw `.invalidPool`. Safe to call twice.
+  public func close() async {
+    core.shutdown()
+    await core.waitForSlots()
+  }
+}
+
+extension Sandbox {
+  /// A pool's parts: its slots, the driver that waits in each, and the dispatch.
+  enum Pool {
+    /// A preload name: dotted Python identifiers of ASCII letters, digits and `_`.
+    static func isModuleName(_ name: String) -> Bool {
+      let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+      return name.utf8.count <= 256
+        && parts.allSatisfy { part in
+          guard let first = part.utf8.first, !(first >= 0x30 && first <= 0x39) else { return false }
+          return part.utf8.allSatisfy(Sys.isASCIIWordByte)
+        }
+    }
+
+    /// Why a slot ended without running a payload: a preload that failed (the driver's status 3),
+    /// or the sandbox's end before it was ready (or, `dispatched`, before the payload started).
+    static func startFailure(_ outcome: Swift.Result<SandboxResult, SandboxError>, dispatched: Bool = false)
+      -> SandboxError
+    {
+      switch outcome {
+      case .failure(let error): return error
+      case .success(let result) where result.returnCode == preloadFailedStatus && !dispatched:
+        let line = Sys.printable(Sys.lastLine(of: String(decoding: result.stderr.suffix(4096), as: UTF8.self)))
+        return .invalidPool(reason: String(line.prefix(300)))
+      case .success(let result):
+        let when = dispatched ? "before its payload started" : "before it was ready"
+        return .sandboxSetupFailed(message: "a pool's sandbox ended \(when): \(Sessions.describeEnd(result))")
+      }
+    }
+
+    /// The driver's exit status when a preload fails to import.
+    static let preloadFailedStatus: Int32 = 3
+
+    /// The Python that waits in a slot (its payload): it imports `preload`, says "R", reads one
+    /// frame (the run: fields of a tag byte, a 4-byte length and bytes: `c` the code, `p` its
+    /// path, `a` arguments, `e` variables, `f` files as path NUL bytes, `i` stdin), puts the
+    /// inputs in place, says "S", and once the host has closed the channel runs the payload as
+    /// `python PATH` would: a fresh `__main__`, `sys.argv`, `sys.path[0]`, tracebacks without
+    /// the driver's frame. It ends as Python's exit does (non-daemon threads joined, atexit
+    /// handlers, the payload's `__main__` and the modules it imported cleared and collected,
+    /// streams flushed), then leaves with `os._exit`: the teardown of the preloaded modules,
+    /// which alone costs pandas 60 ms, is skipped.
+    static func driverSource(preload: [String]) -> String {
+      let names = preload.map { "\"\($0)\"" }.joined(separator: ", ")  // module names: no quote can occur
+      return """
+        import atexit, gc, os, sys
+
+        def _sandbox_slot(preload):
+            channel = 3
+            os.set_inheritable(channel, False)
+
+            def read_exactly(count):
+                chunks = []
+                while count:
+                    chunk = os.read(channel, min(count, 1 << 20))
+                    if not chunk:
+                        os._exit(0)  # the host closed the channel: the slot is not wanted
+                    chunks.append(chunk)
+                    count -= len(chunk)
+                return b"".join(chunks)
+
+            def send(kind):
+                os.write(channel, len(kind).to_bytes(4, "big") + kind)
+
+            def write_all(fd, data):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+
+            for name in preload:
+                try:
+                    __import__(name)
+                except BaseException as error:
+                    os.write(2, f"the preload {name!r} failed: {type(error).__name__}: {error}\\n".encode())
+                    os._exit(\(preloadFailedStatus))
+            compile("pass", "<warm>", "exec")  # the compiler's first use costs 0.6 ms: not the payload's
+            gc.freeze()  # the interpreter's and the preloads' objects: never scanned again
+            send(b"R")
+            frame = read_exactly(int.from_bytes(read_exactly(4), "big"))
+            request = {"a": [], "e": [], "f": []}
+            offset = 16  # a session's token: unused by a slot
+            while offset < len(frame):
+                tag = chr(frame[offset])
+                length = int.from_bytes(frame[offset + 1:offset + 5], "big")
+                data = frame[offset + 5:offset + 5 + length]
+                offset += 5 + length
+                if tag in ("a", "e", "f"):
+                    request[tag].append(data)
+                else:
+                    request[tag] = data
+            try:
+                for entry in request["e"]:
+                    name, _, value = entry.partition(b"=")
+                    os.environb[name] = value
+                for entry in request["f"]:
+                    relative, _, content = entry.partition(b"\\0")
+                    path = b"/mnt/" + relative
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                    write_all(fd, content)
+                    os.close(fd)
+                if "i" in request:
+                    fd = os.memfd_create("stdin", 0)
+                    write_all(fd, request["i"])
+                    os.lseek(fd, 0, 0)
+                    os.dup2(fd, 0)
+                    os.close(fd)
+                path = request["p"].decode("utf-8", "surrogateescape")
+                source = request["c"] if "c" in request else open(path, "rb").read()
+            except BaseException as error:
+                os.write(2, f"sandbox: the run's inputs could not be put in place: {error!r}\\n".encode())
+                os._exit(125)
+            send(b"S")
+            while os.read(channel, 4096):  # the host closes the channel: the payload's start
+                pass
+            os.close(channel)
+            return path, source, [argument.decode("utf-8", "surrogateescape") for argument in request["a"]]
+
+        def _sandbox_run(path, source, arguments):
+            import builtins
+            main = type(sys)("__main__")
+            main.__file__ = path
+            main.__cached__ = None
+            main.__builtins__ = builtins
+            sys.modules["__main__"] = main
+            sys.argv[:] = [path] + arguments
+            sys.path[0] = os.path.dirname(path)
+            lines = source.decode("utf-8", "replace").splitlines(True)
+
+            def seed(linecache):  # the payload's lines, not the driver's, at its path
+                linecache.cache[path] = (len(source), None, lines, path)
+
+            if "linecache" in sys.modules:
+                seed(sys.modules["linecache"])
+            else:
+                class LinecacheHook:
+                    def find_spec(self, name, target_path=None, target=None):
+                        if name != "linecache":
+                            return None
+                        sys.meta_path.remove(self)
+                        import importlib.util
+                        spec = importlib.util.find_spec(name)
+                        load = spec.loader.exec_module
+                        def exec_module(module):
+                            load(module)
+                            seed(module)
+                        spec.loader.exec_module = exec_module
+                        return spec
+                sys.meta_path.insert(0, LinecacheHook())
+            before = set(sys.modules)
+            status, interrupted = 0, False
+            try:
+                exec(compile(source, path, "exec"), main.__dict__)
+            except SystemExit as stop:
+                code = stop.code
+                if code is None:
+                    status = 0
+                elif isinstance(code, int):
+                    status = code & 0xFF
+                else:
+                    print(code, file=sys.stderr)
+                    status = 1
+            except BaseException as error:
+                tail = error.__traceback__.tb_next if error.__traceback__ else None  # without our frame
+                try:
+                    if sys.excepthook is not sys.__excepthook__:
+                        sys.excepthook(type(error), error, tail)
+                    else:
+                        import traceback
+                        traceback.print_exception(type(error), error, tail)
+                except BaseException:
+                    pass
+                status, interrupted = 1, isinstance(error, KeyboardInterrupt)
+            threading = sys.modules.get("threading")
+            if threading is not None:
+                try:
+                    threading._shutdown()
+                except BaseException:
+                    pass
+            atexit._run_exitfuncs()
+            main.__dict__.clear()
+            # The payload's own modules (not the interpreter's or the venv's), newest first: what
+            # they hold open is flushed and closed, as at Python's exit.
+            prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix})
+            for name in reversed([name for name in sys.modules if name not in before]):
+                module = sys.modules.get(name)
+                where = getattr(module, "__file__", None)
+                if isinstance(where, str) and not where.startswith(prefixes):
+                    module.__dict__.clear()
+            gc.collect()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
+            if interrupted:  # as Python does: the process dies of SIGINT
+                import signal
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+            os._exit(status)
+
+        _sandbox_run(*_sandbox_slot((\(names)\(preload.count == 1 ? "," : ""))))
+
+        """
+    }
+
+    /// One run's request, checked: nothing of it reaches a sandbox unless all of it is valid.
+    struct Request {
+      var frame: [UInt8]
+      var timeout: Duration
+
+      init(
+        _ payload: SandboxPayload, timeout: Duration?, stdin: [UInt8], environment: [String: String],
+        arguments: [String], files: [String: [UInt8]]
+      ) throws(SandboxError) {
+        if let timeout { try Sandbox.checkTimeout(timeout) }
+        self.timeout = timeout ?? Sandbox.longestTimeout
+        var fields: [(UInt8, [UInt8])] = []
+        switch payload {
+        case .code(let source):
+          fields += [(UInt8(ascii: "c"), Array(source.utf8)), (UInt8(ascii: "p"), Array(Bwrap.Layout.codePath.utf8))]
+        case .script(let path):
+          let relative = try Preflight.scriptRelativePath(path)
+          guard files[relative] != nil else {
+            throw .invalidScriptPath(
+              path: path, reason: "a pool's run gets a fresh /mnt: pass the script in `files` as \"\(relative)\"")
+          }
+          fields.append((UInt8(ascii: "p"), Array(path.utf8)))
+        }
+        for argument in arguments {
+          guard !argument.utf8.contains(0) else { throw .invalidArgument(argument) }
+          fields.append((UInt8(ascii: "a"), Array(argument.utf8)))
+        }
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
+          guard Bwrap.isEnvironmentName(name), !value.utf8.contains(0) else { throw .invalidEnvironment(name: name) }
+          guard !name.hasPrefix("PYTHON") else {
+            throw .invalidPool(
+              reason: "\(name) is read when an interpreter starts, before a run: set it in the pool's environment")
+          }
+          fields.append((UInt8(ascii: "e"), Array("\(name)=\(value)".utf8)))
+        }
+        for (path, bytes) in files.sorted(by: { $0.key < $1.key }) {
+          let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+          guard !path.isEmpty, !path.utf8.contains(0), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." })
+          else {
+            throw .invalidPool(
+              reason:
+                "the input file '\(Sys.printable(path))' is not a plain path inside /mnt (no '..', '.', empty parts, NUL or leading '/')"
+            )
+          }
+          fields.append((UInt8(ascii: "f"), Array(path.utf8) + [0] + bytes))
+        }
+        if !stdin.isEmpty { fields.append((UInt8(ascii: "i"), stdin)) }
+        let size = fields.reduce(16) { $0 + 5 + $1.1.count }
+        guard size <= Lifecycle.SessionLink.frameLimitBytes, fields.count <= 100_000 else {
+          throw .invalidPool(
+            reason:
+              "its code, files and stdin come to \(size) bytes in \(fields.count) parts, past the \(Lifecycle.SessionLink.frameLimitBytes)-byte cap"
+          )
+        }
+        frame = []
+        frame.reserveCapacity(size - 16)
+        for (tag, data) in fields {
+          let count = UInt32(data.count)
+          frame += [tag, UInt8(count >> 24), UInt8(count >> 16 & 0xff), UInt8(count >> 8 & 0xff), UInt8(count & 0xff)]
+          frame += data
+        }
+      }
+    }
+
+    /// A dispatch's cancellation: whichever comes first, the Task's cancel or a slot to kill.
+    final class Control: @unchecked Sendable {  // `slot` and `cancelled` are guarded by `lock`
+      private let lock = Sys.Mutex()
+      private var slot: Slot? = nil
+      private var cancelled = false
+
+      /// Binds the dispatch to `slot`; false when it was cancelled first.
+      func bind(_ slot: Slot) -> Bool {
+        lock.withLock {
+          self.slot = slot
+          return !cancelled
+        }
+      }
+      var isCancelled: Bool { lock.withLock { cancelled } }
+      func cancel() {
+        let slot = lock.withLock {
+          cancelled = true
+          return self.slot
+        }
+        slot?.cancellation.fire()
+      }
+    }
+
+    /// How a slot's run ended, for the dispatch that used it.
+    enum Ending {
+      /// The run's code never reached the slot (it died first): the dispatch tries again, cold.
+      case notSent
+      case ran(Swift.Result<SandboxResult, SandboxError>, started: Bool)
+    }
+
+    /// One sandbox of the pool, from spawn until every process of it is gone (its own thread).
+    final class Slot: @unchecked Sendable {  // `onEnd` and `ending` are guarded by `lock`
+      let link: Lifecycle.SessionLink
+      let cancellation = Spawner.CancellationSignal()
+      let mountDirectory: SandboxMountDirectory?
+      /// Started ahead of demand, with the preloads (else for one cold run).
+      let warm: Bool
+      private let lock = Sys.Mutex()
+      private var onEnd: ((Ending) -> Void)? = nil
+      private var ending: Ending? = nil
+
+      init(warm: Bool, mountDirectory: SandboxMountDirectory?) throws(SandboxError) {
+        // DECISIONS 16: a slot is never reaped for being idle.
+        link = try Lifecycle.SessionLink(lifetime: nil, idleTimeout: nil, warm: true)
+        self.warm = warm
+        self.mountDirectory = mountDirectory
+      }
+
+      /// Sends the run; `onEnd` is called once, when the slot is over.
+      func dispatch(
+        _ request: Request, onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)?, onEnd: @escaping (Ending) -> Void
+      ) {
+        var cell = Lifecycle.SessionLink.Cell(id: 1, code: request.frame, timeout: request.timeout) { _ in nil }
+        cell.onOutput = onOutput
+        lock.withLock { self.onEnd = onEnd }
+        if link.send(.cell(cell)) != nil { finish(.notSent) }
+      }
+
+      /// The slot's thread is done (or could not start).
+      func finish(_ end: Ending) {
+        let callback = lock.withLock {
+          if ending == nil { ending = end }
+          defer { onEnd = nil }
+          return onEnd
+        }
+        callback?(ending ?? end)
+      }
+    }
+
+    /// The pool's state: ready slots, slots starting, every slot alive; thread-safe.
+    final class Core: @unchecked Sendable {  // every mutable field is guarded by `lock`
+      let sandbox: Sandbox
+      let options: SandboxPool.Options
+      let driver: SandboxPayload
+      private let lock = Sys.Mutex()
+      private var ready: [Slot] = []
+      private var starting = 0
+      /// Warm slots alive: starting, ready or running (at most `size`).
+      private var warmSlots = 0
+      /// Every slot whose thread runs, idle or not (close ends them all).
+      private var alive: [ObjectIdentifier: Slot] = [:]
+      private var closed = false
+      /// Slots that ended before they were ready, in a row; reset by a ready one.
+      private var failures = 0
+      private var lastFailure: SandboxError? = nil
+      private var readyWaiters: [CheckedContinuation<Swift.Result<Void, SandboxError>, Never>] = []
+      private var endWaiters: [CheckedContinuation<Void, Never>] = []
+
+      init(sandbox: Sandbox, options: SandboxPool.Options) {
+        self.sandbox = sandbox
+        self.options = options
+        driver = .code(Pool.driverSource(preload: options.preload))
+      }
+
+      var readyCount: Int { lock.withLock { ready.count } }
+
+      /// Starts slots until `size` are ready or starting.
+      func fill() {
+        let wanted = lock.withLock { () -> Int in
+          guard !closed else { return 0 }
+          let count = max(0, options.size - warmSlots)
+          starting += count
+          warmSlots += count
+          return count
+        }
+        for _ in 0..<wanted {
+          startSlot(warm: true) { [self] slot in
+            let keep = lock.withLock { () -> Bool in
+              starting -= 1
+              failures = 0
+              lastFailure = nil
+              guard !closed else { return false }
+              ready.append(slot)
+              return true
+            }
+            if !keep { slot.cancellation.fire() }
+            resumeReadyWaiters(.success(()))
+          } onFailure: { [self] error in
+            let delay = lock.withLock { () -> Int in
+              starting -= 1
+              failures += 1
+              lastFailure = error
+              return min(5_000, 100 << min(failures, 6))
+            }
+            resumeReadyWaiters(.failure(error))
+            _ = Sys.startThread(inline: false) { [self] in  // not a hot loop when slots cannot start
+              usleep(useconds_t(delay * 1000))
+              fill()
+            }
+          }
+        }
+      }
+
+      /// A slot on a thread of its own: `onReady` when its driver said "R", `onFailure` when it
+      /// ended (or could not start) before that.
+      @discardableResult
+      func startSlot(warm: Bool, onReady: @escaping (Slot) -> Void, onFailure: @escaping (SandboxError) -> Void)
+        -> Slot?
+      {
+        let slot: Slot
+        do throws(SandboxError) {
+          let directory =
+            try options.mountDirectories
+            ? SandboxMountDirectory(prefix: "sandbox-pool-", owner: sandbox.config.user) : nil
+          slot = try Slot(warm: warm, mountDirectory: directory)
+        } catch {
+          if warm { lock.withLock { warmSlots -= 1 } }
+          onFailure(error)
+          return nil
+        }
+        let payload: SandboxPayload = warm ? driver : .code(Pool.driverSource(preload: []))
+        let closedAlready = lock.withLock { () -> Bool in
+          alive[ObjectIdentifier(slot)] = slot
+          return closed
+        }
+        if closedAlready { slot.cancellation.fire() }  // it starts only to end: shutdown missed it
+        slot.link.onReady = { onReady(slot) }
+        let sandbox = self.sandbox
+        let environment = options.environment
+        let started = Sys.startThread(inline: false) { [self] in
+          let outcome: Swift.Result<SandboxResult, SandboxError>
+          do throws(SandboxError) {
+            outcome = .success(
+              try sandbox.runOnce(
+                payload, mountDirectory: slot.mountDirectory?.path, timeout: nil, stdin: [], environment: environment,
+                cancellation: slot.cancellation, session: slot.link))
+          } catch {
+            outcome = .failure(error)
+          }
+          slot.link.onReady = {}  // it holds the slot: the cycle ends with the run
+          let queued = slot.link.stopTakingRequests(reason: "the slot ended")
+          slot.finish(
+            queued.isEmpty && slot.link.cellsSent > 0 ? .ran(outcome, started: slot.link.cellRunning) : .notSent)
+          slotEnded(slot)
+          if !slot.link.ready { onFailure(Pool.startFailure(outcome)) }
+        }
+        if !started {
+          slotEnded(slot)
+          onFailure(.system(call: "pthread_create", path: nil, errno: EAGAIN))
+          return nil
+        }
+        return slot
+      }
+
+      /// A slot's thread is done: a warm one that was ready is replaced (one that never was
+      /// is, after a backoff, by `fill`'s failure path).
+      private func slotEnded(_ slot: Slot) {
+        let waiting = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+          alive[ObjectIdentifier(slot)] = nil
+          ready.removeAll { $0 === slot }
+          if slot.warm { warmSlots -= 1 }
+          guard alive.isEmpty else { return [] }
+          defer { endWaiters = [] }
+          return endWaiters
+        }
+        for waiter in waiting { waiter.resume() }
+        if slot.warm && slot.link.ready { fill() }
+      }
+
+      private func resumeReadyWaiters(_ value: Swift.Result<Void, SandboxError>) {
+        let waiting = lock.withLock {
+          defer { readyWaiters = [] }
+          return readyWaiters
+        }
+        for waiter in waiting { waiter.resume(returning: value) }
+      }
+
+      func waitUntilReady() async throws(SandboxError) {
+        let outcome: Swift.Result<Void, SandboxError> = await withCheckedContinuation { continuation in
+          let now: Swift.Result<Void, SandboxError>? = lock.withLock {
+            if closed { return .failure(.invalidPool(reason: "it is closed")) }
+            if !ready.isEmpty || options.size == 0 { return .success(()) }
+            if starting == 0, let lastFailure { return .failure(lastFailure) }
+            readyWaiters.append(continuation)
+            return nil
+          }
+          if let now { continuation.resume(returning: now) }
+        }
+        try outcome.get()
+      }
+
+      /// A ready slot, if any. Its replacement starts when it has ended (`slotEnded`): at most
+      /// `size` slots live at once, and a run never shares the CPU with its own refill.
+      private func take() -> Slot? {
+        lock.withLock { ready.isEmpty ? nil : ready.removeFirst() }
+      }
+
+      /// The dispatch: a ready slot, else a cold one started for this run; `completion` is called once.
+      func dispatch(
+        _ request: Request, onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)?, control: Control,
+        completion: @escaping (Swift.Result<SandboxPoolRun, SandboxError>) -> Void
+      ) {
+        if lock.withLock({ closed }) { return completion(.failure(.invalidPool(reason: "it is closed"))) }
+        if sandbox.config.requiresVerifiedHost {
+          do throws(SandboxError) { try SelfTestGate.requirePassed() } catch { return completion(.failure(error)) }
+        }
+        let begun = ContinuousClock.now
+        func use(_ slot: Slot) {
+          guard control.bind(slot) else {
+            slot.cancellation.fire()
+            return completion(.failure(.runCancelled))
+          }
+          slot.dispatch(request, onOutput: onOutput) { [self] ending in
+            switch ending {
+            case .notSent where control.isCancelled: completion(.failure(.runCancelled))
+            case .notSent: dispatch(request, onOutput: onOutput, control: control, completion: completion)  // once more
+            case .ran(.failure(let error), _): completion(.failure(error))
+            case .ran(.success(let result), let started):
+              guard started || result.cancelled || result.timedOut else {
+                return completion(.failure(Pool.startFailure(.success(result), dispatched: true)))
+              }
+              var result = result
+              if !slot.warm { result.duration = ContinuousClock.now - begun }  // a cold run's start is its own
+              completion(.success(SandboxPoolRun(result: result, warm: slot.warm, mountDirectory: slot.mountDirectory)))
+            }
+          }
+        }
+        if control.isCancelled { return completion(.failure(.runCancelled)) }
+        if let slot = take() { return use(slot) }
+        let cold = startSlot(warm: false, onReady: use) { error in completion(.failure(error)) }
+        if let cold, !control.bind(cold) { cold.cancellation.fire() }  // cancellable while it starts
+      }
+
+      func run(_ request: Request, onOutput: ((_ isStderr: Bool, _ bytes: [UInt8]) -> Void)?) async throws(SandboxError)
+        -> SandboxPoolRun
+      {
+        if Task.isCancelled { throw .runCancelled }
+        let control = Control()
+        let outcome: Swift.Result<SandboxPoolRun, SandboxError> = await withTaskCancellationHandler {
+          await withCheckedContinuation { continuation in
+            dispatch(request, onOutput: onOutput, control: control) { continuation.resume(returning: $0) }
+          }
+        } onCancel: {
+          control.cancel()
+        }
+        return try outcome.get()
+      }
+
+      /// Closed: no new runs; every slot is told to end (idle ones at once, running ones cancelled).
+      func shutdown() {
+        let idle = lock.withLock { () -> [Slot] in
+          closed = true
+          defer { ready = [] }
+          return ready
+        }
+        for slot in idle { slot.cancellation.fire() }
+        for slot in lock.withLock({ Array(alive.values) }) { slot.cancellation.fire() }
+        resumeReadyWaiters(.failure(.invalidPool(reason: "it is closed")))
+      }
+
+      func waitForSlots() async {
+        await withCheckedContinuation { continuation in
+          let done = lock.withLock {
+            if alive.isEmpty { return true }
+            endWaiters.append(continuation)
+            return false
+          }
+          if done { continuation.resume() }
+        }
       }
     }
   }
@@ -8624,6 +9379,8 @@ extension Sandbox {
       var socketPath: String?
       var maxConcurrent: Int?
       var noSelfTest = false
+      var poolSize = 0
+      var preload: [String] = []
     }
 
     /// One row of the option table: parsing, `--help`, value-taking and the command check all read it.
@@ -8830,6 +9587,17 @@ extension Sandbox {
       },
       .flag("--no-self-test", group: .serve, "start without the base self-test suite passing first (the gate)") {
         $0.noSelfTest = true
+      },
+      .value(
+        "--pool", "N", group: .serve, "keep N sandboxes started for runs without mnt_dir (on top of --max-concurrent)"
+      ) {
+        options, text throws(SandboxError) in
+        options.poolSize = try Option.count("--pool", text, minimum: 1)
+      },
+      .value(
+        "--preload", "MODULE", group: .serve, "with --pool: import this module in each waiting sandbox (repeatable)"
+      ) {
+        $0.preload.append($1)
       },
       .limit("--cpu-seconds", "CPU seconds per process (RLIMIT_CPU)", \.cpuSeconds),
       .limit("--memory-mb", "MiB of memory (cgroup: the run's; else heap per process)", \.memoryBytes, unit: 1 << 20),
@@ -9679,6 +10447,8 @@ extension Sandbox {
       let sandbox: Sandbox
       let maxConcurrent: Int
       let gate: String
+      /// `--pool`: the sandboxes kept started for runs without a mount dir.
+      let pool: SandboxPool?
       private let lock = Sys.Mutex()
       /// A request in flight: its op, the session it names (exec, close), and its task.
       struct InFlight {
@@ -9705,10 +10475,11 @@ extension Sandbox {
 
       func connectionClosed() { lock.withLock { connections -= 1 } }
 
-      init(sandbox: Sandbox, maxConcurrent: Int, gate: String) {
+      init(sandbox: Sandbox, maxConcurrent: Int, gate: String, pool: SandboxPool? = nil) {
         self.sandbox = sandbox
         self.maxConcurrent = maxConcurrent
         self.gate = gate
+        self.pool = pool
       }
 
       /// One client: lines in on `input`, lines out on `output` through a writer thread, so a
@@ -9867,6 +10638,7 @@ extension Sandbox {
           CLI.blocking {
             for session in open { await session.close() }
             for task in running { await task.value }
+            await self.pool?.close()
           }
           done.set(true)
         }
@@ -10001,15 +10773,36 @@ extension Sandbox {
           let stdin = input
           let stream = try Server.flag(fields, "stream")
           let base64 = try Server.flag(fields, "b64")
+          // Without a mount dir of the caller's, a run takes a pool's slot (or starts cold in it).
+          let warmRequest =
+            try pool.map { (_) throws(SandboxError) in
+              try mountDirectory == nil
+                ? Pool.Request(
+                  .code(code), timeout: timeout, stdin: stdin, environment: environment, arguments: arguments,
+                  files: [:])
+                : nil
+            } ?? nil
+          let pool = self.pool
           return { [self] in
             do throws(SandboxError) {
-              let result = try await sandbox.run(
-                .code(code), mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
-                arguments: arguments, onOutput: stream ? { self.event(connection, id: id, isStderr: $0, $1) } : nil)
+              let onOutput: ((Bool, [UInt8]) -> Void)? =
+                stream ? { self.event(connection, id: id, isStderr: $0, $1) } : nil
+              let result: SandboxResult
+              var warm = false
+              if let pool, let warmRequest {
+                let run = try await pool.core.run(warmRequest, onOutput: onOutput)
+                (result, warm) = (run.result, run.warm)
+              } else {
+                result = try await sandbox.run(
+                  .code(code), mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
+                  arguments: arguments, onOutput: onOutput)
+              }
               let files = outputs.map {
                 CLI.readOutputReport($0, mountDirectory: mountDirectory ?? "", sandbox: sandbox)
               }
-              self.reply(connection, id: id, result: CLI.makeJSONBytes(result, outputs: files, alwaysBase64: base64))
+              var bytes = CLI.makeJSONBytes(result, outputs: files, alwaysBase64: base64)
+              bytes.insert(contentsOf: Array(", \"warm\": \(warm)".utf8), at: bytes.count - 1)  // before its "}"
+              self.reply(connection, id: id, result: bytes)
             } catch {
               self.reply(connection, id: id, error: error)
             }
@@ -10089,8 +10882,15 @@ extension Sandbox {
         json.list(sandbox.activeLayers.map(\.rawValue))
         let (inFlight, open) = lock.withLock { (tasks.count, sessions.count) }
         json.raw(
-          ", \"max_concurrent\": \(maxConcurrent), \"queue_depth\": \(maxConcurrent * Server.queueFactor), \"in_flight\": \(inFlight), \"sessions\": \(open)}"
+          ", \"max_concurrent\": \(maxConcurrent), \"queue_depth\": \(maxConcurrent * Server.queueFactor), \"in_flight\": \(inFlight), \"sessions\": \(open), \"pool\": "
         )
+        if let pool {
+          json.raw("{\"size\": \(pool.options.size), \"ready\": \(pool.readyCount), \"preload\": ")
+          json.list(pool.options.preload)
+          json.raw("}}")
+        } else {
+          json.raw("null}")
+        }
         return json.bytes
       }
 
@@ -10165,6 +10965,29 @@ extension Sandbox {
       }
     }
 
+    /// `--pool N`: the pool, once its first sandbox is ready (a preload that fails stops here).
+    static func startPool(_ sandbox: Sandbox, _ options: CLI.Options) throws(SandboxError) -> SandboxPool? {
+      guard options.poolSize > 0 else {
+        if !options.preload.isEmpty {
+          throw .usage("--preload needs --pool N: the modules are imported in the pool's sandboxes")
+        }
+        return nil
+      }
+      let pool = try SandboxPool(
+        sandbox: sandbox, options: SandboxPool.Options(size: options.poolSize, preload: options.preload))
+      let ready = Sys.Handoff<Swift.Result<Void, SandboxError>>()
+      Task {
+        do throws(SandboxError) {
+          try await pool.waitUntilReady()
+          ready.put(.success(()))
+        } catch {
+          ready.put(.failure(error))
+        }
+      }
+      try ready.take().get()
+      return pool
+    }
+
     /// `sandbox serve`: the startup gate, then requests from stdin or `--socket` until end of
     /// input or SIGTERM.
     static func runServeCommand(_ options: CLI.Options) throws(SandboxError) -> Int32 {
@@ -10187,9 +11010,10 @@ extension Sandbox {
         gate = "passed"
       }
       let maxConcurrent = options.maxConcurrent ?? Admission.effectiveMaximum()
-      Admission.maximum = maxConcurrent
+      Admission.maximum = maxConcurrent + options.poolSize  // the pool's sandboxes hold slots of their own
       Admission.policy = .wait
-      let server = Server(sandbox: sandbox, maxConcurrent: maxConcurrent, gate: gate)
+      let pool = try CLI.startPool(sandbox, options)
+      let server = Server(sandbox: sandbox, maxConcurrent: maxConcurrent, gate: gate, pool: pool)
       let listener = try options.socketPath.map { (path) throws(SandboxError) in try CLI.listen(at: path) }
       defer { if listener != nil, let path = options.socketPath { unlink(path) } }  // an error's way out too
       CLI.printError(
@@ -10206,6 +11030,7 @@ extension Sandbox {
       guard let listener else {
         let stdio = Server.Connection(name: "stdio", input: 0, output: 1)
         server.serve(stdio, finishingInFlight: true)
+        CLI.blocking { await pool?.close() }  // every slot gone before the process is
         stdio.flush()
         return 0
       }

@@ -6,8 +6,9 @@ Usage: tests/host_death_test.py SANDBOX_BINARY UNIT_TESTS_BINARY VENV [KILLS]
 
 For the library (unit_tests --host-death-victim, several runs in flight per host), the CLI
 (`sandbox run`), library sessions (unit_tests --session-victim, two sessions per host, the
-payload a cell) and `sandbox session` (the payload a cell sent on its stdin), KILLS times each
-(default 200; half that for the two session kinds): half of the kills land early in start-up
+payload a cell), `sandbox session` (the payload a cell sent on its stdin) and warm pools
+(unit_tests --pool-victim: two slots preloaded and two runs at a time, refilled for ever), KILLS
+times each (default 200; half that for the session and pool kinds): half of the kills land early in start-up
 (0-20 ms), half anywhere in the first 2 s. Afterwards no process of those runs may exist (no
 payload, no bwrap, no reaper: found by a tag in their command line or environment), and every
 report a payload wrote (its rlimits, after a delay) must show the limits it was given: a
@@ -88,6 +89,9 @@ def host(kind, tag, base):
         command = [UNIT, "--host-death-victim", VENV, base, tag, "4", REPORTER, PROFILE or "-"]
     elif kind == "session":
         command = [UNIT, "--session-victim", VENV, base, tag, REPORTER]
+    elif kind == "pool":  # its slots' mount dirs are made in TMPDIR: here, where the reports are read
+        command = [UNIT, "--pool-victim", VENV, tag, REPORTER]
+        environment["TMPDIR"] = base
     elif kind == "session-cli":
         os.makedirs(f"{base}/run0", exist_ok=True)
         command = [SANDBOX, "session", *layer, "--venv", VENV, "--mnt-dir", f"{base}/run0", *limits]
@@ -152,7 +156,8 @@ def run(kind, kills):
           f"{unlimited[:3]}")
 
 
-KINDS = {"library": KILLS, "cli": KILLS, "session": max(1, KILLS // 2), "session-cli": max(1, KILLS // 2)}
+KINDS = {"library": KILLS, "cli": KILLS, "session": max(1, KILLS // 2), "session-cli": max(1, KILLS // 2),
+         "pool": max(1, KILLS // 2)}
 print(f"1..{3 * len(KINDS)}")  # run() makes three checks
 for kind, kills in KINDS.items():
     run(kind, kills)

@@ -97,7 +97,7 @@ class Server:
         return self.process.wait(timeout=30)
 
 
-print("1..22")
+print("1..25")
 
 # 1-4. A conversation covering every operation.
 work = tempfile.mkdtemp(prefix="sandbox-serve-")
@@ -405,6 +405,37 @@ check(gated["gate"] == "passed", "serve: without --no-self-test it starts after 
 s.close()
 out = subprocess.run([SB, "serve", "--no-apparmor", "--venv", VENV, "--max-concurrent", "0"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 check(out.returncode == 2 and not out.stdout, "serve: --max-concurrent 0 is refused (exit 2) before anything starts", out.stderr[-200:])
+
+# 23-25. --pool N --preload: warm runs (a run with mnt_dir still starts cold), health, and bad preloads.
+s = Server("--no-self-test", "--pool", "2", "--preload", "json")
+pooled = s.ask({"id": "p0", "op": "health"})["result"]
+first = s.ask({"id": "p1", "op": "run", "code": "import sys; print('json' in sys.modules, sys.argv[1:], sys.stdin.read())",
+               "args": ["x"], "stdin": "in"})["result"]
+time.sleep(0.5)  # its slot's replacement gets ready
+streamed = s.ask({"id": "p2", "op": "run", "code": "print('s')", "stream": True})
+events = [r for r in s.replies[json.dumps("p2")] if "event" in r]
+cold = s.ask({"id": "p3", "op": "run", "code": "import sys; print('json' in sys.modules)", "mnt_dir": mnt})["result"]
+check(pooled["pool"]["size"] == 2 and pooled["pool"]["ready"] >= 1 and pooled["pool"]["preload"] == ["json"] and first["warm"] is True
+      and first["stdout"] == "True ['x'] in\n" and streamed["result"]["warm"] is True and events
+      and cold["warm"] is False and cold["stdout"] == "False\n",
+      "serve --pool 2 --preload json: runs are warm with json loaded (streamed too); a run with mnt_dir starts cold; health shows the pool",
+      (pooled.get("pool"), first, cold))
+many = [{"id": f"w{n}", "op": "run", "code": f"print({n})"} for n in range(8)]
+for request in many:
+    s.send(request)
+answers = [s.wait_for(request["id"]) for request in many]
+check(all(a["result"]["stdout"] == f"{n}\n" for n, a in enumerate(answers)) and any(a["result"]["warm"] for a in answers)
+      and s.close() == 0,
+      "serve --pool: 8 runs at once are all answered (warm while slots last, then cold); end of stdin exits 0",
+      [a["result"].get("warm") for a in answers])
+bad = subprocess.run([SB, "serve", "--no-apparmor", "--venv", VENV, "--no-self-test", "--pool", "1", "--preload", "sandbox_no_such_module"],
+                     capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+lonely = subprocess.run([SB, "serve", "--no-apparmor", "--venv", VENV, "--no-self-test", "--preload", "json"],
+                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+check(bad.returncode == 2 and "No module named 'sandbox_no_such_module'" in bad.stderr and not bad.stdout
+      and lonely.returncode == 2 and "--pool" in lonely.stderr,
+      "serve: a preload that fails to import, or --preload without --pool, is refused (exit 2) before serving",
+      (bad.returncode, bad.stderr[-300:], lonely.stderr[-200:]))
 subprocess.run(["rm", "-rf", work])
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(0 if failed == 0 else 1)

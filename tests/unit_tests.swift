@@ -1150,10 +1150,11 @@ enum UnitTests {
   static func main() async {
     if CommandLine.arguments.dropFirst().first == "--host-death-victim" { await runHostDeathVictim(CommandLine.arguments) }
     if CommandLine.arguments.dropFirst().first == "--session-victim" { await runSessionVictim(CommandLine.arguments) }
+    if CommandLine.arguments.dropFirst().first == "--pool-victim" { await runPoolVictim(CommandLine.arguments) }
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 269, endToEnd: 117)
+    let planned = (offline: 269, endToEnd: 131)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")
@@ -1171,6 +1172,7 @@ enum UnitTests {
       await testEndToEnd(&tally, venv: venv, temp: temp)
       await testLifecycle(&tally, venv: venv, temp: temp)
       await testSessions(&tally, venv: venv, temp: temp)
+      await testPools(&tally, venv: venv, temp: temp)
     } else {
       tally.skip("e2e: runs against real bwrap", "SANDBOX_TEST_VENV is not set")
     }
