@@ -14,6 +14,8 @@
 // moment, nothing of the sandbox outlives it (see "The lifecycle"). Only then does the
 // host touch /mnt, and never by path. A session (`openSession`, `sandbox session`) keeps one
 // such sandbox and its interpreter between cells; what comes back from it is checked, never trusted.
+// A warm pool (`SandboxPool`, `serve --pool`) keeps such sandboxes started ahead of demand, their
+// imports done, each for exactly one payload.
 //
 // What it does NOT protect against (see README.md, "Security model"): kernel bugs (the
 // kernel is shared), network exfiltration and host loopback access while the network is on
@@ -7133,12 +7135,7 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
   ///   module name; `.invalidEnvironment` for a variable that cannot be passed.
   public init(sandbox: Sandbox, options: Options = Options()) throws(SandboxError) {
     if sandbox.config.requiresVerifiedHost { try SelfTestGate.requirePassed() }  // preloads run venv code
-    guard (0...SandboxPool.largestSize).contains(options.size) else {
-      throw .invalidPool(reason: "its size is \(options.size); it must be 0 to \(SandboxPool.largestSize)")
-    }
-    if let bad = options.preload.first(where: { !Sandbox.Pool.isModuleName($0) }) {
-      throw .invalidPool(reason: "'\(Sandbox.Sys.printable(bad))' is not a module name to preload")
-    }
+    try SandboxPool.check(options)
     _ = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment)
     self.options = options
     core = Sandbox.Pool.Core(sandbox: sandbox, options: options)
@@ -7146,6 +7143,16 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
   }
 
   deinit { core.shutdown() }
+
+  /// Refuses a size past the bounds or a preload that is not a module name.
+  static func check(_ options: Options) throws(SandboxError) {
+    guard (0...SandboxPool.largestSize).contains(options.size) else {
+      throw .invalidPool(reason: "its size is \(options.size); it must be 0 to \(SandboxPool.largestSize)")
+    }
+    if let bad = options.preload.first(where: { !Sandbox.Pool.isModuleName($0) }) {
+      throw .invalidPool(reason: "'\(Sandbox.Sys.printable(bad))' is not a module name to preload")
+    }
+  }
 
   /// How many slots are ready now.
   public var readyCount: Int { core.readyCount }
@@ -10967,12 +10974,7 @@ extension Sandbox {
 
     /// `--pool N`: the pool, once its first sandbox is ready (a preload that fails stops here).
     static func startPool(_ sandbox: Sandbox, _ options: CLI.Options) throws(SandboxError) -> SandboxPool? {
-      guard options.poolSize > 0 else {
-        if !options.preload.isEmpty {
-          throw .usage("--preload needs --pool N: the modules are imported in the pool's sandboxes")
-        }
-        return nil
-      }
+      guard options.poolSize > 0 else { return nil }
       let pool = try SandboxPool(
         sandbox: sandbox, options: SandboxPool.Options(size: options.poolSize, preload: options.preload))
       let ready = Sys.Handoff<Swift.Result<Void, SandboxError>>()
@@ -10999,6 +11001,10 @@ extension Sandbox {
       sigaddset(&stopSignals, SIGINT)
       pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
       signal(SIGPIPE, SIG_IGN)  // a client gone: EPIPE on its descriptor, not the server's death
+      if !options.preload.isEmpty && options.poolSize == 0 {
+        throw .usage("--preload needs --pool N: the modules are imported in the pool's sandboxes")
+      }
+      try SandboxPool.check(SandboxPool.Options(size: options.poolSize, preload: options.preload))  // before the gate
       let sandbox = try CLI.makeSandbox(options)
       var gate = "skipped (--no-self-test)"
       if !options.noSelfTest {

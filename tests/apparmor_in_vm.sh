@@ -12,7 +12,7 @@ NAME=sandbox_ci
 TEST_USER=${SANDBOX_TEST_USER:-sandboxci}
 T=$(mktemp -d)
 . "$PWD/tests/lib.sh"
-plan 40  # 22 here, 18 in tests/cgroup_in_vm.sh
+plan 42  # 23 here, 19 in tests/cgroup_in_vm.sh
 show_failures() {  # the failing lines and the summary, or the tail when there is no summary
   if grep -qE "^[0-9]+ passed" "$1"; then grep -E "^not ok|^[0-9]+ passed" "$1" | sed 's/^/#   /'; else tail -n 5 "$1" | sed 's/^/#   /'; fi
 }
@@ -53,6 +53,10 @@ out=$(printf '%s\n' '{"code": "x = open(\"/proc/self/attr/current\").read().stri
   "$SB" session --venv "$VENV" --apparmor-profile-name "$NAME" 2>/dev/null | tail -n 1)
 check "session: cells run under the profile, in enforce mode, and keep their state" \
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["value"] == repr(sys.argv[2] + " (enforce)") and d["session_ended"] is None, d' "$out" "$NAME"
+out=$(printf '%s\n' '{"id": 1, "op": "run", "code": "import sys\nprint(open(\"/proc/self/attr/current\").read().strip(), \"json\" in sys.modules)"}' |
+  "$SB" serve --venv "$VENV" --apparmor-profile-name "$NAME" --no-self-test --pool 1 --preload json 2>/dev/null)
+check "pool: a warm run (json preloaded) runs under the profile, in enforce mode" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1])["result"]; assert d["warm"] is True and d["stdout"] == sys.argv[2] + " (enforce) True\n" and "apparmor" in d["layers"], d' "$out" "$NAME"
 dmesg >"$T/dmesg" 2>/dev/null
 check "audit: the profile denied reading /proc/1/environ (bwrap's namespaces allow it)" \
   bash -c "grep 'apparmor=\"DENIED\"' '$T/dmesg' | grep 'profile=\"$NAME\"' | grep -q 'environ'"

@@ -13,8 +13,9 @@
 //   cli     `sandbox run --code …`, the whole process;
 //   api     `Sandbox.run` in this process; and `async` with 4 concurrent tasks (wall time / 4).
 // Plus: change tracking alone with 10, 1,000 and 10,000 files (two snapshots and a diff), a
-// whole run with 10,000 files in the mount dir, 2-worker throughput, bwrap vs sandbox, and a
-// session's cell round trip beside a one-shot run.
+// whole run with 10,000 files in the mount dir, 2-worker throughput, bwrap vs sandbox, a
+// session's cell round trip beside a one-shot run, and warm pools against cold runs (print,
+// pandas preloaded, 2-worker throughput).
 // It never fails on a slow machine: it reports.
 
 import Glibc
@@ -193,15 +194,38 @@ enum Bench {
         executable: binary,
         arguments: ["run", "--no-apparmor", "--venv", venv, network ? "--enable-network" : "--disable-network", "--code", code],
         environment: ["PATH=/usr/bin:/bin"])
+      // The layers' shares of the cold path. `original`: the original tool's own layout (a tmpfs
+      // root, the system dirs and the venv read-only, /proc, /dev, /tmp, the network as asked),
+      // bwrap spawned and waited for, python -c: no gate, no seccomp, no masks, no handshake.
+      // `nomasks`: raw bwrap with our argv and lifecycle without the /proc masking mounts;
+      // `noseccomp`: Sandbox.run with the allow-all filter (--no-seccomp).
+      var original = ["--unshare-all"] + (network ? ["--share-net"] : []) + ["--die-with-parent", "--new-session"]
+      original += sandbox.host.layout.systemMounts.flatMap(\.bwrapArguments)
+      original += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", sandbox.venv.root, sandbox.venv.root]
+      original += ["--", sandbox.venv.python, "-c", code]
+      let originalLayout = Sandbox.Spawner.Request(executable: sandbox.host.bwrapPath, arguments: original, environment: [])
+      let masks = sandbox.host.layout.procMasks.flatMap(\.bwrapArguments)
+      var unmasked = invocation.arguments
+      if let at = (0...(unmasked.count - masks.count)).first(where: { Array(unmasked[$0..<($0 + masks.count)]) == masks }) {
+        unmasked.removeSubrange(at..<(at + masks.count))
+      }
+      let noMasks = Sandbox.Lifecycle.Launch(executable: sandbox.host.bwrapPath, arguments: unmasked, inputs: invocation.inputs, limits: limits)
+      let noSeccomp = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled, networkEnabled: network, seccompEnabled: false))
       for _ in 0..<3 {  // warm caches
         _ = spawnOrDie(bare)
+        _ = spawnOrDie(originalLayout)
         superviseOrDie(raw)
         runUngated(sandbox.host.bwrapPath, ungated, invocation.inputs)
         runOrDie(sandbox, code)
       }
-      var samples: [String: [Double]] = ["bare": [], "ungated": [], "bwrap": [], "cli": [], "api": [], "async": []]
+      var samples: [String: [Double]] = [
+        "bare": [], "original": [], "ungated": [], "nomasks": [], "bwrap": [], "cli": [], "api": [], "noseccomp": [], "async": [],
+      ]
       for _ in 0..<runs {
         samples["bare"]!.append(measure { _ = spawnOrDie(bare) })
+        samples["original"]!.append(measure { _ = spawnOrDie(originalLayout) })
+        samples["nomasks"]!.append(measure { superviseOrDie(noMasks) })
+        if let noSeccomp { samples["noseccomp"]!.append(measure { runOrDie(noSeccomp, code) }) }
         samples["ungated"]!.append(measure { runUngated(sandbox.host.bwrapPath, ungated, invocation.inputs) })
         samples["bwrap"]!.append(measure { superviseOrDie(raw) })
         samples["cli"]!.append(measure { _ = spawnOrDie(cli) })
@@ -217,16 +241,34 @@ enum Bench {
       let bareMedian = percentile(samples["bare"]!, 0.5)
       let bwrapMedian = percentile(samples["bwrap"]!, 0.5)
       for (key, title) in [
-        ("bare", "bare python"), ("ungated", "bwrap, no gate, ends with its launcher"), ("bwrap", "raw bwrap, same argv and lifecycle"),
+        ("bare", "bare python"), ("original", "bwrap, the original tool's layout"), ("ungated", "bwrap, no gate, ends with its launcher"),
+        ("nomasks", "raw bwrap, same lifecycle, no /proc masks"), ("bwrap", "raw bwrap, same argv and lifecycle"),
         ("cli", "sandbox run (CLI)"),
-        ("api", "Sandbox.run (in-process)"), ("async", "async, 4 concurrent (wall/4)"),
-      ] {
+        ("api", "Sandbox.run (in-process)"), ("noseccomp", "Sandbox.run, allow-all seccomp filter"), ("async", "async, 4 concurrent (wall/4)"),
+      ] where !samples[key]!.isEmpty {
         let median = percentile(samples[key]!, 0.5)
         let p90 = percentile(samples[key]!, 0.9)
         rows.append(Row(name: "\(label): \(title)", median: median, p90: p90, unit: "ms",
           versusBare: median / bareMedian, versusBwrap: key == "bare" ? nil : median / bwrapMedian))
         json.append("{\"network\": \(network), \"variant\": \"\(key)\", \"median_ms\": \(median), \"p90_ms\": \(p90), \"runs\": \(samples[key]!.count), \"vs_bare\": \(median / bareMedian), \"vs_bwrap\": \(median / bwrapMedian)}")
       }
+      // Against the original layout, and what each layer adds (differences of medians, ms).
+      let m = { (key: String) in percentile(samples[key]!, 0.5) }
+      let originalMedian = m("original")
+      let shares: [(String, String, Double)] = [
+        ("layout", "our mounts beyond the original's (etc, /dev/shm, remounts, masks), no gate", m("ungated") - originalMedian),
+        ("masks", "of which the /proc masking mounts", m("bwrap") - m("nomasks")),
+        ("handshake", "the gate, prlimit and pid 1's pidfd (the lifecycle)", m("bwrap") - m("ungated")),
+        ("host", "Sandbox.run's own work (checks, result) over raw bwrap", m("api") - m("bwrap")),
+        ("seccomp", "the filter over an allow-all one", samples["noseccomp"]!.isEmpty ? .nan : m("api") - m("noseccomp")),
+        ("cli", "the CLI process over Sandbox.run", m("cli") - m("api")),
+      ]
+      for (_, title, value) in shares {
+        rows.append(Row(name: "\(label): share: \(title)", median: value, p90: .nan, unit: "ms"))
+      }
+      rows.append(Row(name: "\(label): CLI x original layout", median: m("cli") / originalMedian, p90: .nan, unit: "x"))
+      rows.append(Row(name: "\(label): Sandbox.run x original layout", median: m("api") / originalMedian, p90: .nan, unit: "x"))
+      json.append("{\"network\": \(network), \"variant\": \"layer_shares\", \"cli_vs_original\": \(m("cli") / originalMedian), \"api_vs_original\": \(m("api") / originalMedian), " + shares.map { "\"\($0.0)_ms\": \($0.2.isNaN ? "null" : String($0.2))" }.joined(separator: ", ") + "}")
 
       // Throughput: two workers, each running back to back, in alternating rounds (raw bwrap,
       // sandbox, raw bwrap, …) so machine drift cancels; the ratio is the median round's.
@@ -350,6 +392,69 @@ enum Bench {
       mount.remove()
     }
 
+    // Warm pools. print('hello') from a ready slot, dispatch to result (the payload, its end, the
+    // teardown and the after-snapshot), interleaved with a cold Sandbox.run of the same code, each
+    // measured with the pool full (no refill sharing the CPU); with pandas preloaded (the plot
+    // venv), `import pandas; print(pandas.__version__)` against the same cold run; and 2-worker
+    // throughput, warm against cold, in alternating rounds.
+    func poolFull(_ pool: SandboxPool) async {
+      for _ in 0..<5000 where pool.readyCount < pool.options.size { try? await Task.sleep(for: .milliseconds(1)) }
+    }
+    func warmAgainstCold(_ title: String, _ key: String, _ sandbox: Sandbox, _ pool: SandboxPool, _ payload: String, rounds: Int) async {
+      var warm: [Double] = []
+      var cold: [Double] = []
+      var notWarm = 0
+      for round in 0..<(rounds + 1) {
+        await poolFull(pool)
+        let start = ContinuousClock.now
+        let run = try? await pool.run(.code(payload))
+        let w = milliseconds(ContinuousClock.now - start)
+        if run?.warm != true || run?.result.returnCode != 0 { notWarm += 1 }
+        await poolFull(pool)
+        let c = measure { runOrDie(sandbox, payload) }
+        if round == 0 { continue }  // warm-up
+        warm.append(w)
+        cold.append(c)
+      }
+      let ratio = percentile(warm, 0.5) / percentile(cold, 0.5)
+      rows.append(Row(name: "pool: \(title), warm (x cold: \(format(ratio, 3)))", median: percentile(warm, 0.5), p90: percentile(warm, 0.9), unit: "ms"))
+      rows.append(Row(name: "pool: \(title), cold Sandbox.run", median: percentile(cold, 0.5), p90: percentile(cold, 0.9), unit: "ms"))
+      json.append("{\"variant\": \"\(key)\", \"warm_median_ms\": \(percentile(warm, 0.5)), \"warm_p90_ms\": \(percentile(warm, 0.9)), \"cold_median_ms\": \(percentile(cold, 0.5)), \"vs_cold\": \(ratio), \"runs\": \(warm.count), \"not_warm\": \(notWarm)}")
+    }
+    if let poolSandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled)),
+      let pool = try? SandboxPool(sandbox: poolSandbox, options: .init(size: 2))
+    {
+      await warmAgainstCold("print('hello')", "pool_print", poolSandbox, pool, code, rounds: max(20, runs))
+      let perWorker = max(6, runs / 4)
+      func rate(_ body: @escaping @Sendable () async -> Void) async -> Double {
+        let start = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+          for _ in 0..<2 { group.addTask { for _ in 0..<perWorker { await body() } } }
+        }
+        return Double(2 * perWorker) / (milliseconds(ContinuousClock.now - start) / 1000)
+      }
+      var warmRates: [Double] = []
+      var coldRates: [Double] = []
+      for _ in 0..<3 {
+        await poolFull(pool)
+        warmRates.append(await rate { _ = try? await pool.run(.code(code)) })
+        await poolFull(pool)
+        coldRates.append(await rate { _ = try? await poolSandbox.run(.code(code)) })
+      }
+      let ratio = percentile(warmRates, 0.5) / percentile(coldRates, 0.5)
+      rows.append(Row(name: "pool: 2-worker throughput, warm (x cold: \(format(ratio, 3)))", median: percentile(warmRates, 0.5), p90: .nan, unit: "runs/s"))
+      rows.append(Row(name: "pool: 2-worker throughput, cold", median: percentile(coldRates, 0.5), p90: .nan, unit: "runs/s"))
+      json.append("{\"variant\": \"pool_throughput_2_workers\", \"warm_runs_per_second\": \(percentile(warmRates, 0.5)), \"cold_runs_per_second\": \(percentile(coldRates, 0.5)), \"ratio\": \(ratio)}")
+      await pool.close()
+    }
+    if let plotVenv = Sandbox.Sys.environmentValue("SANDBOX_BENCH_PLOT_VENV"), !plotVenv.isEmpty,
+      let pandasSandbox = try? Sandbox(config: SandboxConfig(venvPath: plotVenv, appArmor: .disabled)),
+      let pool = try? SandboxPool(sandbox: pandasSandbox, options: .init(size: 1, preload: ["pandas"]))
+    {
+      await warmAgainstCold("import pandas, preloaded", "pool_pandas", pandasSandbox, pool, "import pandas; print(pandas.__version__)", rounds: max(6, runs / 4))
+      await pool.close()
+    }
+
     // Change tracking alone: two snapshots and a diff, as one run does.
     let sandbox = try? Sandbox(config: SandboxConfig(venvPath: venv, appArmor: .disabled))
     for count in [10, 1_000, 10_000] {
@@ -385,11 +490,19 @@ enum Bench {
         rows.append(Row(name: "change tracking, \(count) files: \(name)", median: percentile(times, 0.5), p90: percentile(times, 0.9), unit: "ms"))
         json.append("{\"variant\": \"\(key)\", \"files\": \(count), \"median_ms\": \(percentile(times, 0.5)), \"p90_ms\": \(percentile(times, 0.9))}")
       }
-      if count == 10_000, let sandbox {
+      if count == 10_000, let sandbox, let empty = try? SandboxMountDirectory(prefix: "sandbox-bench-") {
         var whole: [Double] = []
-        for _ in 0..<max(10, runs / 2) { whole.append(measure { runOrDie(sandbox, code, mount: directory) }) }
+        var none: [Double] = []
+        for _ in 0..<max(10, runs / 2) {  // interleaved with the same run on an empty mount dir
+          whole.append(measure { runOrDie(sandbox, code, mount: directory) })
+          none.append(measure { runOrDie(sandbox, code, mount: empty.path) })
+        }
+        let extra = percentile(whole, 0.5) - percentile(none, 0.5)
         rows.append(Row(name: "Sandbox.run with 10000 files in /mnt", median: percentile(whole, 0.5), p90: percentile(whole, 0.9), unit: "ms"))
-        json.append("{\"variant\": \"api_with_10000_files\", \"median_ms\": \(percentile(whole, 0.5)), \"p90_ms\": \(percentile(whole, 0.9))}")
+        rows.append(Row(name: "Sandbox.run with an empty /mnt", median: percentile(none, 0.5), p90: percentile(none, 0.9), unit: "ms"))
+        rows.append(Row(name: "10000 files in /mnt: what they add to a run", median: extra, p90: .nan, unit: "ms"))
+        json.append("{\"variant\": \"api_with_10000_files\", \"median_ms\": \(percentile(whole, 0.5)), \"p90_ms\": \(percentile(whole, 0.9)), \"empty_median_ms\": \(percentile(none, 0.5)), \"extra_ms\": \(extra)}")
+        empty.remove()
       }
     }
 

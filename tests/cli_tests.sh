@@ -8,7 +8,7 @@ SB=$1
 VENV=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
-plan 147
+plan 148
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-cli-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 run() { "$SB" run --no-apparmor --venv "$VENV" "$@"; }
@@ -675,5 +675,14 @@ while True:
 sleep 1
 check "stream: a reader gone mid-stream (head -n 2) leaves no process of the run" \
   test -z "$(grep -l -a -s -- "$TAG" /proc/[0-9]*/environ 2>/dev/null | grep -v self)"
+
+# The pool's options: serve's alone, checked before the startup gate (no self-test runs first).
+a=$("$SB" run --no-apparmor --venv "$VENV" --pool 2 --code 1 2>&1); ra=$?
+b=$(timeout 20 "$SB" serve --no-apparmor --venv "$VENV" --pool 65 2>&1 </dev/null); rb=$?
+c=$(timeout 20 "$SB" serve --no-apparmor --venv "$VENV" --pool 1 --preload 'os;x' 2>&1 </dev/null); rc=$?
+d=$(timeout 20 "$SB" serve --no-apparmor --venv "$VENV" --preload json 2>&1 </dev/null); rd=$?
+check "pool: --pool belongs to serve; a size past 64, a bad preload name, --preload without --pool: exit 2 before any self-test" \
+  test "$ra/$rb/$rc/$rd" = 2/2/2/2 -a -n "$(grep "belongs to 'sandbox serve'" <<<"$a")" -a -n "$(grep 'must be 0 to 64' <<<"$b")" \
+  -a -n "$(grep 'not a module name' <<<"$c")" -a -n "$(grep 'needs --pool' <<<"$d")" -a -z "$(grep -i 'self-test' <<<"$b$c$d")"
 
 finish

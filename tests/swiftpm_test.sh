@@ -38,7 +38,7 @@ out.append(f"let readmeExampleCount = {len(blocks)}")
 open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PY
 cat > "$PKG/Sources/ReadmeExamples/main.swift" <<'SWIFT'
-// Runs the README's examples 2 (mount dir), 3 (script), 5 (async), 6 (admission) and 7 (a session)
+// Runs the README's examples 2 (mount dir), 3 (script), 5 (async), 6 (admission), 7 (a session) and 8 (a pool)
 // against the test venv; 1 needs AppArmor and 4 a made-up venv path, so they are compiled only.
 import Glibc
 
@@ -56,14 +56,15 @@ try readmeExample6(sandbox: sandbox, source: "", input: "", hostDirectory: "")
 let sessionDirectory = try SandboxMountDirectory(prefix: "readme_session_")
 try await readmeExample7(sandbox: sandbox, source: "", input: "", hostDirectory: sessionDirectory.path)
 sessionDirectory.remove()
+try await readmeExample8(sandbox: sandbox, source: "", input: "", hostDirectory: "")
 print("examples: \(readmeExampleCount), admission maximum now \(Sandbox.Admission.maximum ?? 0)")
 SWIFT
 log=$(cd "$PKG" && swift build -q 2>&1); rc=$?
 on_failure=show check "SwiftPM: the README's examples build in a Swift 6 package with .define(\"SANDBOX_LIBRARY\")" test "$rc" = 0
 show() { tail -n 20 <<<"$log" | sed 's/^/#   /'; }
 out=$(cd "$PKG" && SANDBOX_TEST_VENV=$VENV "$(swift build --show-bin-path)/ReadmeExamples" 2>&1)
-check "SwiftPM: examples 2, 3, 5, 6 and 7 run (mount dir, script, async, admission, session)" \
-  bash -c 'grep -q "changed files: \[\"out.txt\"\]" <<<"$1" && grep -q "host out: result" <<<"$1" && grep -q "^script ran" <<<"$1" && grep -q "admission maximum now 16" <<<"$1" && grep -q "^cell value: 3$" <<<"$1" && grep -q "^session ended: cleanly$" <<<"$1"' _ "$out"
-check "SwiftPM: every swift block of the README was compiled (at least 7)" \
-  test "$(grep -c '^func readmeExample' "$PKG/Sources/ReadmeExamples/Examples.swift")" -ge 7
+check "SwiftPM: examples 2, 3, 5, 6, 7 and 8 run (mount dir, script, async, admission, session, pool)" \
+  bash -c 'grep -q "^warm: true output: 4$" <<<"$1" && grep -q "changed files: \[\"out.txt\"\]" <<<"$1" && grep -q "host out: result" <<<"$1" && grep -q "^script ran" <<<"$1" && grep -q "admission maximum now 16" <<<"$1" && grep -q "^cell value: 3$" <<<"$1" && grep -q "^session ended: cleanly$" <<<"$1"' _ "$out"
+check "SwiftPM: every swift block of the README was compiled (at least 8)" \
+  test "$(grep -c '^func readmeExample' "$PKG/Sources/ReadmeExamples/Examples.swift")" -ge 8
 finish

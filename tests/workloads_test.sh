@@ -10,7 +10,7 @@ SB=$1
 VENV=$2
 LABEL=$3
 . "$(dirname "$0")/lib.sh"
-plan 21
+plan 22
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sandbox-workloads-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -104,4 +104,15 @@ lines = [json.loads(l) for l in open(sys.argv[1])]
 images = [base64.b64decode(i["b64"]) for i in lines[-1]["images"]]
 assert len(lines) == 2 and lines[-1]["value"] == "6" and lines[-1]["stderr"] == "", lines[-1]
 assert len(images) == 2 and all(i.startswith(b"\x89PNG\r\n\x1a\n") and len(i) > 1000 for i in images)' "$TMP/session.out"
+# A warm pool with pandas preloaded: the payload finds the venv's pandas in sys.modules, and a
+# matplotlib figure saved by a warm run is a real PNG (in the run's own /mnt, read back).
+printf '%s\n' '{"id": 1, "op": "run", "code": "import sys\nm = sys.modules.get(\"pandas\")\nprint(m is not None and m.__file__.startswith(sys.prefix + \"/\"), sys.prefix)"}' \
+  '{"id": 2, "op": "run", "code": "import pandas as pd, io\nimport matplotlib\nmatplotlib.use(\"Agg\")\nimport matplotlib.pyplot as plt\nbuffer = io.BytesIO()\nplt.plot(pd.Series([1, 3, 2]))\nplt.savefig(buffer, format=\"png\")\nprint(buffer.getvalue()[:4] == b\"\\x89PNG\", len(buffer.getvalue()) > 1000)"}' |
+  "$SB" serve --no-apparmor --venv "$VENV" --no-self-test --pool 1 --preload pandas > "$TMP/pool.out" 2>/dev/null
+check "$LABEL: a pool with pandas preloaded: the venv's pandas is in sys.modules, and a warm run plots" python3 -c '
+import json, os, sys
+replies = {r["id"]: r["result"] for r in map(json.loads, open(sys.argv[1]))}
+venv = os.path.realpath(sys.argv[2])
+assert replies[1]["warm"] is True and replies[1]["stdout"].split() == ["True", venv], replies[1]
+assert replies[2]["stdout"] == "True True\n", replies[2]' "$TMP/pool.out" "$VENV"
 finish
