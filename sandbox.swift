@@ -1301,9 +1301,11 @@ public struct Sandbox: Sendable {
     plan.inputDirectoryFD = inputDir?.pathFD
     plan.arguments = arguments
     plan.keepsChannel = session != nil
+    plan.warmSlot = session?.warm ?? false
     session?.limits = limits
     if let session, let mountDir {  // per-cell changes: read-only, through the descriptor we hold
       session.snapshotMountDirectory = { try? mountDir.snapshot(limits: limits) }
+      if !session.warm { session.lastSnapshot = before }  // the first cell's changes count from the open
     }
     let invocation = Bwrap.makeInvocation(plan)
     let launch = Lifecycle.Launch(
@@ -2170,6 +2172,11 @@ extension Sandbox {
       static let inputPoint = "/input"
       /// Where the code of a `.code` payload appears, read-only.
       static let codePath = "/run/sandbox/main.py"
+      /// A warm pool's slot: its driver (the slot's payload until the run comes), and where the
+      /// driver writes a `.code` run's code, which `codePath` links to: the payload's own file
+      /// is on disk at its path, as in a cold run (multiprocessing's spawn re-reads it).
+      static let warmDriverPath = "/run/sandbox/warm.py"
+      static let warmCodePath = "/dev/shm/.sandbox-main.py"
       static let hostname = "sandbox"
       /// Starts a session of its own (bwrap's --new-session made pid 1 the leader), makes the
       /// pty on fds 0–2 its controlling terminal, then becomes the REPL: Ctrl-C on that pty now
@@ -2369,6 +2376,8 @@ extension Sandbox {
       var fontList: Preflight.FontList? = nil
       /// A session: the payload is the driver, which keeps the gate's channel for its cells.
       var keepsChannel = false
+      /// A warm pool's slot: the `.code` payload is the slot's driver (see `Layout.warmDriverPath`).
+      var warmSlot = false
     }
 
     /// A bwrap command line plus the descriptors it names, which become fds 3, 4, … in bwrap.
@@ -2435,6 +2444,10 @@ extension Sandbox {
       }
       let script: String
       switch plan.payload {
+      case .code(let source) where plan.warmSlot:
+        mounts.append(.data(fd: childFD(for: .bytes(Array(source.utf8))), sandboxPath: Bwrap.Layout.warmDriverPath))
+        mounts.append(.symlink(target: Bwrap.Layout.warmCodePath, sandboxPath: Bwrap.Layout.codePath))
+        script = Bwrap.Layout.warmDriverPath
       case .code(let source):
         mounts.append(.data(fd: childFD(for: .bytes(Array(source.utf8))), sandboxPath: Bwrap.Layout.codePath))
         script = Bwrap.Layout.codePath
@@ -3103,13 +3116,14 @@ extension Sandbox {
           why: "bwrap 0.12: the host's /proc in the staging root (its /proc/self/fd paths)"),
         AppArmorProfile.Rule(rule: "/newroot/ r,", why: "bwrap 0.12: opens the new root to resolve paths in it"),
       ]
-      // Mounts of the sandbox, from the mount table (with and without a host mount dir).
-      let variants = [Int32(3), nil].map { fd in
-        Bwrap.makeInvocation(
-          Bwrap.RunPlan(
-            host: host, venv: venv, networkEnabled: false, mountDirectoryFD: fd, inputDirectoryFD: fd,
-            payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])
-        ).mounts
+      // Mounts of the sandbox, from the mount table (with and without a host mount dir, and a
+      // warm pool's slot).
+      let variants = [(Int32(3), false), (nil, false), (Int32(3), true)].map { fd, warm in
+        var plan = Bwrap.RunPlan(
+          host: host, venv: venv, networkEnabled: false, mountDirectoryFD: fd, inputDirectoryFD: fd,
+          payload: .code(""), environment: [], tmpfsBytes: 1, seccompProgram: [])
+        plan.warmSlot = warm
+        return Bwrap.makeInvocation(plan).mounts
       }
       var seen: Set<String> = Set(rules.map(\.rule))
       for mount in variants.joined() {
@@ -3168,6 +3182,7 @@ extension Sandbox {
         AppArmorProfile.Rule(
           rule: "/run/{,sandbox/} r,", why: "the directory of the code (Python lists its script's directory)"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.codePath) r,", why: "the code of a .code payload"),
+        AppArmorProfile.Rule(rule: "\(Bwrap.Layout.warmDriverPath) r,", why: "a warm pool's slot: its driver"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.mountPoint)/{,**} rwlkm,", why: "/mnt, the one host interface"),
         AppArmorProfile.Rule(rule: "\(Bwrap.Layout.inputPoint)/{,**} mr,", why: "/input, the inputs (read-only)"),
         AppArmorProfile.Rule(rule: "/tmp/{,**} rwlkm,", why: "the private /tmp"),
@@ -7136,6 +7151,13 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
   public init(sandbox: Sandbox, options: Options = Options()) throws(SandboxError) {
     if sandbox.config.requiresVerifiedHost { try SelfTestGate.requirePassed() }  // preloads run venv code
     try SandboxPool.check(options)
+    let admission = Sandbox.Admission.effectiveMaximum()
+    guard options.size < admission else {
+      throw .invalidPool(
+        reason:
+          "a pool of \(options.size) would hold every one of Sandbox.Admission's \(admission) slots (a slot holds one for its life), and every other run would wait: raise Sandbox.Admission.maximum (and RLIMIT_NOFILE) or make the pool smaller"
+      )
+    }
     _ = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment)
     self.options = options
     core = Sandbox.Pool.Core(sandbox: sandbox, options: options)
@@ -7177,7 +7199,8 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     arguments: [String] = [], files: [String: [UInt8]] = [:]
   ) async throws(SandboxError) -> SandboxPoolRun {
     let request = try Sandbox.Pool.Request(
-      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
+      fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
     return try await core.run(request, onOutput: nil)
   }
 
@@ -7188,7 +7211,8 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     arguments: [String] = [], files: [String: [UInt8]] = [:]
   ) throws(SandboxError) -> SandboxPoolRun {
     let request = try Sandbox.Pool.Request(
-      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
+      fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
     let handoff = Sandbox.Sys.Handoff<Swift.Result<SandboxPoolRun, SandboxError>>()
     core.dispatch(request, onOutput: nil, control: Sandbox.Pool.Control()) { handoff.put($0) }
     return try handoff.take().get()
@@ -7205,7 +7229,8 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
       let task = Task {
         do throws(SandboxError) {
           let request = try Sandbox.Pool.Request(
-            payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+            payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
+            fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
           let run = try await core.run(request) { isStderr, bytes in
             continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
           }
@@ -7247,7 +7272,8 @@ extension Sandbox {
     {
       switch outcome {
       case .failure(let error): return error
-      case .success(let result) where result.returnCode == preloadFailedStatus && !dispatched:
+      case .success(let result)
+      where result.returnCode == (dispatched ? inputsFailedStatus : preloadFailedStatus) && result.limitHit == nil:
         let line = Sys.printable(Sys.lastLine(of: String(decoding: result.stderr.suffix(4096), as: UTF8.self)))
         return .invalidPool(reason: String(line.prefix(300)))
       case .success(let result):
@@ -7256,8 +7282,10 @@ extension Sandbox {
       }
     }
 
-    /// The driver's exit status when a preload fails to import.
+    /// The driver's exit status when a preload fails to import, and when a run's inputs cannot
+    /// be put in place (before the payload, so the caller's error, not the payload's).
     static let preloadFailedStatus: Int32 = 3
+    static let inputsFailedStatus: Int32 = 125
 
     /// The Python that waits in a slot (its payload): it imports `preload`, says "R", reads one
     /// frame (the run: fields of a tag byte, a 4-byte length and bytes: `c` the code, `p` its
@@ -7301,6 +7329,8 @@ extension Sandbox {
                 except BaseException as error:
                     os.write(2, f"the preload {name!r} failed: {type(error).__name__}: {error}\\n".encode())
                     os._exit(\(preloadFailedStatus))
+            for stream in (sys.stdout, sys.stderr):  # what the preloads printed goes out now: the host drops it
+                stream.flush()
             compile("pass", "<warm>", "exec")  # the compiler's first use costs 0.6 ms: not the payload's
             gc.freeze()  # the interpreter's and the preloads' objects: never scanned again
             send(b"R")
@@ -7320,12 +7350,19 @@ extension Sandbox {
                 for entry in request["e"]:
                     name, _, value = entry.partition(b"=")
                     os.environb[name] = value
+                    if name == b"TZ":
+                        import time
+                        time.tzset()
                 for entry in request["f"]:
                     relative, _, content = entry.partition(b"\\0")
                     path = b"/mnt/" + relative
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
                     write_all(fd, content)
+                    os.close(fd)
+                if "c" in request:  # the payload's file, where /run/sandbox/main.py points
+                    fd = os.open("\(Bwrap.Layout.warmCodePath)", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                    write_all(fd, request["c"])
                     os.close(fd)
                 if "i" in request:
                     fd = os.memfd_create("stdin", 0)
@@ -7336,8 +7373,8 @@ extension Sandbox {
                 path = request["p"].decode("utf-8", "surrogateescape")
                 source = request["c"] if "c" in request else open(path, "rb").read()
             except BaseException as error:
-                os.write(2, f"sandbox: the run's inputs could not be put in place: {error!r}\\n".encode())
-                os._exit(125)
+                os.write(2, f"the run's inputs could not be put in place: {error!r}\\n".encode())
+                os._exit(\(inputsFailedStatus))
             send(b"S")
             while os.read(channel, 4096):  # the host closes the channel: the payload's start
                 pass
@@ -7353,28 +7390,6 @@ extension Sandbox {
             sys.modules["__main__"] = main
             sys.argv[:] = [path] + arguments
             sys.path[0] = os.path.dirname(path)
-            lines = source.decode("utf-8", "replace").splitlines(True)
-
-            def seed(linecache):  # the payload's lines, not the driver's, at its path
-                linecache.cache[path] = (len(source), None, lines, path)
-
-            if "linecache" in sys.modules:
-                seed(sys.modules["linecache"])
-            else:
-                class LinecacheHook:
-                    def find_spec(self, name, target_path=None, target=None):
-                        if name != "linecache":
-                            return None
-                        sys.meta_path.remove(self)
-                        import importlib.util
-                        spec = importlib.util.find_spec(name)
-                        load = spec.loader.exec_module
-                        def exec_module(module):
-                            load(module)
-                            seed(module)
-                        spec.loader.exec_module = exec_module
-                        return spec
-                sys.meta_path.insert(0, LinecacheHook())
             before = set(sys.modules)
             status, interrupted = 0, False
             try:
@@ -7384,7 +7399,7 @@ extension Sandbox {
                 if code is None:
                     status = 0
                 elif isinstance(code, int):
-                    status = code & 0xFF
+                    status = code & 0xFF if -(1 << 63) <= code < (1 << 63) else 255  # C's long, as Python's exit
                 else:
                     print(code, file=sys.stderr)
                     status = 1
@@ -7416,9 +7431,32 @@ extension Sandbox {
                 if isinstance(where, str) and not where.startswith(prefixes):
                     module.__dict__.clear()
             gc.collect()
+            # What a teardown would flush: every file object still open (text wrappers first, as
+            # they write into their buffers), then C's stdio when C code other than the standard
+            # library's is loaded (it may have printf'd).
+            import _io
+            files = [o for o in gc.get_objects() if isinstance(o, _io._IOBase) and o not in (sys.stdout, sys.stderr)]
+            for item in sorted(files, key=lambda o: not isinstance(o, _io.TextIOWrapper)):
+                try:
+                    if not item.closed:
+                        item.flush()
+                except BaseException:
+                    pass
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
+                except BaseException as error:
+                    if stream is sys.stdout:  # Python's exit: the message, then status 120
+                        os.write(2, f"Exception ignored in: {stream!r}\\n{type(error).__name__}: {error}\\n".encode("utf-8", "backslashreplace"))
+                        status = 120
+            dynload = os.path.join(os.path.dirname(os.__file__), "lib-dynload")
+            if "ctypes" in sys.modules or any(
+                isinstance(getattr(m, "__file__", None), str) and m.__file__.endswith(".so") and not m.__file__.startswith(dynload)
+                for m in list(sys.modules.values())
+            ):
+                try:
+                    import ctypes
+                    ctypes.CDLL(None).fflush(None)
                 except BaseException:
                     pass
             if interrupted:  # as Python does: the process dies of SIGINT
@@ -7439,7 +7477,7 @@ extension Sandbox {
 
       init(
         _ payload: SandboxPayload, timeout: Duration?, stdin: [UInt8], environment: [String: String],
-        arguments: [String], files: [String: [UInt8]]
+        arguments: [String], files: [String: [UInt8]], fileSizeLimit: Int? = nil
       ) throws(SandboxError) {
         if let timeout { try Sandbox.checkTimeout(timeout) }
         self.timeout = timeout ?? Sandbox.longestTimeout
@@ -7461,7 +7499,7 @@ extension Sandbox {
         }
         for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
           guard Bwrap.isEnvironmentName(name), !value.utf8.contains(0) else { throw .invalidEnvironment(name: name) }
-          guard !name.hasPrefix("PYTHON") else {
+          guard !name.hasPrefix("PYTHON") && !name.hasPrefix("LD_") else {
             throw .invalidPool(
               reason: "\(name) is read when an interpreter starts, before a run: set it in the pool's environment")
           }
@@ -7473,8 +7511,21 @@ extension Sandbox {
           else {
             throw .invalidPool(
               reason:
-                "the input file '\(Sys.printable(path))' is not a plain path inside /mnt (no '..', '.', empty parts, NUL or leading '/')"
+                "the input file '\(Sys.printable(String(path.prefix(200))))' is not a plain path inside /mnt (no '..', '.', empty parts, NUL or leading '/')"
             )
+          }
+          let shown = Sys.printable(String(path.prefix(200)))
+          guard parts.count <= 64, path.utf8.count <= 3000, parts.allSatisfy({ $0.utf8.count <= 255 }) else {
+            throw .invalidPool(reason: "the input file '\(shown)' is too deep or too long (64 levels, 255-byte names)")
+          }
+          if let conflict = parts.indices.dropLast().lazy.map({ parts[...$0].joined(separator: "/") }).first(where: {
+            files[$0] != nil
+          }) {
+            throw .invalidPool(
+              reason: "the input file '\(shown)' needs '\(Sys.printable(conflict))' to be a directory, not a file")
+          }
+          if let largest = fileSizeLimit, bytes.count > largest {
+            throw .invalidPool(reason: "the input file '\(shown)' is \(bytes.count) bytes, past the file-size limit")
           }
           fields.append((UInt8(ascii: "f"), Array(path.utf8) + [0] + bytes))
         }
@@ -7519,6 +7570,34 @@ extension Sandbox {
       }
     }
 
+    /// The mount dirs of slots no run has taken yet: still empty, so a process that exits without
+    /// `close()` removes them at its exit (`rmdir`, which removes nothing else). A run's own dir is
+    /// the caller's (its `SandboxMountDirectory` removes it).
+    enum IdleDirectories {
+      private static let lock = Sys.Mutex()
+      /// Guarded by `lock`.
+      nonisolated(unsafe) private static var directories: [ObjectIdentifier: (path: String, parent: String)] = [:]
+      nonisolated(unsafe) private static var armed = false  // guarded by `lock`
+
+      static func add(_ directory: SandboxMountDirectory) {
+        lock.withLock {
+          if !armed { armed = atexit { Sandbox.Pool.IdleDirectories.removeAll() } == 0 }
+          directories[ObjectIdentifier(directory)] = (directory.path, directory.parent)
+        }
+      }
+
+      static func remove(_ directory: SandboxMountDirectory) {
+        _ = lock.withLock { directories.removeValue(forKey: ObjectIdentifier(directory)) }
+      }
+
+      static func removeAll() {
+        for (path, parent) in lock.withLock({ Array(directories.values) }) {
+          rmdir(path)
+          rmdir(parent)
+        }
+      }
+    }
+
     /// How a slot's run ended, for the dispatch that used it.
     enum Ending {
       /// The run's code never reached the slot (it died first): the dispatch tries again, cold.
@@ -7542,7 +7621,10 @@ extension Sandbox {
         link = try Lifecycle.SessionLink(lifetime: nil, idleTimeout: nil, warm: true)
         self.warm = warm
         self.mountDirectory = mountDirectory
+        if let mountDirectory { IdleDirectories.add(mountDirectory) }
       }
+
+      deinit { if let mountDirectory { IdleDirectories.remove(mountDirectory) } }
 
       /// Sends the run; `onEnd` is called once, when the slot is over.
       func dispatch(
@@ -7550,6 +7632,7 @@ extension Sandbox {
       ) {
         var cell = Lifecycle.SessionLink.Cell(id: 1, code: request.frame, timeout: request.timeout) { _ in nil }
         cell.onOutput = onOutput
+        if let mountDirectory { IdleDirectories.remove(mountDirectory) }  // the run's now
         lock.withLock { self.onEnd = onEnd }
         if link.send(.cell(cell)) != nil { finish(.notSent) }
       }
@@ -7755,7 +7838,12 @@ extension Sandbox {
         }
         if control.isCancelled { return completion(.failure(.runCancelled)) }
         if let slot = take() { return use(slot) }
-        let cold = startSlot(warm: false, onReady: use) { error in completion(.failure(error)) }
+        let cold = startSlot(warm: false, onReady: use) { [self] error in
+          // A cold start that its Task or the pool's close() ended is that, not a setup failure.
+          if control.isCancelled { return completion(.failure(.runCancelled)) }
+          if lock.withLock({ closed }) { return completion(.failure(.invalidPool(reason: "it is closed"))) }
+          completion(.failure(error))
+        }
         if let cold, !control.bind(cold) { cold.cancellation.fire() }  // cancellable while it starts
       }
 
@@ -9602,7 +9690,8 @@ extension Sandbox {
         options.poolSize = try Option.count("--pool", text, minimum: 1)
       },
       .value(
-        "--preload", "MODULE", group: .serve, "with --pool: import this module in each waiting sandbox (repeatable)"
+        "--preload", "MODULE", group: .serve, repeatable: true,
+        "with --pool: import this module in each waiting sandbox"
       ) {
         $0.preload.append($1)
       },

@@ -30,6 +30,11 @@ func poolError(_ body: () async throws(SandboxError) -> Void) async -> String {
   }
 }
 
+/// Waits (at most 10 s) until every slot of `pool` is ready.
+func poolFull(_ pool: SandboxPool) async {
+  for _ in 0..<1000 where pool.readyCount < pool.options.size { try? await Task.sleep(for: .milliseconds(10)) }
+}
+
 func makePool(_ sandbox: Sandbox, _ options: SandboxPool.Options) async -> SandboxPool? {
   do throws(SandboxError) {
     let pool = try SandboxPool(sandbox: sandbox, options: options)
@@ -86,6 +91,7 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
     return
   }
 
+  await poolFull(pool)
   // 1. A warm run: the payload's output, argv, stdin, environment and __file__ as a cold run has them.
   let basic = await poolRun(
     pool, "import os, sys\nprint(sys.argv, __file__, __name__, os.environ['GREETING'], sys.stdin.read())",
@@ -100,14 +106,13 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
   // 2. Preloads: in sys.modules before the payload's code, the venv's own, imported inside the
   //    sandbox under its filter, before the run was dispatched.
   let hostJSON = shellOutput("'\(venv)/bin/python' -c 'import json; print(json.__file__)'").trimmingWhitespace
-  let started = ContinuousClock.now
+  await poolFull(pool)
   let preloaded = await poolRun(
     pool,
     "import sys, time\nseen = 'json' in sys.modules and 'sandbox_pool_probe' in sys.modules\nimport json, sandbox_pool_probe as p\nprint(seen, json.__file__, p.hostname, p.seccomp, time.monotonic() > p.loaded)"
   )
-  _ = started
   t.expect(
-    preloaded?.result.stdoutText == "True \(hostJSON) sandbox 2 True\n",
+    preloaded?.warm == true && preloaded?.result.stdoutText == "True \(hostJSON) sandbox 2 True\n",
     "pool: preloaded modules are in sys.modules, the venv's own, imported inside the sandbox under its seccomp filter",
     "\(preloaded?.result.stdoutText ?? "") vs \(hostJSON) \(preloaded?.result.stderrText ?? "")")
 
@@ -125,9 +130,9 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
         """)
     if run?.result.stdoutText != "[False, False, False]\n" { reused.append("\(index): \(run?.result.stdoutText ?? "nil")") }
     if run?.warm == true { warmCount += 1 }
-    if index % 3 == 2 { try? await pool.waitUntilReady() }
+    if index % 2 == 1 { await poolFull(pool) }  // the next two are warm
   }
-  t.expect(reused.isEmpty && warmCount >= 4, "pool: a slot is never handed out twice (12 runs: nothing left by an earlier payload; \(warmCount) warm)", "\(reused)")
+  t.expect(reused.isEmpty && warmCount >= 10, "pool: a slot is never handed out twice (12 runs: nothing left by an earlier payload; \(warmCount) warm)", "\(reused)")
 
   // 4. Two payloads see nothing of each other: a daemon, a /tmp file, the environment.
   let tag = "pooldaemon\(getpid())"  // the main pool's slots carry "poolslot\(getpid())"
@@ -141,11 +146,11 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
           os.execvpe('sleep', ['sleep', '60'], dict(os.environ))
       print('forked')
       """)
-  try? await pool.waitUntilReady()
+  await poolFull(pool)
   let second = await poolRun(
     pool, "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), os.path.exists('/tmp/first'), 'TAG' in os.environ)")
   t.expect(
-    first?.result.stdoutText == "forked\n" && second?.result.stdoutText == "[1, 2] False False\n"
+    first?.result.stdoutText == "forked\n" && second?.warm == true && second?.result.stdoutText == "[1, 2] False False\n"
       && !taggedProcessesRemain(tag, seconds: 2),
     "pool: a payload's daemon, /tmp and environment are gone before the next payload, which sees only its own processes",
     "\(second?.result.stdoutText ?? "") \(second?.result.stderrText ?? "")")
@@ -287,6 +292,94 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
   } else {
     t.expect(false, "pool: a pool to close opens")
   }
+  // 12. The attack pass's regressions: what a warm run must not lose or misreport, against a cold run.
+  if let tracked = await makePool(sandbox, SandboxPool.Options(size: 1, mountDirectories: true)) {
+    let keeps = """
+      import ctypes, json, sys
+      json.kept = open('/mnt/from-json', 'w'); json.kept.write('json data')
+      sys.kept = open('/mnt/from-sys', 'w'); sys.kept.write('sys data')
+      libc = ctypes.CDLL(None)
+      libc.fopen.restype = ctypes.c_void_p
+      libc.fputs(b'C data', ctypes.c_void_p(libc.fopen(b'/mnt/from-c', b'w')))
+      libc.printf(b'from C printf\\n')
+      print('py')
+      """
+    await poolFull(tracked)
+    let run = try? await tracked.run(.code(keeps))
+    let read = { (name: String) in String(decoding: (try? run?.mountDirectory?.readOutput(name))?.bytes ?? [], as: UTF8.self) }
+    t.expect(
+      run?.warm == true && read("from-json") == "json data" && read("from-sys") == "sys data" && read("from-c") == "C data"
+        && run?.result.stdoutText.contains("from C printf") == true && run?.result.stdoutText.contains("py") == true,
+      "pool: a warm run flushes what a teardown would: files kept open by other modules, and C's stdio (printf, fopen)",
+      "\(run?.result.stdoutText ?? "") \(read("from-json")) \(read("from-sys")) \(read("from-c"))")
+    await tracked.close()
+  } else {
+    t.expect(false, "pool: a pool for the flush checks opens")
+  }
+  let spawnCode = "import multiprocessing as mp\ndef square(x):\n    return x * x\nif __name__ == '__main__':\n    with mp.get_context('spawn').Pool(2) as workers:\n        print(workers.map(square, [1, 2, 3]), open(__file__).read().count('square'))"
+  await poolFull(pool)
+  let spawned = await poolRun(pool, spawnCode, timeout: .seconds(60))
+  let syntax = "x = 1\nprint((\"unclosed\""
+  let coldSyntax = try? await sandbox.run(SandboxPayload.code(syntax))
+  let warmSyntax = await poolRun(pool, syntax)
+  t.expect(
+    spawned?.result.stdoutText == "[1, 4, 9] 3\n" && warmSyntax?.result.stderr == coldSyntax?.stderr
+      && warmSyntax?.result.returnCode == 1,
+    "pool: a warm .code run's own file is on disk at its path: multiprocessing's spawn works, __file__ reads back the code, a SyntaxError shows its line",
+    "\(spawned?.result.stdoutText ?? "") \(spawned?.result.stderrText.suffix(300) ?? "") | \(warmSyntax?.result.stderrText ?? "") vs \(coldSyntax?.stderrText ?? "")")
+  let statuses = [
+    await poolRun(pool, "import sys; sys.exit(2 ** 70)"), await poolRun(pool, "import os; print('x'); os.close(1)"),
+    await poolRun(pool, "import os, time; os.environ['TZ']; print(time.tzname)", environment: ["TZ": "EST5EDT"]),
+  ]
+  t.expect(
+    statuses[0]?.result.returnCode == 255 && statuses[1]?.result.returnCode == 120
+      && statuses[1]?.result.stderrText.contains("Exception ignored") == true
+      && statuses[2]?.result.stdoutText == "('EST', 'EDT')\n",
+    "pool: exit statuses as a cold run's (sys.exit(2**70) is 255, a failed stdout flush 120), and a run's TZ applies",
+    "\(statuses.map { $0?.result.returnCode }) \(statuses[2]?.result.stdoutText ?? "")")
+  if let chatty = await makePool(sandbox, SandboxPool.Options(size: 1, preload: ["this"])) {
+    await poolFull(chatty)
+    let quiet = await poolRun(chatty, "print('x')")
+    t.expect(quiet?.warm == true && quiet?.result.stdoutText == "x\n", "pool: what a preload prints is not in the run's output", quiet?.result.stdoutText ?? "")
+    await chatty.close()
+  } else {
+    t.expect(false, "pool: a pool preloading `this` opens")
+  }
+  let readyBefore = pool.readyCount
+  let conflict = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), files: ["a": [1], "a/b": [2]]) }
+  let longName = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), files: [String(repeating: "n", count: 300): [1]]) }
+  let loader = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), environment: ["LD_PRELOAD": "/x.so"]) }
+  t.expect(
+    conflict.contains("directory") && longName.contains("too deep or too long") && loader.contains("LD_PRELOAD")
+      && pool.readyCount == readyBefore,
+    "pool: inputs the sandbox could not write (a file that must be a directory, a 300-byte name) and LD_* are refused before a slot is used",
+    "\(conflict) | \(longName) | \(loader)")
+  var setupErrors: [String] = []
+  if let cold = await makePool(sandbox, SandboxPool.Options(size: 0)) {
+    for round in 0..<20 {
+      let task = Task { await poolError { () async throws(SandboxError) in _ = try await cold.run(.code("import time; time.sleep(5)")) } }
+      usleep(UInt32(round % 5) * 3_000)
+      task.cancel()
+      let error = await task.value
+      if !error.isEmpty && !error.contains("cancelled") { setupErrors.append(error) }
+    }
+    await cold.close()
+  }
+  t.expect(setupErrors.isEmpty, "pool: a cold run cancelled while it starts is reported as cancelled, never as a setup failure (20 tries)", "\(setupErrors.prefix(2))")
+  let saved = Sandbox.Admission.maximum
+  Sandbox.Admission.maximum = 3
+  let wedge = await poolError { () async throws(SandboxError) in _ = try SandboxPool(sandbox: sandbox, options: .init(size: 3)) }
+  Sandbox.Admission.maximum = saved
+  let exitDirectory = "\(temp)/sandbox-pool-exit-\(getpid())"
+  mkdir(exitDirectory, 0o700)
+  let exitStatus = shellOutput("TMPDIR='\(exitDirectory)' '\(CommandLine.arguments[0])' --pool-exit-victim '\(venv)' >/dev/null 2>&1; echo $?").trimmingWhitespace
+  let leftDirectories = shellOutput("ls -A '\(exitDirectory)'").trimmingWhitespace
+  shell("rm -rf '\(exitDirectory)'")
+  t.expect(
+    wedge.contains("Admission") && exitStatus == "0" && leftDirectories.isEmpty,
+    "pool: a pool that would hold every Admission slot is refused; a process that exits without close() leaves no idle slot's mount dir",
+    "\(wedge) | \(exitStatus) | \(leftDirectories)")
+
   let idleBefore = taggedProcessesRemain("poolslot\(getpid())", seconds: 0)
   await pool.close()
   var descriptorsAfter = openDescriptorCount()
@@ -297,6 +390,18 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
   t.expect(idleBefore && !taggedProcessesRemain("poolslot\(getpid())", seconds: 1) && descriptorsAfter <= descriptorsBefore,
     "pool: close() ends the idle slots: no process of the pool is left, and no descriptor of its runs is kept",
     "\(descriptorsBefore) -> \(descriptorsAfter)")
+}
+
+/// `unit_tests --pool-exit-victim VENV`: a pool of 2 with mount dirs (in TMPDIR), ready, then
+/// exit(0) without close().
+func runPoolExitVictim(_ arguments: [String]) async -> Never {
+  guard arguments.count == 3,
+    let sandbox = try? Sandbox(config: SandboxConfig(venvPath: arguments[2], appArmor: .disabled)),
+    let pool = try? SandboxPool(sandbox: sandbox, options: .init(size: 2, mountDirectories: true))
+  else { exit(3) }
+  try? await pool.waitUntilReady()
+  await poolFull(pool)
+  exit(0)
 }
 
 /// `unit_tests --pool-victim VENV TAG CODE`: a pool of 2 whose runs (two at a time, for ever) run

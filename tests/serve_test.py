@@ -407,18 +407,18 @@ out = subprocess.run([SB, "serve", "--no-apparmor", "--venv", VENV, "--max-concu
 check(out.returncode == 2 and not out.stdout, "serve: --max-concurrent 0 is refused (exit 2) before anything starts", out.stderr[-200:])
 
 # 23-25. --pool N --preload: warm runs (a run with mnt_dir still starts cold), health, and bad preloads.
-s = Server("--no-self-test", "--pool", "2", "--preload", "json")
+s = Server("--no-self-test", "--pool", "2", "--preload", "json", "--preload", "decimal")
 pooled = s.ask({"id": "p0", "op": "health"})["result"]
-first = s.ask({"id": "p1", "op": "run", "code": "import sys; print('json' in sys.modules, sys.argv[1:], sys.stdin.read())",
+first = s.ask({"id": "p1", "op": "run", "code": "import sys; print('json' in sys.modules and 'decimal' in sys.modules, sys.argv[1:], sys.stdin.read())",
                "args": ["x"], "stdin": "in"})["result"]
 time.sleep(0.5)  # its slot's replacement gets ready
 streamed = s.ask({"id": "p2", "op": "run", "code": "print('s')", "stream": True})
 events = [r for r in s.replies[json.dumps("p2")] if "event" in r]
 cold = s.ask({"id": "p3", "op": "run", "code": "import sys; print('json' in sys.modules)", "mnt_dir": mnt})["result"]
-check(pooled["pool"]["size"] == 2 and pooled["pool"]["ready"] >= 1 and pooled["pool"]["preload"] == ["json"] and first["warm"] is True
+check(pooled["pool"]["size"] == 2 and pooled["pool"]["ready"] >= 1 and pooled["pool"]["preload"] == ["json", "decimal"] and first["warm"] is True
       and first["stdout"] == "True ['x'] in\n" and streamed["result"]["warm"] is True and events
       and cold["warm"] is False and cold["stdout"] == "False\n",
-      "serve --pool 2 --preload json: runs are warm with json loaded (streamed too); a run with mnt_dir starts cold; health shows the pool",
+      "serve --pool 2 --preload json --preload decimal: runs are warm with json loaded (streamed too); a run with mnt_dir starts cold; health shows the pool",
       (pooled.get("pool"), first, cold))
 many = [{"id": f"w{n}", "op": "run", "code": f"print({n})"} for n in range(8)]
 for request in many:

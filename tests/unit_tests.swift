@@ -1151,10 +1151,11 @@ enum UnitTests {
     if CommandLine.arguments.dropFirst().first == "--host-death-victim" { await runHostDeathVictim(CommandLine.arguments) }
     if CommandLine.arguments.dropFirst().first == "--session-victim" { await runSessionVictim(CommandLine.arguments) }
     if CommandLine.arguments.dropFirst().first == "--pool-victim" { await runPoolVictim(CommandLine.arguments) }
+    if CommandLine.arguments.dropFirst().first == "--pool-exit-victim" { await runPoolExitVictim(CommandLine.arguments) }
     // The plan: how many checks (skips included) each part makes on every host, so a check that
     // silently vanishes fails the run. Change it together with the tests. The offline part
     // counts the plan's own check.
-    let planned = (offline: 269, endToEnd: 131)
+    let planned = (offline: 269, endToEnd: 138)
     let venv = Sandbox.Sys.environmentValue("SANDBOX_TEST_VENV").flatMap { $0.isEmpty ? nil : $0 }
     let plan = planned.offline + (venv == nil ? 1 : planned.endToEnd)
     print("1..\(plan)")

@@ -190,6 +190,10 @@ profile sandbox_golden flags=(attach_disconnected) {
   mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/,
   # tmpfs at /mnt
   mount fstype=tmpfs -> /newroot/mnt/,
+  # bwrap stages /run/sandbox/warm.py as /bindfileXXXXXX, then binds it
+  mount options=(rw, rbind) /bindfile* -> /newroot/run/sandbox/warm.py,
+  # remount /run/sandbox/warm.py with its flags
+  mount options in (ro, rw, nosuid, nodev, noexec, remount, bind, silent, relatime) -> /newroot/run/sandbox/warm.py,
   # bwrap: make the new root the root
   pivot_root oldroot=/newroot/ /newroot/,
   # bwrap: drop the host's filesystem
@@ -246,6 +250,8 @@ profile sandbox_golden flags=(attach_disconnected) {
   /run/{,sandbox/} r,
   # the code of a .code payload
   /run/sandbox/main.py r,
+  # a warm pool's slot: its driver
+  /run/sandbox/warm.py r,
   # /mnt, the one host interface
   /mnt/{,**} rwlkm,
   # /input, the inputs (read-only)
