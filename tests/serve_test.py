@@ -411,7 +411,10 @@ s = Server("--no-self-test", "--pool", "2", "--preload", "json", "--preload", "d
 pooled = s.ask({"id": "p0", "op": "health"})["result"]
 first = s.ask({"id": "p1", "op": "run", "code": "import sys; print('json' in sys.modules and 'decimal' in sys.modules, sys.argv[1:], sys.stdin.read())",
                "args": ["x"], "stdin": "in"})["result"]
-time.sleep(0.5)  # its slot's replacement gets ready
+for attempt in range(300):  # its slot's replacement gets ready (health says when)
+    if s.ask({"id": f"r{attempt}", "op": "health"})["result"]["pool"]["ready"] == 2:
+        break
+    time.sleep(0.1)
 streamed = s.ask({"id": "p2", "op": "run", "code": "print('s')", "stream": True})
 events = [r for r in s.replies[json.dumps("p2")] if "event" in r]
 cold = s.ask({"id": "p3", "op": "run", "code": "import sys; print('json' in sys.modules)", "mnt_dir": mnt})["result"]

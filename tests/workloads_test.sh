@@ -105,14 +105,20 @@ images = [base64.b64decode(i["b64"]) for i in lines[-1]["images"]]
 assert len(lines) == 2 and lines[-1]["value"] == "6" and lines[-1]["stderr"] == "", lines[-1]
 assert len(images) == 2 and all(i.startswith(b"\x89PNG\r\n\x1a\n") and len(i) > 1000 for i in images)' "$TMP/session.out"
 # A warm pool with pandas preloaded: the payload finds the venv's pandas in sys.modules, and a
-# matplotlib figure saved by a warm run is a real PNG (in the run's own /mnt, read back).
-printf '%s\n' '{"id": 1, "op": "run", "code": "import sys\nm = sys.modules.get(\"pandas\")\nprint(m is not None and m.__file__.startswith(sys.prefix + \"/\"), sys.prefix)"}' \
-  '{"id": 2, "op": "run", "code": "import pandas as pd, io\nimport matplotlib\nmatplotlib.use(\"Agg\")\nimport matplotlib.pyplot as plt\nbuffer = io.BytesIO()\nplt.plot(pd.Series([1, 3, 2]))\nplt.savefig(buffer, format=\"png\")\nprint(buffer.getvalue()[:4] == b\"\\x89PNG\", len(buffer.getvalue()) > 1000)"}' |
-  "$SB" serve --no-apparmor --venv "$VENV" --no-self-test --pool 1 --preload pandas > "$TMP/pool.out" 2>/dev/null
+# matplotlib figure saved by a warm run is a real PNG. One request at a time (requests run
+# concurrently: a second one sent at once could take the slot first).
 check "$LABEL: a pool with pandas preloaded: the venv's pandas is in sys.modules, and a warm run plots" python3 -c '
-import json, os, sys
-replies = {r["id"]: r["result"] for r in map(json.loads, open(sys.argv[1]))}
-venv = os.path.realpath(sys.argv[2])
-assert replies[1]["warm"] is True and replies[1]["stdout"].split() == ["True", venv], replies[1]
-assert replies[2]["stdout"] == "True True\n", replies[2]' "$TMP/pool.out" "$VENV"
+import json, os, subprocess, sys
+server = subprocess.Popen([sys.argv[1], "serve", "--no-apparmor", "--venv", sys.argv[2], "--no-self-test", "--pool", "1",
+                           "--preload", "pandas"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def ask(id, code):
+    server.stdin.write((json.dumps({"id": id, "op": "run", "code": code}) + "\n").encode())
+    server.stdin.flush()
+    return json.loads(server.stdout.readline())["result"]
+found = ask(1, "import sys\nm = sys.modules.get(\"pandas\")\nprint(m is not None and m.__file__.startswith(sys.prefix + \"/\"), sys.prefix)")
+plot = ask(2, "import pandas as pd, io\nimport matplotlib\nmatplotlib.use(\"Agg\")\nimport matplotlib.pyplot as plt\nbuffer = io.BytesIO()\nplt.plot(pd.Series([1, 3, 2]))\nplt.savefig(buffer, format=\"png\")\nprint(buffer.getvalue()[:4] == b\"\\x89PNG\", len(buffer.getvalue()) > 1000)")
+server.stdin.close()
+assert server.wait(timeout=60) == 0
+assert found["warm"] is True and found["stdout"].split() == ["True", os.path.realpath(sys.argv[2])], found
+assert plot["stdout"] == "True True\n", plot' "$SB" "$VENV"
 finish
