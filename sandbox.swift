@@ -7151,14 +7151,8 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
   public init(sandbox: Sandbox, options: Options = Options()) throws(SandboxError) {
     if sandbox.config.requiresVerifiedHost { try SelfTestGate.requirePassed() }  // preloads run venv code
     try SandboxPool.check(options)
-    let admission = Sandbox.Admission.effectiveMaximum()
-    guard options.size < admission else {
-      throw .invalidPool(
-        reason:
-          "a pool of \(options.size) would hold every one of Sandbox.Admission's \(admission) slots (a slot holds one for its life), and every other run would wait: raise Sandbox.Admission.maximum (and RLIMIT_NOFILE) or make the pool smaller"
-      )
-    }
     _ = try Sandbox.Bwrap.makePayloadEnvironment(venvRoot: sandbox.venv.root, extra: options.environment)
+    try Sandbox.Pool.Core.reserve(options.size)
     self.options = options
     core = Sandbox.Pool.Core(sandbox: sandbox, options: options)
     core.fill()
@@ -7391,7 +7385,20 @@ extension Sandbox {
             sys.argv[:] = [path] + arguments
             sys.path[0] = os.path.dirname(path)
             before = set(sys.modules)
+            builtin_names, sys_names = set(vars(builtins)), set(vars(sys))
+            # Ours, before the payload can replace them: its own os._exit = ... changes nothing here.
+            import _io, _signal
+            leave, write, kill, getpid = os._exit, os.write, os.kill, os.getpid
+            collect, get_objects, run_exitfuncs = gc.collect, gc.get_objects, atexit._run_exitfuncs
+            base, text = _io._IOBase, _io.TextIOWrapper
             status, interrupted = 0, False
+
+            def step(action):  # payload code runs in each (threads, handlers, finalisers): nothing escapes
+                try:
+                    action()
+                except BaseException:
+                    pass
+
             try:
                 exec(compile(source, path, "exec"), main.__dict__)
             except SystemExit as stop:
@@ -7401,73 +7408,79 @@ extension Sandbox {
                 elif isinstance(code, int):
                     status = code & 0xFF if -(1 << 63) <= code < (1 << 63) else 255  # C's long, as Python's exit
                 else:
-                    print(code, file=sys.stderr)
                     status = 1
+                    step(lambda: print(code, file=sys.stderr))
             except BaseException as error:
                 tail = error.__traceback__.tb_next if error.__traceback__ else None  # without our frame
-                try:
+
+                def report():
                     if sys.excepthook is not sys.__excepthook__:
                         sys.excepthook(type(error), error, tail)
                     else:
                         import traceback
                         traceback.print_exception(type(error), error, tail)
-                except BaseException:
-                    pass
+
+                step(report)
                 status, interrupted = 1, isinstance(error, KeyboardInterrupt)
             threading = sys.modules.get("threading")
             if threading is not None:
-                try:
-                    threading._shutdown()
-                except BaseException:
-                    pass
-            atexit._run_exitfuncs()
-            main.__dict__.clear()
-            # The payload's own modules (not the interpreter's or the venv's), newest first: what
-            # they hold open is flushed and closed, as at Python's exit.
+                step(threading._shutdown)
+            step(run_exitfuncs)
+            # What the payload hung on builtins and sys first (its finalisers still find their
+            # globals), then its `__main__` and its own modules (not the interpreter's or the
+            # venv's), newest first: what they hold is finalised, flushed and closed, as at
+            # Python's exit.
+            for namespace, kept in ((vars(builtins), builtin_names), (vars(sys), sys_names)):
+                for name in [name for name in list(namespace) if name not in kept]:
+                    step(lambda: namespace.pop(name, None))
+            step(main.__dict__.clear)
             prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix})
-            for name in reversed([name for name in sys.modules if name not in before]):
+            for name in reversed([name for name in list(sys.modules) if name not in before]):
                 module = sys.modules.get(name)
                 where = getattr(module, "__file__", None)
                 if isinstance(where, str) and not where.startswith(prefixes):
-                    module.__dict__.clear()
-            gc.collect()
+                    step(module.__dict__.clear)
+            step(collect)
             # What a teardown would flush: every file object still open (text wrappers first, as
             # they write into their buffers), then C's stdio when C code other than the standard
             # library's is loaded (it may have printf'd).
-            import _io
-            files = [o for o in gc.get_objects() if isinstance(o, _io._IOBase) and o not in (sys.stdout, sys.stderr)]
-            for item in sorted(files, key=lambda o: not isinstance(o, _io.TextIOWrapper)):
-                try:
-                    if not item.closed:
-                        item.flush()
-                except BaseException:
-                    pass
+            files = []
+            step(lambda: files.extend(o for o in get_objects() if isinstance(o, base) and o is not sys.stdout and o is not sys.stderr))
+            for item in [o for o in files if isinstance(o, text)] + [o for o in files if not isinstance(o, text)]:
+                step(lambda: item.closed or item.flush())
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
                 except BaseException as error:
                     if stream is sys.stdout:  # Python's exit: the message, then status 120
-                        os.write(2, f"Exception ignored in: {stream!r}\\n{type(error).__name__}: {error}\\n".encode("utf-8", "backslashreplace"))
+                        step(lambda: write(2, f"Exception ignored in: {stream!r}\\n{type(error).__name__}: {error}\\n".encode("utf-8", "backslashreplace")))
                         status = 120
             dynload = os.path.join(os.path.dirname(os.__file__), "lib-dynload")
-            if "ctypes" in sys.modules or any(
-                isinstance(getattr(m, "__file__", None), str) and m.__file__.endswith(".so") and not m.__file__.startswith(dynload)
-                for m in list(sys.modules.values())
-            ):
-                try:
+
+            def flush_c():
+                if "ctypes" in sys.modules or any(
+                    isinstance(getattr(m, "__file__", None), str) and m.__file__.endswith(".so") and not m.__file__.startswith(dynload)
+                    for m in list(sys.modules.values())
+                ):
                     import ctypes
                     ctypes.CDLL(None).fflush(None)
-                except BaseException:
-                    pass
+
+            step(flush_c)
             if interrupted:  # as Python does: the process dies of SIGINT
-                import signal
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGINT)
-            os._exit(status)
+                step(lambda: _signal.signal(_signal.SIGINT, _signal.SIG_DFL))
+                step(lambda: kill(getpid(), _signal.SIGINT))
+            leave(status)
 
         _sandbox_run(*_sandbox_slot((\(names)\(preload.count == 1 ? "," : ""))))
 
         """
+    }
+
+    /// A variable that only a process's start reads (the interpreter's: `PYTHON*`, its locale and
+    /// UTF-8 mode; the C library's: the loader, malloc, tunables): a slot has started already.
+    static func readAtStart(_ name: String) -> Bool {
+      ["PYTHON", "LD_", "LC_", "MALLOC_"].contains { name.hasPrefix($0) }
+        || ["LANG", "LANGUAGE", "GLIBC_TUNABLES"].contains(name)
     }
 
     /// One run's request, checked: nothing of it reaches a sandbox unless all of it is valid.
@@ -7499,7 +7512,7 @@ extension Sandbox {
         }
         for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
           guard Bwrap.isEnvironmentName(name), !value.utf8.contains(0) else { throw .invalidEnvironment(name: name) }
-          guard !name.hasPrefix("PYTHON") && !name.hasPrefix("LD_") else {
+          guard !Pool.readAtStart(name) else {
             throw .invalidPool(
               reason: "\(name) is read when an interpreter starts, before a run: set it in the pool's environment")
           }
@@ -7666,6 +7679,26 @@ extension Sandbox {
       private var lastFailure: SandboxError? = nil
       private var readyWaiters: [CheckedContinuation<Swift.Result<Void, SandboxError>, Never>] = []
       private var endWaiters: [CheckedContinuation<Void, Never>] = []
+
+      /// The slots every open pool of this process may hold: together they must leave
+      /// `Sandbox.Admission` at least one slot, or every other run would wait for ever.
+      private static let reservations = Sys.Mutex()
+      nonisolated(unsafe) private static var reserved = 0  // guarded by `reservations`
+
+      static func reserve(_ size: Int) throws(SandboxError) {
+        try reservations.withLock { () throws(SandboxError) in
+          let admission = Sandbox.Admission.effectiveMaximum()
+          guard reserved + size < admission else {
+            throw .invalidPool(
+              reason:
+                "a pool of \(size) beside the \(reserved) slots of the pools already open would hold every one of Sandbox.Admission's \(admission) slots (a slot holds one for its life), and every other run would wait: close a pool, raise Sandbox.Admission.maximum (and RLIMIT_NOFILE), or make the pool smaller"
+            )
+          }
+          reserved += size
+        }
+      }
+
+      static func release(_ size: Int) { reservations.withLock { reserved -= size } }
 
       init(sandbox: Sandbox, options: SandboxPool.Options) {
         self.sandbox = sandbox
@@ -7865,6 +7898,7 @@ extension Sandbox {
       /// Closed: no new runs; every slot is told to end (idle ones at once, running ones cancelled).
       func shutdown() {
         let idle = lock.withLock { () -> [Slot] in
+          if !closed { Core.release(options.size) }
           closed = true
           defer { ready = [] }
           return ready
@@ -10869,10 +10903,11 @@ extension Sandbox {
           let stdin = input
           let stream = try Server.flag(fields, "stream")
           let base64 = try Server.flag(fields, "b64")
-          // Without a mount dir of the caller's, a run takes a pool's slot (or starts cold in it).
+          // Without a mount dir of the caller's, a run takes a pool's slot (or starts cold in it);
+          // one with a variable only an interpreter's start reads starts cold, as without --pool.
           let warmRequest =
             try pool.map { (_) throws(SandboxError) in
-              try mountDirectory == nil
+              try mountDirectory == nil && !environment.keys.contains(where: Pool.readAtStart)
                 ? Pool.Request(
                   .code(code), timeout: timeout, stdin: stdin, environment: environment, arguments: arguments,
                   files: [:])

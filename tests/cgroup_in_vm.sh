@@ -56,12 +56,26 @@ out=$(printf '%s\n' '{"code": "x = 1"}' '{"code": "import mmap\nm = mmap.mmap(-1
 check "cgroup: a session's cell past --memory-mb is stopped by the kernel (limit_hit memory) and cells report memory_peak_bytes" \
   python3 -c 'import json,sys; l=[json.loads(x) for x in sys.argv[1].splitlines()]; assert 0 < l[0]["memory_peak_bytes"] <= 64 << 20 and l[-1]["limit_hit"] == "memory" and l[-1]["session_ended"], l' "$out"
 # A warm pool under the cgroup layer: each slot is a run with its cgroup (the preload counts in it);
-# a warm run past --memory-mb is stopped by the kernel, and the pool's cgroups go with its slots.
-out=$(printf '%s\n' '{"id": 1, "op": "run", "code": "print(1)"}' \
-  '{"id": 2, "op": "run", "code": "import mmap\nm = mmap.mmap(-1, 700 << 20)\nfor i in range(0, 700 << 20, 4096): m[i] = 1"}' |
-  "$SB" serve --no-apparmor --venv "$VENV" --memory-mb 64 --no-self-test --pool 1 --preload json 2>/dev/null)
-check "cgroup: a pool's warm runs have the layer (memory_peak_bytes) and one past --memory-mb is stopped by the kernel" \
-  python3 -c 'import json,sys; r={d["id"]: d["result"] for d in map(json.loads, sys.argv[1].splitlines())}; assert r[1]["warm"] and "cgroup" in r[1]["layers"] and 0 < r[1]["memory_peak_bytes"] <= 64 << 20 and r[2]["limit_hit"] == "memory", r' "$out"
+# a warm run past --memory-mb is stopped by the kernel. One request at a time: requests run
+# concurrently, and a second one sent at once could take the slot first.
+check "cgroup: a pool's warm runs have the layer (memory_peak_bytes) and one past --memory-mb is stopped by the kernel" python3 -c '
+import json, subprocess, sys, time
+server = subprocess.Popen([sys.argv[1], "serve", "--no-apparmor", "--venv", sys.argv[2], "--memory-mb", "64", "--no-self-test",
+                           "--pool", "1", "--preload", "json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def ask(request):
+    server.stdin.write((json.dumps(request) + "\n").encode())
+    server.stdin.flush()
+    return json.loads(server.stdout.readline())["result"]
+small = ask({"id": 1, "op": "run", "code": "print(1)"})
+for attempt in range(600):  # the slot it used is replaced (health says when)
+    if ask({"id": "h%d" % attempt, "op": "health"})["pool"]["ready"] == 1:
+        break
+    time.sleep(0.1)
+big = ask({"id": 2, "op": "run", "code": "import mmap\nm = mmap.mmap(-1, 700 << 20)\nfor i in range(0, 700 << 20, 4096): m[i] = 1"})
+server.stdin.close()
+assert server.wait(timeout=120) == 0
+assert small["warm"] and "cgroup" in small["layers"] and 0 < small["memory_peak_bytes"] <= 64 << 20, small
+assert big["warm"] and big["limit_hit"] == "memory", big' "$SB" "$VENV"
 check "cgroup: every run's cgroup is removed once the run is over" test "$(runs_left "$SVC")" = 0
 
 # Host death: SIGKILLed hosts leave empty cgroups at most, and the next host's first run sweeps them.

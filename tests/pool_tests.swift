@@ -330,13 +330,17 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
   let statuses = [
     await poolRun(pool, "import sys; sys.exit(2 ** 70)"), await poolRun(pool, "import os; print('x'); os.close(1)"),
     await poolRun(pool, "import os, time; os.environ['TZ']; print(time.tzname)", environment: ["TZ": "EST5EDT"]),
+    await poolRun(pool, "import os, sys\nos._exit = lambda code: None\nsys.exit(7)"),
+    await poolRun(pool, "import sys\nclass Odd:\n    def __str__(self):\n        raise SystemExit(9)\nsys.exit(Odd())"),
+    await poolRun(pool, "import builtins, os\nclass Last:\n    def __del__(self):\n        os.write(1, b'finalised\\n')\nbuiltins.kept = Last()\nprint('body', flush=True)"),
   ]
   t.expect(
     statuses[0]?.result.returnCode == 255 && statuses[1]?.result.returnCode == 120
       && statuses[1]?.result.stderrText.contains("Exception ignored") == true
-      && statuses[2]?.result.stdoutText == "('EST', 'EDT')\n",
-    "pool: exit statuses as a cold run's (sys.exit(2**70) is 255, a failed stdout flush 120), and a run's TZ applies",
-    "\(statuses.map { $0?.result.returnCode }) \(statuses[2]?.result.stdoutText ?? "")")
+      && statuses[2]?.result.stdoutText == "('EST', 'EDT')\n" && statuses[3]?.result.returnCode == 7
+      && statuses[4]?.result.returnCode == 1 && statuses[5]?.result.stdoutText == "body\nfinalised\n",
+    "pool: exit statuses as a cold run's (2**70 is 255, a failed stdout flush 120, a payload's own os._exit or a SystemExit from str() change nothing), TZ applies, a finaliser hung on builtins runs",
+    "\(statuses.map { $0?.result.returnCode }) \(statuses[2]?.result.stdoutText ?? "") \(statuses[5]?.result.stdoutText ?? "")")
   if let chatty = await makePool(sandbox, SandboxPool.Options(size: 1, preload: ["this"])) {
     await poolFull(chatty)
     let quiet = await poolRun(chatty, "print('x')")
@@ -349,8 +353,10 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
   let conflict = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), files: ["a": [1], "a/b": [2]]) }
   let longName = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), files: [String(repeating: "n", count: 300): [1]]) }
   let loader = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), environment: ["LD_PRELOAD": "/x.so"]) }
+  let locale = await poolError { () async throws(SandboxError) in _ = try await pool.run(.code("1"), environment: ["LC_ALL": "C"]) }
   t.expect(
     conflict.contains("directory") && longName.contains("too deep or too long") && loader.contains("LD_PRELOAD")
+      && locale.contains("LC_ALL")
       && pool.readyCount == readyBefore,
     "pool: inputs the sandbox could not write (a file that must be a directory, a 300-byte name) and LD_* are refused before a slot is used",
     "\(conflict) | \(longName) | \(loader)")
@@ -367,9 +373,21 @@ func testPools(_ t: inout Tally, venv: String, temp: String) async {
   }
   t.expect(setupErrors.isEmpty, "pool: a cold run cancelled while it starts is reported as cancelled, never as a setup failure (20 tries)", "\(setupErrors.prefix(2))")
   let saved = Sandbox.Admission.maximum
-  Sandbox.Admission.maximum = 3
-  let wedge = await poolError { () async throws(SandboxError) in _ = try SandboxPool(sandbox: sandbox, options: .init(size: 3)) }
+  Sandbox.Admission.maximum = 3  // the main pool (2) is open
+  let alone = await poolError { () async throws(SandboxError) in _ = try SandboxPool(sandbox: sandbox, options: .init(size: 3)) }
+  Sandbox.Admission.maximum = 5
+  var secondPool: SandboxPool? = nil
+  let together = await poolError { () async throws(SandboxError) in
+    secondPool = try SandboxPool(sandbox: sandbox, options: .init(size: 2))
+    _ = try SandboxPool(sandbox: sandbox, options: .init(size: 1))
+  }
+  await secondPool?.close()
+  let afterClose = await poolError { () async throws(SandboxError) in
+    let third = try SandboxPool(sandbox: sandbox, options: .init(size: 2))
+    await third.close()
+  }
   Sandbox.Admission.maximum = saved
+  let wedge = secondPool != nil && afterClose.isEmpty && together.contains("pools already open") ? alone : "second: \(secondPool != nil) after close: \(afterClose) together: \(together)"
   let exitDirectory = "\(temp)/sandbox-pool-exit-\(getpid())"
   mkdir(exitDirectory, 0o700)
   let exitStatus = shellOutput("TMPDIR='\(exitDirectory)' '\(CommandLine.arguments[0])' --pool-exit-victim '\(venv)' >/dev/null 2>&1; echo $?").trimmingWhitespace

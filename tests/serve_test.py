@@ -418,10 +418,11 @@ for attempt in range(300):  # its slot's replacement gets ready (health says whe
 streamed = s.ask({"id": "p2", "op": "run", "code": "print('s')", "stream": True})
 events = [r for r in s.replies[json.dumps("p2")] if "event" in r]
 cold = s.ask({"id": "p3", "op": "run", "code": "import sys; print('json' in sys.modules)", "mnt_dir": mnt})["result"]
+hashed = s.ask({"id": "p4", "op": "run", "code": "import sys; print(sys.flags.hash_randomization)", "env": {"PYTHONHASHSEED": "0"}})["result"]
 check(pooled["pool"]["size"] == 2 and pooled["pool"]["ready"] >= 1 and pooled["pool"]["preload"] == ["json", "decimal"] and first["warm"] is True
       and first["stdout"] == "True ['x'] in\n" and streamed["result"]["warm"] is True and events
-      and cold["warm"] is False and cold["stdout"] == "False\n",
-      "serve --pool 2 --preload json --preload decimal: runs are warm with json loaded (streamed too); a run with mnt_dir starts cold; health shows the pool",
+      and cold["warm"] is False and cold["stdout"] == "False\n" and hashed["warm"] is False and hashed["stdout"] == "0\n",
+      "serve --pool 2 --preload json --preload decimal: runs are warm with json loaded (streamed too); a run with mnt_dir, or with a variable only a start reads (PYTHONHASHSEED), starts cold; health shows the pool",
       (pooled.get("pool"), first, cold))
 many = [{"id": f"w{n}", "op": "run", "code": f"print({n})"} for n in range(8)]
 for request in many:
