@@ -7700,6 +7700,13 @@ extension Sandbox {
 
       static func release(_ size: Int) { reservations.withLock { reserved -= size } }
 
+      /// How many slots in a row may fail to start before `waitUntilReady` reports it.
+      static let attempts = 3
+      static func isHopeless(_ error: SandboxError, failures: Int) -> Bool {
+        if case .invalidPool = error { return true }
+        return failures >= attempts
+      }
+
       init(sandbox: Sandbox, options: SandboxPool.Options) {
         self.sandbox = sandbox
         self.options = options
@@ -7730,13 +7737,15 @@ extension Sandbox {
             if !keep { slot.cancellation.fire() }
             resumeReadyWaiters(.success(()))
           } onFailure: { [self] error in
-            let delay = lock.withLock { () -> Int in
+            let (delay, givingUp) = lock.withLock { () -> (Int, Bool) in
               starting -= 1
               failures += 1
               lastFailure = error
-              return min(5_000, 100 << min(failures, 6))
+              return (min(5_000, 100 << min(failures, 6)), Core.isHopeless(error, failures: failures))
             }
-            resumeReadyWaiters(.failure(error))
+            // A preload that fails fails again; anything else may be passing (a slow host): the
+            // waiters hear of it only after `Core.attempts` starts in a row have failed.
+            if givingUp { resumeReadyWaiters(.failure(error)) }
             _ = Sys.startThread(inline: false) { [self] in  // not a hot loop when slots cannot start
               usleep(useconds_t(delay * 1000))
               fill()
@@ -7824,7 +7833,7 @@ extension Sandbox {
           let now: Swift.Result<Void, SandboxError>? = lock.withLock {
             if closed { return .failure(.invalidPool(reason: "it is closed")) }
             if !ready.isEmpty || options.size == 0 { return .success(()) }
-            if starting == 0, let lastFailure { return .failure(lastFailure) }
+            if let lastFailure, Core.isHopeless(lastFailure, failures: failures) { return .failure(lastFailure) }
             readyWaiters.append(continuation)
             return nil
           }

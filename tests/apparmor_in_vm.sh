@@ -54,8 +54,9 @@ out=$(printf '%s\n' '{"code": "x = open(\"/proc/self/attr/current\").read().stri
 check "session: cells run under the profile, in enforce mode, and keep their state" \
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["value"] == repr(sys.argv[2] + " (enforce)") and d["session_ended"] is None, d' "$out" "$NAME"
 out=$(printf '%s\n' '{"id": 1, "op": "run", "code": "import sys\nprint(open(\"/proc/self/attr/current\").read().strip(), \"json\" in sys.modules)"}' |
-  "$SB" serve --venv "$VENV" --apparmor-profile-name "$NAME" --no-self-test --pool 1 --preload json 2>/dev/null)
-check "pool: a warm run (json preloaded) runs under the profile, in enforce mode" \
+  "$SB" serve --venv "$VENV" --apparmor-profile-name "$NAME" --no-self-test --pool 1 --preload json 2>"$T/serve.err")
+serve_said() { echo "#   serve said: $(tail -n 3 "$T/serve.err" | tr '\n' ' ')"; dmesg | grep 'apparmor="DENIED"' | tail -n 5 | sed 's/^/#   /'; }
+on_failure=serve_said check "pool: a warm run (json preloaded) runs under the profile, in enforce mode" \
   python3 -c 'import json,sys; d=json.loads(sys.argv[1])["result"]; assert d["warm"] is True and d["stdout"] == sys.argv[2] + " (enforce) True\n" and "apparmor" in d["layers"], d' "$out" "$NAME"
 dmesg >"$T/dmesg" 2>/dev/null
 check "audit: the profile denied reading /proc/1/environ (bwrap's namespaces allow it)" \
