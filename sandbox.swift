@@ -10762,6 +10762,7 @@ extension Sandbox {
           return sessions.filter { $0.key.hasPrefix(prefix) }.map(\.value)
         }
         for session in left { _ = CLI.blocking { await session.close() } }
+        connection.flush()  // every answer written before the connection closes (close drops the queue)
         connection.close()
       }
 

@@ -97,7 +97,7 @@ class Server:
         return self.process.wait(timeout=30)
 
 
-print("1..25")
+print("1..26")
 
 # 1-4. A conversation covering every operation.
 work = tempfile.mkdtemp(prefix="sandbox-serve-")
@@ -440,6 +440,17 @@ check(bad.returncode == 2 and "No module named 'sandbox_no_such_module'" in bad.
       and lonely.returncode == 2 and "--pool" in lonely.stderr,
       "serve: a preload that fails to import, or --preload without --pool, is refused (exit 2) before serving",
       (bad.returncode, bad.stderr[-300:], lonely.stderr[-200:]))
+
+# 26. A pipe that closes right after its one request still gets the answer (the reply was once
+# dropped when the connection closed before its writer had taken it), with and without a pool.
+lost = []
+for attempt in range(40):
+    extra = ["--pool", "1"] if attempt % 2 else []
+    out = subprocess.run(BASE + ["--no-self-test"] + extra, input=b'{"id": 1, "op": "run", "code": "print(1)"}\n',
+                         capture_output=True, timeout=60)
+    if b'"stdout": "1\\n"' not in out.stdout:
+        lost.append((attempt, out.returncode, out.stdout[-200:]))
+check(not lost, "serve: a request followed at once by the end of stdin is answered before the exit (40 tries, with and without --pool)", lost[:3])
 subprocess.run(["rm", "-rf", work])
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(0 if failed == 0 else 1)
