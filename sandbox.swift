@@ -854,7 +854,7 @@ public enum SandboxError: Error, CustomStringConvertible, Equatable {
         "pass a directory below the temp dir, e.g. d=$(mktemp -d) && cp -r INPUTS \"$d/in\", then --input-dir \"$d/in\" (the payload sees it read-only at /input)"
     case .invalidPool:
       return
-        "give a size of 0 to \(SandboxPool.largestSize) and importable module names; a run takes its script in `files` and no PYTHON* variables (SandboxPool.Options.environment has those)"
+        "give a size of 0 to \(SandboxPool.largestSize) and importable module names; a run takes its script in `files` and no variable only a start reads (PYTHON*, LD_*, LC_*, LANG: SandboxPool.Options.environment has those)"
     case .invalidCell:
       return
         "send the code as UTF-8 of at most \(Sandbox.Lifecycle.SessionLink.frameLimitBytes) bytes, with a timeout > 0"
@@ -1146,22 +1146,10 @@ public struct Sandbox: Sendable {
     _ payload: SandboxPayload, mountDirectory: String? = nil, timeout: Duration? = nil,
     stdin: [UInt8] = [], environment: [String: String] = [:], arguments: [String] = []
   ) -> AsyncStream<SandboxEvent<SandboxResult>> {
-    AsyncStream { continuation in
-      let task = Task {  // the async run: its thread, its gate check, Task cancellation kills it
-        do throws(SandboxError) {
-          let result = try await self.run(
-            payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
-            arguments: arguments
-          ) { isStderr, bytes in
-            continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
-          }
-          continuation.yield(.finished(result))
-        } catch {
-          continuation.yield(.failed(error))
-        }
-        continuation.finish()
-      }
-      continuation.onTermination = { reason in if case .cancelled = reason { task.cancel() } }
+    Sys.eventStream { onOutput throws(SandboxError) in  // the async run: its thread, gate check, cancellation
+      try await self.run(
+        payload, mountDirectory: mountDirectory, timeout: timeout, stdin: stdin, environment: environment,
+        arguments: arguments, onOutput: onOutput)
     }
   }
 
@@ -1686,11 +1674,18 @@ extension Sandbox {
         throw .invalidScriptPath(path: sandboxPath, reason: "must lie under \(Bwrap.Layout.mountPoint)/")
       }
       let relative = String(sandboxPath.dropFirst(prefix.count))
-      let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
-      guard !relative.isEmpty, !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+      guard isPlainRelativePath(relative) else {
         throw .invalidScriptPath(path: sandboxPath, reason: "must be a plain path: no '..', '.' or empty parts")
       }
       return relative
+    }
+
+    /// A relative path of plain names: not empty, no '..', '.' or empty part (so no leading '/').
+    static func isPlainRelativePath(_ path: String) -> Bool {
+      !path.isEmpty
+        && !path.split(separator: "/", omittingEmptySubsequences: false).contains {
+          $0.isEmpty || $0 == "." || $0 == ".."
+        }
     }
 
     /// Checks `/mnt/REL` names a regular file in the mountDir; returns REL.
@@ -5486,7 +5481,6 @@ extension Sandbox.Lifecycle.Supervisor {
     let cell = link.pending.removeFirst()
     if let timer = link.idleTimer { loop.cancel(timer: timer) }
     link.idleTimer = nil
-    if link.lastSnapshot == nil && !link.warm { link.lastSnapshot = link.snapshotMountDirectory() }
     if link.warm {  // what the preloads printed is not the run's
       for capture in [stdout, stderr].compactMap({ $0 }) {
         capture.drainNow(loop)
@@ -5501,7 +5495,7 @@ extension Sandbox.Lifecycle.Supervisor {
     link.cellCPUAtStart = gate.flatMap { Lifecycle.ProcessStatus.cpuTime($0.pid) }
     link.oomKillsAtStart = launch.cgroup?.usage().oomKills ?? 0
     let length = UInt32(cell.token.count + cell.code.count)  // at most frameLimitBytes (SandboxSession checks)
-    link.outbox += [UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)]
+    link.outbox += Sys.bigEndian(length)
     link.outbox += cell.token + cell.code
     flushOutbox(link)
     link.cellTimers = [
@@ -6629,25 +6623,9 @@ public final class SandboxSession: @unchecked Sendable {  // immutable; `state` 
     SandboxEvent<SandboxCellResult>
   > {
     let id = state.nextCellID()
-    let link = self.link
-    return AsyncStream { continuation in
-      let task = Task {
-        do throws(SandboxError) {
-          let result = try await self.submit(code, timeout: timeout, id: id) { isStderr, bytes in
-            continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
-          }
-          continuation.yield(.finished(result))
-        } catch {
-          continuation.yield(.failed(error))
-        }
-        continuation.finish()
-      }
-      continuation.onTermination = { reason in
-        if case .cancelled = reason {
-          link.send(.interrupt(id))
-          task.cancel()
-        }
-      }
+    // Ending the iteration cancels the Task, which interrupts the cell (submit's cancellation handler).
+    return Sandbox.Sys.eventStream { onOutput throws(SandboxError) in
+      try await self.submit(code, timeout: timeout, id: id, onOutput: onOutput)
     }
   }
 
@@ -7123,7 +7101,7 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     /// under every layer and limit of the run; a payload finds them in `sys.modules`.
     public var preload: [String]
     /// Variables of every slot's interpreter, set when it starts (a run's own `environment`
-    /// comes later: it cannot hold `PYTHON*` variables, which only an interpreter's start reads).
+    /// comes later: it cannot hold what only a process's start reads, see `Pool.readAtStart`).
     public var environment: [String: String]
     /// Each slot binds a fresh `SandboxMountDirectory` at /mnt, handed to the caller with the
     /// result; without it /mnt is the run's own tmpfs, gone with it.
@@ -7170,6 +7148,16 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     }
   }
 
+  /// A run's inputs, checked against the pool's limits (nothing runs when they fail).
+  func makeRequest(
+    _ payload: SandboxPayload, timeout: Duration?, stdin: [UInt8], environment: [String: String],
+    arguments: [String], files: [String: [UInt8]]
+  ) throws(SandboxError) -> Sandbox.Pool.Request {
+    try Sandbox.Pool.Request(
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
+      fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
+  }
+
   /// How many slots are ready now.
   public var readyCount: Int { core.readyCount }
 
@@ -7192,9 +7180,8 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     _ payload: SandboxPayload, timeout: Duration? = nil, stdin: [UInt8] = [], environment: [String: String] = [:],
     arguments: [String] = [], files: [String: [UInt8]] = [:]
   ) async throws(SandboxError) -> SandboxPoolRun {
-    let request = try Sandbox.Pool.Request(
-      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
-      fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
+    let request = try makeRequest(
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
     return try await core.run(request, onOutput: nil)
   }
 
@@ -7204,9 +7191,8 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     _ payload: SandboxPayload, timeout: Duration? = nil, stdin: [UInt8] = [], environment: [String: String] = [:],
     arguments: [String] = [], files: [String: [UInt8]] = [:]
   ) throws(SandboxError) -> SandboxPoolRun {
-    let request = try Sandbox.Pool.Request(
-      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
-      fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
+    let request = try makeRequest(
+      payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
     let handoff = Sandbox.Sys.Handoff<Swift.Result<SandboxPoolRun, SandboxError>>()
     core.dispatch(request, onOutput: nil, control: Sandbox.Pool.Control()) { handoff.put($0) }
     return try handoff.take().get()
@@ -7218,23 +7204,10 @@ public final class SandboxPool: @unchecked Sendable {  // immutable; `core` lock
     _ payload: SandboxPayload, timeout: Duration? = nil, stdin: [UInt8] = [], environment: [String: String] = [:],
     arguments: [String] = [], files: [String: [UInt8]] = [:]
   ) -> AsyncStream<SandboxEvent<SandboxPoolRun>> {
-    let core = self.core
-    return AsyncStream { continuation in
-      let task = Task {
-        do throws(SandboxError) {
-          let request = try Sandbox.Pool.Request(
-            payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files,
-            fileSizeLimit: core.sandbox.config.limits.fileSizeBytes)
-          let run = try await core.run(request) { isStderr, bytes in
-            continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
-          }
-          continuation.yield(.finished(run))
-        } catch {
-          continuation.yield(.failed(error))
-        }
-        continuation.finish()
-      }
-      continuation.onTermination = { reason in if case .cancelled = reason { task.cancel() } }
+    Sandbox.Sys.eventStream { onOutput throws(SandboxError) in
+      let request = try self.makeRequest(
+        payload, timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: files)
+      return try await self.core.run(request, onOutput: onOutput)
     }
   }
 
@@ -7520,14 +7493,13 @@ extension Sandbox {
         }
         for (path, bytes) in files.sorted(by: { $0.key < $1.key }) {
           let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-          guard !path.isEmpty, !path.utf8.contains(0), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." })
-          else {
+          let shown = Sys.printable(String(path.prefix(200)))
+          guard Preflight.isPlainRelativePath(path), !path.utf8.contains(0) else {
             throw .invalidPool(
               reason:
-                "the input file '\(Sys.printable(String(path.prefix(200))))' is not a plain path inside /mnt (no '..', '.', empty parts, NUL or leading '/')"
+                "the input file '\(shown)' is not a plain path inside /mnt (no '..', '.', empty parts, NUL or leading '/')"
             )
           }
-          let shown = Sys.printable(String(path.prefix(200)))
           guard parts.count <= 64, path.utf8.count <= 3000, parts.allSatisfy({ $0.utf8.count <= 255 }) else {
             throw .invalidPool(reason: "the input file '\(shown)' is too deep or too long (64 levels, 255-byte names)")
           }
@@ -7553,9 +7525,7 @@ extension Sandbox {
         frame = []
         frame.reserveCapacity(size - 16)
         for (tag, data) in fields {
-          let count = UInt32(data.count)
-          frame += [tag, UInt8(count >> 24), UInt8(count >> 16 & 0xff), UInt8(count >> 8 & 0xff), UInt8(count & 0xff)]
-          frame += data
+          frame += [tag] + Sys.bigEndian(UInt32(data.count)) + data
         }
       }
     }
@@ -7619,7 +7589,7 @@ extension Sandbox {
     }
 
     /// One sandbox of the pool, from spawn until every process of it is gone (its own thread).
-    final class Slot: @unchecked Sendable {  // `onEnd` and `ending` are guarded by `lock`
+    final class Slot: @unchecked Sendable {  // `onEnd` is guarded by `lock`
       let link: Lifecycle.SessionLink
       let cancellation = Spawner.CancellationSignal()
       let mountDirectory: SandboxMountDirectory?
@@ -7627,7 +7597,6 @@ extension Sandbox {
       let warm: Bool
       private let lock = Sys.Mutex()
       private var onEnd: ((Ending) -> Void)? = nil
-      private var ending: Ending? = nil
 
       init(warm: Bool, mountDirectory: SandboxMountDirectory?) throws(SandboxError) {
         // DECISIONS 16: a slot is never reaped for being idle.
@@ -7650,25 +7619,26 @@ extension Sandbox {
         if link.send(.cell(cell)) != nil { finish(.notSent) }
       }
 
-      /// The slot's thread is done (or could not start).
+      /// The slot is over for its dispatch (its thread is done, or the run could not be sent):
+      /// `onEnd` hears of it once; before a dispatch there is nobody to tell.
       func finish(_ end: Ending) {
         let callback = lock.withLock {
-          if ending == nil { ending = end }
           defer { onEnd = nil }
           return onEnd
         }
-        callback?(ending ?? end)
+        callback?(end)
       }
     }
 
-    /// The pool's state: ready slots, slots starting, every slot alive; thread-safe.
+    /// The pool's state: ready slots, every slot alive, the failed starts in a row; thread-safe.
     final class Core: @unchecked Sendable {  // every mutable field is guarded by `lock`
       let sandbox: Sandbox
       let options: SandboxPool.Options
+      /// What a slot runs: the driver with the preloads (warm), or without them (a cold start).
       let driver: SandboxPayload
+      let coldDriver: SandboxPayload = .code(Pool.driverSource(preload: []))
       private let lock = Sys.Mutex()
       private var ready: [Slot] = []
-      private var starting = 0
       /// Warm slots alive: starting, ready or running (at most `size`).
       private var warmSlots = 0
       /// Every slot whose thread runs, idle or not (close ends them all).
@@ -7720,14 +7690,12 @@ extension Sandbox {
         let wanted = lock.withLock { () -> Int in
           guard !closed else { return 0 }
           let count = max(0, options.size - warmSlots)
-          starting += count
           warmSlots += count
           return count
         }
         for _ in 0..<wanted {
           startSlot(warm: true) { [self] slot in
             let keep = lock.withLock { () -> Bool in
-              starting -= 1
               failures = 0
               lastFailure = nil
               guard !closed else { return false }
@@ -7738,7 +7706,6 @@ extension Sandbox {
             resumeReadyWaiters(.success(()))
           } onFailure: { [self] error in
             let (delay, givingUp) = lock.withLock { () -> (Int, Bool) in
-              starting -= 1
               failures += 1
               lastFailure = error
               return (min(5_000, 100 << min(failures, 6)), Core.isHopeless(error, failures: failures))
@@ -7771,7 +7738,7 @@ extension Sandbox {
           onFailure(error)
           return nil
         }
-        let payload: SandboxPayload = warm ? driver : .code(Pool.driverSource(preload: []))
+        let payload = warm ? driver : coldDriver
         let closedAlready = lock.withLock { () -> Bool in
           alive[ObjectIdentifier(slot)] = slot
           return closed
@@ -7906,14 +7873,13 @@ extension Sandbox {
 
       /// Closed: no new runs; every slot is told to end (idle ones at once, running ones cancelled).
       func shutdown() {
-        let idle = lock.withLock { () -> [Slot] in
+        let slots = lock.withLock { () -> [Slot] in
           if !closed { Core.release(options.size) }
           closed = true
-          defer { ready = [] }
-          return ready
+          ready = []
+          return Array(alive.values)  // the ready ones among them
         }
-        for slot in idle { slot.cancellation.fire() }
-        for slot in lock.withLock({ Array(alive.values) }) { slot.cancellation.fire() }
+        for slot in slots { slot.cancellation.fire() }
         resumeReadyWaiters(.failure(.invalidPool(reason: "it is closed")))
       }
 
@@ -8102,6 +8068,34 @@ extension Sandbox {
 
     /// Runs a system call again while it fails with EINTR (a signal handler ran): the one retry
     /// loop. The result and errno are the last call's.
+    /// `body` in a Task, as a stream of events: each output chunk it reports, then its result or
+    /// its error. Ending the iteration early cancels the Task (which kills its run).
+    static func eventStream<Final: Sendable>(
+      _ body:
+        @escaping @Sendable (_ onOutput: @escaping (_ isStderr: Bool, _ bytes: [UInt8]) -> Void)
+        async throws(SandboxError) -> Final
+    ) -> AsyncStream<SandboxEvent<Final>> {
+      AsyncStream { continuation in
+        let task = Task {
+          do throws(SandboxError) {
+            let final = try await body { isStderr, bytes in
+              continuation.yield(isStderr ? .stderr(bytes) : .stdout(bytes))
+            }
+            continuation.yield(.finished(final))
+          } catch {
+            continuation.yield(.failed(error))
+          }
+          continuation.finish()
+        }
+        continuation.onTermination = { reason in if case .cancelled = reason { task.cancel() } }
+      }
+    }
+
+    /// `value` as 4 big-endian bytes: the length prefix of a channel frame and of its fields.
+    static func bigEndian(_ value: UInt32) -> [UInt8] {
+      [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+    }
+
     static func retryingInterrupts<Value: FixedWidthInteger & SignedInteger>(_ body: () -> Value) -> Value {
       while true {
         let result = body()
@@ -10915,15 +10909,9 @@ extension Sandbox {
           let base64 = try Server.flag(fields, "b64")
           // Without a mount dir of the caller's, a run takes a pool's slot (or starts cold in it);
           // one with a variable only an interpreter's start reads starts cold, as without --pool.
-          let warmRequest =
-            try pool.map { (_) throws(SandboxError) in
-              try mountDirectory == nil && !environment.keys.contains(where: Pool.readAtStart)
-                ? Pool.Request(
-                  .code(code), timeout: timeout, stdin: stdin, environment: environment, arguments: arguments,
-                  files: [:])
-                : nil
-            } ?? nil
-          let pool = self.pool
+          let pool = mountDirectory == nil && !environment.keys.contains(where: Pool.readAtStart) ? self.pool : nil
+          let warmRequest = try pool?.makeRequest(
+            .code(code), timeout: timeout, stdin: stdin, environment: environment, arguments: arguments, files: [:])
           return { [self] in
             do throws(SandboxError) {
               let onOutput: ((Bool, [UInt8]) -> Void)? =
